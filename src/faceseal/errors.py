@@ -1,0 +1,191 @@
+"""The one error hierarchy of faceseal.
+
+Three families, so that callers (the CLI, the HTTP service, applications) can react without
+parsing messages:
+
+* :class:`UserError`: the caller can fix it (bad input, denied, not found). HTTP 4xx.
+* :class:`InternalError`: the deployment is unwell (key provider down, database unreachable,
+  audit log unwritable). HTTP 5xx. Never reported as a user mistake, and never the other way
+  round: a network fault must not look like a wrong key.
+* :class:`DecryptionError`: every failure to open sealed data. It carries one fixed message and no
+  detail, whatever went wrong (bad tag, wrong key, truncation, wrong associated data), so that it
+  cannot be used as an oracle.
+
+Messages never contain key material, passphrases, API keys or encoding values; they may contain
+identifiers the caller supplied (subject ids, file names).
+"""
+
+from __future__ import annotations
+
+
+class FacesealError(Exception):
+    """Base class of every error faceseal raises on purpose."""
+
+    #: Stable machine-readable code, used in JSON output and HTTP problem details.
+    code: str = "error"
+    #: HTTP status used by the HTTP service.
+    http_status: int = 500
+    #: Process exit status used by the CLI (0 and 1 are reserved for success and no-match).
+    exit_code: int = 5
+
+
+# --- user errors ---------------------------------------------------------------------------------
+
+
+class UserError(FacesealError):
+    """The request cannot be served as asked; the caller can fix it."""
+
+    code = "user_error"
+    http_status = 400
+    exit_code = 2
+
+
+class InvalidInput(UserError):
+    """Input that is malformed, out of range, or not what the operation accepts."""
+
+    code = "invalid_input"
+    http_status = 422
+
+
+class ImageUnreadable(InvalidInput):
+    """The photo cannot be decoded as an image."""
+
+    code = "image_unreadable"
+
+
+class ImageTooLarge(InvalidInput):
+    """The photo is larger than the configured pixel or byte limit (refused before decoding)."""
+
+    code = "image_too_large"
+    http_status = 413
+
+
+class NoFaceFound(InvalidInput):
+    """The photo contains no detectable face."""
+
+    code = "no_face"
+
+
+class MultipleFacesFound(InvalidInput):
+    """The photo contains several faces and the caller did not pick one."""
+
+    code = "multiple_faces"
+
+    def __init__(self, message: str, count: int) -> None:
+        super().__init__(message)
+        self.count = count
+
+
+class InvalidEncoding(InvalidInput):
+    """An encoding with the wrong dimension, dtype, shape, or non-finite values."""
+
+    code = "invalid_encoding"
+
+
+class EncoderUnavailable(UserError):
+    """The optional face encoder is not installed."""
+
+    code = "encoder_unavailable"
+    http_status = 501
+
+
+class AuthenticationFailed(UserError):
+    """No credential, or one that is unknown, revoked or malformed."""
+
+    code = "unauthenticated"
+    http_status = 401
+    exit_code = 3
+
+
+class AccessDenied(UserError):
+    """The principal is known but its role or tenant does not allow the operation."""
+
+    code = "forbidden"
+    http_status = 403
+    exit_code = 3
+
+
+class NotFound(UserError):
+    """The subject, template, principal or vault does not exist."""
+
+    code = "not_found"
+    http_status = 404
+    exit_code = 4
+
+
+class Conflict(UserError):
+    """The operation conflicts with the current state (already exists, still in use)."""
+
+    code = "conflict"
+    http_status = 409
+
+
+class KeyringError(UserError):
+    """The keyring is missing, unreadable, misplaced, or does not belong to this vault.
+
+    Also raised for a wrong passphrase: the caller fixes it by supplying the right one.
+    """
+
+    code = "keyring_error"
+    http_status = 500  # in a running service a keyring problem is never the client's fault
+
+
+class RateLimited(UserError):
+    """Too many failed attempts; try again later."""
+
+    code = "rate_limited"
+    http_status = 429
+    exit_code = 3
+
+
+# --- internal errors -----------------------------------------------------------------------------
+
+
+class InternalError(FacesealError):
+    """The deployment failed to serve a valid request."""
+
+    code = "internal_error"
+    http_status = 500
+    exit_code = 5
+
+
+class KeyProviderUnavailable(InternalError):
+    """The key provider (keyring file, HSM, KMS) cannot be reached or refused to work."""
+
+    code = "key_provider_unavailable"
+    http_status = 503
+
+
+class StorageUnavailable(InternalError):
+    """The template store cannot be reached or failed to read or write."""
+
+    code = "storage_unavailable"
+    http_status = 503
+
+
+class AuditWriteFailed(InternalError):
+    """The audit event could not be written; the operation was not carried out (fail-closed)."""
+
+    code = "audit_unavailable"
+    http_status = 503
+
+
+class IntegrityFailure(InternalError):
+    """Stored data failed its integrity check and nothing usable remained for the request."""
+
+    code = "integrity_failure"
+
+
+# --- the opaque one --------------------------------------------------------------------------------
+
+
+class DecryptionError(FacesealError):
+    """Sealed data could not be opened. Deliberately carries no detail."""
+
+    code = "decryption_failed"
+    http_status = 500
+    exit_code = 5
+    MESSAGE = "decryption failed"
+
+    def __init__(self) -> None:
+        super().__init__(self.MESSAGE)
