@@ -1,0 +1,36 @@
+"""The ``faceseal`` command: a thin layer over the :class:`~faceseal.vault.Vault` API."""
+
+from __future__ import annotations
+
+import click
+
+from faceseal import __version__
+from faceseal.cli.demo_command import demo
+from faceseal.cli.vault_commands import (
+    check,
+    enroll,
+    erase,
+    identify,
+    init,
+    migrate,
+    subjects,
+    verify,
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="faceseal")
+def cli() -> None:
+    """faceseal: a vault for face encodings.
+
+    Every command takes --json (one JSON document on stdout), --vault DIR and --debug.
+    Exit status: 0 success/match, 1 no match, 2 bad input, 3 denied, 4 not found, 5 internal.
+    """
+
+
+for _command in (init, enroll, verify, identify, erase, subjects, check, migrate, demo):
+    cli.add_command(_command)
+
+
+def main() -> None:
+    cli(prog_name="faceseal")

@@ -1,0 +1,34 @@
+"""A progress bar on stderr for long work (many photos), silent for one item or with --json."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from faceseal.cli.output import Output
+
+
+@contextmanager
+def progress_bar(description: str, output: Output) -> Iterator[Callable[[int, int], None]]:
+    """Yields a ``progress(done, total)`` callback that draws a tqdm bar when worthwhile."""
+    bar: Any = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if total < 2 or output.json:
+            return
+        if bar is None:
+            from tqdm import tqdm  # noqa: PLC0415 - imported only when a bar is drawn
+
+            bar = tqdm(total=total, desc=description, unit="file", file=sys.stderr,
+                       disable=None, leave=False)
+        bar.n = done
+        bar.refresh()
+
+    try:
+        yield progress
+    finally:
+        if bar is not None:
+            bar.close()

@@ -1,0 +1,185 @@
+"""init, enroll, verify, identify, erase, subjects, check, migrate: thin layers over the Vault."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from faceseal.cli.common import common_options, open_vault, passphrase_from_env_or_prompt
+from faceseal.cli.output import EXIT_NO_MATCH, EXIT_OK, Output
+from faceseal.cli.progress import progress_bar
+from faceseal.vault import DEFAULT_TENANT, Vault
+from faceseal.vault.config import VaultConfig
+from faceseal.vault.paths import KEYRING_DIR_ENV, default_home
+from faceseal.vault.vault import open_store
+
+tenant_option = click.option("--tenant", default=DEFAULT_TENANT, show_default=True,
+                             help="Tenant the subject belongs to.")
+model_option = click.option("--model", default=None,
+                            help="Encoder model of .npy/.json encodings (default dlib-resnet-v1).")
+face_option = click.option("--face", "face_index", type=int, default=None,
+                           help="Pick face N (0-based, left to right) in a photo with several.")
+sources_argument = click.argument(
+    "sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
+)
+
+
+@click.command()
+@click.option("--keyring-dir", type=click.Path(file_okay=False, path_type=Path),
+              envvar=KEYRING_DIR_ENV,
+              help=f"Where the keyring goes (default: ${KEYRING_DIR_ENV} or the platform config "
+                   "dir). Must be outside the vault directory.")
+@click.option("--passphrase", "use_passphrase", is_flag=True,
+              help="Seal the keyring with a passphrase (from $FACESEAL_PASSPHRASE or a prompt).")
+@click.option("--force-keyring-location", is_flag=True,
+              help="Allow the keyring inside the vault directory (not recommended).")
+@common_options
+def init(output: Output, vault_dir: Path | None, keyring_dir: Path | None,
+         use_passphrase: bool, force_keyring_location: bool) -> None:
+    """Create a new vault and its keyring."""
+    def passphrase() -> Any:
+        if not use_passphrase:
+            return None
+        secret = passphrase_from_env_or_prompt(confirm=True)
+        if secret is None:
+            raise click.UsageError("--passphrase needs $FACESEAL_PASSPHRASE or a terminal")
+        return secret
+
+    with Vault.create(vault_dir, keyring_dir=keyring_dir, passphrase=passphrase,
+                      allow_keyring_in_vault_dir=force_keyring_location) as vault:
+        document = {"vault": str(vault.home), "vault_id": vault.vault_id,
+                    "keyring": vault.config.key_store_dir, "passphrase_sealed": use_passphrase}
+    output.emit(document, lambda: click.echo(
+        f"Created vault {document['vault_id']}\n  templates: {document['vault']}\n"
+        f"  keyring:   {document['keyring']}\nBack up the keyring directory separately from the "
+        "vault: without it the templates cannot be read."))
+
+
+@click.command()
+@click.option("--subject", "subject_id", required=True, help="Subject id to enroll.")
+@tenant_option
+@model_option
+@face_option
+@sources_argument
+@common_options
+def enroll(output: Output, vault_dir: Path | None, subject_id: str, tenant: str,
+           model: str | None, face_index: int | None, sources: tuple[Path, ...]) -> None:
+    """Enroll photos, folders of photos, or .npy/.json encodings for a subject."""
+    with open_vault(vault_dir) as vault, progress_bar("encoding", output) as progress:
+        result = vault.enroll(subject_id, list(sources), tenant=tenant, model=model,
+                              face_index=face_index, progress=progress)
+    output.emit(result.to_dict(), lambda: click.echo(
+        f"Enrolled {len(result.template_ids)} template(s) for {result.subject_id} "
+        f"(tenant {result.tenant})"))
+
+
+@click.command()
+@click.option("--subject", "subject_id", required=True, help="Claimed subject id.")
+@tenant_option
+@model_option
+@face_option
+@click.option("--threshold", type=float, default=None, help="Override the model's threshold.")
+@click.argument("probe", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@common_options
+def verify(output: Output, vault_dir: Path | None, subject_id: str, tenant: str,
+           model: str | None, face_index: int | None, threshold: float | None,
+           probe: Path) -> None:
+    """1:1 -- is the person in PROBE the subject? Exit 0 on a match, 1 on no match."""
+    with open_vault(vault_dir) as vault:
+        result = vault.verify(subject_id, probe, tenant=tenant, threshold=threshold, model=model,
+                              face_index=face_index)
+    verdict = "MATCH" if result.match else "NO MATCH"
+    output.emit(result.to_dict(), lambda: click.echo(
+        f"{verdict}: {result.subject_id} distance {result.distance:.4f} "
+        f"(threshold {result.threshold})"
+        + (f"; {len(result.damaged_template_ids)} damaged template(s) skipped"
+           if result.damaged_template_ids else "")))
+    raise SystemExit(EXIT_OK if result.match else EXIT_NO_MATCH)
+
+
+@click.command()
+@tenant_option
+@model_option
+@face_option
+@click.option("--top-k", type=int, default=5, show_default=True, help="How many candidates.")
+@click.option("--threshold", type=float, default=None, help="Override the model's threshold.")
+@click.argument("probe", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@common_options
+def identify(output: Output, vault_dir: Path | None, tenant: str, model: str | None,
+             face_index: int | None, top_k: int, threshold: float | None, probe: Path) -> None:
+    """1:N -- who among the tenant's subjects is the person in PROBE?"""
+    with open_vault(vault_dir) as vault:
+        result = vault.identify(probe, tenant=tenant, top_k=top_k, threshold=threshold,
+                                model=model, face_index=face_index)
+
+    def human() -> None:
+        if not result.candidates:
+            click.echo("No subjects to compare with.")
+        for rank, candidate in enumerate(result.candidates, start=1):
+            mark = "match" if candidate.match else "-"
+            click.echo(f"{rank}. {candidate.subject_id}  distance {candidate.distance:.4f}  "
+                       f"{mark}")
+        click.echo(f"(threshold {result.threshold}, {result.gallery_size} templates searched)")
+
+    output.emit({**result.to_dict(), "best": result.best.to_dict() if result.best else None},
+                human)
+
+
+@click.command()
+@click.option("--subject", "subject_id", required=True, help="Subject id to erase.")
+@tenant_option
+@common_options
+def erase(output: Output, vault_dir: Path | None, subject_id: str, tenant: str) -> None:
+    """Erase a subject: its templates and its key material (crypto-shredding)."""
+    with open_vault(vault_dir) as vault:
+        result = vault.erase(subject_id, tenant=tenant)
+    output.emit(result.to_dict(), lambda: click.echo(
+        f"Erased {result.subject_id}: {result.templates_erased} template(s), key material "
+        f"{'destroyed' if result.key_material_destroyed else 'already gone'}"))
+
+
+@click.command()
+@tenant_option
+@common_options
+def subjects(output: Output, vault_dir: Path | None, tenant: str) -> None:
+    """List the subjects of a tenant."""
+    with open_vault(vault_dir) as vault:
+        found = vault.subjects(tenant=tenant)
+
+    def human() -> None:
+        for subject in found:
+            click.echo(f"{subject.subject_id}\t{subject.templates} template(s)")
+        click.echo(f"{len(found)} subject(s) in tenant {tenant}")
+
+    output.emit({"tenant": tenant, "subjects": [s.to_dict() for s in found]}, human)
+
+
+@click.command()
+@common_options
+def check(output: Output, vault_dir: Path | None) -> None:
+    """Open every record once and report damaged ones (exit 5 if any)."""
+    with open_vault(vault_dir) as vault:
+        result = vault.check()
+
+    def human() -> None:
+        click.echo(f"{result.records} record(s) checked, {len(result.damaged)} damaged")
+        for item in result.damaged:
+            click.echo(f"  damaged: {item['template_id']} ({item['tenant']}/{item['subject_id']})")
+
+    output.emit(result.to_dict(), human)
+    if result.damaged:
+        raise SystemExit(5)
+
+
+@click.command()
+@common_options
+def migrate(output: Output, vault_dir: Path | None) -> None:
+    """Apply pending schema migrations to the vault's template store."""
+    home = (vault_dir or default_home()).expanduser().resolve()
+    config = VaultConfig.load(home)
+    with open_store(config.store_url, home) as store:
+        before, after = store.migrate()
+    output.emit({"schema_version_before": before, "schema_version": after},
+                lambda: click.echo(f"Schema version {before} -> {after}"))

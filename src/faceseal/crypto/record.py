@@ -1,0 +1,127 @@
+"""Record format v1: one sealed face encoding.
+
+Byte layout (all integers big-endian; pinned by ``tests/test_record_format.py``, described in
+``docs/format.md``)::
+
+    offset  size  field
+    0       1     format version, 0x01
+    1       1     dtype code: 0x01 float32 little-endian, 0x02 float64 little-endian
+    2       2     dimension (uint16)
+    4       4     data-key version (uint32)
+    8       12    nonce (random, per record)
+    20      n     ciphertext, n = dimension * itemsize
+    20+n    16    GCM tag
+
+The associated data binds the record to its place: the 8 header bytes, the vault's keyset id, the
+tenant, the subject id, the template id and the model id. A record copied onto another row,
+another subject, another tenant or another vault fails to open.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from faceseal.crypto.aead import NONCE_BYTES, TAG_BYTES, AeadKey
+from faceseal.crypto.encoding import length_prefixed
+from faceseal.errors import DecryptionError
+
+FORMAT_V1 = 0x01
+KEYSET_ID_BYTES = 16
+_HEADER = struct.Struct(">BBHI")
+HEADER_BYTES = _HEADER.size  # 8
+PREFIX_BYTES = HEADER_BYTES + NONCE_BYTES  # 20
+OVERHEAD_BYTES = PREFIX_BYTES + TAG_BYTES  # 36
+_AD_LABEL = b"faceseal-record-v1\x00"
+
+DTYPE_CODES: dict[str, int] = {"float32": 0x01, "float64": 0x02}
+_DTYPES_BY_CODE: dict[int, np.dtype[np.floating]] = {
+    0x01: np.dtype("<f4"),
+    0x02: np.dtype("<f8"),
+}
+
+FloatArray = npt.NDArray[np.floating]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordContext:
+    """Where a record belongs. Every field is bound into the associated data."""
+
+    keyset_id: bytes
+    tenant: str
+    subject_id: str
+    template_id: str
+    model_id: str
+
+    def associated_data(self, header: bytes) -> bytes:
+        return b"".join((
+            _AD_LABEL,
+            header,
+            self.keyset_id,
+            length_prefixed(self.tenant.encode()),
+            length_prefixed(self.subject_id.encode()),
+            length_prefixed(self.template_id.encode()),
+            length_prefixed(self.model_id.encode()),
+        ))
+
+
+@dataclass(frozen=True, slots=True)
+class RecordHeader:
+    """The clear-text front of a record (authenticated as associated data)."""
+
+    format_version: int
+    dtype: str
+    dimension: int
+    key_version: int
+
+    def pack(self) -> bytes:
+        return _HEADER.pack(
+            self.format_version, DTYPE_CODES[self.dtype], self.dimension, self.key_version
+        )
+
+
+def header_for(encoding: FloatArray, key_version: int) -> RecordHeader:
+    """The header a record of ``encoding`` sealed under ``key_version`` carries."""
+    dtype = encoding.dtype.name
+    if dtype not in DTYPE_CODES:
+        raise ValueError(f"cannot seal dtype {dtype}; use float32 or float64")
+    if encoding.ndim != 1 or not 0 < encoding.shape[0] <= 0xFFFF:
+        raise ValueError("an encoding must be a 1-D array of 1..65535 values")
+    if not 0 < key_version <= 0xFFFFFFFF:
+        raise ValueError("key version out of range")
+    return RecordHeader(FORMAT_V1, dtype, int(encoding.shape[0]), key_version)
+
+
+def parse_header(record: bytes) -> RecordHeader:
+    """Read the header of ``record``; anything malformed is the opaque :class:`DecryptionError`."""
+    if len(record) < OVERHEAD_BYTES:
+        raise DecryptionError()
+    version, dtype_code, dimension, key_version = _HEADER.unpack_from(record)
+    dtype = _DTYPES_BY_CODE.get(dtype_code)
+    if version != FORMAT_V1 or dtype is None:
+        raise DecryptionError()
+    if len(record) != OVERHEAD_BYTES + dimension * dtype.itemsize:
+        raise DecryptionError()
+    return RecordHeader(version, dtype.name, dimension, key_version)
+
+
+def seal_record(
+    key: AeadKey, key_version: int, encoding: FloatArray, context: RecordContext
+) -> bytes:
+    """Seal one encoding (float32 or float64, 1-D) into a v1 record."""
+    header = header_for(encoding, key_version).pack()
+    plaintext = np.ascontiguousarray(encoding, dtype=encoding.dtype.newbyteorder("<")).tobytes()
+    return header + key.encrypt(plaintext, context.associated_data(header))
+
+
+def open_record(key: AeadKey, record: bytes, context: RecordContext) -> FloatArray:
+    """Open a v1 record; returns the encoding with its original dtype and shape, or raises."""
+    header = parse_header(record)
+    header_bytes = record[:HEADER_BYTES]
+    plaintext = key.decrypt(record[HEADER_BYTES:], context.associated_data(header_bytes))
+    dtype = np.dtype(header.dtype).newbyteorder("<")
+    # Native byte order for the caller; copy() detaches it from the plaintext buffer.
+    return np.frombuffer(plaintext, dtype=dtype).astype(dtype.newbyteorder("="), copy=True)

@@ -1,0 +1,189 @@
+"""The subject key store: one random secret per subject, kept apart from the template store.
+
+A record's key is derived from the data key *and* its subject's secret (see
+:mod:`faceseal.crypto.derive`). Erasing a subject destroys its secret here, so every copy of its
+records (a backup of the template database, its WAL, free pages) becomes unreadable with the
+current keys: crypto-shredding. That only works if this store is not copied along with the
+template database, which is why it lives beside the keyring by default and never inside the
+database directory.
+
+The file is SQLite with ``secure_delete`` on (deleted secrets are overwritten with zeros in the
+file) and a rollback journal rather than a WAL (so no stale copy lingers in a log after commit).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from faceseal.crypto.derive import new_subject_secret
+from faceseal.crypto.secret import SecretBytes
+from faceseal.errors import KeyProviderUnavailable, KeyringError
+from faceseal.keys.files import PRIVATE_FILE_MODE, ensure_private_dir
+
+log = logging.getLogger(__name__)
+
+SUBJECT_KEYS_FILE = "subject-keys.db"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS subject_secrets (
+    tenant      TEXT NOT NULL,
+    subject_id  TEXT NOT NULL,
+    secret      BLOB NOT NULL,
+    created_at  REAL NOT NULL,
+    PRIMARY KEY (tenant, subject_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS store_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+SubjectRef = tuple[str, str]
+
+
+class SubjectKeyStore:
+    """Per-subject secrets in a private SQLite file."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+        self._path = path
+        self._db = connection
+        self._lock = threading.RLock()
+
+    @classmethod
+    def create(cls, directory: Path, vault_id: str) -> SubjectKeyStore:
+        ensure_private_dir(directory)
+        path = directory / SUBJECT_KEYS_FILE
+        if path.exists():
+            raise KeyringError(f"a subject key store already exists in {directory}")
+        path.touch(mode=PRIVATE_FILE_MODE)
+        store = cls(path, _connect(path))
+        with store._write() as db:
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                db.execute(statement)
+            db.execute("INSERT INTO store_info VALUES ('vault_id', ?)", (vault_id,))
+        return store
+
+    @classmethod
+    def open(cls, directory: Path, vault_id: str) -> SubjectKeyStore:
+        path = directory / SUBJECT_KEYS_FILE
+        if not path.exists():
+            raise KeyringError(f"no subject key store found in {directory}")
+        store = cls(path, _connect(path))
+        row = store._db.execute("SELECT value FROM store_info WHERE key='vault_id'").fetchone()
+        if row is None or row[0] != vault_id:
+            store.close()
+            raise KeyringError("the subject key store belongs to another vault")
+        return store
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise KeyProviderUnavailable(
+                    f"subject key store write failed: {exc}"
+                ) from None
+
+    def get_many(self, refs: Iterable[SubjectRef]) -> dict[SubjectRef, SecretBytes]:
+        """Secrets of the given subjects that exist (missing ones are simply absent)."""
+        wanted = list(dict.fromkeys(refs))
+        found: dict[SubjectRef, SecretBytes] = {}
+        with self._lock:
+            for start in range(0, len(wanted), 400):
+                chunk = wanted[start:start + 400]
+                clause = " OR ".join(["(tenant = ? AND subject_id = ?)"] * len(chunk))
+                params = [value for ref in chunk for value in ref]
+                for tenant, subject, secret in self._query(
+                    f"SELECT tenant, subject_id, secret FROM subject_secrets WHERE {clause}",  # noqa: S608 - placeholders only
+                    params,
+                ):
+                    found[(tenant, subject)] = SecretBytes(secret)
+        return found
+
+    def for_tenant(self, tenant: str | None) -> dict[SubjectRef, SecretBytes]:
+        """Every secret of a tenant (or of all tenants), for loading a gallery in one pass."""
+        with self._lock:
+            if tenant is None:
+                rows = self._query("SELECT tenant, subject_id, secret FROM subject_secrets", ())
+            else:
+                rows = self._query(
+                    "SELECT tenant, subject_id, secret FROM subject_secrets WHERE tenant = ?",
+                    (tenant,),
+                )
+            return {(t, s): SecretBytes(secret) for t, s, secret in rows}
+
+    def get_or_create_many(self, refs: Iterable[SubjectRef]) -> dict[SubjectRef, SecretBytes]:
+        """Secrets for the given subjects, creating (durably) those that do not exist yet."""
+        wanted = list(dict.fromkeys(refs))
+        found = self.get_many(wanted)
+        missing = [ref for ref in wanted if ref not in found]
+        if missing:
+            fresh = {ref: new_subject_secret() for ref in missing}
+            now = time.time()
+            with self._write() as db:
+                db.executemany(
+                    "INSERT INTO subject_secrets (tenant, subject_id, secret, created_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [(t, s, secret.reveal(), now) for (t, s), secret in fresh.items()],
+                )
+            # Another process may have won a race for the same subject: read back what is stored.
+            found.update(self.get_many(missing))
+        return found
+
+    def destroy(self, tenant: str, subject_id: str) -> bool:
+        """Destroy a subject's secret (overwritten in the file). True if one existed."""
+        with self._write() as db:
+            cursor = db.execute(
+                "DELETE FROM subject_secrets WHERE tenant = ? AND subject_id = ?",
+                (tenant, subject_id),
+            )
+            existed = cursor.rowcount > 0
+        log.debug("subject secret destroyed: %s", existed)
+        return existed
+
+    def subjects(self) -> list[SubjectRef]:
+        with self._lock:
+            rows = self._query("SELECT tenant, subject_id, NULL FROM subject_secrets", ())
+        return [(t, s) for t, s, _ in rows]
+
+    def _query(self, sql: str, params: Iterable[object]) -> list[tuple[str, str, bytes]]:
+        try:
+            return self._db.execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise KeyProviderUnavailable(
+                f"subject key store read failed: {exc}"
+            ) from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __repr__(self) -> str:
+        return f"<SubjectKeyStore {self._path.name}>"
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        db.execute("PRAGMA journal_mode=DELETE")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA secure_delete=ON")
+    except sqlite3.Error as exc:
+        raise KeyProviderUnavailable(
+            f"cannot open the subject key store: {exc}"
+        ) from None
+    return db

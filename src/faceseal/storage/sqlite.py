@@ -1,0 +1,312 @@
+"""The embedded template store: one SQLite file.
+
+WAL journal (readers never block the writer), ``synchronous=FULL`` (a committed enrolment survives
+power loss), foreign keys on, ``secure_delete`` on (erased rows are overwritten in the main file;
+copies that linger in the WAL or a backup are covered by crypto-shredding, not by this).
+
+One connection per store object, shared by threads under a lock: SQLite serialises writers anyway,
+and the hot read path (the in-memory gallery) does not touch the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from faceseal.errors import StorageUnavailable
+from faceseal.keys.datakeys import DataKeyInfo
+from faceseal.storage.base import SubjectRow, TemplateRow, TemplateStore
+from faceseal.storage.sqlite_migrations import MIGRATIONS
+
+log = logging.getLogger(__name__)
+
+_TEMPLATE_COLUMNS = (
+    "template_id, tenant, subject_id, model_id, dimension, dtype, key_version, record, created_at"
+)
+
+
+def _row(values: tuple[Any, ...]) -> TemplateRow:
+    return TemplateRow(*values)
+
+
+class SQLiteStore(TemplateStore):
+    """Template store in a single SQLite database file."""
+
+    SCHEMA_VERSION = max(version for version, _ in MIGRATIONS)
+
+    def __init__(self, path: Path, *, create: bool = False) -> None:
+        self._path = path
+        if not create and not path.exists():
+            raise StorageUnavailable(f"no template database at {path.name}")
+        try:
+            self._db = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=30
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA secure_delete=ON")
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(_describe_error("open", exc)) from None
+        if create:
+            path.chmod(0o600)
+        self._lock = threading.RLock()
+        self._depth = 0
+
+    # --- plumbing --------------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self._execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                self._depth = 0
+                self._execute("ROLLBACK")
+                raise
+            self._depth = 0
+            self._execute("COMMIT")
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(_describe_error("query", exc)) from None
+
+    def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> sqlite3.Cursor:
+        try:
+            return self._db.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(_describe_error("write", exc)) from None
+
+    def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._execute(sql, params).fetchall()
+
+    # --- schema ----------------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        with self._lock:
+            exists = self._execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_migrations'"
+            ).fetchone()
+            if not exists:
+                return 0
+            row = self._execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+            return int(row[0] or 0)
+
+    def migrate(self) -> tuple[int, int]:
+        with self._lock, self.transaction():
+            before = self.schema_version()
+            for version, script in MIGRATIONS:
+                if version <= before:
+                    continue
+                for statement in _statements(script):
+                    self._execute(statement)
+                self._execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                    (version, time.time()),
+                )
+                log.info("applied SQLite migration %d", version)
+            return before, self.schema_version()
+
+    # --- metadata --------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._fetchall("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock, self.transaction():
+            self._execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    # --- templates and subjects ------------------------------------------------------------------
+
+    def add_templates(self, rows: Sequence[TemplateRow]) -> None:
+        if not rows:
+            return
+        now = time.time()
+        subjects = {(r.tenant, r.subject_id) for r in rows}
+        with self._lock, self.transaction():
+            self._executemany(
+                "INSERT INTO subjects (tenant, subject_id, created_at, last_seen_at) "
+                "VALUES (?, ?, ?, ?) "
+                "ON CONFLICT DO UPDATE SET last_seen_at = excluded.last_seen_at",
+                [(t, s, now, now) for t, s in subjects],
+            )
+            self._executemany(
+                f"INSERT INTO templates ({_TEMPLATE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608 - constant column list
+                [
+                    (r.template_id, r.tenant, r.subject_id, r.model_id, r.dimension, r.dtype,
+                     r.key_version, r.record, r.created_at)
+                    for r in rows
+                ],
+            )
+
+    def subject_templates(self, tenant: str, subject_id: str) -> list[TemplateRow]:
+        return [
+            _row(values)
+            for values in self._fetchall(
+                f"SELECT {_TEMPLATE_COLUMNS} FROM templates "  # noqa: S608 - constant column list
+                "WHERE tenant = ? AND subject_id = ? ORDER BY created_at, template_id",
+                (tenant, subject_id),
+            )
+        ]
+
+    def gallery(self, tenant: str | None, batch_size: int = 10_000) -> Iterator[list[TemplateRow]]:
+        # Keyset pagination on the primary key: no long-lived cursor holding the lock.
+        last = ""
+        where = "template_id > ?" + ("" if tenant is None else " AND tenant = ?")
+        while True:
+            params: tuple[Any, ...] = (last,) if tenant is None else (last, tenant)
+            batch = [
+                _row(values)
+                for values in self._fetchall(
+                    f"SELECT {_TEMPLATE_COLUMNS} FROM templates WHERE {where} "  # noqa: S608 - constant
+                    f"ORDER BY template_id LIMIT {int(batch_size)}",
+                    params,
+                )
+            ]
+            if not batch:
+                return
+            yield batch
+            last = batch[-1].template_id
+
+    def subjects(self, tenant: str) -> list[SubjectRow]:
+        return [
+            SubjectRow(*values)
+            for values in self._fetchall(
+                "SELECT s.tenant, s.subject_id, s.created_at, s.last_seen_at, "
+                "(SELECT COUNT(*) FROM templates t WHERE t.tenant = s.tenant "
+                " AND t.subject_id = s.subject_id) "
+                "FROM subjects s WHERE s.tenant = ? ORDER BY s.subject_id",
+                (tenant,),
+            )
+        ]
+
+    def subject_exists(self, tenant: str, subject_id: str) -> bool:
+        return bool(
+            self._fetchall(
+                "SELECT 1 FROM subjects WHERE tenant = ? AND subject_id = ?", (tenant, subject_id)
+            )
+        )
+
+    def touch_subject(self, tenant: str, subject_id: str, when: float) -> None:
+        with self._lock, self.transaction():
+            self._execute(
+                "UPDATE subjects SET last_seen_at = MAX(last_seen_at, ?) "
+                "WHERE tenant = ? AND subject_id = ?",
+                (when, tenant, subject_id),
+            )
+
+    def erase_subject(self, tenant: str, subject_id: str) -> list[str]:
+        with self._lock, self.transaction():
+            ids = [
+                str(r[0])
+                for r in self._execute(
+                    "SELECT template_id FROM templates WHERE tenant = ? AND subject_id = ?",
+                    (tenant, subject_id),
+                ).fetchall()
+            ]
+            # Templates go with the subject through ON DELETE CASCADE.
+            self._execute(
+                "DELETE FROM subjects WHERE tenant = ? AND subject_id = ?", (tenant, subject_id)
+            )
+            return ids
+
+    def replace_records(self, rows: Sequence[TemplateRow]) -> int:
+        with self._lock, self.transaction():
+            cursor = self._executemany(
+                "UPDATE templates SET record = ?, key_version = ? WHERE template_id = ?",
+                [(r.record, r.key_version, r.template_id) for r in rows],
+            )
+            return int(cursor.rowcount)
+
+    def key_version_counts(self) -> dict[int, int]:
+        return {
+            int(version): int(count)
+            for version, count in self._fetchall(
+                "SELECT key_version, COUNT(*) FROM templates GROUP BY key_version"
+            )
+        }
+
+    # --- data keys -------------------------------------------------------------------------------
+
+    def load_data_keys(self) -> list[DataKeyInfo]:
+        return [
+            DataKeyInfo(int(v), bytes(w), float(c), int(n))
+            for v, w, c, n in self._fetchall(
+                "SELECT version, wrapped, created_at, encryptions FROM data_keys ORDER BY version"
+            )
+        ]
+
+    def insert_data_key(self, version: int, wrapped: bytes, created_at: float) -> bool:
+        with self._lock, self.transaction():
+            cursor = self._execute(
+                "INSERT INTO data_keys (version, wrapped, created_at, encryptions) "
+                "VALUES (?, ?, ?, 0) ON CONFLICT (version) DO NOTHING",
+                (version, wrapped, created_at),
+            )
+            return cursor.rowcount == 1
+
+    def reserve_encryptions(self, version: int, count: int, limit: int) -> bool:
+        with self._lock, self.transaction():
+            cursor = self._execute(
+                "UPDATE data_keys SET encryptions = encryptions + ? "
+                "WHERE version = ? AND encryptions + ? <= ? "
+                "AND version = (SELECT MAX(version) FROM data_keys)",
+                (count, version, count, limit),
+            )
+            return cursor.rowcount == 1
+
+    def replace_wrapped(self, version: int, wrapped: bytes) -> None:
+        with self._lock, self.transaction():
+            self._execute("UPDATE data_keys SET wrapped = ? WHERE version = ?", (wrapped, version))
+
+    # --- life cycle ------------------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def describe(self) -> str:
+        return f"sqlite:{self._path}"
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._db.close()
+            except sqlite3.Error:  # closing twice or after a failure is harmless
+                log.debug("SQLite close failed", exc_info=True)
+
+    def __repr__(self) -> str:
+        return f"<SQLiteStore {self._path.name}>"
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";\n") if s.strip()]
+
+
+def _describe_error(operation: str, exc: sqlite3.Error) -> str:
+    # sqlite3 messages name tables and constraints, never bound values, so they are safe to show;
+    # they help an operator tell "disk full" from "database is locked".
+    return f"SQLite {operation} failed: {exc}"

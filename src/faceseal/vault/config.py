@@ -1,0 +1,76 @@
+"""The vault's configuration file, ``vault.json``, in the vault directory.
+
+It holds no secret: identifiers, where the keys live (a key URI), which store to use, and tuning.
+It is written last when a vault is created, so its presence means the vault is complete.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from faceseal.errors import InvalidInput, NotFound
+from faceseal.keys.datakeys import DEFAULT_MAX_ENCRYPTIONS
+from faceseal.keys.files import write_private_atomic
+from faceseal.matching.models import BUILTIN_MODELS, ModelSpec
+
+CONFIG_FILE = "vault.json"
+FORMAT = "faceseal-vault/1"
+DEFAULT_TENANT = "default"
+
+
+@dataclass
+class VaultConfig:
+    """Settings of one vault (no secrets)."""
+
+    vault_id: str
+    created_at: str
+    key_uri: str
+    key_store_dir: str
+    store_url: str = "sqlite:templates.db"
+    max_encryptions_per_key: int = DEFAULT_MAX_ENCRYPTIONS
+    #: Encoder models beyond the built-in ones, e.g. a 512-d model with its own threshold.
+    extra_models: list[dict[str, Any]] = field(default_factory=list)
+    #: Per-model threshold overrides.
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def keyset_id(self) -> bytes:
+        """The 128-bit identifier bound into every record and wrapped key of this vault."""
+        return bytes.fromhex(self.vault_id)
+
+    def models(self) -> dict[str, ModelSpec]:
+        registry = dict(BUILTIN_MODELS)
+        for spec in self.extra_models:
+            model = ModelSpec(**spec)
+            registry[model.model_id] = model
+        for model_id, threshold in self.thresholds.items():
+            if model_id in registry:
+                base = registry[model_id]
+                registry[model_id] = ModelSpec(base.model_id, base.dimension, base.metric,
+                                               float(threshold), base.description)
+        return registry
+
+    def save(self, home: Path) -> None:
+        document = {"format": FORMAT, **asdict(self)}
+        write_private_atomic(home / CONFIG_FILE, json.dumps(document, indent=2).encode())
+
+    @classmethod
+    def load(cls, home: Path) -> VaultConfig:
+        path = home / CONFIG_FILE
+        try:
+            document = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise NotFound(
+                f"no vault at {home} (run `faceseal init`, or pass --vault / set FACESEAL_HOME)"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise InvalidInput(f"{CONFIG_FILE} in {home} is unreadable: {exc}") from None
+        if document.pop("format", None) != FORMAT:
+            raise InvalidInput(f"{CONFIG_FILE} in {home} is not a faceseal vault configuration")
+        try:
+            return cls(**document)
+        except TypeError as exc:
+            raise InvalidInput(f"{CONFIG_FILE} in {home} has unexpected settings: {exc}") from None

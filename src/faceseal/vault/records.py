@@ -1,0 +1,151 @@
+"""Sealing encodings into stored rows and opening rows back, in batches.
+
+This is where the three key sources meet: the data key (counted, from the DEK manager), the
+subject secret (from the subject key store) and the record's place (its associated data).
+Derived record keys are cached per (data-key version, tenant, subject) for the length of one batch
+only, so a batch of one subject's templates derives its key once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from faceseal.crypto.aead import AeadKey
+from faceseal.crypto.derive import record_key
+from faceseal.crypto.record import RecordContext, open_record, parse_header, seal_record
+from faceseal.crypto.secret import SecretBytes
+from faceseal.errors import DecryptionError
+from faceseal.keys.datakeys import DataKeyManager
+from faceseal.keys.subject_keys import SubjectKeyStore, SubjectRef
+from faceseal.storage.base import TemplateRow
+
+log = logging.getLogger(__name__)
+
+Encoding = npt.NDArray[np.floating]
+
+
+@dataclass(frozen=True)
+class NewTemplate:
+    """An encoding about to be sealed, and where it goes."""
+
+    tenant: str
+    subject_id: str
+    model_id: str
+    encoding: Encoding
+
+    def __repr__(self) -> str:
+        return (
+            f"NewTemplate(tenant={self.tenant!r}, subject_id={self.subject_id!r}, "
+            f"model_id={self.model_id!r}, encoding=<{self.encoding.dtype} x{self.encoding.size}>)"
+        )
+
+
+@dataclass(frozen=True)
+class OpenedTemplate:
+    """A stored row and its decrypted encoding."""
+
+    row: TemplateRow
+    encoding: Encoding
+
+    def __repr__(self) -> str:
+        return f"OpenedTemplate(template_id={self.row.template_id!r}, encoding=<redacted>)"
+
+
+def new_template_id() -> str:
+    """128 random bits, hex: unguessable, and known before sealing so it can be bound in."""
+    return os.urandom(16).hex()
+
+
+class RecordSealer:
+    """Seals and opens template records for one vault."""
+
+    def __init__(
+        self, keyset_id: bytes, data_keys: DataKeyManager, subject_keys: SubjectKeyStore
+    ) -> None:
+        self._keyset_id = keyset_id
+        self._data_keys = data_keys
+        self._subject_keys = subject_keys
+
+    def context(self, row: TemplateRow) -> RecordContext:
+        return RecordContext(self._keyset_id, row.tenant, row.subject_id, row.template_id,
+                             row.model_id)
+
+    def seal(self, items: Sequence[NewTemplate]) -> list[TemplateRow]:
+        """Seal encodings into rows ready to store (subject secrets are created as needed)."""
+        if not items:
+            return []
+        secrets = self._subject_keys.get_or_create_many((i.tenant, i.subject_id) for i in items)
+        keys: dict[tuple[int, str, str], AeadKey] = {}
+        rows: list[TemplateRow] = []
+        now = time.time()
+        pending = iter(items)
+        for reservation in self._data_keys.reserve(len(items)):
+            for _ in range(reservation.count):
+                item = next(pending)
+                cache_key = (reservation.version, item.tenant, item.subject_id)
+                key = keys.get(cache_key)
+                if key is None:
+                    key = record_key(reservation.key, item.tenant, item.subject_id,
+                                     secrets[(item.tenant, item.subject_id)])
+                    keys[cache_key] = key
+                template_id = new_template_id()
+                context = RecordContext(self._keyset_id, item.tenant, item.subject_id,
+                                        template_id, item.model_id)
+                rows.append(TemplateRow(
+                    template_id=template_id,
+                    tenant=item.tenant,
+                    subject_id=item.subject_id,
+                    model_id=item.model_id,
+                    dimension=int(item.encoding.shape[0]),
+                    dtype=item.encoding.dtype.name,
+                    key_version=reservation.version,
+                    record=seal_record(key, reservation.version, item.encoding, context),
+                    created_at=now,
+                ))
+        log.debug("sealed %d records", len(rows))
+        return rows
+
+    def open(
+        self,
+        rows: Iterable[TemplateRow],
+        secrets: dict[SubjectRef, SecretBytes] | None = None,
+    ) -> tuple[list[OpenedTemplate], list[TemplateRow]]:
+        """Open rows; returns (opened, damaged). Only decryption failures count as damage:
+        an unreachable key provider or store raises instead, so an outage never looks like
+        tampering."""
+        rows = list(rows)
+        if secrets is None:
+            secrets = self._subject_keys.get_many((r.tenant, r.subject_id) for r in rows)
+        keys: dict[tuple[int, str, str], AeadKey | None] = {}
+        opened: list[OpenedTemplate] = []
+        damaged: list[TemplateRow] = []
+        for row in rows:
+            try:
+                version = parse_header(row.record).key_version
+                cache_key = (version, row.tenant, row.subject_id)
+                if cache_key not in keys:
+                    keys[cache_key] = self._key_for(version, row, secrets)
+                key = keys[cache_key]
+                if key is None:
+                    raise DecryptionError()
+                opened.append(OpenedTemplate(row, open_record(key, row.record, self.context(row))))
+            except DecryptionError:
+                damaged.append(row)
+        if damaged:
+            log.warning("%d record(s) failed to open", len(damaged))
+        return opened, damaged
+
+    def _key_for(
+        self, version: int, row: TemplateRow, secrets: dict[SubjectRef, SecretBytes]
+    ) -> AeadKey | None:
+        secret = secrets.get((row.tenant, row.subject_id))
+        if secret is None:
+            return None  # the subject's secret was destroyed: crypto-shredded
+        return record_key(self._data_keys.key(version), row.tenant, row.subject_id, secret)

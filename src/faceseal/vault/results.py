@@ -1,0 +1,90 @@
+"""Typed results of vault operations. None of them carries an encoding."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class _Result:
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EnrollResult(_Result):
+    tenant: str
+    subject_id: str
+    model_id: str
+    template_ids: list[str]
+    sources: list[str]
+
+
+@dataclass(frozen=True)
+class VerifyResult(_Result):
+    """1:1: is the probe the claimed subject?"""
+
+    tenant: str
+    subject_id: str
+    match: bool
+    distance: float
+    threshold: float
+    model_id: str
+    template_id: str
+    #: Templates of this subject that failed their integrity check and were left out.
+    damaged_template_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Candidate(_Result):
+    subject_id: str
+    distance: float
+    match: bool
+    template_id: str
+
+
+@dataclass(frozen=True)
+class IdentifyResult(_Result):
+    """1:N: who among the tenant's subjects is closest to the probe?"""
+
+    tenant: str
+    model_id: str
+    threshold: float
+    top_k: int
+    candidates: list[Candidate]
+    #: How many templates the gallery searched.
+    gallery_size: int
+    #: How many templates of the tenant are damaged and were left out of the search.
+    damaged_templates: int = 0
+
+    @property
+    def best(self) -> Candidate | None:
+        """The closest candidate if it is within the threshold."""
+        return self.candidates[0] if self.candidates and self.candidates[0].match else None
+
+
+@dataclass(frozen=True)
+class EraseResult(_Result):
+    tenant: str
+    subject_id: str
+    templates_erased: int
+    key_material_destroyed: bool
+
+
+@dataclass(frozen=True)
+class SubjectInfo(_Result):
+    tenant: str
+    subject_id: str
+    templates: int
+    created_at: float
+    last_seen_at: float
+
+
+@dataclass(frozen=True)
+class CheckResult(_Result):
+    """An integrity scan: every record opened once."""
+
+    records: int
+    damaged: list[dict[str, str]]
+    orphan_subject_keys: int

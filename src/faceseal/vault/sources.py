@@ -1,0 +1,142 @@
+"""Turning what callers hand in (photos, folders, .npy/.json files, arrays) into encodings.
+
+Everything is read and validated before anything is written: an enrolment either takes all of
+its sources or none.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import numpy.typing as npt
+
+from faceseal.encoders import (
+    DlibResNetEncoder,
+    is_encoding_file,
+    is_image_file,
+    load_encodings_file,
+    validate_encoding,
+)
+from faceseal.errors import InvalidInput
+from faceseal.matching.models import ModelSpec
+
+Encoding = npt.NDArray[np.floating]
+#: A photo path, a folder, an encodings file, photo bytes, or an encoding array / list of floats.
+Source = Union[str, "os.PathLike[str]", bytes, npt.NDArray[Any], Sequence[float]]
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ReadEncoding:
+    """One encoding read from a source, and the model that produced it."""
+
+    label: str
+    model_id: str
+    encoding: Encoding
+
+    def __repr__(self) -> str:
+        return f"ReadEncoding(label={self.label!r}, model={self.model_id!r}, encoding=<redacted>)"
+
+
+class SourceReader:
+    """Reads encodings for one vault (its model registry and its encoder)."""
+
+    def __init__(
+        self,
+        models: dict[str, ModelSpec],
+        encoder: Callable[[], DlibResNetEncoder] = DlibResNetEncoder,
+        *,
+        face_index: int | None = None,
+    ) -> None:
+        self._models = models
+        self._encoder_factory = encoder
+        self._encoder: DlibResNetEncoder | None = None
+        self._face_index = face_index
+
+    def _photo_encoder(self) -> DlibResNetEncoder:
+        if self._encoder is None:
+            self._encoder = self._encoder_factory()
+        return self._encoder
+
+    def read_all(
+        self, sources: Sequence[Source], model: ModelSpec, progress: Progress | None = None
+    ) -> list[ReadEncoding]:
+        """Every encoding in ``sources`` (folders expanded), for enrolment under ``model``."""
+        items = [item for source in sources for item in _expand(source)]
+        if not items:
+            raise InvalidInput("nothing to enroll: no photos or encoding files were given")
+        encodings: list[ReadEncoding] = []
+        for done, item in enumerate(items, start=1):
+            encodings.extend(self._read_one(item, model))
+            if progress is not None:
+                progress(done, len(items))
+        return encodings
+
+    def read_probe(self, probe: Source, model: ModelSpec) -> ReadEncoding:
+        """Exactly one encoding for a verify or identify probe."""
+        items = _expand(probe)
+        if len(items) != 1:
+            raise InvalidInput("a probe must be one photo, one encoding file or one encoding")
+        found = self._read_one(items[0], model)
+        if len(found) != 1:
+            raise InvalidInput(f"{found[0].label if found else 'probe'}: a probe must hold "
+                               f"exactly one encoding, found {len(found)}")
+        return found[0]
+
+    def _read_one(self, item: Source, model: ModelSpec) -> list[ReadEncoding]:
+        if isinstance(item, bytes):
+            return [self._from_photo("uploaded photo", item, model)]
+        if isinstance(item, (str, os.PathLike)):
+            path = Path(item)
+            if is_encoding_file(path):
+                return [
+                    ReadEncoding(path.name, model.model_id, encoding)
+                    for encoding in load_encodings_file(path, expected_dim=model.dimension)
+                ]
+            if is_image_file(path):
+                return [self._from_photo(path.name, path, model)]
+            raise InvalidInput(
+                f"{path.name}: not a photo (.jpg .jpeg .png ...) or an encodings file "
+                f"(.npy .json)"
+            )
+        array = np.asarray(item) if not isinstance(item, np.ndarray) else item
+        if array.ndim == 2:
+            return [
+                ReadEncoding(f"array row {i}", model.model_id,
+                             validate_encoding(row, expected_dim=model.dimension))
+                for i, row in enumerate(array)
+            ]
+        if not isinstance(item, np.ndarray) and array.dtype.kind in "iu":
+            array = array.astype(np.float64)  # a plain list of ints is a list of numbers
+        return [ReadEncoding("array", model.model_id,
+                             validate_encoding(array, expected_dim=model.dimension))]
+
+    def _from_photo(self, label: str, photo: Path | bytes, model: ModelSpec) -> ReadEncoding:
+        encoder = self._photo_encoder()
+        if model.model_id != encoder.model_id:
+            raise InvalidInput(
+                f"{label}: photos are encoded with {encoder.model_id}, but the model "
+                f"{model.model_id} was asked for; pass encodings for other models"
+            )
+        encoding = encoder.encode_photo(photo, face_index=self._face_index)
+        return ReadEncoding(label, encoder.model_id, validate_encoding(encoding))
+
+
+def _expand(source: Source) -> list[Source]:
+    """A folder becomes its photos and encoding files (sorted, not recursive, hidden skipped)."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            return [
+                child for child in sorted(path.iterdir())
+                if child.is_file() and not child.name.startswith(".")
+                and (is_image_file(child) or is_encoding_file(child))
+            ]
+        if not path.exists():
+            raise InvalidInput(f"{path.name}: no such file or folder")
+    return [source]

@@ -1,0 +1,489 @@
+"""The vault: the one object applications talk to.
+
+It wires the layers together: the key provider and subject key store (keys), the template store
+(storage), the encoder (encoders), and the in-memory galleries (matching). Its methods are verbs:
+``enroll``, ``verify``, ``identify``, ``erase``, ``subjects``, ``check``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from faceseal.crypto.secret import SecretBytes
+from faceseal.errors import (
+    DecryptionError,
+    IntegrityFailure,
+    InvalidInput,
+    KeyringError,
+    NotFound,
+    StorageUnavailable,
+)
+from faceseal.keys.datakeys import DataKeyManager
+from faceseal.keys.files import ensure_private_dir, is_within
+from faceseal.keys.provider import KeyProvider
+from faceseal.keys.registry import PassphraseSource, create_provider, local_uri, open_provider
+from faceseal.keys.subject_keys import SubjectKeyStore
+from faceseal.matching.gallery import Gallery
+from faceseal.matching.models import DEFAULT_MODEL_ID, ModelSpec, resolve_model
+from faceseal.storage.base import TemplateRow, TemplateStore
+from faceseal.storage.sqlite import SQLiteStore
+from faceseal.vault.config import CONFIG_FILE, DEFAULT_TENANT, VaultConfig
+from faceseal.vault.paths import default_home, default_keyring_dir
+from faceseal.vault.records import NewTemplate, RecordSealer
+from faceseal.vault.results import (
+    Candidate,
+    CheckResult,
+    EnrollResult,
+    EraseResult,
+    IdentifyResult,
+    SubjectInfo,
+    VerifyResult,
+)
+from faceseal.vault.sources import Progress, Source, SourceReader
+
+log = logging.getLogger(__name__)
+
+MAX_ID_LENGTH = 256
+MAX_TOP_K = 100
+
+
+def _no_passphrase() -> SecretBytes | None:
+    return None
+
+
+def _check_id(kind: str, value: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
+        raise InvalidInput(f"{kind} must be a non-empty string of at most {MAX_ID_LENGTH} chars")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise InvalidInput(f"{kind} must not contain control characters")
+    return value
+
+
+def open_store(url: str, home: Path, *, create: bool = False) -> TemplateStore:
+    """The template store a vault's store URL names (relative paths are inside ``home``)."""
+    scheme, _, rest = url.partition(":")
+    if scheme == "sqlite":
+        path = Path(rest)
+        return SQLiteStore(path if path.is_absolute() else home / path, create=create)
+    raise InvalidInput(f"unsupported store URL scheme {scheme!r}")
+
+
+class Vault:
+    """A vault of sealed face encodings. Create with :meth:`create`, open with :meth:`open`."""
+
+    def __init__(
+        self,
+        home: Path,
+        config: VaultConfig,
+        provider: KeyProvider,
+        subject_keys: SubjectKeyStore,
+        store: TemplateStore,
+        *,
+        encoder_factory: Callable[[], Any] | None = None,
+    ) -> None:
+        self._home = home
+        self._config = config
+        self._provider = provider
+        self._subject_keys = subject_keys
+        self._store = store
+        self._models = config.models()
+        self._data_keys = DataKeyManager(
+            provider, store, config.keyset_id, max_encryptions=config.max_encryptions_per_key
+        )
+        self._sealer = RecordSealer(config.keyset_id, self._data_keys, subject_keys)
+        self._encoder_factory = encoder_factory
+        self._galleries: dict[tuple[str, str], Gallery] = {}
+        self._loaded_tenants: set[str] = set()
+        self._damaged: dict[str, TemplateRow] = {}
+        self._lock = threading.RLock()
+        self._closed = False
+
+    # --- life cycle ------------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        home: Path | str | None = None,
+        *,
+        keyring_dir: Path | str | None = None,
+        passphrase: PassphraseSource = _no_passphrase,
+        allow_keyring_in_vault_dir: bool = False,
+        max_encryptions_per_key: int | None = None,
+    ) -> Vault:
+        """Create a new vault in ``home`` with a new local keyring in ``keyring_dir``."""
+        home = Path(home) if home is not None else default_home()
+        home = home.expanduser().resolve()
+        if (home / CONFIG_FILE).exists():
+            raise InvalidInput(f"a vault already exists at {home}")
+        vault_id = os.urandom(16).hex()
+        keys_dir = Path(keyring_dir) if keyring_dir is not None else default_keyring_dir(vault_id)
+        keys_dir = keys_dir.expanduser().resolve()
+        if not allow_keyring_in_vault_dir and (is_within(keys_dir, home) or
+                                               is_within(home, keys_dir)):
+            raise KeyringError(
+                "the keyring must not live in or above the vault's database directory (a copy "
+                "of the database would carry its keys); choose another --keyring-dir, or pass "
+                "--force-keyring-location if you really mean it"
+            )
+        config = VaultConfig(
+            vault_id=vault_id,
+            created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            key_uri=local_uri(keys_dir),
+            key_store_dir=str(keys_dir),
+        )
+        if max_encryptions_per_key is not None:
+            config.max_encryptions_per_key = max_encryptions_per_key
+        created: list[Path] = []
+        ensure_private_dir(home)
+        try:
+            provider = create_provider(config.key_uri, passphrase)
+            created.append(keys_dir / "keyring.json")
+            subject_keys = SubjectKeyStore.create(keys_dir, vault_id)
+            created.append(subject_keys.path)
+            store = open_store(config.store_url, home, create=True)
+            created.append(home / config.store_url.partition(":")[2])
+            store.migrate()
+            store.set_meta("vault_id", vault_id)
+            vault = cls(home, config, provider, subject_keys, store)
+            vault._data_keys.create_version()
+            config.save(home)
+        except BaseException:
+            for path in created:
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    with contextlib.suppress(FileNotFoundError):
+                        Path(str(path) + suffix).unlink()
+            raise
+        log.info("created vault %s", vault_id)
+        return vault
+
+    @classmethod
+    def open(
+        cls,
+        home: Path | str | None = None,
+        *,
+        passphrase: PassphraseSource = _no_passphrase,
+        encoder_factory: Callable[[], Any] | None = None,
+    ) -> Vault:
+        """Open an existing vault. Fails clearly, changing nothing, if its keys do not match."""
+        home = (Path(home) if home is not None else default_home()).expanduser().resolve()
+        config = VaultConfig.load(home)
+        provider = open_provider(config.key_uri, passphrase)
+        try:
+            subject_keys = SubjectKeyStore.open(Path(config.key_store_dir), config.vault_id)
+        except BaseException:
+            provider.close()
+            raise
+        try:
+            store = open_store(config.store_url, home)
+        except BaseException:
+            subject_keys.close()
+            provider.close()
+            raise
+        vault = cls(home, config, provider, subject_keys, store, encoder_factory=encoder_factory)
+        try:
+            vault._check_opens()
+        except BaseException:
+            vault.close()
+            raise
+        return vault
+
+    def _check_opens(self) -> None:
+        version = self._store.schema_version()
+        if version < self._store.SCHEMA_VERSION:
+            raise StorageUnavailable(
+                f"the template store is at schema version {version}, this faceseal needs "
+                f"{self._store.SCHEMA_VERSION}: run `faceseal migrate`"
+            )
+        if version > self._store.SCHEMA_VERSION:
+            raise StorageUnavailable(
+                f"the template store is at schema version {version}, newer than this faceseal "
+                f"understands ({self._store.SCHEMA_VERSION}); upgrade faceseal"
+            )
+        if self._store.get_meta("vault_id") != self._config.vault_id:
+            raise KeyringError("the template store belongs to another vault")
+        # One unwrap proves the keyring is this vault's (O(1) provider calls, whatever the size).
+        keys = self._store.load_data_keys()
+        if keys:
+            try:
+                self._data_keys.key(keys[-1].version)
+            except DecryptionError:
+                raise KeyringError(
+                    "the keyring does not match this vault: its data key does not unwrap"
+                ) from None
+
+    def close(self) -> None:
+        """Overwrite decrypted templates in memory and release files and connections."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for gallery in self._galleries.values():
+                gallery.clear()
+            self._galleries.clear()
+            self._data_keys.forget()
+            self._store.close()
+            self._subject_keys.close()
+            self._provider.close()
+
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Vault {self._config.vault_id} at {self._home}>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a Vault cannot be pickled")
+
+    # --- properties ------------------------------------------------------------------------------
+
+    @property
+    def home(self) -> Path:
+        return self._home
+
+    @property
+    def config(self) -> VaultConfig:
+        return self._config
+
+    @property
+    def vault_id(self) -> str:
+        return self._config.vault_id
+
+    def model(self, model_id: str | None = None) -> ModelSpec:
+        return resolve_model(model_id or DEFAULT_MODEL_ID, self._models)
+
+    # --- operations ------------------------------------------------------------------------------
+
+    def enroll(
+        self,
+        subject_id: str,
+        sources: Sequence[Source],
+        *,
+        tenant: str = DEFAULT_TENANT,
+        model: str | None = None,
+        face_index: int | None = None,
+        progress: Progress | None = None,
+    ) -> EnrollResult:
+        """Seal the encodings of ``sources`` (photos, folders, .npy/.json files, arrays) as
+        templates of ``subject_id``. All or nothing: one bad source and nothing is written."""
+        self._check_open()
+        _check_id("subject id", subject_id)
+        _check_id("tenant", tenant)
+        spec = self.model(model)
+        reader = self._reader(face_index)
+        encodings = reader.read_all(sources, spec, progress)
+        items = [NewTemplate(tenant, subject_id, spec.model_id, e.encoding) for e in encodings]
+        with self._lock:
+            rows = self._sealer.seal(items)
+            self._store.add_templates(rows)
+            gallery = self._galleries.get((tenant, spec.model_id))
+            if gallery is not None or tenant in self._loaded_tenants:
+                gallery = self._gallery(tenant, spec)
+                gallery.add_many([r.subject_id for r in rows], [r.template_id for r in rows],
+                                 np.stack([i.encoding for i in items]))
+        log.debug("enrolled %d template(s)", len(rows))
+        return EnrollResult(tenant, subject_id, spec.model_id, [r.template_id for r in rows],
+                            [e.label for e in encodings])
+
+    def verify(
+        self,
+        subject_id: str,
+        probe: Source,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        threshold: float | None = None,
+        model: str | None = None,
+        face_index: int | None = None,
+    ) -> VerifyResult:
+        """1:1: compare ``probe`` with every template of ``subject_id``; the closest decides."""
+        self._check_open()
+        _check_id("subject id", subject_id)
+        _check_id("tenant", tenant)
+        spec = self.model(model)
+        limit = _threshold(threshold, spec)
+        encoding = self._reader(face_index).read_probe(probe, spec).encoding
+        with self._lock:
+            if tenant in self._loaded_tenants:
+                gallery = self._galleries.get((tenant, spec.model_id))
+                match = gallery.closest_of_subject(subject_id, encoding) if gallery else None
+                damaged = [
+                    row.template_id for row in self._damaged.values()
+                    if row.tenant == tenant and row.subject_id == subject_id
+                ]
+                exists = match is not None or bool(damaged) or self._store.subject_exists(
+                    tenant, subject_id)
+                best = None if match is None else (match.template_id, match.distance)
+            else:
+                best, damaged, exists = self._verify_from_store(tenant, subject_id, spec,
+                                                                encoding)
+        if not exists:
+            raise NotFound(f"no subject {subject_id!r} in tenant {tenant!r}")
+        if best is None:
+            if damaged:
+                raise IntegrityFailure(
+                    f"every template of subject {subject_id!r} failed its integrity check: "
+                    f"{', '.join(damaged)}"
+                )
+            raise NotFound(f"subject {subject_id!r} has no templates of model {spec.model_id}")
+        template_id, distance = best
+        return VerifyResult(tenant, subject_id, distance <= limit, distance, limit,
+                            spec.model_id, template_id, damaged)
+
+    def _verify_from_store(
+        self, tenant: str, subject_id: str, spec: ModelSpec, probe: np.ndarray[Any, Any]
+    ) -> tuple[tuple[str, float] | None, list[str], bool]:
+        rows = self._store.subject_templates(tenant, subject_id)
+        if not rows:
+            return None, [], self._store.subject_exists(tenant, subject_id)
+        opened, damaged = self._sealer.open(rows)
+        for row in damaged:
+            self._damaged[row.template_id] = row
+        gallery = Gallery(spec.dimension, spec.metric)
+        usable = [o for o in opened if o.row.model_id == spec.model_id]
+        if usable:
+            gallery.add_many([subject_id] * len(usable), [o.row.template_id for o in usable],
+                             np.stack([o.encoding for o in usable]))
+        match = gallery.closest_of_subject(subject_id, probe)
+        gallery.clear()
+        best = None if match is None else (match.template_id, match.distance)
+        return best, [r.template_id for r in damaged], True
+
+    def identify(
+        self,
+        probe: Source,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        top_k: int = 5,
+        threshold: float | None = None,
+        model: str | None = None,
+        face_index: int | None = None,
+    ) -> IdentifyResult:
+        """1:N: the ``top_k`` subjects of ``tenant`` closest to ``probe``, closest first."""
+        self._check_open()
+        _check_id("tenant", tenant)
+        if not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidInput(f"top_k must be an integer within 1..{MAX_TOP_K}")
+        spec = self.model(model)
+        limit = _threshold(threshold, spec)
+        encoding = self._reader(face_index).read_probe(probe, spec).encoding
+        with self._lock:
+            self._load_tenant(tenant)
+            gallery = self._galleries.get((tenant, spec.model_id))
+            matches = gallery.search(encoding, top_k) if gallery else []
+            size = len(gallery) if gallery else 0
+            damaged = sum(1 for row in self._damaged.values() if row.tenant == tenant)
+        candidates = [Candidate(m.subject_id, m.distance, m.distance <= limit, m.template_id)
+                      for m in matches]
+        return IdentifyResult(tenant, spec.model_id, limit, top_k, candidates, size, damaged)
+
+    def erase(self, subject_id: str, *, tenant: str = DEFAULT_TENANT) -> EraseResult:
+        """Delete a subject's templates and destroy its key material (crypto-shredding)."""
+        self._check_open()
+        _check_id("subject id", subject_id)
+        _check_id("tenant", tenant)
+        with self._lock:
+            template_ids = self._store.erase_subject(tenant, subject_id)
+            destroyed = self._subject_keys.destroy(tenant, subject_id)
+            for (gallery_tenant, _), gallery in self._galleries.items():
+                if gallery_tenant == tenant:
+                    gallery.remove_subject(subject_id)
+            for template_id in template_ids:
+                self._damaged.pop(template_id, None)
+        if not template_ids and not destroyed:
+            raise NotFound(f"no subject {subject_id!r} in tenant {tenant!r}")
+        log.debug("erased a subject: %d template(s)", len(template_ids))
+        return EraseResult(tenant, subject_id, len(template_ids), destroyed)
+
+    def subjects(self, *, tenant: str = DEFAULT_TENANT) -> list[SubjectInfo]:
+        """The subjects of a tenant and how many templates each has."""
+        self._check_open()
+        _check_id("tenant", tenant)
+        return [SubjectInfo(s.tenant, s.subject_id, s.templates, s.created_at, s.last_seen_at)
+                for s in self._store.subjects(tenant)]
+
+    def check(self) -> CheckResult:
+        """Open every record once and report those that fail (an integrity scan)."""
+        self._check_open()
+        secrets = self._subject_keys.for_tenant(None)
+        records = 0
+        damaged: list[dict[str, str]] = []
+        for batch in self._store.gallery(None):
+            records += len(batch)
+            _, bad = self._sealer.open(batch, secrets)
+            damaged.extend({"tenant": r.tenant, "subject_id": r.subject_id,
+                            "template_id": r.template_id} for r in bad)
+        orphans = sum(1 for tenant, subject in secrets
+                      if not self._store.subject_exists(tenant, subject))
+        return CheckResult(records, damaged, orphans)
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidInput("the vault is closed")
+
+    def _reader(self, face_index: int | None) -> SourceReader:
+        if self._encoder_factory is None:
+            return SourceReader(self._models, face_index=face_index)
+        return SourceReader(self._models, self._encoder_factory, face_index=face_index)
+
+    def _gallery(self, tenant: str, spec: ModelSpec) -> Gallery:
+        key = (tenant, spec.model_id)
+        gallery = self._galleries.get(key)
+        if gallery is None:
+            gallery = self._galleries[key] = Gallery(spec.dimension, spec.metric)
+        return gallery
+
+    def _load_tenant(self, tenant: str) -> None:
+        """Decrypt a tenant's templates into memory, once."""
+        if tenant in self._loaded_tenants:
+            return
+        started = time.perf_counter()
+        secrets = self._subject_keys.for_tenant(tenant)
+        count = 0
+        for batch in self._store.gallery(tenant):
+            opened, damaged = self._sealer.open(batch, secrets)
+            for row in damaged:
+                self._damaged[row.template_id] = row
+            by_model: dict[str, list[Any]] = {}
+            for item in opened:
+                by_model.setdefault(item.row.model_id, []).append(item)
+            for model_id, items in by_model.items():
+                spec = self._models.get(model_id)
+                if spec is None:
+                    log.warning("templates of unknown model %s left out of the gallery", model_id)
+                    continue
+                self._gallery(tenant, spec).add_many(
+                    [i.row.subject_id for i in items], [i.row.template_id for i in items],
+                    np.stack([i.encoding for i in items]))
+                count += len(items)
+        self._loaded_tenants.add(tenant)
+        log.debug("loaded gallery: %d template(s) in %.3f s", count,
+                  time.perf_counter() - started)
+
+
+def _threshold(threshold: float | None, spec: ModelSpec) -> float:
+    if threshold is None:
+        return spec.threshold
+    if not isinstance(threshold, (int, float)) or not np.isfinite(threshold) or threshold <= 0:
+        raise InvalidInput("threshold must be a positive finite number")
+    return float(threshold)
+
+
+def remove_vault_files(home: Path, config: VaultConfig) -> None:
+    """Delete a vault's database directory and key directory (used by the demo's temp vaults)."""
+    shutil.rmtree(home, ignore_errors=True)
+    shutil.rmtree(config.key_store_dir, ignore_errors=True)
+
