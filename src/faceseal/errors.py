@@ -176,7 +176,7 @@ class IntegrityFailure(InternalError):
     code = "integrity_failure"
 
 
-# --- the opaque one --------------------------------------------------------------------------------
+# --- the opaque one ---------------------------------------------------------------------------
 
 
 class DecryptionError(FacesealError):
