@@ -11,7 +11,7 @@ contract tests.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -50,6 +50,44 @@ class SubjectRow:
     created_at: float
     last_seen_at: float
     templates: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One audit event as stored. Never holds an encoding, a key or an API key.
+
+    ``mac`` is a keyed MAC over ``prev_mac`` and the event's canonical content (computed by the
+    audit layer, which holds the key; the store only keeps the bytes).
+    """
+
+    seq: int
+    event_id: str
+    occurred_at: float
+    principal: str
+    role: str
+    action: str
+    tenant: str | None
+    subject_id: str | None
+    template_ids: tuple[str, ...]
+    outcome: str
+    request_id: str
+    detail: str
+    prev_mac: bytes
+    mac: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PrincipalRow:
+    """A principal and the hash of its API key (never the key itself)."""
+
+    principal_id: str
+    name: str
+    role: str
+    tenant: str | None  # None: every tenant (admins and auditors only)
+    key_id: str  # public, non-secret prefix used to find the row
+    key_hash: bytes
+    created_at: float
+    revoked_at: float | None
 
 
 class TemplateStore(ABC):
@@ -128,6 +166,57 @@ class TemplateStore(ABC):
 
     @abstractmethod
     def replace_wrapped(self, version: int, wrapped: bytes) -> None: ...
+
+    # --- audit log (append-only) -----------------------------------------------------------------
+
+    @abstractmethod
+    def append_audit(self, build: Callable[[int, bytes], AuditRecord]) -> AuditRecord:
+        """Append one event, chained to the head, inside the current transaction (or its own).
+
+        The store reads the head -- the last ``seq`` (0 when empty) and its ``mac`` (empty bytes
+        when empty) -- under a lock that serialises writers, calls ``build(seq + 1, mac)`` and
+        inserts the result. Raises :class:`~faceseal.errors.AuditWriteFailed` if it cannot.
+        """
+
+    @abstractmethod
+    def audit_events(
+        self, *, after_seq: int = 0, tenant: str | None = None, since: float | None = None,
+        limit: int | None = None,
+    ) -> Iterator[AuditRecord]:
+        """Events in ``seq`` order, optionally only one tenant's or those from ``since`` on."""
+
+    # --- principals ------------------------------------------------------------------------------
+
+    @abstractmethod
+    def add_principal(self, row: PrincipalRow) -> None:
+        """Insert a principal; :class:`~faceseal.errors.Conflict` if the name is taken."""
+
+    @abstractmethod
+    def principal_by_key_id(self, key_id: str) -> PrincipalRow | None: ...
+
+    @abstractmethod
+    def principals(self) -> list[PrincipalRow]: ...
+
+    @abstractmethod
+    def revoke_principal(self, name: str, when: float) -> bool:
+        """Mark a principal revoked; False if there is no such active principal."""
+
+    # --- tenants and retention -------------------------------------------------------------------
+
+    @abstractmethod
+    def set_retention(self, tenant: str, seconds: float | None) -> None:
+        """Set (or clear, with None) how long a tenant keeps subjects without activity."""
+
+    @abstractmethod
+    def retention(self, tenant: str) -> float | None: ...
+
+    @abstractmethod
+    def tenants(self) -> list[str]:
+        """Every tenant that has subjects or a retention setting, sorted."""
+
+    @abstractmethod
+    def inactive_subjects(self, tenant: str, before: float) -> list[str]:
+        """Subject ids of a tenant whose last enrol or match is older than ``before``."""
 
     # --- life cycle ------------------------------------------------------------------------------
 

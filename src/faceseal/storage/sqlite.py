@@ -10,22 +10,36 @@ and the hot read path (the in-memory gallery) does not touch the database.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from faceseal.errors import StorageUnavailable
+from faceseal.errors import AuditWriteFailed, Conflict, StorageUnavailable
 from faceseal.keys.datakeys import DataKeyInfo
-from faceseal.storage.base import SubjectRow, TemplateRow, TemplateStore
+from faceseal.storage.base import (
+    AuditRecord,
+    PrincipalRow,
+    SubjectRow,
+    TemplateRow,
+    TemplateStore,
+)
 from faceseal.storage.sqlite_migrations import MIGRATIONS
 
 log = logging.getLogger(__name__)
 
+_AUDIT_COLUMNS = (
+    "seq, event_id, occurred_at, principal, role, action, tenant, subject_id, template_ids, "
+    "outcome, request_id, detail, prev_mac, mac"
+)
+_PRINCIPAL_COLUMNS = (
+    "principal_id, name, role, tenant, key_id, key_hash, created_at, revoked_at"
+)
 _TEMPLATE_COLUMNS = (
     "template_id, tenant, subject_id, model_id, dimension, dtype, key_version, record, created_at"
 )
@@ -282,6 +296,122 @@ class SQLiteStore(TemplateStore):
         with self._lock, self.transaction():
             self._execute("UPDATE data_keys SET wrapped = ? WHERE version = ?", (wrapped, version))
 
+    # --- audit log ------------------------------------------------------------------------------
+
+    def append_audit(self, build: Callable[[int, bytes], AuditRecord]) -> AuditRecord:
+        try:
+            with self._lock, self.transaction():
+                head = self._execute(
+                    "SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1"
+                ).fetchone()
+                seq, mac = (int(head[0]), bytes(head[1])) if head else (0, b"")
+                record = build(seq + 1, mac)
+                self._execute(
+                    f"INSERT INTO audit_events ({_AUDIT_COLUMNS}) "  # noqa: S608 - constant columns
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (record.seq, record.event_id, record.occurred_at, record.principal,
+                     record.role, record.action, record.tenant, record.subject_id,
+                     json.dumps(list(record.template_ids)), record.outcome, record.request_id,
+                     record.detail, record.prev_mac, record.mac),
+                )
+                return record
+        except StorageUnavailable as exc:
+            raise AuditWriteFailed(f"the audit event could not be written: {exc}") from None
+
+    def audit_events(
+        self, *, after_seq: int = 0, tenant: str | None = None, since: float | None = None,
+        limit: int | None = None,
+    ) -> Iterator[AuditRecord]:
+        clauses, params = ["seq > ?"], [after_seq]
+        if tenant is not None:
+            clauses.append("tenant = ?")
+            params.append(tenant)  # type: ignore[arg-type]
+        if since is not None:
+            clauses.append("occurred_at >= ?")
+            params.append(since)  # type: ignore[arg-type]
+        remaining = limit
+        while remaining is None or remaining > 0:
+            page = 1000 if remaining is None else min(1000, remaining)
+            rows = self._fetchall(
+                f"SELECT {_AUDIT_COLUMNS} FROM audit_events WHERE {' AND '.join(clauses)} "  # noqa: S608
+                f"ORDER BY seq LIMIT {page}",
+                params,
+            )
+            if not rows:
+                return
+            for values in rows:
+                yield _audit(values)
+            params[0] = int(rows[-1][0])
+            if remaining is not None:
+                remaining -= len(rows)
+
+    # --- principals ------------------------------------------------------------------------------
+
+    def add_principal(self, row: PrincipalRow) -> None:
+        with self._lock, self.transaction():
+            taken = self._execute("SELECT 1 FROM principals WHERE name = ?", (row.name,))
+            if taken.fetchone():
+                raise Conflict(f"a principal named {row.name!r} exists already")
+            self._execute(
+                f"INSERT INTO principals ({_PRINCIPAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                (row.principal_id, row.name, row.role, row.tenant, row.key_id, row.key_hash,
+                 row.created_at, row.revoked_at),
+            )
+
+    def principal_by_key_id(self, key_id: str) -> PrincipalRow | None:
+        rows = self._fetchall(
+            f"SELECT {_PRINCIPAL_COLUMNS} FROM principals WHERE key_id = ?", (key_id,)  # noqa: S608
+        )
+        return _principal(rows[0]) if rows else None
+
+    def principals(self) -> list[PrincipalRow]:
+        return [
+            _principal(values)
+            for values in self._fetchall(
+                f"SELECT {_PRINCIPAL_COLUMNS} FROM principals ORDER BY name"  # noqa: S608
+            )
+        ]
+
+    def revoke_principal(self, name: str, when: float) -> bool:
+        with self._lock, self.transaction():
+            cursor = self._execute(
+                "UPDATE principals SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                (when, name),
+            )
+            return cursor.rowcount == 1
+
+    # --- tenants and retention -------------------------------------------------------------------
+
+    def set_retention(self, tenant: str, seconds: float | None) -> None:
+        with self._lock, self.transaction():
+            self._execute(
+                "INSERT INTO tenants (tenant, retention_seconds) VALUES (?, ?) "
+                "ON CONFLICT (tenant) DO UPDATE SET retention_seconds = excluded.retention_seconds",
+                (tenant, seconds),
+            )
+
+    def retention(self, tenant: str) -> float | None:
+        rows = self._fetchall("SELECT retention_seconds FROM tenants WHERE tenant = ?", (tenant,))
+        return float(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def tenants(self) -> list[str]:
+        return [
+            str(r[0])
+            for r in self._fetchall(
+                "SELECT tenant FROM subjects UNION SELECT tenant FROM tenants ORDER BY 1"
+            )
+        ]
+
+    def inactive_subjects(self, tenant: str, before: float) -> list[str]:
+        return [
+            str(r[0])
+            for r in self._fetchall(
+                "SELECT subject_id FROM subjects WHERE tenant = ? AND last_seen_at < ? "
+                "ORDER BY subject_id",
+                (tenant, before),
+            )
+        ]
+
     # --- life cycle ------------------------------------------------------------------------------
 
     @property
@@ -300,6 +430,19 @@ class SQLiteStore(TemplateStore):
 
     def __repr__(self) -> str:
         return f"<SQLiteStore {self._path.name}>"
+
+
+def _audit(values: tuple[Any, ...]) -> AuditRecord:
+    fields = list(values)
+    fields[8] = tuple(json.loads(fields[8]))
+    fields[12], fields[13] = bytes(fields[12]), bytes(fields[13])
+    return AuditRecord(*fields)
+
+
+def _principal(values: tuple[Any, ...]) -> PrincipalRow:
+    fields = list(values)
+    fields[5] = bytes(fields[5])
+    return PrincipalRow(*fields)
 
 
 def _statements(script: str) -> list[str]:

@@ -43,4 +43,44 @@ CREATE INDEX templates_by_subject ON templates (tenant, subject_id);
 CREATE INDEX templates_by_key_version ON templates (key_version)
 """,
     ),
+    (
+        2,
+        """
+CREATE TABLE audit_events (
+    seq           INTEGER PRIMARY KEY CHECK (seq > 0),
+    event_id      TEXT NOT NULL UNIQUE,
+    occurred_at   REAL NOT NULL,
+    principal     TEXT NOT NULL,
+    role          TEXT NOT NULL,
+    action        TEXT NOT NULL,
+    tenant        TEXT,
+    subject_id    TEXT,
+    template_ids  TEXT NOT NULL,
+    outcome       TEXT NOT NULL,
+    request_id    TEXT NOT NULL,
+    detail        TEXT NOT NULL,
+    prev_mac      BLOB NOT NULL,
+    mac           BLOB NOT NULL
+);
+CREATE INDEX audit_events_by_tenant ON audit_events (tenant, seq);
+CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events
+BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END;
+CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events
+BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END;
+CREATE TABLE principals (
+    principal_id  TEXT PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE,
+    role          TEXT NOT NULL,
+    tenant        TEXT,
+    key_id        TEXT NOT NULL UNIQUE,
+    key_hash      BLOB NOT NULL,
+    created_at    REAL NOT NULL,
+    revoked_at    REAL
+);
+CREATE TABLE tenants (
+    tenant             TEXT PRIMARY KEY,
+    retention_seconds  REAL
+)
+""",
+    ),
 ]

@@ -1,0 +1,5 @@
+"""``python -m faceseal`` runs the CLI."""
+
+from faceseal.cli import main
+
+main()

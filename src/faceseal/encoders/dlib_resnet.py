@@ -1,0 +1,317 @@
+"""The default face encoder: dlib's HOG face detector, a landmark predictor and the ResNet model
+that maps an aligned face to 128 float64 values (the model ``face_recognition`` uses).
+
+Nothing heavy happens at import: dlib is imported, and the model files of the
+``face_recognition_models`` package are loaded, on first use, once per process, and shared by
+every :class:`DlibResNetEncoder`. dlib's Python objects are not documented as thread-safe, so
+every call into them holds one process-wide lock: encoders can be shared between threads, but
+the dlib work of concurrent requests runs one at a time.
+
+Faces are numbered from 0 in reading order of their boxes: by left edge, then top edge (then
+bottom, right), so the index of a face in a given photo is stable from run to run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from faceseal.encoders.images import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    INSTALL_HINT,
+    ImageSource,
+    load_image,
+)
+from faceseal.encoders.validation import validate_encoding
+from faceseal.errors import EncoderUnavailable, InvalidInput, MultipleFacesFound, NoFaceFound
+
+__all__ = ["DIMENSION", "DTYPE", "MODEL_ID", "DlibResNetEncoder", "FaceBox", "Landmarks"]
+
+MODEL_ID = "dlib-resnet-v1"
+DIMENSION = 128
+DTYPE = "float64"
+
+Landmarks = Literal["5", "68"]
+
+#: Bounds of the constructor options. Each upsampling step doubles both sides of the image
+#: searched, so memory and time grow fourfold per step.
+MAX_UPSAMPLE = 3
+MAX_NUM_JITTERS = 100
+
+_MODELS_PACKAGE = "face_recognition_models"
+_PREDICTOR_FILES: dict[str, str] = {
+    "5": "shape_predictor_5_face_landmarks.dat",
+    "68": "shape_predictor_68_face_landmarks.dat",
+}
+_RECOGNITION_FILE = "dlib_face_recognition_resnet_model_v1.dat"
+_DETECTOR = "hog-frontal-face-detector"
+
+_log = logging.getLogger(__name__)
+
+_load_lock = threading.Lock()
+_dlib_lock = threading.Lock()
+_loaded: dict[str, Any] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class FaceBox:
+    """Where a face is, in pixels of the upright image, clipped to the image.
+
+    Same convention as ``face_recognition.face_locations``: (top, right, bottom, left).
+    """
+
+    top: int
+    right: int
+    bottom: int
+    left: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Face:
+    box: FaceBox
+    rect: Any  # the dlib.rectangle the landmarks are predicted from (unclipped, as dlib gave it)
+
+
+class DlibResNetEncoder:
+    """Photo -> 128-d float64 face encoding with dlib (model id ``dlib-resnet-v1``).
+
+    ``upsample`` (0..3) enlarges the image that many times before detection to find smaller
+    faces; ``num_jitters`` (1..100) averages the encoding over that many jittered crops (slower,
+    slightly more stable); ``landmarks`` picks the 5-point (default, as ``face_recognition``'s
+    "small" model) or the 68-point predictor used to align the face.
+    """
+
+    def __init__(
+        self, *, upsample: int = 1, num_jitters: int = 1, landmarks: Landmarks = "5"
+    ) -> None:
+        _check_option("upsample", upsample, 0, MAX_UPSAMPLE)
+        _check_option("num_jitters", num_jitters, 1, MAX_NUM_JITTERS)
+        if landmarks not in _PREDICTOR_FILES:
+            raise InvalidInput('landmarks must be "5" or "68"')
+        self._upsample = upsample
+        self._num_jitters = num_jitters
+        self._landmarks: Landmarks = landmarks
+
+    def __repr__(self) -> str:
+        return (
+            f"DlibResNetEncoder(upsample={self._upsample}, num_jitters={self._num_jitters}, "
+            f"landmarks={self._landmarks!r})"
+        )
+
+    @property
+    def model_id(self) -> str:
+        return MODEL_ID
+
+    @property
+    def dimension(self) -> int:
+        return DIMENSION
+
+    @property
+    def dtype(self) -> str:
+        return DTYPE
+
+    def load(self) -> None:
+        """Load the models now rather than on first use (to fail fast, or to warm up a server)."""
+        self._detector()
+        self._predictor()
+        self._recognizer()
+
+    def detect(self, image: NDArray[np.uint8]) -> list[FaceBox]:
+        """Find the faces in an RGB ``uint8`` image ``(H, W, 3)``, in face-index order."""
+        return [face.box for face in self._detect(_check_image(image))]
+
+    def encode(
+        self, image: NDArray[np.uint8], *, face_index: int | None = None
+    ) -> NDArray[np.float64]:
+        """Encode the one face of an RGB ``uint8`` image, or face number ``face_index``.
+
+        Raises :class:`~faceseal.errors.NoFaceFound` when there is no face,
+        :class:`~faceseal.errors.MultipleFacesFound` when there are several and ``face_index`` is
+        None, and :class:`~faceseal.errors.InvalidInput` when ``face_index`` is out of range.
+        """
+        _check_face_index(face_index)
+        pixels = _check_image(image)
+        faces = self._detect(pixels)
+        chosen = _choose(faces, face_index)
+        return self._describe(pixels, faces[chosen].rect, chosen, len(faces))
+
+    def encode_photo(
+        self,
+        source: ImageSource,
+        *,
+        face_index: int | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> NDArray[np.float64]:
+        """Load a photo (path or bytes, see :func:`~faceseal.encoders.images.load_image`) and
+        :meth:`encode` it."""
+        _check_face_index(face_index)
+        self.load()  # a missing dlib is reported before the photo is decoded for nothing
+        image = load_image(source, max_pixels=max_pixels, max_bytes=max_bytes)
+        return self.encode(image, face_index=face_index)
+
+    def _detect(self, pixels: NDArray[np.uint8]) -> list[_Face]:
+        detector = self._detector()
+        started = time.perf_counter()
+        with _dlib_lock:
+            rects = list(detector(pixels, self._upsample))
+        height, width = pixels.shape[:2]
+        faces = sorted((_Face(_to_box(r, height, width), r) for r in rects), key=_reading_order)
+        _log.debug(
+            "detected %d face(s) in a %dx%d image in %.3f s",
+            len(faces),
+            width,
+            height,
+            time.perf_counter() - started,
+        )
+        return faces
+
+    def _describe(
+        self, pixels: NDArray[np.uint8], rect: Any, index: int, count: int
+    ) -> NDArray[np.float64]:
+        predictor = self._predictor()
+        recognizer = self._recognizer()
+        started = time.perf_counter()
+        with _dlib_lock:
+            shape = predictor(pixels, rect)
+            descriptor = recognizer.compute_face_descriptor(pixels, shape, self._num_jitters)
+        encoding = validate_encoding(np.array(descriptor, dtype=np.float64), expected_dim=DIMENSION)
+        _log.debug("encoded face %d of %d in %.3f s", index, count, time.perf_counter() - started)
+        return encoding.astype(np.float64, copy=False)
+
+    def _detector(self) -> Any:
+        return _shared(_DETECTOR, lambda: _import_dlib().get_frontal_face_detector())
+
+    def _predictor(self) -> Any:
+        filename = _PREDICTOR_FILES[self._landmarks]
+        return _shared(filename, lambda: _load_model_file("shape_predictor", filename))
+
+    def _recognizer(self) -> Any:
+        return _shared(
+            _RECOGNITION_FILE,
+            lambda: _load_model_file("face_recognition_model_v1", _RECOGNITION_FILE),
+        )
+
+
+def _check_option(name: str, value: int, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidInput(f"{name} must be an integer from {low} to {high}")
+
+
+def _check_face_index(face_index: int | None) -> None:
+    if face_index is None:
+        return
+    if isinstance(face_index, bool) or not isinstance(face_index, int) or face_index < 0:
+        raise InvalidInput("the face index must be a whole number from 0 (faces count from 0)")
+
+
+def _check_image(image: object) -> NDArray[np.uint8]:
+    if (
+        not isinstance(image, np.ndarray)
+        or image.dtype != np.uint8
+        or image.ndim != 3
+        or image.shape[2] != 3
+        or image.shape[0] < 1
+        or image.shape[1] < 1
+    ):
+        raise InvalidInput("the image must be an RGB uint8 array of shape (height, width, 3)")
+    # dlib needs one contiguous buffer; slices and transposed views are not.
+    return np.ascontiguousarray(image)
+
+
+def _choose(faces: list[_Face], face_index: int | None) -> int:
+    count = len(faces)
+    if count == 0:
+        raise NoFaceFound("no face found in the photo")
+    if face_index is None:
+        if count > 1:
+            raise MultipleFacesFound(
+                f"found {count} faces in the photo; pick one with face_index "
+                f"(--face N on the command line), N from 0 to {count - 1}, "
+                "counted from the left",
+                count,
+            )
+        return 0
+    if face_index >= count:
+        raise InvalidInput(
+            f"face index {face_index} is out of range: the photo has {count} face(s), "
+            f"numbered 0 to {count - 1} from the left"
+        )
+    return face_index
+
+
+def _to_box(rect: Any, height: int, width: int) -> FaceBox:
+    return FaceBox(
+        top=max(int(rect.top()), 0),
+        right=min(int(rect.right()), width),
+        bottom=min(int(rect.bottom()), height),
+        left=max(int(rect.left()), 0),
+    )
+
+
+def _reading_order(face: _Face) -> tuple[int, int, int, int]:
+    box = face.box
+    return (box.left, box.top, box.bottom, box.right)
+
+
+def _shared(name: str, factory: Callable[[], Any]) -> Any:
+    """Return the process-wide instance of a dlib model, creating it on first use."""
+    with _load_lock:
+        if name not in _loaded:
+            started = time.perf_counter()
+            _loaded[name] = factory()
+            _log.debug("loaded %s in %.2f s", name, time.perf_counter() - started)
+        return _loaded[name]
+
+
+def _import_dlib() -> Any:
+    try:
+        import dlib  # noqa: PLC0415  # lazy: dlib is an optional extra and slow to import
+    except ImportError:
+        raise EncoderUnavailable(
+            f"the face encoder needs dlib, which is not installed; run: {INSTALL_HINT}"
+        ) from None
+    return dlib
+
+
+def _load_model_file(constructor: str, filename: str) -> Any:
+    dlib = _import_dlib()
+    path = _model_path(filename)
+    try:
+        return getattr(dlib, constructor)(str(path))
+    except RuntimeError:
+        # dlib's deserialisation error for a truncated or foreign file.
+        raise EncoderUnavailable(
+            f"cannot load the model file {filename}; reinstall it: {INSTALL_HINT}"
+        ) from None
+
+
+def _model_path(filename: str) -> Path:
+    # find_spec, not import: the package's __init__ imports the deprecated pkg_resources just to
+    # compute these same paths.
+    try:
+        spec = importlib.util.find_spec(_MODELS_PACKAGE)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise EncoderUnavailable(
+            f"the face encoder needs the {_MODELS_PACKAGE} package, which is not installed; "
+            f"run: {INSTALL_HINT}"
+        )
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "models" / filename
+        if candidate.is_file():
+            return candidate
+    raise EncoderUnavailable(
+        f"the model file {filename} is missing from {_MODELS_PACKAGE}; reinstall it: {INSTALL_HINT}"
+    )
