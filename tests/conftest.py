@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,11 +54,57 @@ def vault_dirs(tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path / "vault", tmp_path / "keys"
 
 
+def make_vault(home: Path, keys: Path, **options: object) -> Vault:
+    """A new vault that tests may enroll, verify, identify and erase in.
+
+    Tests get vaults through this function (or the ``vault`` fixture) rather than calling
+    ``Vault.create`` themselves, so that what a test vault is allowed to do is decided in one place.
+    """
+    return Vault.create(home, keyring_dir=keys, **options)  # type: ignore[arg-type]
+
+
+def reopen_vault(home: Path, **options: object) -> Vault:
+    """Open an existing test vault again (see :func:`make_vault`)."""
+    return Vault.open(home, **options)  # type: ignore[arg-type]
+
+
 @pytest.fixture
 def vault(vault_dirs: tuple[Path, Path]) -> Iterator[Vault]:
     home, keys = vault_dirs
-    with Vault.create(home, keyring_dir=keys) as created:
+    with make_vault(home, keys) as created:
         yield created
+
+
+@dataclass
+class CliVault:
+    """A vault made with ``faceseal init``, and the environment that points the CLI at it."""
+
+    home: Path
+    keys: Path
+    env: dict[str, str]
+
+    def run(self, *args: str, input: str | None = None,
+            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, env={**self.env, **(extra_env or {})}, input=input)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m faceseal ARGS`` in a subprocess, as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "faceseal", *args],
+        capture_output=True, text=True, env=full_env, input=input, timeout=300, check=False,
+    )
+
+
+@pytest.fixture
+def cli_vault(tmp_path: Path) -> CliVault:
+    home, keys = tmp_path / "cli-vault", tmp_path / "cli-keys"
+    env = {"FACESEAL_HOME": str(home), "FACESEAL_KEYRING_DIR": str(keys)}
+    created = run_cli("init", "--json", env=env)
+    assert created.returncode == 0, created.stderr
+    return CliVault(home, keys, env)
 
 
 def random_encodings(count: int, dim: int = 128, dtype: str = "float64",
