@@ -26,6 +26,7 @@ from faceseal.storage.base import (
     AuditRecord,
     PrincipalRow,
     SubjectRow,
+    TemplateBatch,
     TemplateRow,
     TemplateStore,
 )
@@ -176,6 +177,29 @@ class SQLiteStore(TemplateStore):
                 ],
             )
 
+    def add_template_batch(self, batch: TemplateBatch) -> None:
+        if not batch.template_ids:
+            return
+        now = time.time()
+        subjects = dict.fromkeys(batch.subject_ids)
+        with self._lock, self.transaction():
+            self._executemany(
+                "INSERT INTO subjects (tenant, subject_id, created_at, last_seen_at) "
+                "VALUES (?, ?, ?, ?) "
+                "ON CONFLICT DO UPDATE SET last_seen_at = excluded.last_seen_at",
+                [(batch.tenant, s, now, now) for s in subjects],
+            )
+            fixed = (batch.tenant, batch.model_id, batch.dimension, batch.dtype)
+            self._executemany(
+                f"INSERT INTO templates ({_TEMPLATE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608 - constant column list
+                [
+                    (template_id, *fixed[:1], subject_id, *fixed[1:], batch.key_version, record,
+                     batch.created_at)
+                    for template_id, subject_id, record in zip(
+                        batch.template_ids, batch.subject_ids, batch.records, strict=True)
+                ],
+            )
+
     def subject_templates(self, tenant: str, subject_id: str) -> list[TemplateRow]:
         return [
             _row(values)
@@ -189,7 +213,9 @@ class SQLiteStore(TemplateStore):
     def gallery(self, tenant: str | None, batch_size: int = 10_000) -> Iterator[list[TemplateRow]]:
         # Keyset pagination on the primary key: no long-lived cursor holding the lock.
         last = ""
-        where = "template_id > ?" + ("" if tenant is None else " AND tenant = ?")
+        # "+tenant" keeps SQLite on the primary-key index: with the (tenant, subject_id) index it
+        # would sort the whole tenant for every page (quadratic in the gallery size).
+        where = "template_id > ?" + ("" if tenant is None else " AND +tenant = ?")
         while True:
             params: tuple[Any, ...] = (last,) if tenant is None else (last, tenant)
             batch = [

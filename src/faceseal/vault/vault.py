@@ -33,10 +33,13 @@ from faceseal.keys.files import ensure_private_dir, is_within
 from faceseal.keys.provider import KeyProvider
 from faceseal.keys.registry import PassphraseSource, create_provider, local_uri, open_provider
 from faceseal.keys.subject_keys import SubjectKeyStore
+from faceseal.matching import kernels
 from faceseal.matching.gallery import Gallery
+from faceseal.matching.memory import lock_status
 from faceseal.matching.models import DEFAULT_MODEL_ID, ModelSpec, resolve_model
 from faceseal.storage.base import TemplateRow, TemplateStore
 from faceseal.storage.sqlite import SQLiteStore
+from faceseal.vault.bulk import BulkEnrollResult, check_batch, seal_and_store
 from faceseal.vault.config import CONFIG_FILE, DEFAULT_TENANT, VaultConfig
 from faceseal.vault.paths import default_home, default_keyring_dir
 from faceseal.vault.records import NewTemplate, RecordSealer
@@ -49,12 +52,14 @@ from faceseal.vault.results import (
     SubjectInfo,
     VerifyResult,
 )
+from faceseal.vault.snapshot import IndexKeeper, SnapshotStore
 from faceseal.vault.sources import Progress, Source, SourceReader
 
 log = logging.getLogger(__name__)
 
 MAX_ID_LENGTH = 256
 MAX_TOP_K = 100
+MAX_PROBES = 10_000
 
 
 def _no_passphrase() -> SecretBytes | None:
@@ -105,6 +110,9 @@ class Vault:
         self._galleries: dict[tuple[str, str], Gallery] = {}
         self._loaded_tenants: set[str] = set()
         self._damaged: dict[str, TemplateRow] = {}
+        self._index = IndexKeeper(SnapshotStore(home, Path(config.key_store_dir), provider, store,
+                                                vault_id=config.vault_id,
+                                                keyset_id=config.keyset_id))
         self._lock = threading.RLock()
         self._closed = False
 
@@ -227,6 +235,8 @@ class Vault:
             if self._closed:
                 return
             self._closed = True
+            for tenant in sorted(self._loaded_tenants):
+                self._persist_index(tenant)
             for gallery in self._galleries.values():
                 gallery.clear()
             self._galleries.clear()
@@ -287,6 +297,7 @@ class Vault:
         items = [NewTemplate(tenant, subject_id, spec.model_id, e.encoding) for e in encodings]
         with self._lock:
             rows = self._sealer.seal(items)
+            self._index.before_change(tenant, tenant in self._loaded_tenants)
             self._store.add_templates(rows)
             gallery = self._galleries.get((tenant, spec.model_id))
             if gallery is not None or tenant in self._loaded_tenants:
@@ -388,12 +399,117 @@ class Vault:
                       for m in matches]
         return IdentifyResult(tenant, spec.model_id, limit, top_k, candidates, size, damaged)
 
+    def enroll_many(
+        self,
+        subject_ids: Sequence[str],
+        encodings: np.ndarray[Any, Any],
+        *,
+        tenant: str = DEFAULT_TENANT,
+        model: str | None = None,
+    ) -> BulkEnrollResult:
+        """Bulk enrolment: row ``i`` of ``encodings`` (a 2-D float32/float64 array) becomes a
+        template of ``subject_ids[i]``. Validated first, then stored in one transaction: all or
+        nothing. Much faster per template than :meth:`enroll` (see docs/performance.md)."""
+        self._check_open()
+        _check_id("tenant", tenant)
+        spec = self.model(model)
+        ids, matrix = check_batch(subject_ids, encodings, spec, _check_id)
+        try:
+            return self._enroll_many(tenant, spec, ids, matrix)
+        finally:
+            matrix.fill(0.0)
+
+    def _enroll_many(
+        self, tenant: str, spec: ModelSpec, subject_ids: list[str], matrix: np.ndarray[Any, Any]
+    ) -> BulkEnrollResult:
+        with self._lock:
+            loaded = tenant in self._loaded_tenants
+            template_ids = seal_and_store(
+                keyset_id=self._config.keyset_id, data_keys=self._data_keys,
+                subject_keys=self._subject_keys, store=self._store, tenant=tenant, spec=spec,
+                subject_ids=subject_ids, encodings=matrix,
+                before_write=lambda: self._index.before_change(tenant, loaded),
+            )
+            if loaded:
+                self._gallery(tenant, spec).add_many(subject_ids, template_ids, matrix)
+        log.debug("bulk-enrolled %d template(s)", len(template_ids))
+        return BulkEnrollResult(tenant, spec.model_id, len(template_ids),
+                                len(set(subject_ids)), template_ids)
+
+    def identify_many(
+        self,
+        probes: Sequence[Source] | np.ndarray[Any, Any],
+        *,
+        tenant: str = DEFAULT_TENANT,
+        top_k: int = 5,
+        threshold: float | None = None,
+        model: str | None = None,
+        face_index: int | None = None,
+    ) -> list[IdentifyResult]:
+        """1:N for many probes at once (a 2-D array of encodings, or a list of photos, encoding
+        files or encodings): one scan of the gallery serves the whole batch. Results are in probe
+        order and identical to calling :meth:`identify` for each probe."""
+        self._check_open()
+        _check_id("tenant", tenant)
+        if not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidInput(f"top_k must be an integer within 1..{MAX_TOP_K}")
+        spec = self.model(model)
+        limit = _threshold(threshold, spec)
+        if isinstance(probes, np.ndarray) and probes.ndim == 2:
+            items: list[Any] = list(probes)
+        elif isinstance(probes, (str, bytes, os.PathLike)) or not isinstance(probes, Sequence):
+            raise InvalidInput("probes must be a list of probes or a 2-D array of encodings")
+        else:
+            items = list(probes)
+        if not 1 <= len(items) <= MAX_PROBES:
+            raise InvalidInput(f"give between 1 and {MAX_PROBES} probes")
+        reader = self._reader(face_index)
+        matrix = np.stack([reader.read_probe(item, spec).encoding.astype(np.float64)
+                           for item in items])
+        try:
+            return self._identify_many(tenant, spec, limit, top_k, matrix)
+        finally:
+            matrix.fill(0.0)
+
+    def _identify_many(
+        self, tenant: str, spec: ModelSpec, limit: float, top_k: int,
+        matrix: np.ndarray[Any, Any],
+    ) -> list[IdentifyResult]:
+        with self._lock:
+            self._load_tenant(tenant)
+            gallery = self._galleries.get((tenant, spec.model_id))
+            found = gallery.search_many(matrix, top_k) if gallery else [[] for _ in matrix]
+            size = len(gallery) if gallery else 0
+            damaged = sum(1 for row in self._damaged.values() if row.tenant == tenant)
+        return [
+            IdentifyResult(tenant, spec.model_id, limit, top_k,
+                           [Candidate(m.subject_id, m.distance, m.distance <= limit,
+                                      m.template_id) for m in matches], size, damaged)
+            for matches in found
+        ]
+
+    def index_status(self) -> dict[str, Any]:
+        """How the in-memory galleries were loaded and whether their memory is locked.
+        Holds no biometric data (counts, timings and flags only)."""
+        with self._lock:
+            tenants = {
+                tenant: {
+                    **self._index.loads.get(tenant, {}),
+                    "memory_locked": all(g.memory_locked for (t, _), g in self._galleries.items()
+                                         if t == tenant),
+                }
+                for tenant in sorted(self._loaded_tenants)
+            }
+        return {"scan_backend": kernels.backend_name(), "memory": lock_status().to_dict(),
+                "tenants": tenants}
+
     def erase(self, subject_id: str, *, tenant: str = DEFAULT_TENANT) -> EraseResult:
         """Delete a subject's templates and destroy its key material (crypto-shredding)."""
         self._check_open()
         _check_id("subject id", subject_id)
         _check_id("tenant", tenant)
         with self._lock:
+            self._index.before_erase(tenant, tenant in self._loaded_tenants)
             template_ids = self._store.erase_subject(tenant, subject_id)
             destroyed = self._subject_keys.destroy(tenant, subject_id)
             for (gallery_tenant, _), gallery in self._galleries.items():
@@ -451,6 +567,14 @@ class Vault:
         if tenant in self._loaded_tenants:
             return
         started = time.perf_counter()
+        _, snapshot = self._index.load(tenant, self._models)
+        if snapshot is not None:
+            for model_id, loaded in snapshot.galleries.items():
+                self._galleries[(tenant, model_id)] = loaded
+            self._loaded_tenants.add(tenant)
+            self._index.loads[tenant] = {"source": "snapshot", "templates": snapshot.templates,
+                                         "seconds": time.perf_counter() - started}
+            return
         secrets = self._subject_keys.for_tenant(tenant)
         count = 0
         for batch in self._store.gallery(tenant):
@@ -470,8 +594,18 @@ class Vault:
                     np.stack([i.encoding for i in items]))
                 count += len(items)
         self._loaded_tenants.add(tenant)
+        self._index.loads[tenant] = {"source": "records", "templates": count,
+                                     "seconds": time.perf_counter() - started}
         log.debug("loaded gallery: %d template(s) in %.3f s", count,
                   time.perf_counter() - started)
+        self._persist_index(tenant)
+
+    def _persist_index(self, tenant: str) -> None:
+        """Write the tenant's gallery snapshot when it is current and complete."""
+        if any(row.tenant == tenant for row in self._damaged.values()):
+            return  # a snapshot would hide the damage; the records path reports it each time
+        galleries = {model_id: g for (t, model_id), g in self._galleries.items() if t == tenant}
+        self._index.persist(tenant, galleries)
 
 
 def _threshold(threshold: float | None, spec: ModelSpec) -> float:
