@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from faceseal import __version__
+from faceseal.cli.bench_command import bench
 from faceseal.cli.demo_command import demo
 from faceseal.cli.vault_commands import (
     check,
@@ -28,7 +29,7 @@ def cli() -> None:
     """
 
 
-for _command in (init, enroll, verify, identify, erase, subjects, check, migrate, demo):
+for _command in (init, enroll, verify, identify, erase, subjects, check, migrate, demo, bench):
     cli.add_command(_command)
 
 

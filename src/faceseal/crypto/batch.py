@@ -96,6 +96,6 @@ def seal_batch(
     finally:
         out.release()
         plain.release()
-        if little is not encodings:
-            little.fill(0)
+        if not np.shares_memory(little, encodings):
+            little.fill(0)  # our own little-endian copy; never the caller's array
     return records

@@ -26,6 +26,8 @@ import numpy.typing as npt
 log = logging.getLogger(__name__)
 
 NUMBA_ENV = "FACESEAL_NUMBA"
+#: Below this many rows the compiled kernel's thread start-up costs more than numpy's scan.
+SMALL_GALLERY = 32768
 #: Rows per selection chunk (each chunk keeps its own smallest values).
 CHUNK_ROWS = 16384
 #: Rows per block of the batch (many probes) scan: small enough for the cache.
@@ -106,7 +108,7 @@ def scan_one(  # noqa: PLR0917 - internal kernels
     m = max(1, min(m, n))
     out = np.empty(n, dtype=np.float32)
     kernels = _numba()
-    if kernels is not None:
+    if kernels is not None and n >= SMALL_GALLERY:
         chunks = _chunks(n)
         heap_val = np.empty((chunks, m), dtype=np.float32)
         heap_idx = np.empty((chunks, m), dtype=np.int64)
