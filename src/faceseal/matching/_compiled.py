@@ -103,16 +103,14 @@ def build() -> dict[str, Callable[..., Any]]:  # noqa: PLR0915 - one closure per
                     root = heap_val[p, 0]
 
     @njit(parallel=True, nogil=True, cache=True, boundscheck=False)
-    def rows_below(values: Any, n: Any, limit: Any, out: Any, counts: Any) -> None:
-        chunks = counts.shape[0]
-        for c in prange(chunks):
-            lo = c * (n // chunks) + min(c, n % chunks)
-            hi = lo + n // chunks + (1 if c < n % chunks else 0)
-            k = lo
-            for i in range(lo, hi):
+    def rows_below(values: Any, bounds: Any, limit: Any, out: Any, counts: Any) -> None:
+        # Rows lo..hi of chunk c are bounds[c]..bounds[c + 1]; matches go to out[lo:lo + count].
+        for c in prange(counts.shape[0]):
+            k = bounds[c]
+            for i in range(bounds[c], bounds[c + 1]):
                 if values[i] <= limit:
                     out[k] = i
                     k += 1
-            counts[c] = k - lo
+            counts[c] = k - bounds[c]
 
     return {"scan_select": scan_select, "select_block": select_block, "rows_below": rows_below}

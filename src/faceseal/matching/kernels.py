@@ -144,15 +144,13 @@ def rows_at_most(values: F32, limit: float) -> I64:
     n = values.shape[0]
     if kernels is None or n < CHUNK_ROWS:
         return np.flatnonzero(values <= limit).astype(np.int64)
-    chunks = _chunks(n)
+    spans = _chunk_bounds(n, _chunks(n))
+    bounds = np.array([lo for lo, _ in spans] + [n], dtype=np.int64)
     out = np.empty(n, dtype=np.int64)
-    counts = np.zeros(chunks, dtype=np.int64)
+    counts = np.zeros(len(spans), dtype=np.int64)
     with _kernel_lock:
-        kernels["rows_below"](values, n, np.float32(limit), out, counts)
-    parts = []
-    for c in range(chunks):
-        lo = c * (n // chunks) + min(c, n % chunks)
-        parts.append(out[lo:lo + int(counts[c])])
+        kernels["rows_below"](values, bounds, np.float32(limit), out, counts)
+    parts = [out[lo:lo + int(counts[c])] for c, (lo, _) in enumerate(spans)]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
