@@ -7,6 +7,7 @@ milliseconds. Arguments are numpy arrays and scalars; see the callers for their 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,14 @@ import numpy as np
 
 def build() -> dict[str, Callable[..., Any]]:  # noqa: PLR0915 - one closure per kernel
     """Compile (or load from numba's cache) the kernels; raises ImportError without numba."""
-    from numba import njit, prange  # noqa: PLC0415 - optional dependency
+    import numba  # noqa: PLC0415 - optional dependency
+    from numba import njit, prange  # noqa: PLC0415
+
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        # The OpenMP layer's idle threads spin; on a small machine they steal the cores that
+        # BLAS (batch search) and the other kernel threads need. workqueue threads sleep. Calls
+        # are serialised by faceseal.matching.kernels, as workqueue requires.
+        numba.config.THREADING_LAYER = "workqueue"
 
     @njit(nogil=True, cache=True, boundscheck=False)
     def sift_down(vals: Any, idxs: Any, h: Any, m: Any, value: Any, row: Any) -> None:
@@ -57,21 +65,25 @@ def build() -> dict[str, Callable[..., Any]]:  # noqa: PLR0915 - one closure per
 
     @njit(parallel=True, nogil=True, cache=True, boundscheck=False)
     def scan_select(codes: Any, scale: Any, norms: Any, q16: Any, qscale: Any, qnorm: Any,
-                    metric_cos: Any, n: Any, m: Any, out: Any, heap_val: Any,
+                    metric_cos: Any, n: Any, m: Any, dots: Any, out: Any, heap_val: Any,
                     heap_idx: Any) -> None:
         # out[i] = approximate value of row i (squared distance, or -dot for cosine);
         # heap_* [chunk, m] = a max-heap of the m smallest values of each chunk and their rows.
+        # Two passes per chunk: a pure integer loop (vectorised, vpmaddwd) into dots, then the
+        # float epilogue and the heap (mixing them in one loop stops the vectoriser).
         d = codes.shape[1]
         chunks = heap_val.shape[0]
         for c in prange(chunks):
             lo = c * (n // chunks) + min(c, n % chunks)
             hi = lo + n // chunks + (1 if c < n % chunks else 0)
-            filled = 0
             for i in range(lo, hi):
                 acc: Any = 0
                 for j in range(d):
                     acc += np.int32(q16[j]) * np.int32(codes[i, j])
-                dot = np.float32(scale[i]) * np.float32(qscale) * np.float32(acc)
+                dots[i] = acc
+            filled = 0
+            for i in range(lo, hi):
+                dot = np.float32(scale[i]) * np.float32(qscale) * np.float32(dots[i])
                 value = -dot if metric_cos else np.float32(qnorm) - np.float32(2.0) * dot + norms[i]
                 out[i] = value
                 if filled < m:
@@ -90,16 +102,22 @@ def build() -> dict[str, Callable[..., Any]]:  # noqa: PLR0915 - one closure per
     def select_block(dots: Any, scale: Any, norms: Any, qnorms: Any, metric_cos: Any,
                      base: Any, heap_val: Any, heap_idx: Any) -> None:
         # dots [probes, rows] from BLAS; heap_* [probe, m]: max-heaps, initially full of +inf.
+        # The values are computed in place (a vectorised loop), then compared with the heap.
         probes, rows = dots.shape
         m = heap_val.shape[1]
         for p in prange(probes):
             qn = qnorms[p]
+            values = dots[p]
+            if metric_cos:
+                for r in range(rows):
+                    values[r] = -(scale[base + r] * values[r])
+            else:
+                for r in range(rows):
+                    values[r] = qn - np.float32(2.0) * scale[base + r] * values[r] + norms[base + r]
             root = heap_val[p, 0]
             for r in range(rows):
-                dot = scale[base + r] * dots[p, r]
-                value = -dot if metric_cos else qn - np.float32(2.0) * dot + norms[base + r]
-                if value < root:
-                    sift_down(heap_val, heap_idx, p, m, value, base + r)
+                if values[r] < root:
+                    sift_down(heap_val, heap_idx, p, m, values[r], base + r)
                     root = heap_val[p, 0]
 
     @njit(parallel=True, nogil=True, cache=True, boundscheck=False)

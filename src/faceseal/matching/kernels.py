@@ -114,7 +114,8 @@ def scan_one(  # noqa: PLR0917 - internal kernels
         heap_idx = np.empty((chunks, m), dtype=np.int64)
         with _kernel_lock:
             kernels["scan_select"](codes, scale, norms, q16, np.float32(qscale),
-                                   np.float32(qnorm), metric_cos, n, m, out, heap_val, heap_idx)
+                                   np.float32(qnorm), metric_cos, n, m,
+                                   np.empty(n, dtype=np.int32), out, heap_val, heap_idx)
         floor = np.inf
         for c, (lo, hi) in enumerate(_chunk_bounds(n, chunks)):
             if hi - lo > m:  # some rows of this chunk stayed out of its heap
@@ -174,11 +175,13 @@ def scan_many(  # noqa: PLR0917 - internal kernels
     heap_idx = np.full((probes, m), -1, dtype=np.int64)
     kernels = _numba()
     block = np.empty((min(n, BATCH_BLOCK_ROWS), codes.shape[1]), dtype=np.float32)
+    qt = np.ascontiguousarray(q32.T)
     for lo in range(0, n, BATCH_BLOCK_ROWS):
         hi = min(n, lo + BATCH_BLOCK_ROWS)
         view = block[: hi - lo]
         np.copyto(view, codes[lo:hi], casting="unsafe")
-        dots = q32 @ view.T  # [probes, rows]
+        # [rows, probes] is BLAS's fast orientation here; the selection wants [probes, rows].
+        dots = np.ascontiguousarray((view @ qt).T)
         if kernels is not None:
             with _kernel_lock:
                 kernels["select_block"](dots, scale, norms, qnorms, metric_cos, lo,
