@@ -28,6 +28,7 @@ def test_batch_sealed_records_are_ordinary_v1_records(dtype: str) -> None:
     records = seal_batch(dek, key_version=3, keyset_id=keyset, tenant="t", model_id="m",
                          subject_ids=subjects, subject_secrets=secrets, encodings=encodings,
                          template_ids=ids)
+    records = [bytes(r) for r in records]
     nonces = {r[8:20] for r in records}
     assert len(nonces) == 4
     for record, subject, template, expected in zip(records, subjects, ids, encodings,
@@ -43,6 +44,7 @@ def test_enroll_many_round_trips_through_the_records(vault: Vault) -> None:
     encodings = random_encodings(300, seed=1)
     subjects = [f"p{i % 100}" for i in range(300)]
     result = vault.enroll_many(subjects, encodings)
+    assert np.array_equal(encodings, random_encodings(300, seed=1))  # the caller's data intact
     assert result.templates == 300
     assert result.subjects == 100
     assert len(set(result.template_ids)) == 300
@@ -53,6 +55,18 @@ def test_enroll_many_round_trips_through_the_records(vault: Vault) -> None:
     assert vault.verify("p7", encodings[107]).match
     assert sorted(s.subject_id for s in vault.subjects())[:2] == ["p0", "p1"]
     assert {s.templates for s in vault.subjects()} == {3}
+
+
+@pytest.mark.parametrize("layout", ["big-endian", "fortran", "float32"])
+def test_enroll_many_converts_without_touching_the_callers_array(vault: Vault,
+                                                                 layout: str) -> None:
+    base = random_encodings(6, seed=9)
+    given = {"big-endian": base.astype(">f8"), "fortran": np.asfortranarray(base),
+             "float32": base.astype(np.float32)}[layout]
+    before = given.copy()
+    vault.enroll_many(["a", "a", "b", "b", "c", "c"], given)
+    assert np.array_equal(given, before)
+    assert vault.identify(base[4], top_k=1).candidates[0].subject_id == "c"
 
 
 def test_enroll_many_keeps_a_loaded_gallery_in_step(vault: Vault) -> None:

@@ -15,7 +15,9 @@ batch is checked against :class:`~faceseal.crypto.record.RecordContext` before a
 
 from __future__ import annotations
 
+import hmac
 import os
+import struct
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -29,6 +31,8 @@ from faceseal.crypto.record import RecordContext, header_for
 from faceseal.crypto.secret import SecretBytes
 
 _AD_LABEL = b"faceseal-record-v1\x00"
+_KEY_LABEL = b"faceseal-record-key-v1\x00"
+_U16 = struct.Struct(">H")
 
 
 def seal_batch(
@@ -42,11 +46,13 @@ def seal_batch(
     subject_secrets: Mapping[str, SecretBytes],
     encodings: npt.NDArray[np.floating],
     template_ids: Sequence[str],
-) -> list[bytes]:
+) -> list[memoryview]:
     """Seal row ``i`` of ``encodings`` as template ``template_ids[i]`` of ``subject_ids[i]``.
 
     All rows share one tenant, model, dtype (float32 or float64) and dimension. Returns the v1
-    records in order. ``subject_secrets`` must hold the secret of every subject named.
+    records in order, as read-only views into one buffer (no copy per record; ``bytes(view)``
+    where a ``bytes`` object is needed). ``subject_secrets`` must hold the secret of every
+    subject named.
     """
     count = len(subject_ids)
     if encodings.ndim != 2 or encodings.shape[0] != count or len(template_ids) != count:
@@ -64,38 +70,67 @@ def seal_batch(
                                          + length_prefixed(template_ids[0].encode())
                                          + model_part):
         raise AssertionError("batch associated data diverges from the record format")
-    nonces = os.urandom(NONCE_BYTES * count)
     record_bytes = len(header) + NONCE_BYTES + width + TAG_BYTES
+    sealed = _prefilled(header, count, record_bytes)
+    out = memoryview(sealed)
+    body = len(header) + NONCE_BYTES
+    pack = _U16.pack
+    encoded = [t.encode() for t in template_ids]
+    if max(map(len, encoded)) > 0xFFFF:
+        raise ValueError("template id too long")
+    tails = [pack(len(t)) + t + model_part for t in encoded]
+    # Record keys as crypto.derive.record_key_bytes makes them (checked on the first subject),
+    # without the per-call wrappers: HMAC-SHA256(DEK, label || tenant || subject || secret).
+    dek_bytes = dek.reveal()
+    key_prefix = _KEY_LABEL + length_prefixed(tenant.encode())
+    _check_derivation(dek, tenant, subject_ids[0], subject_secrets[subject_ids[0]], key_prefix)
+    subjects: dict[str, tuple[AESGCM, bytes]] = {}
+    header_len = len(header)
+    try:
+        for i in range(count):
+            subject = subject_ids[i]
+            entry = subjects.get(subject)
+            if entry is None:
+                part = length_prefixed(subject.encode())
+                entry = subjects[subject] = (
+                    AESGCM(hmac.digest(dek_bytes, key_prefix + part
+                                       + subject_secrets[subject].reveal(), "sha256")),
+                    fixed + part,
+                )
+            base = i * record_bytes
+            entry[0].encrypt_into(
+                out[base + header_len:base + body], plain[i * width:(i + 1) * width],
+                entry[1] + tails[i], out[base + body:base + record_bytes],
+            )
+    finally:
+        out.release()
+        plain.release()
+        if not np.shares_memory(little, encodings):
+            little.fill(0)  # our own little-endian copy; never the caller's array
+    whole = memoryview(sealed).toreadonly()
+    return [whole[i * record_bytes:(i + 1) * record_bytes] for i in range(count)]
+
+
+def _prefilled(header: bytes, count: int, record_bytes: int) -> bytearray:
+    """One buffer for ``count`` records: each starts with the header and a fresh random nonce
+    (all nonces from one CSPRNG call)."""
+    nonces = os.urandom(NONCE_BYTES * count)
     sealed = bytearray(record_bytes * count)
     layout = np.frombuffer(sealed, dtype=np.uint8).reshape(count, record_bytes)
     layout[:, :len(header)] = np.frombuffer(header, dtype=np.uint8)
     layout[:, len(header):len(header) + NONCE_BYTES] = np.frombuffer(
         nonces, dtype=np.uint8).reshape(count, NONCE_BYTES)
     del layout
-    out = memoryview(sealed)
-    body = len(header) + NONCE_BYTES
-    id_parts = [length_prefixed(t.encode()) for t in template_ids]
-    subjects: dict[str, tuple[AESGCM, bytes]] = {}
-    try:
-        for i in range(count):
-            subject = subject_ids[i]
-            entry = subjects.get(subject)
-            if entry is None:
-                key = record_key_bytes(dek, tenant, subject, subject_secrets[subject])
-                entry = subjects[subject] = (
-                    AESGCM(key.reveal()),
-                    fixed + length_prefixed(subject.encode()),
-                )
-                key.wipe()
-            base = i * record_bytes
-            entry[0].encrypt_into(
-                out[base + len(header):base + body], plain[i * width:(i + 1) * width],
-                entry[1] + id_parts[i] + model_part, out[base + body:base + record_bytes],
-            )
-        records = [bytes(out[i * record_bytes:(i + 1) * record_bytes]) for i in range(count)]
-    finally:
-        out.release()
-        plain.release()
-        if not np.shares_memory(little, encodings):
-            little.fill(0)  # our own little-endian copy; never the caller's array
-    return records
+    return sealed
+
+
+def _check_derivation(dek: SecretBytes, tenant: str, subject: str, secret: SecretBytes,
+                      key_prefix: bytes) -> None:
+    """The inlined derivation must give what :func:`record_key_bytes` gives."""
+    expected = record_key_bytes(dek, tenant, subject, secret)
+    inlined = hmac.digest(dek.reveal(), key_prefix + length_prefixed(subject.encode())
+                          + secret.reveal(), "sha256")
+    same = hmac.compare_digest(expected.reveal(), inlined)
+    expected.wipe()
+    if not same:
+        raise AssertionError("batch key derivation diverges from crypto.derive")

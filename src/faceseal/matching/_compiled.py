@@ -23,7 +23,7 @@ def build() -> dict[str, Callable[..., Any]]:  # noqa: PLR0915 - one closure per
         # The OpenMP layer's idle threads spin; on a small machine they steal the cores that
         # BLAS (batch search) and the other kernel threads need. workqueue threads sleep. Calls
         # are serialised by faceseal.matching.kernels, as workqueue requires.
-        numba.config.THREADING_LAYER = "workqueue"
+        numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
 
     @njit(nogil=True, cache=True, boundscheck=False)
     def sift_down(vals: Any, idxs: Any, h: Any, m: Any, value: Any, row: Any) -> None:

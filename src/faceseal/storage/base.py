@@ -53,7 +53,8 @@ class TemplateBatch:
     created_at: float
     subject_ids: Sequence[str]
     template_ids: Sequence[str]
-    records: Sequence[bytes]
+    #: Sealed records (bytes, or read-only views of one buffer as batch sealing makes them).
+    records: Sequence[bytes | memoryview]
 
     def __repr__(self) -> str:
         return (f"TemplateBatch(tenant={self.tenant!r}, model_id={self.model_id!r}, "
@@ -149,7 +150,7 @@ class TemplateStore(ABC):
         """
         self.add_templates([
             TemplateRow(template_id, batch.tenant, subject_id, batch.model_id, batch.dimension,
-                        batch.dtype, batch.key_version, record, batch.created_at)
+                        batch.dtype, batch.key_version, bytes(record), batch.created_at)
             for template_id, subject_id, record in zip(batch.template_ids, batch.subject_ids,
                                                        batch.records, strict=True)
         ])

@@ -55,7 +55,11 @@ def check_batch(
     subject_ids: Sequence[str], encodings: object, spec: ModelSpec,
     check_id: Callable[[str, str], str],
 ) -> tuple[list[str], Matrix]:
-    """Validate a bulk enrolment before anything is written; returns (ids, native C matrix)."""
+    """Validate a bulk enrolment before anything is written; returns (ids, native C matrix).
+
+    The matrix is the caller's array when no conversion was needed: never wipe it without
+    checking ``np.shares_memory``.
+    """
     if not isinstance(encodings, np.ndarray):
         raise InvalidEncoding("encodings must be a 2-D numpy array (one encoding per row)")
     if encodings.dtype.name not in ("float32", "float64"):
@@ -82,7 +86,9 @@ def check_batch(
     bad = int(np.count_nonzero(~np.isfinite(encodings)))
     if bad:
         raise InvalidEncoding(f"the encodings contain {bad} NaN or infinite value(s)")
-    matrix = np.array(encodings, dtype=encodings.dtype.newbyteorder("="), order="C", copy=True)
+    # Native byte order, C order: the caller's array itself when it already is (no copy of a
+    # large import); the caller must not change it while enroll_many runs.
+    matrix = np.ascontiguousarray(encodings, dtype=encodings.dtype.newbyteorder("="))
     return ids, matrix
 
 

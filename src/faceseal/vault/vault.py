@@ -417,7 +417,8 @@ class Vault:
         try:
             return self._enroll_many(tenant, spec, ids, matrix)
         finally:
-            matrix.fill(0.0)
+            if not np.shares_memory(matrix, encodings):
+                matrix.fill(0.0)  # our converted copy; never the caller's array
 
     def _enroll_many(
         self, tenant: str, spec: ModelSpec, subject_ids: list[str], matrix: np.ndarray[Any, Any]
