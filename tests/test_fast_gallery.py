@@ -173,6 +173,38 @@ def test_closest_of_subject_is_exact_and_erasure_is_complete() -> None:
     assert gallery.search(probe, 3) == []
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_closest_of_subject_stays_right_through_adds_and_removals(seed: int) -> None:
+    """1:1 uses a per-subject row index kept across adds and rebuilt after removals."""
+    rng = np.random.default_rng(seed)
+    gallery = Gallery(8, "euclidean")
+    held: dict[str, list[tuple[str, Matrix]]] = {}
+    counter = 0
+    for _ in range(40):
+        action = rng.integers(0, 3)
+        if action == 0 or not held:  # add a few templates (sometimes a big batch)
+            size = int(rng.choice([1, 3, 2000]))
+            names = [f"s{int(i)}" for i in rng.integers(0, 30, size)]
+            vectors = rng.standard_normal((size, 8))
+            ids = [f"t{counter + i}" for i in range(size)]
+            counter += size
+            gallery.add_many(names, ids, vectors)
+            for name, template, vector in zip(names, ids, vectors, strict=True):
+                held.setdefault(name, []).append((template, vector))
+        elif action == 1:  # erase a subject
+            name = str(rng.choice(sorted(held)))
+            assert gallery.remove_subject(name) == len(held.pop(name))
+        probe = rng.standard_normal(8)
+        for name in list(held)[:5]:
+            match = gallery.closest_of_subject(name, probe)
+            distances = [np.linalg.norm(v - probe) for _, v in held[name]]
+            assert match is not None
+            assert match.distance == pytest.approx(min(distances), abs=1e-6)
+            assert match.template_id == held[name][int(np.argmin(distances))][0]
+    for name in ("never", *held):
+        assert gallery.has_subject(name) == (name in held)
+
+
 @pytest.mark.parametrize(("subjects", "ids", "shape", "fill"), [
     (["a"], ["t1", "t2"], (2, 8), 0.0),          # ids do not line up
     (["a", "b"], ["t1", "t2"], (2, 7), 0.0),     # wrong dimension

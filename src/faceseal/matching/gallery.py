@@ -85,6 +85,10 @@ class Gallery:
         self._code_of: dict[str, int] = {}
         self._max_err = 0.0
         self._max_norm = 0.0
+        # Rows by subject for 1:1 verify, built on first use: rows sorted by subject code, and
+        # rows added since then. Dropped on removal (rows move) and rebuilt when next needed.
+        self._by_subject: tuple[npt.NDArray[np.int64], npt.NDArray[np.int32]] | None = None
+        self._added_since: dict[int, list[int]] = {}
         self._lock = threading.RLock()
         self._allocate(max(capacity, 1))
 
@@ -188,6 +192,12 @@ class Gallery:
             self._quantize_into(prepared, start)
             self._subj[start:start + count] = codes
             self._tids[start:start + count] = encoded_ids
+            if self._by_subject is not None:
+                if count > max(1024, start // 8):
+                    self._forget_subject_index()
+                else:
+                    for offset, code in enumerate(codes):
+                        self._added_since.setdefault(code, []).append(start + offset)
             self._size = start + count
         prepared.fill(0.0)
 
@@ -230,12 +240,32 @@ class Gallery:
             code = self._code_of.pop(subject_id, None)
             if code is None:
                 return 0
-            rows = np.flatnonzero(self._subj[: self._size] == code)
-            for row in rows[::-1]:
+            if self._by_subject is not None:
+                rows = self._rows_of(code)
+            else:
+                rows = np.flatnonzero(self._subj[: self._size] == code)
+            self._forget_subject_index()
+            for row in np.sort(rows)[::-1]:
                 self._swap_remove(int(row))
             if not self._code_of:
                 self._names.clear()
             return len(rows)
+
+    def _forget_subject_index(self) -> None:
+        self._by_subject = None
+        self._added_since = {}
+
+    def _rows_of(self, code: int) -> npt.NDArray[np.int64]:
+        """The rows of one subject (O(log n) once the index is built; built in O(n log n))."""
+        if self._by_subject is None:
+            order = np.argsort(self._subj[: self._size], kind="stable").astype(np.int64)
+            self._by_subject = (order, self._subj[order])
+            self._added_since = {}
+        order, sorted_codes = self._by_subject
+        lo, hi = np.searchsorted(sorted_codes, [code, code + 1])
+        rows = order[lo:hi]
+        extra = self._added_since.get(code)
+        return np.concatenate([rows, np.asarray(extra, dtype=np.int64)]) if extra else rows
 
     def _swap_remove(self, row: int) -> None:
         last = self._size - 1
@@ -267,6 +297,7 @@ class Gallery:
             self._names.clear()
             self._code_of.clear()
             self._max_err = self._max_norm = 0.0
+            self._forget_subject_index()
             self._allocate(1)
 
     # --- exact values ----------------------------------------------------------------------------
@@ -313,7 +344,7 @@ class Gallery:
             code = self._code_of.get(subject_id)
             if code is None:
                 return None
-            rows = np.flatnonzero(self._subj[: self._size] == code)
+            rows = self._rows_of(code)
             if rows.size == 0:
                 return None
             query = self._prepare(probe.reshape(1, -1))[0]
@@ -498,6 +529,7 @@ class Gallery:
         if rows and (subj.min() < 0 or subj.max() >= len(names)):
             raise ValueError("subject codes out of range")
         self._size = rows
+        self._forget_subject_index()
         self._names = names
         self._code_of = {name: code for code, name in enumerate(names)}
         if len(self._code_of) != len(names):
