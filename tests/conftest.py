@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,8 +18,14 @@ from faceseal.encoders import DlibResNetEncoder
 from faceseal.vault import Vault
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-FACES_DIR = PROJECT_ROOT.parent / "shared" / "faces"
-VECTORS_DIR = PROJECT_ROOT.parent / "shared" / "vectors" / "wycheproof"
+# ../shared beside the checkout; from a git worktree under wt/, one level further up.
+SHARED_DIR = next(
+    (d for d in (PROJECT_ROOT.parent / "shared", PROJECT_ROOT.parent.parent / "shared")
+     if d.is_dir()),
+    PROJECT_ROOT.parent / "shared",
+)
+FACES_DIR = SHARED_DIR / "faces"
+VECTORS_DIR = SHARED_DIR / "vectors" / "wycheproof"
 
 EncodingOf = Callable[[str], NDArray[np.float64]]
 
@@ -54,17 +61,54 @@ def vault_dirs(tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path / "vault", tmp_path / "keys"
 
 
+#: The principal test vaults are bound to: every role, every tenant.
+TEST_PRINCIPAL = "test-worker"
+TEST_ROLES = ("admin", "enroller", "verifier", "identifier", "auditor")
+
+
+@dataclass(frozen=True)
+class VaultKeys:
+    """The API keys of a test vault: its bootstrap admin's and the test principal's."""
+
+    admin: str
+    worker: str
+
+
+_VAULT_KEYS: dict[Path, VaultKeys] = {}
+
+
+def vault_keys(home: Path) -> VaultKeys:
+    """The API keys of a vault made by :func:`make_vault` or the ``cli_vault`` fixture."""
+    return _VAULT_KEYS[Path(home).resolve()]
+
+
+def _add_test_principal(home: Path, admin_key: str, **open_options: object) -> str:
+    with Vault.open(home, api_key=admin_key, **open_options) as admin:  # type: ignore[arg-type]
+        return admin.add_principal(TEST_PRINCIPAL, TEST_ROLES, all_tenants=True).api_key
+
+
 def make_vault(home: Path, keys: Path, **options: object) -> Vault:
     """A new vault that tests may enroll, verify, identify and erase in.
 
     Tests get vaults through this function (or the ``vault`` fixture) rather than calling
-    ``Vault.create`` themselves, so that what a test vault is allowed to do is decided in one place.
+    ``Vault.create`` themselves, so that what a test vault is allowed to do is decided in one place:
+    it is bound to :data:`TEST_PRINCIPAL`, who holds every role on every tenant. The keys are
+    in :func:`vault_keys`.
     """
-    return Vault.create(home, keyring_dir=keys, **options)  # type: ignore[arg-type]
+    open_options = {k: v for k, v in options.items() if k == "passphrase"}
+    with Vault.create(home, keyring_dir=keys, **options) as created:  # type: ignore[arg-type]
+        admin_key = created.bootstrap_admin_key
+        assert admin_key is not None
+        worker_key = created.add_principal(TEST_PRINCIPAL, TEST_ROLES, all_tenants=True).api_key
+    _VAULT_KEYS[Path(home).resolve()] = VaultKeys(admin_key, worker_key)
+    return Vault.open(home, api_key=worker_key, **open_options)  # type: ignore[arg-type]
 
 
 def reopen_vault(home: Path, **options: object) -> Vault:
-    """Open an existing test vault again (see :func:`make_vault`)."""
+    """Open an existing test vault again, bound to the same principal (see :func:`make_vault`)."""
+    known = _VAULT_KEYS.get(Path(home).resolve())
+    if known is not None:
+        options.setdefault("api_key", known.worker)
     return Vault.open(home, **options)  # type: ignore[arg-type]
 
 
@@ -100,11 +144,16 @@ def run_cli(*args: str, env: dict[str, str] | None = None,
 
 @pytest.fixture
 def cli_vault(tmp_path: Path) -> CliVault:
+    """A vault made by ``faceseal init``; ``env`` carries ``FACESEAL_API_KEY`` of the test
+    principal (every role, every tenant), so ``cli_vault.run(...)`` is authenticated."""
     home, keys = tmp_path / "cli-vault", tmp_path / "cli-keys"
     env = {"FACESEAL_HOME": str(home), "FACESEAL_KEYRING_DIR": str(keys)}
     created = run_cli("init", "--json", env=env)
     assert created.returncode == 0, created.stderr
-    return CliVault(home, keys, env)
+    admin_key = json.loads(created.stdout)["admin_key"]
+    worker_key = _add_test_principal(home, admin_key)
+    _VAULT_KEYS[home.resolve()] = VaultKeys(admin_key, worker_key)
+    return CliVault(home, keys, {**env, "FACESEAL_API_KEY": worker_key})
 
 
 def random_encodings(count: int, dim: int = 128, dtype: str = "float64",
