@@ -24,9 +24,9 @@ from faceseal.storage.base import AuditRecord, TemplateStore
 log = logging.getLogger(__name__)
 
 #: A checkpoint is taken after this many events committed by this process ...
-DEFAULT_CHECKPOINT_EVERY = 1
+DEFAULT_CHECKPOINT_EVERY = 16
 #: ... or when the last one is older than this many seconds (and at close, always).
-DEFAULT_CHECKPOINT_SECONDS = 5.0
+DEFAULT_CHECKPOINT_SECONDS = 1.0
 
 
 class AuditLog:

@@ -1,7 +1,7 @@
 """The audit state kept in the key directory, apart from the log: the audit key and checkpoints.
 
-``audit-state.db`` (SQLite, 0600, rollback journal, ``synchronous=FULL``) sits beside the keyring
-and the subject key store, never beside the template database. It holds:
+``audit-state.db`` (SQLite, 0600, WAL, ``synchronous=FULL``) sits beside the keyring and the
+subject key store, never beside the template database. It holds:
 
 * ``audit_keys``: the audit MAC key, 32 random bytes stored only wrapped by the key provider's KEK
   (bound to this vault's keyset id and the key version), so the log's MACs cannot be recomputed by
@@ -216,9 +216,8 @@ class AuditState:
 def _connect(path: Path) -> sqlite3.Connection:
     try:
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        db.execute("PRAGMA journal_mode=DELETE")
+        db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA secure_delete=ON")
     except sqlite3.Error as exc:
         raise KeyProviderUnavailable(f"cannot open the audit state file: {exc}") from None
     return db
