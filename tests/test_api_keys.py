@@ -280,3 +280,27 @@ def test_audit_key_refuses_to_be_pickled_or_printed() -> None:
     assert "k" * 8 not in repr(key)
     with pytest.raises(TypeError):
         pickle.dumps(key)
+
+
+def test_a_vault_from_before_principals_gets_its_first_admin_by_bootstrap(
+        vault_dirs: tuple[Path, Path]) -> None:
+    home, keys = vault_dirs
+    make_vault(home, keys).close()
+    # Make it look like a vault created before principals and audit keys existed.
+    with sqlite3.connect(home / "templates.db") as conn:
+        conn.execute("DROP TRIGGER audit_events_no_delete")
+        conn.execute("DELETE FROM audit_events")
+        conn.execute("DELETE FROM principals")
+    for leftover in keys.glob("audit-state.db*"):
+        leftover.unlink()
+    with Vault.open(home) as unbound, pytest.raises(AuthenticationFailed):
+        unbound.subjects()
+    with Vault.bootstrap_admin(home, name="first") as admin:
+        key = admin.bootstrap_admin_key
+        assert key is not None
+        assert [p.name for p in admin.principals()] == ["first"]
+    with pytest.raises(Conflict):
+        Vault.bootstrap_admin(home)
+    with Vault.open(home, api_key=key) as admin:
+        auditor = admin.as_key(admin.add_principal("aud", ["auditor"]).api_key)
+        assert auditor.audit_verify().ok

@@ -15,7 +15,7 @@ import pytest
 from conftest import EncodingOf, make_vault, random_encodings, run_cli, vault_keys
 from faceseal.audit import AUDIT_STATE_FILE, AuditEvent, Checkpoint
 from faceseal.audit.state import AuditState, audit_key_context
-from faceseal.errors import NotFound
+from faceseal.errors import AccessDenied, InvalidInput, NotFound
 from faceseal.keys.datakeys import dek_context
 from faceseal.keys.local import KEYRING_FILE, LocalKeyring
 from faceseal.keys.subject_keys import SUBJECT_KEYS_FILE
@@ -63,7 +63,7 @@ def test_each_operation_records_who_what_where_and_how(vault: Vault,
     {"encoding": np.zeros(128)},
     {"key": b"\x00" * 32},
     {"nested": {"a": "b"}},
-    {"long": "x" * 600},
+    {"long": "x" * 3000},
     {"nan": float("nan")},
     {"many": ["id"] * 1001},
 ], ids=["float list", "array", "bytes", "nested", "long string", "nan", "long list"])
@@ -72,6 +72,31 @@ def test_event_details_refuse_what_could_carry_an_encoding_or_key(detail: dict[s
     with pytest.raises(ValueError, match="audit detail"):
         AuditEvent("p", "r", "verify", "ok", detail=detail).to_record(  # type: ignore[arg-type]
             1, b"", lambda _record: b"")
+
+
+def test_the_largest_events_fit(vault: Vault) -> None:
+    """identify returning 100 subjects with 256-character ids, and a denial naming two
+    256-character tenants, are recorded whole."""
+    long_ids = [f"{i:03d}" + "x" * 253 for i in range(100)]
+    for subject_id, encoding in zip(long_ids, random_encodings(100, seed=9), strict=True):
+        vault.enroll(subject_id, [encoding], tenant="t" * 256)
+    found = vault.identify(random_encodings(1, seed=10)[0], tenant="t" * 256, top_k=100,
+                           threshold=100.0)
+    assert len(found.candidates) == 100
+    event = vault.audit_tail(1)[-1]
+    assert sorted(event["detail"]["subjects"]) == long_ids
+    scoped = vault.as_key(vault.add_principal("scoped", ["verifier"], tenant="a" * 256).api_key)
+    with pytest.raises(AccessDenied):
+        scoped.verify(long_ids[0], random_encodings(1)[0], tenant="t" * 256)
+    assert vault.audit_tail(1)[-1]["outcome"] == "denied"
+    assert vault.audit_verify().ok
+
+
+@pytest.mark.parametrize("request_id", ["", "has space", "new\nline", "x" * 129, "é"])
+def test_bad_request_ids_are_refused(vault: Vault, request_id: str) -> None:
+    key = vault_keys(vault.home).worker
+    with pytest.raises(InvalidInput, match="request id"):
+        vault.as_key(key, request_id=request_id)
 
 
 def test_unknown_outcomes_are_refused() -> None:

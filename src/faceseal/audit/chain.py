@@ -42,6 +42,7 @@ def _optional(value: str | None) -> bytes:
 
 def event_content(keyset_id: bytes, record: AuditRecord) -> bytes:
     """The bytes an event's MAC covers (everything but the MAC itself)."""
+    detail = record.detail.encode()
     parts = [
         _EVENT_LABEL,
         length_prefixed(keyset_id),
@@ -58,7 +59,7 @@ def event_content(keyset_id: bytes, record: AuditRecord) -> bytes:
         *(length_prefixed(t.encode()) for t in record.template_ids),
         length_prefixed(record.outcome.encode()),
         length_prefixed(record.request_id.encode()),
-        length_prefixed(record.detail.encode()),
+        _U32.pack(len(detail)) + detail,
     ]
     return b"".join(parts)
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from faceseal.errors import InvalidInput
 from faceseal.storage.base import AuditRecord
 
 #: The operation was carried out.
@@ -35,9 +36,11 @@ ANONYMOUS = "-"
 #: The principal field of events the vault writes on its own behalf (creation, bootstrap).
 SYSTEM = "@system"
 
-MAX_DETAIL_CHARS = 4096
-MAX_DETAIL_STRING = 512
+#: Room for identify's 100 returned subject ids of up to 256 characters each, JSON-escaped.
+MAX_DETAIL_CHARS = 262_144
+MAX_DETAIL_STRING = 2048
 MAX_DETAIL_LIST = 1000
+MAX_REQUEST_ID = 128
 
 DetailValue = str | int | float | bool | None | list[str]
 
@@ -99,6 +102,17 @@ def _with_mac(record: AuditRecord, mac: bytes) -> AuditRecord:
 def new_request_id() -> str:
     """A fresh random request id (128 bits, hex)."""
     return os.urandom(16).hex()
+
+
+def check_request_id(request_id: str | None) -> str | None:
+    """A caller-supplied request id: 1-128 printable ASCII characters, or None."""
+    if request_id is None:
+        return None
+    if (not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_REQUEST_ID
+            or not all(33 <= ord(ch) < 127 for ch in request_id)):
+        raise InvalidInput(f"a request id is 1-{MAX_REQUEST_ID} printable ASCII characters "
+                           "without spaces")
+    return request_id
 
 
 def encode_detail(detail: Mapping[str, DetailValue]) -> str:

@@ -41,6 +41,7 @@ from faceseal.audit.events import (
     OUTCOME_UNAUTHENTICATED,
     AuditEvent,
     DetailValue,
+    check_request_id,
     new_request_id,
 )
 from faceseal.audit.log import AuditLog
@@ -144,6 +145,7 @@ class Guard:
              request_id: str | None = None) -> tuple[Caller, Principal]:
         """Authenticate ``api_key`` or audit the refusal and raise
         :class:`~faceseal.errors.AuthenticationFailed`."""
+        request_id = check_request_id(request_id)
         result = authenticate(self.store, api_key)
         if result.failure is not None or result.principal is None or result.credential is None:
             self._refuse(AUTHENTICATE, result.failure or NO_KEY, key_id=result.key_id,
