@@ -13,12 +13,20 @@ import numpy as np
 import pytest
 
 from conftest import EncodingOf, make_vault, random_encodings, run_cli, vault_keys
-from faceseal.audit import AUDIT_STATE_FILE, AuditEvent, Checkpoint
+from faceseal.access.roles import KEYS_ROTATE, KEYS_STATUS
+from faceseal.audit import AUDIT_STATE_FILE, AuditEvent, Checkpoint, verify_chain
 from faceseal.audit.state import AuditState, audit_key_context
-from faceseal.errors import AccessDenied, InvalidInput, NotFound
+from faceseal.errors import (
+    AccessDenied,
+    DecryptionError,
+    InvalidInput,
+    KeyProviderUnavailable,
+    NotFound,
+)
 from faceseal.keys.datakeys import dek_context
 from faceseal.keys.local import KEYRING_FILE, LocalKeyring
 from faceseal.keys.subject_keys import SUBJECT_KEYS_FILE
+from faceseal.storage.sqlite import SQLiteStore
 from faceseal.vault import Vault
 
 HEX32 = re.compile(r"\A[0-9a-f]{32}\Z")
@@ -223,3 +231,53 @@ def test_the_audit_key_is_bound_to_its_vault(tmp_path: Path) -> None:
             (tmp_path / "k2" / (AUDIT_STATE_FILE + suffix)).write_bytes(source.read_bytes())
     with pytest.raises(Exception, match="another vault"):
         Vault.open(tmp_path / "v2", api_key=vault_keys(tmp_path / "v2").worker)
+
+
+def test_the_audit_key_moves_with_a_provider_change(tmp_path: Path) -> None:
+    """Rewrapping the audit key under another KEK (rotation, or another provider) keeps every
+    MAC verifiable; the old provider is no longer needed."""
+    home, keys = tmp_path / "vault", tmp_path / "keys"
+    make_vault(home, keys).close()
+    config = json.loads((home / "vault.json").read_text())
+    keyset_id = bytes.fromhex(config["vault_id"])
+    old = LocalKeyring.open(keys)
+    new = LocalKeyring.create(tmp_path / "other-keys")
+    state = AuditState.open(keys, config["vault_id"])
+    try:
+        before = state.wrapped_keys()
+        assert state.rewrap(old, new, keyset_id) == 1
+        assert state.wrapped_keys() != before
+        with pytest.raises(DecryptionError):
+            state.load_keys(old, keyset_id)
+        moved = state.load_keys(new, keyset_id)
+        store = SQLiteStore(home / "templates.db")
+        try:
+            report = verify_chain(store.audit_events(), moved, state.checkpoints())
+        finally:
+            store.close()
+        assert report.ok, report.problem
+    finally:
+        state.close()
+
+
+def test_key_operations_added_later_are_audited_before_and_after(vault: Vault) -> None:
+    result = vault._run_audited(KEYS_STATUS, lambda: {"versions": 1},
+                                describe=lambda r: {"versions": r["versions"]})
+    assert result == {"versions": 1}
+    begin, end = vault.audit_tail(2)
+    assert (begin["action"], begin["detail"], end["detail"]) == (
+        "keys.status", {"phase": "begin"}, {"phase": "end", "versions": 1})
+
+    def broken() -> None:
+        raise KeyProviderUnavailable("the HSM is unplugged")
+
+    with pytest.raises(KeyProviderUnavailable):
+        vault._run_audited(KEYS_ROTATE, broken)
+    begin, failed = vault.audit_tail(2)
+    assert (begin["outcome"], failed["outcome"], failed["detail"]["error"]) == (
+        "ok", "failed", "key_provider_unavailable")
+    verifier = vault.as_key(vault.add_principal("v", ["verifier"]).api_key)
+    ran: list[int] = []
+    with pytest.raises(AccessDenied):
+        verifier._run_audited(KEYS_ROTATE, lambda: ran.append(1))
+    assert ran == []
