@@ -17,8 +17,10 @@ from faceseal.encoders import DlibResNetEncoder
 from faceseal.vault import Vault
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-FACES_DIR = PROJECT_ROOT.parent / "shared" / "faces"
-VECTORS_DIR = PROJECT_ROOT.parent / "shared" / "vectors" / "wycheproof"
+# Copies shipped with the tests (from ../shared/ of the project's workspace; MIT and Apache-2.0,
+# licences alongside), so that a clone anywhere runs the whole suite.
+FACES_DIR = PROJECT_ROOT / "tests" / "data" / "faces"
+VECTORS_DIR = PROJECT_ROOT / "tests" / "data" / "wycheproof"
 
 EncodingOf = Callable[[str], NDArray[np.float64]]
 
