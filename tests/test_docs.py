@@ -48,7 +48,7 @@ def test_cli_reference_is_current() -> None:
     expected = head + render_reference()
     if os.environ.get("FACESEAL_UPDATE_DOCS"):
         CLI_DOC.write_text(expected)
-    assert text == expected, "docs/cli.md is stale: FACESEAL_UPDATE_DOCS=1 pytest tests/test_docs.py"
+    assert text == expected, "stale docs/cli.md: FACESEAL_UPDATE_DOCS=1 pytest tests/test_docs.py"
 
 
 def test_readme_links_resolve() -> None:

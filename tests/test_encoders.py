@@ -41,21 +41,8 @@ Encode = Callable[[str], NDArray[np.float64]]
 
 
 @pytest.fixture(scope="module")
-def encoder() -> DlibResNetEncoder:
-    return DlibResNetEncoder()
-
-
-@pytest.fixture(scope="module")
-def encoding_of(encoder: DlibResNetEncoder, faces_dir: Path) -> Encode:
-    """Encode each sample photo once per module: detection on the large photos takes ~1 s."""
-    cache: dict[str, NDArray[np.float64]] = {}
-
-    def encode(name: str) -> NDArray[np.float64]:
-        if name not in cache:
-            cache[name] = encoder.encode_photo(faces_dir / name)
-        return cache[name]
-
-    return encode
+def encoder(session_encoder: DlibResNetEncoder) -> DlibResNetEncoder:
+    return session_encoder
 
 
 def distance(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
