@@ -15,17 +15,14 @@ import pytest
 from numpy.typing import NDArray
 
 from faceseal.encoders import DlibResNetEncoder
+from faceseal.errors import AuthenticationFailed, Conflict
 from faceseal.vault import Vault
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-# ../shared beside the checkout; from a git worktree under wt/, one level further up.
-SHARED_DIR = next(
-    (d for d in (PROJECT_ROOT.parent / "shared", PROJECT_ROOT.parent.parent / "shared")
-     if d.is_dir()),
-    PROJECT_ROOT.parent / "shared",
-)
-FACES_DIR = SHARED_DIR / "faces"
-VECTORS_DIR = SHARED_DIR / "vectors" / "wycheproof"
+# Copies shipped with the tests (from ../shared/ of the project's workspace; MIT and Apache-2.0,
+# licences alongside), so that a clone anywhere runs the whole suite.
+FACES_DIR = PROJECT_ROOT / "tests" / "data" / "faces"
+VECTORS_DIR = PROJECT_ROOT / "tests" / "data" / "wycheproof"
 
 EncodingOf = Callable[[str], NDArray[np.float64]]
 
@@ -105,11 +102,27 @@ def make_vault(home: Path, keys: Path, **options: object) -> Vault:
 
 
 def reopen_vault(home: Path, **options: object) -> Vault:
-    """Open an existing test vault again, bound to the same principal (see :func:`make_vault`)."""
+    """Open an existing test vault again, bound to the same principal (see :func:`make_vault`).
+
+    A test that rolls a vault back to before principals existed (no principal left) gets them
+    back the way an operator would: ``Vault.bootstrap_admin``, then the test principal."""
     known = _VAULT_KEYS.get(Path(home).resolve())
-    if known is not None:
-        options.setdefault("api_key", known.worker)
-    return Vault.open(home, **options)  # type: ignore[arg-type]
+    if known is None or "api_key" in options:
+        return Vault.open(home, **options)  # type: ignore[arg-type]
+    try:
+        return Vault.open(home, api_key=known.worker, **options)  # type: ignore[arg-type]
+    except AuthenticationFailed:
+        open_options = {k: v for k, v in options.items() if k == "passphrase"}
+        try:
+            admin = Vault.bootstrap_admin(home, **open_options)  # type: ignore[arg-type]
+        except Conflict:
+            raise AuthenticationFailed("the test principal's key was refused") from None
+        with admin:
+            admin_key = admin.bootstrap_admin_key
+            assert admin_key is not None
+            worker = admin.add_principal(TEST_PRINCIPAL, TEST_ROLES, all_tenants=True).api_key
+        _VAULT_KEYS[Path(home).resolve()] = VaultKeys(admin_key, worker)
+        return Vault.open(home, api_key=worker, **options)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -131,6 +144,23 @@ class CliVault:
             extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return run_cli(*args, env={**self.env, **(extra_env or {})}, input=input)
 
+    def invoke(self, *args: str, extra_env: dict[str, str] | None = None
+               ) -> subprocess.CompletedProcess[str]:
+        """Run the CLI in this process (fast: no interpreter start, models stay loaded)."""
+        return invoke_cli(*args, env={**self.env, **(extra_env or {})})
+
+
+def invoke_cli(*args: str, env: dict[str, str] | None = None
+               ) -> subprocess.CompletedProcess[str]:
+    """Run the ``faceseal`` click command in-process; same shape as :func:`run_cli`'s result."""
+    from click.testing import CliRunner
+
+    from faceseal.cli import cli
+
+    result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout,
+                                       result.stderr)
+
 
 def run_cli(*args: str, env: dict[str, str] | None = None,
             input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -142,11 +172,11 @@ def run_cli(*args: str, env: dict[str, str] | None = None,
     )
 
 
-@pytest.fixture
-def cli_vault(tmp_path: Path) -> CliVault:
-    """A vault made by ``faceseal init``; ``env`` carries ``FACESEAL_API_KEY`` of the test
-    principal (every role, every tenant), so ``cli_vault.run(...)`` is authenticated."""
-    home, keys = tmp_path / "cli-vault", tmp_path / "cli-keys"
+def make_cli_vault(root: Path) -> CliVault:
+    """``faceseal init`` a vault under ``root`` (keyring apart) and return how to reach it:
+    ``env`` carries ``FACESEAL_API_KEY`` of the test principal (every role, every tenant), so
+    ``run``/``invoke`` are authenticated; :func:`vault_keys` has the bootstrap admin's key."""
+    home, keys = root / "cli-vault", root / "cli-keys"
     env = {"FACESEAL_HOME": str(home), "FACESEAL_KEYRING_DIR": str(keys)}
     created = run_cli("init", "--json", env=env)
     assert created.returncode == 0, created.stderr
@@ -154,6 +184,11 @@ def cli_vault(tmp_path: Path) -> CliVault:
     worker_key = _add_test_principal(home, admin_key)
     _VAULT_KEYS[home.resolve()] = VaultKeys(admin_key, worker_key)
     return CliVault(home, keys, {**env, "FACESEAL_API_KEY": worker_key})
+
+
+@pytest.fixture
+def cli_vault(tmp_path: Path) -> CliVault:
+    return make_cli_vault(tmp_path)
 
 
 def random_encodings(count: int, dim: int = 128, dtype: str = "float64",

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import EncodingOf, make_vault, vault_keys
 from faceseal.access import PERMISSIONS, Principal, Role, authorize
 from faceseal.errors import AccessDenied
 from faceseal.vault import Vault
+
+from .conftest import EncodingOf, make_vault, vault_keys
 
 SAME, OTHER = "t1", "t2"
 

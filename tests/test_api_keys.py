@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_vault, random_encodings, reopen_vault, vault_keys
 from faceseal.access import apikeys
 from faceseal.access.apikeys import generate_api_key, parse_api_key
 from faceseal.audit.chain import AuditKey
 from faceseal.crypto.secret import SecretBytes
 from faceseal.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound
 from faceseal.vault import Vault
+
+from .conftest import make_vault, random_encodings, reopen_vault, vault_keys
 
 KEY_FORMAT = re.compile(r"\Afsk_[0-9a-f]{16}_[A-Za-z0-9_-]{43}\Z")
 

@@ -12,15 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import EncodingOf, make_vault, random_encodings, run_cli, vault_keys
 from faceseal.access.roles import KEYS_ROTATE, KEYS_STATUS
 from faceseal.audit import AUDIT_STATE_FILE, AuditEvent, Checkpoint, verify_chain
 from faceseal.audit.state import AuditState, audit_key_context
 from faceseal.errors import (
     AccessDenied,
-    DecryptionError,
     InvalidInput,
     KeyProviderUnavailable,
+    KeyringError,
     NotFound,
 )
 from faceseal.keys.datakeys import dek_context
@@ -28,6 +27,8 @@ from faceseal.keys.local import KEYRING_FILE, LocalKeyring
 from faceseal.keys.subject_keys import SUBJECT_KEYS_FILE
 from faceseal.storage.sqlite import SQLiteStore
 from faceseal.vault import Vault
+
+from .conftest import EncodingOf, make_vault, random_encodings, run_cli, vault_keys
 
 HEX32 = re.compile(r"\A[0-9a-f]{32}\Z")
 
@@ -247,7 +248,7 @@ def test_the_audit_key_moves_with_a_provider_change(tmp_path: Path) -> None:
         before = state.wrapped_keys()
         assert state.rewrap(old, new, keyset_id) == 1
         assert state.wrapped_keys() != before
-        with pytest.raises(DecryptionError):
+        with pytest.raises(KeyringError, match="does not match"):
             state.load_keys(old, keyset_id)
         moved = state.load_keys(new, keyset_id)
         store = SQLiteStore(home / "templates.db")

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EncodingOf, make_vault, random_encodings, run_cli, vault_keys
 from faceseal.audit import AUDIT_STATE_FILE
 from faceseal.errors import AccessDenied
+
+from .conftest import EncodingOf, make_vault, random_encodings, run_cli, vault_keys
 
 COLUMNS = ("event_id", "occurred_at", "principal", "role", "action", "tenant", "subject_id",
            "template_ids", "outcome", "request_id", "detail", "prev_mac", "mac")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import CliVault, random_encodings, run_cli, vault_keys
+from .conftest import CliVault, random_encodings, run_cli, vault_keys
 
 KEY = re.compile(r"fsk_[0-9a-f]{16}_[A-Za-z0-9_-]{43}")
 

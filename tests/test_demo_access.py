@@ -15,9 +15,13 @@ def test_the_demo_uses_one_principal_per_role_and_ends_with_an_intact_audit_trai
     lines: list[str] = []
     report = run_demo(tmp_path, samples=photos, say=lines.append)
     assert report.ok, report.steps
-    steps = {step["step"]: step for step in report.steps}
-    assert steps["principals"]["principals"] == ["auditor", "door", "enrol-desk", "search"]
-    assert steps["deny 1:N to a verifier"]["ok"]
-    assert steps["audit verify"]["events"] >= 12
+    assert [(s["step"], s["by"]) for s in report.steps] == [
+        ("enroll", "enrol-desk"), ("verify genuine", "door"), ("verify impostor", "door"),
+        ("identify", "search"), ("erase", "enrol-desk")]
+    checks = {check["check"]: check for check in report.access}
+    assert checks["principals"]["principals"] == ["auditor", "door", "enrol-desk", "search"]
+    assert checks["1:N refused to a verifier"]["ok"]
+    assert checks["audit trail verified"]["ok"]
+    assert checks["audit trail verified"]["events"] >= 12
     assert not any("fsk_" in line for line in lines)  # no API key is printed
     assert not list(tmp_path.iterdir())  # the temporary vault is gone

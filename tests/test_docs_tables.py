@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from conftest import PROJECT_ROOT
 from faceseal.access.roles import GLOBAL_ACTIONS, PERMISSIONS, Role
+
+from .conftest import PROJECT_ROOT
 
 
 def test_the_documented_permission_table_matches_the_code() -> None:

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EncodingOf, make_vault, random_encodings
 from faceseal.errors import AuditWriteFailed, FacesealError
 from faceseal.keys.subject_keys import SUBJECT_KEYS_FILE
 from faceseal.vault import Vault
+
+from .conftest import EncodingOf, make_vault, random_encodings
 
 BREAKS = {
     # A trigger refusing every insert, as a full disk or a failing device would.

@@ -6,10 +6,11 @@ import time
 
 import pytest
 
-from conftest import EncodingOf, random_encodings
 from faceseal.errors import InvalidInput, NotFound
 from faceseal.vault import Vault
 from faceseal.vault.durations import BIPA_MAX_SECONDS, format_duration, parse_duration
+
+from .conftest import EncodingOf, random_encodings
 
 PAUSE = 0.3  # seconds of inactivity the tests create
 

@@ -25,6 +25,8 @@ class DemoReport:
     """What the demo did, step by step, for printing or for JSON."""
 
     steps: list[dict[str, Any]] = field(default_factory=list)
+    #: Checks of the access control and the audit trail around the steps.
+    access: list[dict[str, Any]] = field(default_factory=list)
     vault_dir: str = ""
     keyring_dir: str = ""
     kept: bool = False
@@ -32,9 +34,12 @@ class DemoReport:
     def add(self, step: str, ok: bool, **details: Any) -> None:
         self.steps.append({"step": step, "ok": ok, **details})
 
+    def check(self, check: str, ok: bool, **details: Any) -> None:
+        self.access.append({"check": check, "ok": ok, **details})
+
     @property
     def ok(self) -> bool:
-        return all(step["ok"] for step in self.steps)
+        return all(item["ok"] for item in [*self.steps, *self.access])
 
 
 def run_demo(
@@ -71,7 +76,7 @@ def _steps(
                                        ("search", "identifier", "default"),
                                        ("auditor", "auditor", None))
         }
-        report.add("principals", True, principals=sorted(keys))
+        report.check("principals", True, principals=sorted(keys))
         say("2. The admin added one principal per role: enrol-desk (enroller), door (verifier), "
             "search (identifier), auditor (auditor)")
         enroller, door = admin.as_key(keys["enrol-desk"]), admin.as_key(keys["door"])
@@ -79,19 +84,21 @@ def _steps(
 
         a = enroller.enroll("person-a", [photos.person_a_enroll])
         b = enroller.enroll("person-b", [photos.person_b_enroll])
-        report.add("enroll", True, subjects=[a.subject_id, b.subject_id])
+        report.add("enroll", True, by="enrol-desk", subjects=[a.subject_id, b.subject_id])
         say(f"3. enrol-desk enrolled person-a from {photos.person_a_enroll.name} and person-b "
             f"from {photos.person_b_enroll.name}; each encoding sealed with AES-256-GCM")
 
         genuine = door.verify("person-a", photos.person_a_probe)
-        report.add("verify genuine", genuine.match, distance=round(genuine.distance, 4),
+        report.add("verify genuine", genuine.match, by="door",
+                   distance=round(genuine.distance, 4),
                    threshold=genuine.threshold)
         say(f"4. door verified {photos.person_a_probe.name} as person-a: "
             f"{'MATCH' if genuine.match else 'NO MATCH'} (distance {genuine.distance:.3f}, "
             f"threshold {genuine.threshold})")
 
         impostor = door.verify("person-b", photos.person_a_probe)
-        report.add("verify impostor", not impostor.match, distance=round(impostor.distance, 4),
+        report.add("verify impostor", not impostor.match, by="door",
+                   distance=round(impostor.distance, 4),
                    threshold=impostor.threshold)
         say(f"5. door verified {photos.person_a_probe.name} as person-b: "
             f"{'MATCH' if impostor.match else 'NO MATCH'} (distance {impostor.distance:.3f}) "
@@ -102,13 +109,13 @@ def _steps(
             refused = False
         except AccessDenied:
             refused = True
-        report.add("deny 1:N to a verifier", refused)
+        report.check("1:N refused to a verifier", refused)
         say("6. door tried a 1:N search: " + ("refused (a verifier may only verify), and the "
             "refusal audited" if refused else "NOT refused"))
 
         found = search.identify(photos.person_a_other, top_k=2)
         best = found.best
-        report.add("identify", best is not None and best.subject_id == "person-a",
+        report.add("identify", best is not None and best.subject_id == "person-a", by="search",
                    ranking=[(c.subject_id, round(c.distance, 4)) for c in found.candidates])
         say(f"7. search identified {photos.person_a_other.name}: "
             + ", ".join(f"{c.subject_id} {c.distance:.3f}" for c in found.candidates)
@@ -117,13 +124,14 @@ def _steps(
         erased = enroller.erase("person-a")
         after = search.identify(photos.person_a_other, top_k=2)
         report.add("erase", erased.key_material_destroyed and after.best is None,
+                   by="enrol-desk",
                    templates_erased=erased.templates_erased)
         say(f"8. enrol-desk erased person-a: {erased.templates_erased} template(s) deleted and "
             f"its key material destroyed; identify now finds "
             f"{after.best.subject_id if after.best else 'nobody within the threshold'}")
 
         chain = auditor.audit_verify()
-        report.add("audit verify", chain.ok, events=chain.events)
+        report.check("audit trail verified", chain.ok, by="auditor", events=chain.events)
         say(f"9. auditor verified the audit trail: {chain.events} events, "
             + ("every MAC and link intact" if chain.ok else f"BROKEN: {chain.problem}"))
     say("Demo " + ("passed" if report.ok else "FAILED") + ": every step above ran against a real "

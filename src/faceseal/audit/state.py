@@ -24,7 +24,12 @@ from typing import Any
 
 from faceseal.audit.chain import AuditKey, Checkpoint
 from faceseal.crypto.aead import generate_key
-from faceseal.errors import AuditWriteFailed, KeyProviderUnavailable, KeyringError
+from faceseal.errors import (
+    AuditWriteFailed,
+    DecryptionError,
+    KeyProviderUnavailable,
+    KeyringError,
+)
 from faceseal.keys.files import PRIVATE_FILE_MODE, ensure_private_dir
 from faceseal.keys.provider import KeyProvider
 
@@ -130,7 +135,11 @@ class AuditState:
         """Unwrap every audit-key version (one provider call each; there is normally one)."""
         keys: dict[int, AuditKey] = {}
         for version, wrapped in self.wrapped_keys().items():
-            secret = provider.unwrap(wrapped, audit_key_context(keyset_id, version))
+            try:
+                secret = provider.unwrap(wrapped, audit_key_context(keyset_id, version))
+            except DecryptionError:
+                raise KeyringError("the keyring does not match this vault: its audit key does "
+                                   "not unwrap") from None
             try:
                 keys[version] = AuditKey(secret, version, keyset_id)
             finally:

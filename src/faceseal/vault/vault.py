@@ -249,11 +249,14 @@ class Vault(AccessOperations):
             subject_keys.close()
             provider.close()
             raise
+        audit_state: AuditState | None = None
         try:
             audit_state = _open_audit_state(config, provider, store)
             vault = cls(home, config, provider, subject_keys, store, audit_state=audit_state,
                         encoder_factory=encoder_factory)
         except BaseException:
+            if audit_state is not None:
+                audit_state.close()
             store.close()
             subject_keys.close()
             provider.close()
