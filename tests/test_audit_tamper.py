@@ -16,7 +16,7 @@ import pytest
 from faceseal.audit import AUDIT_STATE_FILE
 from faceseal.errors import AccessDenied
 
-from .conftest import EncodingOf, make_vault, random_encodings, run_cli, vault_keys
+from .conftest import EncodingOf, invoke_cli, make_vault, random_encodings, vault_keys
 
 COLUMNS = ("event_id", "occurred_at", "principal", "role", "action", "tenant", "subject_id",
            "template_ids", "outcome", "request_id", "detail", "prev_mac", "mac")
@@ -35,7 +35,7 @@ class LoggedVault:
         return self.home / "templates.db"
 
     def verify(self) -> tuple[int, str]:
-        done = run_cli("audit", "verify", env=self.env)
+        done = invoke_cli("audit", "verify", env=self.env)
         return done.returncode, done.stdout + done.stderr
 
 
@@ -214,7 +214,7 @@ def test_removing_the_checkpoints_is_found(logged: LoggedVault) -> None:
 
 def test_the_report_names_the_event_in_json_too(logged: LoggedVault) -> None:
     delete_one(logged)
-    done = run_cli("audit", "verify", "--json", env=logged.env)
+    done = invoke_cli("audit", "verify", "--json", env=logged.env)
     assert done.returncode == 5
     assert '"first_broken_seq": 5' in done.stdout
     assert '"ok": false' in done.stdout
