@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import run_cli
+from tests.conftest import run_cli
 
 FIGURES = {"seal", "enrol", "open", "memory", "identify", "identify_batch", "recall", "verify"}
 

@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import make_vault, random_encodings, reopen_vault
 from faceseal.crypto.aead import generate_key
 from faceseal.crypto.batch import seal_batch
 from faceseal.crypto.derive import new_subject_secret, record_key
 from faceseal.crypto.record import RecordContext, open_record
 from faceseal.errors import InvalidEncoding, InvalidInput
 from faceseal.vault import Vault
+from tests.conftest import make_vault, random_encodings, reopen_vault
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

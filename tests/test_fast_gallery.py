@@ -261,7 +261,7 @@ print(json.dumps({"locked": g.memory_locked, **lock_status().to_dict(),
 
 
 def _low_memlock_limit() -> None:  # pragma: no cover - runs in the child
-    import resource  # noqa: PLC0415
+    import resource
 
     resource.setrlimit(resource.RLIMIT_MEMLOCK, (64 * 1024, 64 * 1024))
 

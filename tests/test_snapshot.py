@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_vault, random_encodings, reopen_vault
 from faceseal.vault import Vault
 from faceseal.vault.snapshot import KEYS_FILE, SNAPSHOT_DIR, tenant_tag
+from tests.conftest import make_vault, random_encodings, reopen_vault
 
 TENANT = "default"
 

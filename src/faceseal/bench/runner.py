@@ -180,16 +180,24 @@ def _workspace(options: BenchOptions) -> Iterator[Path]:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _new_vault(root: Path, name: str) -> Vault:
-    """A fresh vault for the bench (its keyring beside it, apart from the vault directory).
+#: Roles of the principal the bench works as (scoped to the default tenant).
+BENCH_ROLES = ("enroller", "verifier", "identifier")
+_bench_keys: dict[Path, str] = {}
 
-    One place to adapt when vault creation needs credentials (issue #4).
-    """
-    return Vault.create(root / name / "vault", keyring_dir=root / name / "keys")
+
+def _new_vault(root: Path, name: str) -> Vault:
+    """A fresh vault for the bench, its keyring beside it (apart from the vault directory),
+    bound to a principal holding the enroller, verifier and identifier roles."""
+    home = root / name / "vault"
+    with Vault.create(home, keyring_dir=root / name / "keys") as created:
+        key = created.add_principal("bench", BENCH_ROLES).api_key
+    _bench_keys[home] = key
+    return _open_vault(root, name)
 
 
 def _open_vault(root: Path, name: str) -> Vault:
-    return Vault.open(root / name / "vault")
+    home = root / name / "vault"
+    return Vault.open(home, api_key=_bench_keys[home])
 
 
 # --- seal ----------------------------------------------------------------------------------------

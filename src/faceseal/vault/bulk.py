@@ -102,7 +102,6 @@ def seal_and_store(
     spec: ModelSpec,
     subject_ids: list[str],
     encodings: Matrix,
-    before_write: Callable[[], object],
 ) -> list[str]:
     """Seal every row and store it atomically; returns the new template ids in row order."""
     count = len(subject_ids)
@@ -111,7 +110,6 @@ def seal_and_store(
     template_ids = [pool[32 * i:32 * (i + 1)] for i in range(count)]
     reservations = data_keys.reserve(count)
     now = time.time()
-    before_write()
     with store.transaction():
         offset = 0
         for reservation in reservations:

@@ -3,6 +3,12 @@
 It wires the layers together: the key provider and subject key store (keys), the template store
 (storage), the encoder (encoders), and the in-memory galleries (matching). Its methods are verbs:
 ``enroll``, ``verify``, ``identify``, ``erase``, ``subjects``, ``check``.
+
+Every operation goes through one choke point, :meth:`Vault._operation` (see
+:mod:`faceseal.vault.guard`): the bound principal is re-checked, the permission table consulted,
+and the audit event written in the same transaction as the change (or, for reads, before the
+result is returned). A vault object is bound to one principal (``Vault.open(home, api_key=...)``);
+:meth:`Vault.as_key` gives another view of the same open vault bound to another key.
 """
 
 from __future__ import annotations
@@ -14,13 +20,29 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from faceseal.access.principals import Principal, new_principal_row
+from faceseal.access.roles import (
+    CHECK,
+    ENROLL,
+    ERASE,
+    IDENTIFY,
+    PRINCIPALS_ADD,
+    SUBJECTS,
+    VERIFY,
+    Role,
+)
+from faceseal.audit.events import OUTCOME_OK, SYSTEM, AuditEvent, DetailValue, new_request_id
+from faceseal.audit.log import AuditLog
+from faceseal.audit.state import AUDIT_STATE_FILE, AuditState
 from faceseal.crypto.secret import SecretBytes
 from faceseal.errors import (
+    Conflict,
     DecryptionError,
     IntegrityFailure,
     InvalidInput,
@@ -34,13 +56,16 @@ from faceseal.keys.provider import KeyProvider
 from faceseal.keys.registry import PassphraseSource, create_provider, local_uri, open_provider
 from faceseal.keys.subject_keys import SubjectKeyStore
 from faceseal.matching import kernels
+from faceseal.matching.exact import closest_exact
 from faceseal.matching.gallery import Gallery
 from faceseal.matching.memory import lock_status
 from faceseal.matching.models import DEFAULT_MODEL_ID, ModelSpec, resolve_model
 from faceseal.storage.base import TemplateRow, TemplateStore
 from faceseal.storage.sqlite import SQLiteStore
+from faceseal.vault.access_ops import AccessOperations
 from faceseal.vault.bulk import BulkEnrollResult, check_batch, seal_and_store
 from faceseal.vault.config import CONFIG_FILE, DEFAULT_TENANT, VaultConfig
+from faceseal.vault.guard import Caller, Guard, Operation
 from faceseal.vault.paths import default_home, default_keyring_dir
 from faceseal.vault.records import NewTemplate, RecordSealer
 from faceseal.vault.results import (
@@ -83,8 +108,14 @@ def open_store(url: str, home: Path, *, create: bool = False) -> TemplateStore:
     raise InvalidInput(f"unsupported store URL scheme {scheme!r}")
 
 
-class Vault:
+ApiKeyInput = str | bytes | SecretBytes
+
+
+class Vault(AccessOperations):
     """A vault of sealed face encodings. Create with :meth:`create`, open with :meth:`open`."""
+
+    #: The first admin's API key, set only on the object :meth:`create` returns: shown once.
+    bootstrap_admin_key: str | None = None
 
     def __init__(
         self,
@@ -94,6 +125,7 @@ class Vault:
         subject_keys: SubjectKeyStore,
         store: TemplateStore,
         *,
+        audit_state: AuditState,
         encoder_factory: Callable[[], Any] | None = None,
     ) -> None:
         self._home = home
@@ -115,6 +147,16 @@ class Vault:
                                                 keyset_id=config.keyset_id))
         self._lock = threading.RLock()
         self._closed = False
+        self._audit_state = audit_state
+        self._audit = AuditLog(
+            store, audit_state, audit_state.load_keys(provider, config.keyset_id),
+            checkpoint_every=config.audit_checkpoint_every,
+            checkpoint_seconds=config.audit_checkpoint_seconds,
+        )
+        self._guard = Guard(store, self._audit)
+        self._caller = Caller(None)
+        self._principal: Principal | None = None
+        self._root: Vault = self
 
     # --- life cycle ------------------------------------------------------------------------------
 
@@ -127,8 +169,14 @@ class Vault:
         passphrase: PassphraseSource = _no_passphrase,
         allow_keyring_in_vault_dir: bool = False,
         max_encryptions_per_key: int | None = None,
+        admin_name: str = "admin",
     ) -> Vault:
-        """Create a new vault in ``home`` with a new local keyring in ``keyring_dir``."""
+        """Create a new vault in ``home`` with a new local keyring in ``keyring_dir``.
+
+        The vault gets its first principal, ``admin_name`` (role admin, every tenant), and the
+        returned object is bound to it; its API key is in :attr:`bootstrap_admin_key`, shown this
+        once and stored only as a hash. There are no default credentials.
+        """
         home = Path(home) if home is not None else default_home()
         home = home.expanduser().resolve()
         if (home / CONFIG_FILE).exists():
@@ -162,8 +210,11 @@ class Vault:
             created.append(home / config.store_url.partition(":")[2])
             store.migrate()
             store.set_meta("vault_id", vault_id)
-            vault = cls(home, config, provider, subject_keys, store)
+            audit_state = AuditState.create(keys_dir, vault_id, provider, config.keyset_id)
+            created.append(audit_state.path)
+            vault = cls(home, config, provider, subject_keys, store, audit_state=audit_state)
             vault._data_keys.create_version()
+            admin_key = vault._bootstrap_admin(admin_name)
             config.save(home)
         except BaseException:
             for path in created:
@@ -172,6 +223,8 @@ class Vault:
                         Path(str(path) + suffix).unlink()
             raise
         log.info("created vault %s", vault_id)
+        vault._bind(admin_key)
+        vault.bootstrap_admin_key = admin_key
         return vault
 
     @classmethod
@@ -179,10 +232,18 @@ class Vault:
         cls,
         home: Path | str | None = None,
         *,
+        api_key: ApiKeyInput | None = None,
         passphrase: PassphraseSource = _no_passphrase,
         encoder_factory: Callable[[], Any] | None = None,
+        request_id: str | None = None,
     ) -> Vault:
-        """Open an existing vault. Fails clearly, changing nothing, if its keys do not match."""
+        """Open an existing vault. Fails clearly, changing nothing, if its keys do not match.
+
+        ``api_key`` binds the vault to its principal (an unknown, revoked or malformed key is
+        refused with :class:`~faceseal.errors.AuthenticationFailed`, and the refusal audited).
+        Without one the vault is unbound: every operation is refused until :meth:`as_key` gives a
+        bound view (what a server holding one vault for many callers does).
+        """
         home = (Path(home) if home is not None else default_home()).expanduser().resolve()
         config = VaultConfig.load(home)
         provider = open_provider(config.key_uri, passphrase)
@@ -197,26 +258,100 @@ class Vault:
             subject_keys.close()
             provider.close()
             raise
-        vault = cls(home, config, provider, subject_keys, store, encoder_factory=encoder_factory)
+        audit_state: AuditState | None = None
+        try:
+            audit_state = _open_audit_state(config, provider, store)
+            vault = cls(home, config, provider, subject_keys, store, audit_state=audit_state,
+                        encoder_factory=encoder_factory)
+        except BaseException:
+            if audit_state is not None:
+                audit_state.close()
+            store.close()
+            subject_keys.close()
+            provider.close()
+            raise
         try:
             vault._check_opens()
+            if api_key is not None:
+                vault._caller, vault._principal = vault._guard.bind(api_key,
+                                                                    request_id=request_id)
         except BaseException:
             vault.close()
             raise
         return vault
 
+    @classmethod
+    def bootstrap_admin(
+        cls,
+        home: Path | str | None = None,
+        *,
+        name: str = "admin",
+        passphrase: PassphraseSource = _no_passphrase,
+    ) -> Vault:
+        """Create the first admin of a vault that has no principal at all (a vault made before
+        principals existed); refused with :class:`~faceseal.errors.Conflict` once any principal
+        exists. Returns the vault bound to it, the key in :attr:`bootstrap_admin_key`."""
+        vault = cls.open(home, passphrase=passphrase)
+        try:
+            key = vault._bootstrap_admin(name)
+            vault._bind(key)
+            vault.bootstrap_admin_key = key
+        except BaseException:
+            vault.close()
+            raise
+        return vault
+
+    def as_key(self, api_key: ApiKeyInput | None, *, request_id: str | None = None) -> Vault:
+        """Another view of this open vault, bound to the principal of ``api_key``.
+
+        Views share the store, keys and galleries; closing a view leaves the vault open, closing
+        the vault closes every view. ``request_id`` tags every audit event of the view (a
+        service passes its request id; otherwise each operation gets a random one).
+        A refused key raises :class:`~faceseal.errors.AuthenticationFailed` (audited).
+        """
+        self._check_open()
+        caller, principal = self._guard.bind(api_key, request_id=request_id)
+        view = Vault.__new__(Vault)
+        view.__dict__.update(self.__dict__)
+        view._caller, view._principal = caller, principal
+        view._root, view._closed = self._root, False
+        view.bootstrap_admin_key = None
+        return view
+
+    def _bind(self, api_key: str) -> None:
+        self._caller, self._principal = self._guard.bind(api_key)
+
+    def _bootstrap_admin(self, name: str) -> str:
+        """The first admin (every tenant), created with its audit event; returns its key."""
+        if self._store.principals():
+            raise Conflict("this vault has principals already; an admin adds more with "
+                           "`faceseal principals add`")
+        row, issued = new_principal_row(name, frozenset({Role.ADMIN}), None)
+        event = AuditEvent(principal=SYSTEM, role="", action=PRINCIPALS_ADD, outcome=OUTCOME_OK,
+                           request_id=new_request_id(),
+                           detail={"target": name, "roles": ["admin"], "scope": "*",
+                                   "key_id": row.key_id, "bootstrap": True})
+        with self._store.transaction():
+            self._store.add_principal(row)
+            record = self._audit.append(event)
+        self._audit.committed(record)
+        self._audit.checkpoint(best_effort=True)
+        return issued.reveal()
+
+    def _operation(
+        self,
+        action: str,
+        *,
+        tenant: str | None,
+        subject_id: str | None = None,
+        detail: dict[str, DetailValue] | None = None,
+    ) -> AbstractContextManager[Operation]:
+        """THE choke point: authenticate, authorise and audit ``action`` (see ``guard``)."""
+        return self._guard.operation(self._caller, action, tenant=tenant, subject_id=subject_id,
+                                     detail=detail)
+
     def _check_opens(self) -> None:
-        version = self._store.schema_version()
-        if version < self._store.SCHEMA_VERSION:
-            raise StorageUnavailable(
-                f"the template store is at schema version {version}, this faceseal needs "
-                f"{self._store.SCHEMA_VERSION}: run `faceseal migrate`"
-            )
-        if version > self._store.SCHEMA_VERSION:
-            raise StorageUnavailable(
-                f"the template store is at schema version {version}, newer than this faceseal "
-                f"understands ({self._store.SCHEMA_VERSION}); upgrade faceseal"
-            )
+        _check_schema(self._store)
         if self._store.get_meta("vault_id") != self._config.vault_id:
             raise KeyringError("the template store belongs to another vault")
         # One unwrap proves the keyring is this vault's (O(1) provider calls, whatever the size).
@@ -230,13 +365,20 @@ class Vault:
                 ) from None
 
     def close(self) -> None:
-        """Overwrite decrypted templates in memory and release files and connections."""
+        """Overwrite decrypted templates in memory and release files and connections.
+
+        Closing a view made by :meth:`as_key` only retires that view."""
+        if self._root is not self:
+            self._closed = True
+            return
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             for tenant in sorted(self._loaded_tenants):
                 self._persist_index(tenant)
+            self._audit.checkpoint(best_effort=True)
+            self._audit_state.close()
             for gallery in self._galleries.values():
                 gallery.clear()
             self._galleries.clear()
@@ -252,7 +394,8 @@ class Vault:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Vault {self._config.vault_id} at {self._home}>"
+        who = self._principal.name if self._principal is not None else "unbound"
+        return f"<Vault {self._config.vault_id} at {self._home} as {who}>"
 
     def __reduce__(self) -> Any:
         raise TypeError("a Vault cannot be pickled")
@@ -287,25 +430,37 @@ class Vault:
         progress: Progress | None = None,
     ) -> EnrollResult:
         """Seal the encodings of ``sources`` (photos, folders, .npy/.json files, arrays) as
-        templates of ``subject_id``. All or nothing: one bad source and nothing is written."""
+        templates of ``subject_id``. All or nothing: one bad source and nothing is written.
+        Needs the enroller role on ``tenant``."""
         self._check_open()
         _check_id("subject id", subject_id)
         _check_id("tenant", tenant)
+        with self._operation(ENROLL, tenant=tenant, subject_id=subject_id) as op:
+            return self._enroll(op, subject_id, sources, tenant=tenant, model=model,
+                                face_index=face_index, progress=progress)
+
+    def _enroll(self, op: Operation, subject_id: str, sources: Sequence[Source], *, tenant: str,
+                model: str | None, face_index: int | None,
+                progress: Progress | None) -> EnrollResult:
         spec = self.model(model)
         reader = self._reader(face_index)
         encodings = reader.read_all(sources, spec, progress)
         items = [NewTemplate(tenant, subject_id, spec.model_id, e.encoding) for e in encodings]
         with self._lock:
             rows = self._sealer.seal(items)
+            template_ids = [r.template_id for r in rows]
             self._index.before_change(tenant, tenant in self._loaded_tenants)
-            self._store.add_templates(rows)
+            # The templates, the subject's last_seen_at and the audit event commit together.
+            with op.transaction():
+                self._store.add_templates(rows)
+                op.record(template_ids=template_ids, detail={"model": spec.model_id})
             gallery = self._galleries.get((tenant, spec.model_id))
             if gallery is not None or tenant in self._loaded_tenants:
                 gallery = self._gallery(tenant, spec)
-                gallery.add_many([r.subject_id for r in rows], [r.template_id for r in rows],
+                gallery.add_many([r.subject_id for r in rows], template_ids,
                                  np.stack([i.encoding for i in items]))
         log.debug("enrolled %d template(s)", len(rows))
-        return EnrollResult(tenant, subject_id, spec.model_id, [r.template_id for r in rows],
+        return EnrollResult(tenant, subject_id, spec.model_id, template_ids,
                             [e.label for e in encodings])
 
     def verify(
@@ -318,27 +473,25 @@ class Vault:
         model: str | None = None,
         face_index: int | None = None,
     ) -> VerifyResult:
-        """1:1: compare ``probe`` with every template of ``subject_id``; the closest decides."""
+        """1:1: compare ``probe`` with every template of ``subject_id``; the closest decides.
+        Needs the verifier role on ``tenant``."""
         self._check_open()
         _check_id("subject id", subject_id)
         _check_id("tenant", tenant)
+        with self._operation(VERIFY, tenant=tenant, subject_id=subject_id) as op:
+            return self._verify(op, subject_id, probe, tenant=tenant, threshold=threshold,
+                                model=model, face_index=face_index)
+
+    def _verify(self, op: Operation, subject_id: str, probe: Source, *, tenant: str,
+                threshold: float | None, model: str | None,
+                face_index: int | None) -> VerifyResult:
         spec = self.model(model)
         limit = _threshold(threshold, spec)
         encoding = self._reader(face_index).read_probe(probe, spec).encoding
         with self._lock:
-            if tenant in self._loaded_tenants:
-                gallery = self._galleries.get((tenant, spec.model_id))
-                match = gallery.closest_of_subject(subject_id, encoding) if gallery else None
-                damaged = [
-                    row.template_id for row in self._damaged.values()
-                    if row.tenant == tenant and row.subject_id == subject_id
-                ]
-                exists = match is not None or bool(damaged) or self._store.subject_exists(
-                    tenant, subject_id)
-                best = None if match is None else (match.template_id, match.distance)
-            else:
-                best, damaged, exists = self._verify_from_store(tenant, subject_id, spec,
-                                                                encoding)
+            # Always from the subject's records, in float64: exact, and independent of the
+            # reduced-precision gallery that serves 1:N (docs/performance.md).
+            best, damaged, exists = self._verify_from_store(tenant, subject_id, spec, encoding)
         if not exists:
             raise NotFound(f"no subject {subject_id!r} in tenant {tenant!r}")
         if best is None:
@@ -349,8 +502,15 @@ class Vault:
                 )
             raise NotFound(f"subject {subject_id!r} has no templates of model {spec.model_id}")
         template_id, distance = best
-        return VerifyResult(tenant, subject_id, distance <= limit, distance, limit,
-                            spec.model_id, template_id, damaged)
+        result = VerifyResult(tenant, subject_id, distance <= limit, distance, limit,
+                              spec.model_id, template_id, damaged)
+        with op.transaction():
+            if result.match:
+                self._store.touch_subject(tenant, subject_id, time.time())
+            op.record(template_ids=(template_id,),
+                      detail={"match": result.match, "threshold": limit, "model": spec.model_id,
+                              "damaged": len(damaged)})
+        return result
 
     def _verify_from_store(
         self, tenant: str, subject_id: str, spec: ModelSpec, probe: np.ndarray[Any, Any]
@@ -361,14 +521,11 @@ class Vault:
         opened, damaged = self._sealer.open(rows)
         for row in damaged:
             self._damaged[row.template_id] = row
-        gallery = Gallery(spec.dimension, spec.metric)
         usable = [o for o in opened if o.row.model_id == spec.model_id]
-        if usable:
-            gallery.add_many([subject_id] * len(usable), [o.row.template_id for o in usable],
-                             np.stack([o.encoding for o in usable]))
-        match = gallery.closest_of_subject(subject_id, probe)
-        gallery.clear()
-        best = None if match is None else (match.template_id, match.distance)
+        best = closest_exact([o.encoding for o in usable], [o.row.template_id for o in usable],
+                             probe, spec.metric)
+        for item in opened:
+            item.encoding.fill(0)
         return best, [r.template_id for r in damaged], True
 
     def identify(
@@ -381,9 +538,17 @@ class Vault:
         model: str | None = None,
         face_index: int | None = None,
     ) -> IdentifyResult:
-        """1:N: the ``top_k`` subjects of ``tenant`` closest to ``probe``, closest first."""
+        """1:N: the ``top_k`` subjects of ``tenant`` closest to ``probe``, closest first.
+        Needs the identifier role on ``tenant``."""
         self._check_open()
         _check_id("tenant", tenant)
+        with self._operation(IDENTIFY, tenant=tenant) as op:
+            return self._identify(op, probe, tenant=tenant, top_k=top_k, threshold=threshold,
+                                  model=model, face_index=face_index)
+
+    def _identify(self, op: Operation, probe: Source, *, tenant: str, top_k: int,
+                  threshold: float | None, model: str | None,
+                  face_index: int | None) -> IdentifyResult:
         if not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInput(f"top_k must be an integer within 1..{MAX_TOP_K}")
         spec = self.model(model)
@@ -397,7 +562,19 @@ class Vault:
             damaged = sum(1 for row in self._damaged.values() if row.tenant == tenant)
         candidates = [Candidate(m.subject_id, m.distance, m.distance <= limit, m.template_id)
                       for m in matches]
-        return IdentifyResult(tenant, spec.model_id, limit, top_k, candidates, size, damaged)
+        result = IdentifyResult(tenant, spec.model_id, limit, top_k, candidates, size, damaged)
+        with op.transaction():
+            now = time.time()
+            for candidate in candidates:
+                if candidate.match:
+                    self._store.touch_subject(tenant, candidate.subject_id, now)
+            best = result.best
+            op.record(subject_id=best.subject_id if best else None,
+                      template_ids=[c.template_id for c in candidates],
+                      detail={"subjects": [c.subject_id for c in candidates],
+                              "matches": sum(1 for c in candidates if c.match), "top_k": top_k,
+                              "threshold": limit, "model": spec.model_id, "gallery_size": size})
+        return result
 
     def enroll_many(
         self,
@@ -408,34 +585,43 @@ class Vault:
         model: str | None = None,
     ) -> BulkEnrollResult:
         """Bulk enrolment: row ``i`` of ``encodings`` (a 2-D float32/float64 array) becomes a
-        template of ``subject_ids[i]``. Validated first, then stored in one transaction: all or
-        nothing. Much faster per template than :meth:`enroll` (see docs/performance.md)."""
+        template of ``subject_ids[i]``. Validated first, then stored in one transaction with one
+        audit event per subject: all or nothing. Much faster per template than :meth:`enroll`
+        (see docs/performance.md). Needs the enroller role on ``tenant``."""
         self._check_open()
         _check_id("tenant", tenant)
+        with self._operation(ENROLL, tenant=tenant) as op:
+            return self._enroll_many(op, subject_ids, encodings, tenant=tenant, model=model)
+
+    def _enroll_many(self, op: Operation, subject_ids: Sequence[str],
+                     encodings: np.ndarray[Any, Any], *, tenant: str,
+                     model: str | None) -> BulkEnrollResult:
         spec = self.model(model)
         ids, matrix = check_batch(subject_ids, encodings, spec, _check_id)
         try:
-            return self._enroll_many(tenant, spec, ids, matrix)
+            with self._lock:
+                loaded = tenant in self._loaded_tenants
+                self._index.before_change(tenant, loaded)
+                with op.transaction():
+                    template_ids = seal_and_store(
+                        keyset_id=self._config.keyset_id, data_keys=self._data_keys,
+                        subject_keys=self._subject_keys, store=self._store, tenant=tenant,
+                        spec=spec, subject_ids=ids, encodings=matrix,
+                    )
+                    by_subject: dict[str, list[str]] = {}
+                    for subject, template_id in zip(ids, template_ids, strict=True):
+                        by_subject.setdefault(subject, []).append(template_id)
+                    for subject, templates in by_subject.items():
+                        op.record(subject_id=subject, template_ids=templates,
+                                  detail={"model": spec.model_id, "bulk": True})
+                if loaded:
+                    self._gallery(tenant, spec).add_many(ids, template_ids, matrix)
         finally:
             if not np.shares_memory(matrix, encodings):
                 matrix.fill(0.0)  # our converted copy; never the caller's array
-
-    def _enroll_many(
-        self, tenant: str, spec: ModelSpec, subject_ids: list[str], matrix: np.ndarray[Any, Any]
-    ) -> BulkEnrollResult:
-        with self._lock:
-            loaded = tenant in self._loaded_tenants
-            template_ids = seal_and_store(
-                keyset_id=self._config.keyset_id, data_keys=self._data_keys,
-                subject_keys=self._subject_keys, store=self._store, tenant=tenant, spec=spec,
-                subject_ids=subject_ids, encodings=matrix,
-                before_write=lambda: self._index.before_change(tenant, loaded),
-            )
-            if loaded:
-                self._gallery(tenant, spec).add_many(subject_ids, template_ids, matrix)
         log.debug("bulk-enrolled %d template(s)", len(template_ids))
-        return BulkEnrollResult(tenant, spec.model_id, len(template_ids),
-                                len(set(subject_ids)), template_ids)
+        return BulkEnrollResult(tenant, spec.model_id, len(template_ids), len(by_subject),
+                                template_ids)
 
     def identify_many(
         self,
@@ -449,9 +635,17 @@ class Vault:
     ) -> list[IdentifyResult]:
         """1:N for many probes at once (a 2-D array of encodings, or a list of photos, encoding
         files or encodings): one scan of the gallery serves the whole batch. Results are in probe
-        order and identical to calling :meth:`identify` for each probe."""
+        order and identical to calling :meth:`identify` for each probe; one audit event per
+        probe. Needs the identifier role on ``tenant``."""
         self._check_open()
         _check_id("tenant", tenant)
+        with self._operation(IDENTIFY, tenant=tenant) as op:
+            return self._identify_many(op, probes, tenant=tenant, top_k=top_k,
+                                       threshold=threshold, model=model, face_index=face_index)
+
+    def _identify_many(self, op: Operation, probes: Sequence[Source] | np.ndarray[Any, Any], *,
+                       tenant: str, top_k: int, threshold: float | None, model: str | None,
+                       face_index: int | None) -> list[IdentifyResult]:
         if not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInput(f"top_k must be an integer within 1..{MAX_TOP_K}")
         spec = self.model(model)
@@ -468,26 +662,35 @@ class Vault:
         matrix = np.stack([reader.read_probe(item, spec).encoding.astype(np.float64)
                            for item in items])
         try:
-            return self._identify_many(tenant, spec, limit, top_k, matrix)
+            with self._lock:
+                self._load_tenant(tenant)
+                gallery = self._galleries.get((tenant, spec.model_id))
+                found = gallery.search_many(matrix, top_k) if gallery else [[] for _ in matrix]
+                size = len(gallery) if gallery else 0
+                damaged = sum(1 for row in self._damaged.values() if row.tenant == tenant)
         finally:
             matrix.fill(0.0)
-
-    def _identify_many(
-        self, tenant: str, spec: ModelSpec, limit: float, top_k: int,
-        matrix: np.ndarray[Any, Any],
-    ) -> list[IdentifyResult]:
-        with self._lock:
-            self._load_tenant(tenant)
-            gallery = self._galleries.get((tenant, spec.model_id))
-            found = gallery.search_many(matrix, top_k) if gallery else [[] for _ in matrix]
-            size = len(gallery) if gallery else 0
-            damaged = sum(1 for row in self._damaged.values() if row.tenant == tenant)
-        return [
+        results = [
             IdentifyResult(tenant, spec.model_id, limit, top_k,
                            [Candidate(m.subject_id, m.distance, m.distance <= limit,
                                       m.template_id) for m in matches], size, damaged)
             for matches in found
         ]
+        with op.transaction():
+            now = time.time()
+            for number, result in enumerate(results):
+                for candidate in result.candidates:
+                    if candidate.match:
+                        self._store.touch_subject(tenant, candidate.subject_id, now)
+                best = result.best
+                op.record(subject_id=best.subject_id if best else None,
+                          template_ids=[c.template_id for c in result.candidates],
+                          detail={"subjects": [c.subject_id for c in result.candidates],
+                                  "matches": sum(1 for c in result.candidates if c.match),
+                                  "top_k": top_k, "threshold": limit, "model": spec.model_id,
+                                  "gallery_size": size, "batch": len(results),
+                                  "probe": number})
+        return results
 
     def index_status(self) -> dict[str, Any]:
         """How the in-memory galleries were loaded and whether their memory is locked.
@@ -505,50 +708,69 @@ class Vault:
                 "tenants": tenants}
 
     def erase(self, subject_id: str, *, tenant: str = DEFAULT_TENANT) -> EraseResult:
-        """Delete a subject's templates and destroy its key material (crypto-shredding)."""
+        """Delete a subject's templates and destroy its key material (crypto-shredding).
+        Needs the enroller role on ``tenant``."""
         self._check_open()
         _check_id("subject id", subject_id)
         _check_id("tenant", tenant)
+        with self._operation(ERASE, tenant=tenant, subject_id=subject_id) as op:
+            erased, destroyed = self._erase_in(op, tenant, subject_id)
+            return EraseResult(tenant, subject_id, erased, destroyed)
+
+    def _erase_in(self, op: Operation, tenant: str, subject_id: str) -> tuple[int, bool]:
+        """Erase one subject under ``op``: rows and event commit together, then the subject's
+        secret is destroyed. If that fails the rows are gone but the secret stays, and the error
+        propagates; erasing again finishes the job."""
         with self._lock:
             self._index.before_erase(tenant, tenant in self._loaded_tenants)
-            template_ids = self._store.erase_subject(tenant, subject_id)
-            destroyed = self._subject_keys.destroy(tenant, subject_id)
+            with op.transaction():
+                template_ids = self._store.erase_subject(tenant, subject_id)
+                has_secret = bool(self._subject_keys.get_many([(tenant, subject_id)]))
+                if not template_ids and not has_secret:
+                    raise NotFound(f"no subject {subject_id!r} in tenant {tenant!r}")
+                op.record(subject_id=subject_id, template_ids=template_ids,
+                          detail={"templates": len(template_ids)})
             for (gallery_tenant, _), gallery in self._galleries.items():
                 if gallery_tenant == tenant:
                     gallery.remove_subject(subject_id)
             for template_id in template_ids:
                 self._damaged.pop(template_id, None)
-        if not template_ids and not destroyed:
-            raise NotFound(f"no subject {subject_id!r} in tenant {tenant!r}")
+            destroyed = self._subject_keys.destroy(tenant, subject_id)
         log.debug("erased a subject: %d template(s)", len(template_ids))
-        return EraseResult(tenant, subject_id, len(template_ids), destroyed)
+        return len(template_ids), destroyed
 
     def subjects(self, *, tenant: str = DEFAULT_TENANT) -> list[SubjectInfo]:
-        """The subjects of a tenant and how many templates each has."""
+        """The subjects of a tenant and how many templates each has (enroller role)."""
         self._check_open()
         _check_id("tenant", tenant)
-        return [SubjectInfo(s.tenant, s.subject_id, s.templates, s.created_at, s.last_seen_at)
-                for s in self._store.subjects(tenant)]
+        with self._operation(SUBJECTS, tenant=tenant) as op:
+            found = [SubjectInfo(s.tenant, s.subject_id, s.templates, s.created_at,
+                                 s.last_seen_at) for s in self._store.subjects(tenant)]
+            self._record(op, subjects=len(found))
+            return found
 
     def check(self) -> CheckResult:
-        """Open every record once and report those that fail (an integrity scan)."""
+        """Open every record once and report those that fail (an integrity scan). Needs an
+        admin scoped to every tenant."""
         self._check_open()
-        secrets = self._subject_keys.for_tenant(None)
-        records = 0
-        damaged: list[dict[str, str]] = []
-        for batch in self._store.gallery(None):
-            records += len(batch)
-            _, bad = self._sealer.open(batch, secrets)
-            damaged.extend({"tenant": r.tenant, "subject_id": r.subject_id,
-                            "template_id": r.template_id} for r in bad)
-        orphans = sum(1 for tenant, subject in secrets
-                      if not self._store.subject_exists(tenant, subject))
-        return CheckResult(records, damaged, orphans)
+        with self._operation(CHECK, tenant=None) as op:
+            secrets = self._subject_keys.for_tenant(None)
+            records = 0
+            damaged: list[dict[str, str]] = []
+            for batch in self._store.gallery(None):
+                records += len(batch)
+                _, bad = self._sealer.open(batch, secrets)
+                damaged.extend({"tenant": r.tenant, "subject_id": r.subject_id,
+                                "template_id": r.template_id} for r in bad)
+            orphans = sum(1 for tenant, subject in secrets
+                          if not self._store.subject_exists(tenant, subject))
+            self._record(op, records=records, damaged=len(damaged), orphan_subject_keys=orphans)
+            return CheckResult(records, damaged, orphans)
 
     # --- internals -------------------------------------------------------------------------------
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self._closed or self._root._closed:
             raise InvalidInput("the vault is closed")
 
     def _reader(self, face_index: int | None) -> SourceReader:
@@ -607,6 +829,36 @@ class Vault:
             return  # a snapshot would hide the damage; the records path reports it each time
         galleries = {model_id: g for (t, model_id), g in self._galleries.items() if t == tenant}
         self._index.persist(tenant, galleries)
+
+
+def _check_schema(store: TemplateStore) -> None:
+    version = store.schema_version()
+    if version < store.SCHEMA_VERSION:
+        raise StorageUnavailable(
+            f"the template store is at schema version {version}, this faceseal needs "
+            f"{store.SCHEMA_VERSION}: run `faceseal migrate`"
+        )
+    if version > store.SCHEMA_VERSION:
+        raise StorageUnavailable(
+            f"the template store is at schema version {version}, newer than this faceseal "
+            f"understands ({store.SCHEMA_VERSION}); upgrade faceseal"
+        )
+
+
+def _open_audit_state(config: VaultConfig, provider: KeyProvider,
+                      store: TemplateStore) -> AuditState:
+    """The vault's audit state from its key directory. A vault made before audit keys existed
+    (no state file, an empty log) gets one now; a missing file beside a non-empty log is an
+    error, never silently replaced."""
+    directory = Path(config.key_store_dir)
+    if AuditState.exists(directory):
+        return AuditState.open(directory, config.vault_id)
+    _check_schema(store)
+    if next(iter(store.audit_events(limit=1)), None) is not None:
+        return AuditState.open(directory, config.vault_id)  # raises: the audit key is missing
+    log.warning("vault %s has no %s yet; creating its audit key", config.vault_id,
+                AUDIT_STATE_FILE)
+    return AuditState.create(directory, config.vault_id, provider, config.keyset_id)
 
 
 def _threshold(threshold: float | None, spec: ModelSpec) -> float:
