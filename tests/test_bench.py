@@ -27,6 +27,8 @@ def test_bench_json_reports_every_figure_beside_a_baseline(tmp_path: object) -> 
     assert figures["open"]["extra"]["fast_source"] == "snapshot"
     assert figures["open"]["extra"]["baseline_source"] == "records"
     assert figures["identify"]["extra"]["faiss_flat_ip_ms"] is not None
+    assert figures["identify"]["extra"]["search_only_ms"] > 0
+    assert figures["verify"]["extra"]["audit_events_written"] > 0  # the audit write is measured
     assert report["machine"]["cores"] >= 1
     assert report["n"] == 2000
     assert list(tmp_path.iterdir()) == []  # type: ignore[attr-defined]  # temp vault removed

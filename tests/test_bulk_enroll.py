@@ -13,7 +13,7 @@ from faceseal.crypto.aead import generate_key
 from faceseal.crypto.batch import seal_batch
 from faceseal.crypto.derive import new_subject_secret, record_key
 from faceseal.crypto.record import RecordContext, open_record
-from faceseal.errors import InvalidEncoding, InvalidInput
+from faceseal.errors import AccessDenied, InvalidEncoding, InvalidInput
 from faceseal.vault import Vault
 from tests.conftest import make_vault, random_encodings, reopen_vault
 
@@ -169,3 +169,43 @@ def test_index_status_reports_source_and_locking(vault: Vault) -> None:
     assert status["tenants"]["default"]["source"] == "records"
     assert status["tenants"]["default"]["memory_locked"] is True
     assert status["memory"]["fully_locked"] is True
+
+
+def test_bulk_operations_need_their_roles_and_change_nothing_when_denied(vault: Vault) -> None:
+    encodings = random_encodings(4, seed=12)
+    vault.enroll_many(["a", "b"], encodings[:2])
+    verifier = vault.as_key(vault.add_principal("only-verify", ["verifier"]).api_key)
+    enroller = vault.as_key(vault.add_principal("only-enrol", ["enroller"]).api_key)
+    with pytest.raises(AccessDenied):
+        verifier.enroll_many(["c", "d"], encodings[2:])
+    with pytest.raises(AccessDenied):
+        enroller.identify_many(encodings[:2])
+    assert sorted(s.subject_id for s in vault.subjects()) == ["a", "b"]
+    assert vault._subject_keys.subjects() == [("default", "a"), ("default", "b")]
+    denied = [e for e in vault.audit_tail(10) if e["outcome"] == "denied"]
+    assert {e["action"] for e in denied} >= {"enroll", "identify"}
+
+
+def test_a_large_bulk_enrolment_is_audited_in_bounded_events(vault: Vault) -> None:
+    subjects = [f"p{i // 2:04d}" for i in range(2400)]
+    result = vault.enroll_many(subjects, random_encodings(2400, seed=14))
+    enrolled = [e for e in vault.audit_tail(50) if e["action"] == "enroll"]
+    assert len(enrolled) == 3  # 1200 subjects, 500 per event
+    assert all(len(e["detail"]["subjects"]) <= 500 for e in enrolled)
+    assert sorted(s for e in enrolled for s in e["detail"]["subjects"]) == sorted(set(subjects))
+    assert sorted(t for e in enrolled for t in e["template_ids"]) == sorted(result.template_ids)
+
+
+def test_bulk_operations_are_audited_with_subjects_and_per_probe(vault: Vault) -> None:
+    encodings = random_encodings(6, seed=13)
+    result = vault.enroll_many(["a", "a", "b", "b", "c", "c"], encodings)
+    found = vault.identify_many(encodings[[0, 2, 4]], top_k=2)
+    events = vault.audit_tail(20)
+    enrolled = [e for e in events if e["action"] == "enroll" and e["outcome"] == "ok"]
+    assert sorted(s for e in enrolled for s in e["detail"]["subjects"]) == ["a", "b", "c"]
+    assert sorted(t for e in enrolled for t in e["template_ids"]) == sorted(result.template_ids)
+    searched = [e for e in events if e["action"] == "identify" and e["outcome"] == "ok"]
+    assert [e["subject_id"] for e in searched] == [r.best.subject_id for r in found
+                                                    if r.best is not None]
+    for event in events:  # no encoding value in any event
+        assert str(float(encodings[0][0]))[:8] not in str(event)

@@ -85,6 +85,8 @@ log = logging.getLogger(__name__)
 MAX_ID_LENGTH = 256
 MAX_TOP_K = 100
 MAX_PROBES = 10_000
+#: A bulk enrolment is audited in events naming up to this many subjects and all their templates.
+AUDIT_SUBJECTS_PER_EVENT = 500
 
 
 def _no_passphrase() -> SecretBytes | None:
@@ -585,9 +587,10 @@ class Vault(AccessOperations):
         model: str | None = None,
     ) -> BulkEnrollResult:
         """Bulk enrolment: row ``i`` of ``encodings`` (a 2-D float32/float64 array) becomes a
-        template of ``subject_ids[i]``. Validated first, then stored in one transaction with one
-        audit event per subject: all or nothing. Much faster per template than :meth:`enroll`
-        (see docs/performance.md). Needs the enroller role on ``tenant``."""
+        template of ``subject_ids[i]``. Validated first, then stored in one transaction with its
+        audit events (each names up to 500 subjects and all their templates): all or nothing.
+        Much faster per template than :meth:`enroll` (see docs/performance.md). Needs the
+        enroller role on ``tenant``."""
         self._check_open()
         _check_id("tenant", tenant)
         with self._operation(ENROLL, tenant=tenant) as op:
@@ -611,9 +614,13 @@ class Vault(AccessOperations):
                     by_subject: dict[str, list[str]] = {}
                     for subject, template_id in zip(ids, template_ids, strict=True):
                         by_subject.setdefault(subject, []).append(template_id)
-                    for subject, templates in by_subject.items():
-                        op.record(subject_id=subject, template_ids=templates,
-                                  detail={"model": spec.model_id, "bulk": True})
+                    names = list(by_subject)
+                    for lo in range(0, len(names), AUDIT_SUBJECTS_PER_EVENT):
+                        chunk = names[lo:lo + AUDIT_SUBJECTS_PER_EVENT]
+                        op.record(subject_id=chunk[0] if len(chunk) == 1 else None,
+                                  template_ids=[t for name in chunk for t in by_subject[name]],
+                                  detail={"model": spec.model_id, "bulk": True,
+                                          "subjects": chunk})
                 if loaded:
                     self._gallery(tenant, spec).add_many(ids, template_ids, matrix)
         finally:
