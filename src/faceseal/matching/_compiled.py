@@ -79,11 +79,16 @@ def scan_select(codes: Any, scale: Any, norms: Any, q16: Any, qscale: Any, qnorm
             for j in range(d):
                 acc += np.int32(q16[j]) * np.int32(codes[i, j])
             dots[i] = acc
+        if metric_cos:
+            for i in range(lo, hi):
+                out[i] = -(np.float32(scale[i]) * np.float32(qscale) * np.float32(dots[i]))
+        else:
+            for i in range(lo, hi):
+                dot = np.float32(scale[i]) * np.float32(qscale) * np.float32(dots[i])
+                out[i] = np.float32(qnorm) - np.float32(2.0) * dot + norms[i]
         filled = 0
         for i in range(lo, hi):
-            dot = np.float32(scale[i]) * np.float32(qscale) * np.float32(dots[i])
-            value = -dot if metric_cos else np.float32(qnorm) - np.float32(2.0) * dot + norms[i]
-            out[i] = value
+            value = out[i]
             if filled < m:
                 heap_val[c, filled] = value
                 heap_idx[c, filled] = i

@@ -89,6 +89,7 @@ class Gallery:
         # rows added since then. Dropped on removal (rows move) and rebuilt when next needed.
         self._by_subject: tuple[npt.NDArray[np.int64], npt.NDArray[np.int32]] | None = None
         self._added_since: dict[int, list[int]] = {}
+        self._scratch = kernels.Scratch()
         self._lock = threading.RLock()
         self._allocate(max(capacity, 1))
 
@@ -298,6 +299,7 @@ class Gallery:
             self._code_of.clear()
             self._max_err = self._max_norm = 0.0
             self._forget_subject_index()
+            self._scratch.release()
             self._allocate(1)
 
     # --- exact values ----------------------------------------------------------------------------
@@ -385,7 +387,7 @@ class Gallery:
                                self._arr(self._norms))
         while True:
             values, rows, q_err, qnorm, floor = kernels.scan_one(codes, scale, norms, n, query,
-                                                                 cos, m)
+                                                                 cos, m, self._scratch)
             found = self._complete(query, rows, q_err, qnorm, floor, top_k,
                                    lambda limit, v=values: kernels.rows_at_most(v, limit))
             if found is not None:

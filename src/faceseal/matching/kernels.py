@@ -71,6 +71,25 @@ def _build_numba() -> dict[str, Callable[..., Any]]:
     return build()
 
 
+class Scratch:
+    """Work arrays a gallery keeps between queries (approximate values and integer dots)."""
+
+    def __init__(self) -> None:
+        self._values = np.zeros(0, dtype=np.float32)
+        self._dots = np.zeros(0, dtype=np.int32)
+
+    def arrays(self, n: int) -> tuple[F32, npt.NDArray[np.int32]]:
+        if self._values.shape[0] < n:
+            size = int(n * 1.25) + 1024
+            self._values = np.empty(size, dtype=np.float32)
+            self._dots = np.empty(size, dtype=np.int32)
+        return self._values[:n], self._dots[:n]
+
+    def release(self) -> None:
+        self._values = np.zeros(0, dtype=np.float32)
+        self._dots = np.zeros(0, dtype=np.int32)
+
+
 def _chunks(n: int) -> int:
     return max(1, min(64, (n + CHUNK_ROWS - 1) // CHUNK_ROWS))
 
@@ -93,20 +112,23 @@ def _chunk_bounds(n: int, chunks: int) -> list[tuple[int, int]]:
 
 def scan_one(  # noqa: PLR0917 - internal kernels
     codes: npt.NDArray[np.int8], scale: F32, norms: F32, n: int, query: npt.NDArray[np.float64],
-    metric_cos: bool, m: int,
+    metric_cos: bool, m: int, scratch: Scratch | None = None,
 ) -> tuple[F32, I64, float, float, float]:
     """Approximate values of every row for one probe, and (at least) the ``m`` smallest rows.
 
     Returns ``(values[:n], selected_rows, probe_error, approx_probe_sq_norm, floor)``:
     ``probe_error`` bounds ``|probe - quantised probe|``; every row *not* selected has an
-    approximate value of at least ``floor`` (``inf`` when every row is selected).
+    approximate value of at least ``floor`` (``inf`` when every row is selected). ``scratch``
+    (reused between calls) saves faulting in two fresh arrays of ``n`` values per query.
     """
     q16, qscale = quantize_probe(query)
     q_hat = q16.astype(np.float64) * qscale
     q_err = float(np.linalg.norm(query - q_hat))
     qnorm = float(q_hat @ q_hat)
     m = max(1, min(m, n))
-    out = np.empty(n, dtype=np.float32)
+    if scratch is None:
+        scratch = Scratch()
+    out, dots = scratch.arrays(n)
     kernels = _numba()
     if kernels is not None and n >= SMALL_GALLERY:
         chunks = _chunks(n)
@@ -114,8 +136,8 @@ def scan_one(  # noqa: PLR0917 - internal kernels
         heap_idx = np.empty((chunks, m), dtype=np.int64)
         with _kernel_lock:
             kernels["scan_select"](codes, scale, norms, q16, np.float32(qscale),
-                                   np.float32(qnorm), metric_cos, n, m,
-                                   np.empty(n, dtype=np.int32), out, heap_val, heap_idx)
+                                   np.float32(qnorm), metric_cos, n, m, dots, out, heap_val,
+                                   heap_idx)
         floor = np.inf
         for c, (lo, hi) in enumerate(_chunk_bounds(n, chunks)):
             if hi - lo > m:  # some rows of this chunk stayed out of its heap
