@@ -173,6 +173,19 @@ def test_closest_of_subject_is_exact_and_erasure_is_complete() -> None:
     assert gallery.search(probe, 3) == []
 
 
+def test_erased_rows_are_overwritten_in_memory() -> None:
+    gallery = Gallery(16, "euclidean")
+    vectors = np.random.default_rng(4).standard_normal((10, 16))
+    gallery.add_many(["a"] * 4 + ["b"] * 6, [f"t{i}" for i in range(10)], vectors)
+    parts = [gallery._codes, gallery._resid, gallery._scale, gallery._norms, gallery._err]
+    held = [part.array for part in parts if part is not None]
+    gallery.remove_subject("b")
+    assert len(gallery) == 4
+    for array in held:  # rows 4..9 (where b lived, or where a's rows were moved from) are zero
+        assert not np.any(array[4:10])
+        assert np.any(array[:4])
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_closest_of_subject_stays_right_through_adds_and_removals(seed: int) -> None:
     """1:1 uses a per-subject row index kept across adds and rebuilt after removals."""

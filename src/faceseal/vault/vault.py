@@ -819,10 +819,14 @@ class Vault(AccessOperations):
                 if spec is None:
                     log.warning("templates of unknown model %s left out of the gallery", model_id)
                     continue
+                stacked = np.stack([i.encoding for i in items])
                 self._gallery(tenant, spec).add_many(
                     [i.row.subject_id for i in items], [i.row.template_id for i in items],
-                    np.stack([i.encoding for i in items]))
+                    stacked)
                 count += len(items)
+                stacked.fill(0.0)  # best effort: the decrypted copies are overwritten
+            for item in opened:
+                item.encoding.fill(0)
         self._loaded_tenants.add(tenant)
         self._index.loads[tenant] = {"source": "records", "templates": count,
                                      "seconds": time.perf_counter() - started}
