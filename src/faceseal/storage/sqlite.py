@@ -255,6 +255,18 @@ class SQLiteStore(TemplateStore):
             )
             return int(cursor.rowcount)
 
+    def templates_below_version(
+        self, version: int, after: str = "", limit: int = 1000
+    ) -> list[TemplateRow]:
+        return [
+            _row(values)
+            for values in self._fetchall(
+                f"SELECT {_TEMPLATE_COLUMNS} FROM templates "  # noqa: S608 - constant column list
+                "WHERE key_version < ? AND template_id > ? ORDER BY template_id LIMIT ?",
+                (version, after, int(limit)),
+            )
+        ]
+
     def key_version_counts(self) -> dict[int, int]:
         return {
             int(version): int(count)

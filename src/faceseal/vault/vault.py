@@ -31,12 +31,20 @@ from faceseal.errors import (
 from faceseal.keys.datakeys import DataKeyManager
 from faceseal.keys.files import ensure_private_dir, is_within
 from faceseal.keys.provider import KeyProvider
-from faceseal.keys.registry import PassphraseSource, create_provider, local_uri, open_provider
+from faceseal.keys.registry import (
+    PassphraseSource,
+    check_uri,
+    create_provider,
+    local_directory,
+    local_uri,
+    open_provider,
+)
 from faceseal.keys.subject_keys import SubjectKeyStore
 from faceseal.matching.gallery import Gallery
 from faceseal.matching.models import DEFAULT_MODEL_ID, ModelSpec, resolve_model
 from faceseal.storage.base import TemplateRow, TemplateStore
 from faceseal.storage.sqlite import SQLiteStore
+from faceseal.vault import rotation
 from faceseal.vault.config import CONFIG_FILE, DEFAULT_TENANT, VaultConfig
 from faceseal.vault.paths import default_home, default_keyring_dir
 from faceseal.vault.records import NewTemplate, RecordSealer
@@ -119,17 +127,30 @@ class Vault:
         passphrase: PassphraseSource = _no_passphrase,
         allow_keyring_in_vault_dir: bool = False,
         max_encryptions_per_key: int | None = None,
+        key_uri: str | None = None,
     ) -> Vault:
-        """Create a new vault in ``home`` with a new local keyring in ``keyring_dir``."""
+        """Create a new vault in ``home``.
+
+        ``key_uri`` names where the KEK lives (``local:DIR``, ``pkcs11:...``,
+        ``vault-transit:...``, ``aws-kms:...``; see docs/keys.md); by default a new local
+        keyring in ``keyring_dir``. ``keyring_dir`` is the vault's *key directory*: it holds the
+        per-subject key store (and the keyring of a local provider). It defaults to the local
+        keyring's directory, else to the platform config dir; it must lie outside ``home``."""
         home = Path(home) if home is not None else default_home()
         home = home.expanduser().resolve()
         if (home / CONFIG_FILE).exists():
             raise InvalidInput(f"a vault already exists at {home}")
+        if key_uri is not None and check_uri(key_uri) == "local":
+            key_uri = local_uri(local_directory(key_uri).expanduser())
+            if keyring_dir is None:
+                keyring_dir = local_directory(key_uri)
         vault_id = os.urandom(16).hex()
         keys_dir = Path(keyring_dir) if keyring_dir is not None else default_keyring_dir(vault_id)
         keys_dir = keys_dir.expanduser().resolve()
-        if not allow_keyring_in_vault_dir and (is_within(keys_dir, home) or
-                                               is_within(home, keys_dir)):
+        local_keys = local_directory(key_uri).resolve() if key_uri and key_uri.startswith(
+            "local:") else keys_dir
+        if not allow_keyring_in_vault_dir and any(
+                is_within(d, home) or is_within(home, d) for d in (keys_dir, local_keys)):
             raise KeyringError(
                 "the keyring must not live in or above the vault's database directory (a copy "
                 "of the database would carry its keys); choose another --keyring-dir, or pass "
@@ -138,7 +159,7 @@ class Vault:
         config = VaultConfig(
             vault_id=vault_id,
             created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            key_uri=local_uri(keys_dir),
+            key_uri=key_uri or local_uri(keys_dir),
             key_store_dir=str(keys_dir),
         )
         if max_encryptions_per_key is not None:
@@ -147,7 +168,8 @@ class Vault:
         ensure_private_dir(home)
         try:
             provider = create_provider(config.key_uri, passphrase)
-            created.append(keys_dir / "keyring.json")
+            if config.key_uri.startswith("local:"):
+                created.append(local_directory(config.key_uri) / "keyring.json")
             subject_keys = SubjectKeyStore.create(keys_dir, vault_id)
             created.append(subject_keys.path)
             store = open_store(config.store_url, home, create=True)
@@ -186,6 +208,13 @@ class Vault:
         try:
             store = open_store(config.store_url, home)
         except BaseException:
+            subject_keys.close()
+            provider.close()
+            raise
+        try:
+            rotation.finish_pending_migration(store, config)
+        except BaseException:
+            store.close()
             subject_keys.close()
             provider.close()
             raise
@@ -287,7 +316,7 @@ class Vault:
         items = [NewTemplate(tenant, subject_id, spec.model_id, e.encoding) for e in encodings]
         with self._lock:
             rows = self._sealer.seal(items)
-            self._store.add_templates(rows)
+            rotation.store_rows(self._store, rows)
             gallery = self._galleries.get((tenant, spec.model_id))
             if gallery is not None or tenant in self._loaded_tenants:
                 gallery = self._gallery(tenant, spec)
@@ -427,6 +456,71 @@ class Vault:
         orphans = sum(1 for tenant, subject in secrets
                       if not self._store.subject_exists(tenant, subject))
         return CheckResult(records, damaged, orphans)
+
+    # --- key custody (the logic lives in faceseal.vault.rotation) --------------------------------
+
+    def key_status(self) -> rotation.KeyStatus:
+        """KEK versions, data keys (records and encryptions each), retirement, rotation state."""
+        self._check_open()
+        return self._key_status()
+
+    def _key_status(self) -> rotation.KeyStatus:
+        return rotation.key_status(self._config, self._provider, self._store, self._data_keys)
+
+    def rotate_kek(self) -> rotation.KekRotation:
+        """New KEK version in the provider; every data key rewrapped; no record re-encrypted."""
+        self._check_open()
+        return self._rotate_kek()
+
+    def _rotate_kek(self) -> rotation.KekRotation:
+        with self._lock:
+            return rotation.rotate_kek(self._provider, self._data_keys)
+
+    def rewrap_data_keys(self) -> rotation.KekRotation:
+        """Rewrap data keys still under an older KEK version (finishes an interrupted
+        ``rotate_kek``)."""
+        self._check_open()
+        return self._rewrap_data_keys()
+
+    def _rewrap_data_keys(self) -> rotation.KekRotation:
+        with self._lock:
+            return rotation.rewrap_data_keys(self._provider, self._data_keys)
+
+    def rotate_data_keys(self, *, batch_size: int = rotation.DEFAULT_BATCH_SIZE,
+                         progress: Progress | None = None) -> rotation.DataRotation:
+        """New data-key version; every record re-encrypted under it in batches (resumable,
+        idempotent, safe to kill)."""
+        self._check_open()
+        return self._rotate_data_keys(batch_size, progress)
+
+    def _rotate_data_keys(self, batch_size: int,
+                          progress: Progress | None) -> rotation.DataRotation:
+        return rotation.rotate_data(self._store, self._data_keys, self._sealer,
+                                    batch_size=batch_size, progress=progress)
+
+    def retire_data_keys(self, below: int) -> rotation.Retirement:
+        """Refuse data-key versions below ``below`` from now on, once no record needs them."""
+        self._check_open()
+        return self._retire_data_keys(below)
+
+    def _retire_data_keys(self, below: int) -> rotation.Retirement:
+        return rotation.retire(self._store, self._data_keys, below)
+
+    def migrate_keys(self, to_uri: str, *,
+                     passphrase: PassphraseSource = _no_passphrase) -> rotation.Migration:
+        """Rewrap every data key under the provider ``to_uri`` names and switch to it."""
+        self._check_open()
+        return self._migrate_keys(to_uri, passphrase)
+
+    def _migrate_keys(self, to_uri: str, passphrase: PassphraseSource) -> rotation.Migration:
+        with self._lock:
+            result, target = rotation.migrate(self._home, self._config, self._provider,
+                                              self._store, to_uri=to_uri,
+                                              passphrase=passphrase)
+            old, self._provider = self._provider, target
+            self._data_keys.set_provider(target)
+            old.close()
+        return result
 
     # --- internals -------------------------------------------------------------------------------
 
