@@ -6,6 +6,7 @@ import click
 
 from faceseal import __version__
 from faceseal.cli.demo_command import demo
+from faceseal.cli.keys_commands import keys
 from faceseal.cli.vault_commands import (
     check,
     enroll,
@@ -28,7 +29,7 @@ def cli() -> None:
     """
 
 
-for _command in (init, enroll, verify, identify, erase, subjects, check, migrate, demo):
+for _command in (init, enroll, verify, identify, erase, subjects, check, migrate, demo, keys):
     cli.add_command(_command)
 
 

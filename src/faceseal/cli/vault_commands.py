@@ -27,16 +27,20 @@ sources_argument = click.argument(
 
 
 @click.command()
-@click.option("--keyring-dir", type=click.Path(file_okay=False, path_type=Path),
-              envvar=KEYRING_DIR_ENV,
-              help=f"Where the keyring goes (default: ${KEYRING_DIR_ENV} or the platform config "
-                   "dir). Must be outside the vault directory.")
+@click.option("--keyring-dir", "--key-dir", "keyring_dir",
+              type=click.Path(file_okay=False, path_type=Path), envvar=KEYRING_DIR_ENV,
+              help=f"The key directory: the local keyring and the per-subject key store (default:"
+                   f" ${KEYRING_DIR_ENV} or the platform config dir). Must be outside the vault "
+                   "directory.")
+@click.option("--key-uri", default=None, envvar="FACESEAL_KEY_URI",
+              help="Where the KEK lives: local:DIR, pkcs11:..., vault-transit:..., aws-kms:... "
+                   "(see docs/keys.md; default: a new local keyring in the key directory).")
 @click.option("--passphrase", "use_passphrase", is_flag=True,
               help="Seal the keyring with a passphrase (from $FACESEAL_PASSPHRASE or a prompt).")
 @click.option("--force-keyring-location", is_flag=True,
               help="Allow the keyring inside the vault directory (not recommended).")
 @common_options
-def init(output: Output, vault_dir: Path | None, keyring_dir: Path | None,
+def init(output: Output, vault_dir: Path | None, keyring_dir: Path | None, key_uri: str | None,
          use_passphrase: bool, force_keyring_location: bool) -> None:
     """Create a new vault and its keyring."""
     def passphrase() -> Any:
@@ -48,9 +52,11 @@ def init(output: Output, vault_dir: Path | None, keyring_dir: Path | None,
         return secret
 
     with Vault.create(vault_dir, keyring_dir=keyring_dir, passphrase=passphrase,
-                      allow_keyring_in_vault_dir=force_keyring_location) as vault:
+                      allow_keyring_in_vault_dir=force_keyring_location,
+                      key_uri=key_uri) as vault:
         document = {"vault": str(vault.home), "vault_id": vault.vault_id,
-                    "keyring": vault.config.key_store_dir, "passphrase_sealed": use_passphrase}
+                    "keyring": vault.config.key_store_dir, "passphrase_sealed": use_passphrase,
+                    "key_uri": vault.config.key_uri}
     output.emit(document, lambda: click.echo(
         f"Created vault {document['vault_id']}\n  templates: {document['vault']}\n"
         f"  keyring:   {document['keyring']}\nBack up the keyring directory separately from the "
