@@ -51,6 +51,7 @@ _BLOB_MAGIC = b"A1"
 _VERSION = struct.Struct(">I")
 _HEADER_BYTES = len(_BLOB_MAGIC) + _VERSION.size
 _CONTEXT_NAME = "faceseal:context"
+_VERSION_NAME = "faceseal:kek-version"
 T = TypeVar("T")
 
 _DECRYPT_FAILURES = {"InvalidCiphertextException", "IncorrectKeyException",
@@ -102,8 +103,9 @@ class KmsUri:
         return f"{SCHEME}:{self.key}" + ("?" + "&".join(extras) if extras else "")
 
 
-def _context(context: bytes) -> dict[str, str]:
-    return {_CONTEXT_NAME: context.hex()}
+def _context(context: bytes, version: int) -> dict[str, str]:
+    # The KEK version in our blob header is bound too, so editing it breaks the blob.
+    return {_CONTEXT_NAME: context.hex(), _VERSION_NAME: str(version)}
 
 
 class AwsKmsProvider(KeyProvider):
@@ -231,31 +233,35 @@ class AwsKmsProvider(KeyProvider):
         with self._lock:
             _, version = self._describe_target()
             response = self._call(lambda: self._client.encrypt(
-                KeyId=self._uri.key, Plaintext=key.reveal(), EncryptionContext=_context(context)))
+                KeyId=self._uri.key, Plaintext=key.reveal(),
+                EncryptionContext=_context(context, version)))
         return _BLOB_MAGIC + _VERSION.pack(version) + bytes(response["CiphertextBlob"])
 
     def generate_data_key(self, context: bytes) -> tuple[SecretBytes, bytes]:
         with self._lock:
             _, version = self._describe_target()
             response = self._call(lambda: self._client.generate_data_key(
-                KeyId=self._uri.key, KeySpec="AES_256", EncryptionContext=_context(context)))
+                KeyId=self._uri.key, KeySpec="AES_256",
+                EncryptionContext=_context(context, version)))
         return (SecretBytes(bytes(response["Plaintext"])),
                 _BLOB_MAGIC + _VERSION.pack(version) + bytes(response["CiphertextBlob"]))
 
     def unwrap(self, wrapped: bytes, context: bytes) -> SecretBytes:
-        _, blob = self._split(wrapped)
+        version, blob = self._split(wrapped)
         with self._lock:
             response = self._call(lambda: self._client.decrypt(
-                CiphertextBlob=blob, EncryptionContext=_context(context)), decrypting=True)
+                CiphertextBlob=blob, EncryptionContext=_context(context, version)),
+                decrypting=True)
         return SecretBytes(bytes(response["Plaintext"]))
 
     def rewrap(self, wrapped: bytes, context: bytes) -> bytes:
-        _, blob = self._split(wrapped)
+        source_version, blob = self._split(wrapped)
         with self._lock:
             _, version = self._describe_target()
             response = self._call(lambda: self._client.re_encrypt(
-                CiphertextBlob=blob, SourceEncryptionContext=_context(context),
-                DestinationKeyId=self._uri.key, DestinationEncryptionContext=_context(context)),
+                CiphertextBlob=blob, SourceEncryptionContext=_context(context, source_version),
+                DestinationKeyId=self._uri.key,
+                DestinationEncryptionContext=_context(context, version)),
                 decrypting=True)
         return _BLOB_MAGIC + _VERSION.pack(version) + bytes(response["CiphertextBlob"])
 

@@ -86,7 +86,13 @@ class TransitUri:
         )
 
     def canonical(self) -> str:
-        return f"{SCHEME}:{self.address}/{self.mount}/{self.key}"
+        """The URI again (it holds no credential: the token source only names where it is)."""
+        extras = [f"token-source={self.token_source}"]
+        extras += [f"{name}={value}" for name, value in (("namespace", self.namespace),
+                   ("ca-file", self.ca_file)) if value]
+        if self.timeout != 10.0:
+            extras.append(f"timeout={self.timeout:g}")
+        return f"{SCHEME}:{self.address}/{self.mount}/{self.key}?" + "&".join(extras)
 
 
 def _b64(data: bytes) -> str:
