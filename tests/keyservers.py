@@ -157,7 +157,7 @@ class MotoKms(_Server):
         _wait_port(self.port, self.process)
 
     def uri(self, alias: str, timeout: float | None = None) -> str:
-        extra = f"&timeout={timeout}" if timeout else ""
+        extra = f"&timeout={timeout}&attempts=1" if timeout else ""
         return f"aws-kms:alias/{alias}?region={AWS_REGION}&endpoint={self.endpoint}{extra}"
 
 

@@ -2,7 +2,7 @@
 
 Key URI::
 
-    aws-kms:alias/<name>?region=eu-west-1&profile=<profile>&endpoint=<url>&timeout=10
+    aws-kms:alias/<name>?region=eu-west-1&profile=<profile>&endpoint=<url>&timeout=10&attempts=3
 
 The key part is an alias (``alias/NAME`` or an alias ARN; recommended, needed for
 ``keys rotate --kek``), a key id or a key ARN. Credentials come from boto3's usual chain
@@ -70,13 +70,14 @@ class KmsUri:
     profile: str | None
     endpoint: str | None
     timeout: float
+    attempts: int = 3
 
     @classmethod
     def parse(cls, uri: str) -> KmsUri:
         scheme, _, rest = uri.partition(":")
         if scheme != SCHEME:
             raise InvalidInput("not an aws-kms: key URI")
-        key, params = split_query(rest, {"region", "profile", "endpoint", "timeout"})
+        key, params = split_query(rest, {"region", "profile", "endpoint", "timeout", "attempts"})
         if not key:
             raise InvalidInput("an aws-kms key URI needs a key: aws-kms:alias/NAME?region=...")
         region = params.get("region")
@@ -86,8 +87,11 @@ class KmsUri:
         endpoint = params.get("endpoint") or None
         if endpoint is not None and not endpoint.startswith(("https://", "http://")):
             raise InvalidInput("the aws-kms endpoint must be an http(s) URL")
+        attempts = positive_float(params, "attempts", 3)
+        if attempts != int(attempts) or attempts > 10:
+            raise InvalidInput("key URI parameter attempts must be an integer within 1..10")
         return cls(key, region, params.get("profile") or None, endpoint,
-                   positive_float(params, "timeout", 10.0))
+                   positive_float(params, "timeout", 10.0), int(attempts))
 
     @property
     def is_alias(self) -> bool:
@@ -100,6 +104,10 @@ class KmsUri:
     def canonical(self) -> str:
         extras = [f"{name}={value}" for name, value in (("region", self.region),
                   ("profile", self.profile), ("endpoint", self.endpoint)) if value]
+        if self.timeout != 10.0:
+            extras.append(f"timeout={self.timeout:g}")
+        if self.attempts != 3:
+            extras.append(f"attempts={self.attempts}")
         return f"{SCHEME}:{self.key}" + ("?" + "&".join(extras) if extras else "")
 
 
@@ -129,7 +137,8 @@ class AwsKmsProvider(KeyProvider):
                 "the aws-kms provider needs boto3: pip install 'faceseal[kms]'") from None
         botocore = _botocore()
         config = Config(connect_timeout=parsed.timeout, read_timeout=parsed.timeout,
-                        retries={"mode": "standard", "total_max_attempts": 3})
+                        retries={"mode": "standard",
+                                 "total_max_attempts": parsed.attempts})
         try:
             session = boto3.session.Session(profile_name=parsed.profile)
             client = session.client("kms", region_name=parsed.region,
