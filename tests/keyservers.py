@@ -61,6 +61,22 @@ def _wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.
     raise RuntimeError(f"server did not listen on port {port} within {timeout} s")
 
 
+def _wait_stopped(pid: int, timeout: float = 5.0) -> None:
+    """Wait until every thread of ``pid`` is in the stopped state (SIGSTOP is asynchronous)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = []
+        for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+            try:
+                states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+            except (OSError, IndexError):
+                continue
+        if states and all(state in ("T", "t") for state in states):
+            return
+        time.sleep(0.01)
+    raise RuntimeError(f"process {pid} did not stop")
+
+
 class _Server:
     process: subprocess.Popen[bytes] | None = None
 
@@ -80,6 +96,7 @@ class _Server:
         """The server process stopped (SIGSTOP): it holds its port but answers nothing."""
         assert self.process is not None
         self.process.send_signal(signal.SIGSTOP)
+        _wait_stopped(self.process.pid)
         try:
             yield
         finally:

@@ -189,7 +189,9 @@ class SQLiteStore(TemplateStore):
     def gallery(self, tenant: str | None, batch_size: int = 10_000) -> Iterator[list[TemplateRow]]:
         # Keyset pagination on the primary key: no long-lived cursor holding the lock.
         last = ""
-        where = "template_id > ?" + ("" if tenant is None else " AND tenant = ?")
+        # "+tenant": keep SQLite on the primary-key index (the tenant index plus a sort made
+        # every page scan the whole tenant: quadratic over a large gallery).
+        where = "template_id > ?" + ("" if tenant is None else " AND +tenant = ?")
         while True:
             params: tuple[Any, ...] = (last,) if tenant is None else (last, tenant)
             batch = [
