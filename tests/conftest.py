@@ -17,8 +17,10 @@ from faceseal.encoders import DlibResNetEncoder
 from faceseal.vault import Vault
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-FACES_DIR = PROJECT_ROOT.parent / "shared" / "faces"
-VECTORS_DIR = PROJECT_ROOT.parent / "shared" / "vectors" / "wycheproof"
+# Copies shipped with the tests (from ../shared/ of the project's workspace; MIT and Apache-2.0,
+# licences alongside), so that a clone anywhere runs the whole suite.
+FACES_DIR = PROJECT_ROOT / "tests" / "data" / "faces"
+VECTORS_DIR = PROJECT_ROOT / "tests" / "data" / "wycheproof"
 
 EncodingOf = Callable[[str], NDArray[np.float64]]
 
@@ -87,6 +89,23 @@ class CliVault:
             extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return run_cli(*args, env={**self.env, **(extra_env or {})}, input=input)
 
+    def invoke(self, *args: str, extra_env: dict[str, str] | None = None
+               ) -> subprocess.CompletedProcess[str]:
+        """Run the CLI in this process (fast: no interpreter start, models stay loaded)."""
+        return invoke_cli(*args, env={**self.env, **(extra_env or {})})
+
+
+def invoke_cli(*args: str, env: dict[str, str] | None = None
+               ) -> subprocess.CompletedProcess[str]:
+    """Run the ``faceseal`` click command in-process; same shape as :func:`run_cli`'s result."""
+    from click.testing import CliRunner
+
+    from faceseal.cli import cli
+
+    result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout,
+                                       result.stderr)
+
 
 def run_cli(*args: str, env: dict[str, str] | None = None,
             input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -98,13 +117,18 @@ def run_cli(*args: str, env: dict[str, str] | None = None,
     )
 
 
-@pytest.fixture
-def cli_vault(tmp_path: Path) -> CliVault:
-    home, keys = tmp_path / "cli-vault", tmp_path / "cli-keys"
+def make_cli_vault(root: Path) -> CliVault:
+    """``faceseal init`` a vault under ``root`` (keyring apart) and return how to reach it."""
+    home, keys = root / "cli-vault", root / "cli-keys"
     env = {"FACESEAL_HOME": str(home), "FACESEAL_KEYRING_DIR": str(keys)}
     created = run_cli("init", "--json", env=env)
     assert created.returncode == 0, created.stderr
     return CliVault(home, keys, env)
+
+
+@pytest.fixture
+def cli_vault(tmp_path: Path) -> CliVault:
+    return make_cli_vault(tmp_path)
 
 
 def random_encodings(count: int, dim: int = 128, dtype: str = "float64",
