@@ -22,9 +22,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+from tests.keyservers import (  # noqa: E402
+    AWS_ENV,
+    BAO_TOKEN_ENV,
+    PIN_ENV,
+    MotoKms,
+    OpenBao,
+    SoftHsm,
+    unique,
+)
 
 from faceseal.crypto.aead import generate_key  # noqa: E402
 from faceseal.crypto.keywrap import unwrap_key, wrap_key  # noqa: E402
@@ -34,15 +43,6 @@ from faceseal.keys.registry import create_provider  # noqa: E402
 from faceseal.vault import Vault, rotation  # noqa: E402
 from faceseal.vault import vault as vault_module  # noqa: E402
 from faceseal.vault.records import NewTemplate  # noqa: E402
-from keyservers import (  # noqa: E402
-    AWS_ENV,
-    BAO_TOKEN_ENV,
-    PIN_ENV,
-    MotoKms,
-    OpenBao,
-    SoftHsm,
-    unique,
-)
 
 CONTEXT = dek_context(bytes(16), 1)
 

@@ -139,7 +139,7 @@ def random_encodings(count: int, dim: int = 128, dtype: str = "float64",
 
 
 # Key services (SoftHSM2, OpenBao, moto KMS) and the parametrised key-provider fixtures (issue #3).
-from keyservers import (  # noqa: E402
+from .keyservers import (  # noqa: E402
     aws_env,  # noqa: F401
     key_backend,  # noqa: F401
     moto_kms,  # noqa: F401

@@ -143,7 +143,7 @@ class OpenBao(_Server):
             env={**os.environ, "HOME": os.environ.get("HOME", "/tmp")},
         )
         _wait_port(self.port, self.process)
-        import hvac  # noqa: PLC0415 - only when a server is started
+        import hvac
 
         client = hvac.Client(url=self.address, token=self.token, timeout=10)
         deadline = time.monotonic() + 30

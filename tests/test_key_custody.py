@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import CliVault, make_vault, random_encodings, reopen_vault, run_cli
 from faceseal.errors import IntegrityFailure, InvalidInput, KeyringError
 from faceseal.keys.subject_keys import SUBJECT_KEYS_FILE
 from faceseal.vault import Vault, rotation
 from faceseal.vault.config import VaultConfig
-from keyservers import (
+
+from .conftest import CliVault, make_vault, random_encodings, reopen_vault, run_cli
+from .keyservers import (
     PIN_ENV,
     HsmSetup,
     KeyBackend,

@@ -25,7 +25,8 @@ from faceseal.errors import (
 from faceseal.keys.datakeys import dek_context
 from faceseal.keys.provider import KeyProvider
 from faceseal.keys.registry import create_provider, open_provider
-from keyservers import (
+
+from .keyservers import (
     BAO_TOKEN_ENV,
     PIN_ENV,
     SOFTHSM_MODULE,

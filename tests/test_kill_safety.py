@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_vault, random_encodings, reopen_vault
 from faceseal.vault import Vault
+
+from .conftest import make_vault, random_encodings, reopen_vault
 
 RECORDS = 20_000
 SUBJECTS = 20

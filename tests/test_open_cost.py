@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_vault, random_encodings, reopen_vault
 from faceseal.crypto.secret import SecretBytes
 from faceseal.keys.provider import KeyProvider, ProviderStatus
 from faceseal.vault import Vault, rotation
 from faceseal.vault import vault as vault_module
 from faceseal.vault.records import NewTemplate
-from keyservers import OpenBao, unique
+
+from .conftest import make_vault, random_encodings, reopen_vault
+from .keyservers import OpenBao, unique
 
 SUBJECTS = 100_000
 

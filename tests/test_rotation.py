@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import CliVault, make_vault, random_encodings, reopen_vault
 from faceseal.crypto.record import HEADER_BYTES, parse_header
 from faceseal.errors import Conflict, IntegrityFailure, InvalidInput
 from faceseal.storage.base import TemplateRow
 from faceseal.vault import Vault, rotation
+
+from .conftest import CliVault, make_vault, random_encodings, reopen_vault
 
 
 def rows_by_id(vault: Vault) -> dict[str, TemplateRow]:
