@@ -18,7 +18,7 @@ from faceseal.keys.subject_keys import SUBJECT_KEYS_FILE
 from faceseal.vault import Vault, rotation
 from faceseal.vault.config import VaultConfig
 
-from .conftest import CliVault, make_vault, random_encodings, reopen_vault, run_cli
+from .conftest import CliVault, make_vault, random_encodings, reopen_vault
 from .keyservers import (
     PIN_ENV,
     HsmSetup,
@@ -97,14 +97,6 @@ def test_rotate_kek_rewraps_data_keys_and_touches_no_record(
 # --- provider unavailable: a clear error, nothing written, the vault intact -----------------------
 
 
-def _cli_vault(tmp_path: Path, uri: str, env: dict[str, str]) -> CliVault:
-    home, keys = tmp_path / "cli-vault", tmp_path / "cli-keys"
-    full_env = {"FACESEAL_HOME": str(home), "FACESEAL_KEYRING_DIR": str(keys), **env}
-    created = run_cli("init", "--key-uri", uri, "--json", env=full_env)
-    assert created.returncode == 0, created.stderr
-    return CliVault(home, keys, full_env)
-
-
 OUTAGES = [
     ("local", "keyring-moved", "keyring_error"),
     ("pkcs11", "token-missing", "key_provider_unavailable"),
@@ -129,39 +121,40 @@ def test_unavailable_provider_writes_nothing_and_leaves_the_vault_intact(
     uri = backend.new_uri()
     if backend.kind in ("vault-transit", "aws-kms"):
         uri += "&timeout=1" + ("&attempts=1" if backend.kind == "aws-kms" else "")
-    cli = _cli_vault(tmp_path, uri, backend.env)
+    home, keys = tmp_path / "vault", tmp_path / "keys"
+    gallery = random_encodings(3, seed=7)
+    with make_vault(home, keys, key_uri=uri) as vault:
+        vault.enroll("alice", [gallery])
+    cli = CliVault(home, keys, {"FACESEAL_HOME": str(home), **backend.env})
     probe = tmp_path / "probe.npy"
-    np.save(probe, random_encodings(1, seed=7)[0])
-    gallery = tmp_path / "gallery.npy"
-    np.save(gallery, random_encodings(3, seed=7))
-    assert cli.run("enroll", "--subject", "alice", str(gallery)).returncode == 0
-    before = snapshot(cli.home, cli.keys)
+    np.save(probe, gallery[0])
+    before = snapshot(home, keys)
 
     with _outage(backend, outage, cli, tmp_path) as extra_env:
-        for args in (["enroll", "--subject", "bob", str(gallery)],
+        # A missing token is only seen by a new process (PKCS#11 reads its configuration once).
+        run = cli.run if outage == "token-missing" else cli.invoke
+        for args in (["enroll", "--subject", "bob", str(probe)],
                      ["verify", "--subject", "alice", str(probe)],
                      ["keys", "rotate", "--data"]):
-            result = cli.run(*args, "--json", extra_env=extra_env)
+            result = run(*args, "--json", extra_env=extra_env)
             assert result.returncode in (2, 5), (args, result.stdout, result.stderr)
             assert json.loads(result.stdout)["error"]["code"] == code, result.stdout
-            assert "decryption" not in result.stderr
-            assert snapshot(cli.home, cli.keys) == before, args
+            assert "decryption" not in result.stdout
+            assert snapshot(home, keys) == before, args
 
     # The provider is back: the vault is as it was.
-    assert snapshot(cli.home, cli.keys) == before
-    verified = cli.run("verify", "--subject", "alice", str(probe), "--json")
-    assert verified.returncode == 0, verified.stderr
-    assert json.loads(verified.stdout)["distance"] == 0.0
-    checked = cli.run("check", "--json")
-    assert checked.returncode == 0
-    assert json.loads(checked.stdout)["records"] == 3
+    assert snapshot(home, keys) == before
+    with reopen_vault(home) as vault:
+        assert vault.verify("alice", gallery[0]).distance == 0.0
+        assert vault.check().records == 3
+        assert vault.check().damaged == []
 
 
 @contextmanager
 def _outage(backend: KeyBackend, outage: str, cli: CliVault,
             tmp_path: Path) -> Iterator[dict[str, str]]:
     if outage == "keyring-moved":
-        keyring = Path(json.loads((cli.home / "vault.json").read_text())["key_uri"][6:])
+        keyring = Path(VaultConfig.load(cli.home).key_uri.partition(":")[2])
         moved = tmp_path / "moved-away"
         (keyring / "keyring.json").rename(moved)
         try:
@@ -215,18 +208,18 @@ def test_migrate_local_to_remote_and_back(remote_backend: KeyBackend, tmp_path: 
 def test_migrate_with_the_cli(softhsm: HsmSetup, tmp_path: Path, cli_vault: CliVault) -> None:
     gallery = tmp_path / "g.npy"
     np.save(gallery, random_encodings(5))
-    assert cli_vault.run("enroll", "--subject", "a", str(gallery)).returncode == 0
+    assert cli_vault.invoke("enroll", "--subject", "a", str(gallery)).returncode == 0
     target = softhsm.hsm.uri(softhsm.token, unique("cli-kek"))
     env = {"SOFTHSM2_CONF": str(softhsm.hsm.conf), PIN_ENV: softhsm.pin}
-    moved = cli_vault.run("keys", "migrate", "--to", target, "--json", extra_env=env)
+    moved = cli_vault.invoke("keys", "migrate", "--to", target, "--json", extra_env=env)
     assert moved.returncode == 0, moved.stderr
     assert json.loads(moved.stdout)["to_uri"] == target
-    status = cli_vault.run("keys", "status", "--json", extra_env=env)
+    status = cli_vault.invoke("keys", "status", "--json", extra_env=env)
     assert json.loads(status.stdout)["provider"] == "pkcs11"
-    assert cli_vault.run("check", extra_env=env).returncode == 0
-    back = cli_vault.run("keys", "migrate", "--to", f"local:{cli_vault.keys}", extra_env=env)
+    assert cli_vault.invoke("check", extra_env=env).returncode == 0
+    back = cli_vault.invoke("keys", "migrate", "--to", f"local:{cli_vault.keys}", extra_env=env)
     assert back.returncode == 0, back.stderr
-    assert cli_vault.run("check").returncode == 0
+    assert cli_vault.invoke("check").returncode == 0
 
 
 BAD_TARGETS: list[tuple[str, type[Exception], str]] = [

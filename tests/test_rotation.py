@@ -220,24 +220,24 @@ def test_keys_cli_status_rotate_retire(cli_vault: CliVault, tmp_path: Path) -> N
     gallery = tmp_path / "g.npy"
     np.save(gallery, random_encodings(30))
     assert cli_vault.run("enroll", "--subject", "a", str(gallery)).returncode == 0
-    status = json.loads(cli_vault.run("keys", "status", "--json").stdout)
+    status = json.loads(cli_vault.invoke("keys", "status", "--json").stdout)
     assert status["provider"] == "local"
     assert status["data_keys"][0]["records"] == 30
     assert status["data_keys"][0]["encryptions"] == 30
     assert status["kek_versions"] == [1]
-    kek = json.loads(cli_vault.run("keys", "rotate", "--kek", "--json").stdout)
+    kek = json.loads(cli_vault.invoke("keys", "rotate", "--kek", "--json").stdout)
     assert (kek["kek_version"], kek["data_keys_rewrapped"], kek["records_reencrypted"]) == (2, 1, 0)
-    data = json.loads(cli_vault.run("keys", "rotate", "--data", "--batch-size", "7",
+    data = json.loads(cli_vault.invoke("keys", "rotate", "--data", "--batch-size", "7",
                                     "--json").stdout)
     assert (data["target_version"], data["records_reencrypted"]) == (2, 30)
-    refused = cli_vault.run("keys", "retire", "--below", "3", "--json")
+    refused = cli_vault.invoke("keys", "retire", "--below", "3", "--json")
     assert refused.returncode == 2
     assert json.loads(refused.stdout)["error"]["code"] == "conflict"
-    retired = json.loads(cli_vault.run("keys", "retire", "--below", "2", "--json").stdout)
+    retired = json.loads(cli_vault.invoke("keys", "retire", "--below", "2", "--json").stdout)
     assert retired["min_decrypt_version"] == 2
-    human = cli_vault.run("keys", "status")
+    human = cli_vault.invoke("keys", "status")
     assert "v1: 0 record(s), 30 encryption(s), wrapped by KEK v2 [retired]" in human.stdout
-    assert cli_vault.run("check").returncode == 0
+    assert cli_vault.invoke("check").returncode == 0
 
 
 @pytest.mark.parametrize("args", [
@@ -249,10 +249,10 @@ def test_keys_cli_status_rotate_retire(cli_vault: CliVault, tmp_path: Path) -> N
 ], ids=["rotate-what", "batch-zero", "retire-no-version", "retire-not-a-number", "migrate-no-to"])
 def test_keys_cli_usage_errors_change_nothing(cli_vault: CliVault, args: list[str]) -> None:
     before = (cli_vault.home / "vault.json").read_bytes()
-    result = cli_vault.run(*args)
+    result = cli_vault.invoke(*args)
     assert result.returncode == 2
     assert (cli_vault.home / "vault.json").read_bytes() == before
-    status = json.loads(cli_vault.run("keys", "status", "--json").stdout)
+    status = json.loads(cli_vault.invoke("keys", "status", "--json").stdout)
     assert len(status["data_keys"]) == 1
     assert status["min_decrypt_version"] == 1
 
