@@ -136,6 +136,9 @@ class AwsKmsProvider(KeyProvider):
             raise KeyProviderUnavailable(
                 "the aws-kms provider needs boto3: pip install 'faceseal[kms]'") from None
         botocore = _botocore()
+        # botocore logs request and response bodies at DEBUG: data keys included. Never let it.
+        for name in ("botocore", "boto3"):
+            logging.getLogger(name).setLevel(max(logging.getLogger(name).level, logging.WARNING))
         config = Config(connect_timeout=parsed.timeout, read_timeout=parsed.timeout,
                         retries={"mode": "standard",
                                  "total_max_attempts": parsed.attempts})
