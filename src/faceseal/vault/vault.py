@@ -243,6 +243,8 @@ class Vault:
         # One unwrap proves the keyring is this vault's (O(1) provider calls, whatever the size).
         keys = self._store.load_data_keys()
         if keys:
+            # Every live data key in one provider call where the provider batches (transit).
+            self._data_keys.preload()
             try:
                 self._data_keys.key(keys[-1].version)
             except DecryptionError:
