@@ -18,7 +18,7 @@ from faceseal.keys.subject_keys import SUBJECT_KEYS_FILE
 from faceseal.vault import Vault, rotation
 from faceseal.vault.config import VaultConfig
 
-from .conftest import CliVault, make_vault, random_encodings, reopen_vault
+from .conftest import CliVault, invoke_cli, make_vault, random_encodings, reopen_vault
 from .keyservers import (
     PIN_ENV,
     HsmSetup,
@@ -301,3 +301,53 @@ class _Crash(BaseException):
 
 def _crash(*args: object, **kwargs: object) -> None:
     raise _Crash()
+
+
+# --- init with a key URI: bad input is refused and leaves nothing behind ------------------------
+
+
+@pytest.mark.parametrize(("uri", "code"), [
+    ("gcp-kms:projects/p/locations/l/keyRings/r/cryptoKeys/k", "invalid_input"),
+    ("azure-kv:https://v.vault.azure.net/keys/k", "invalid_input"),
+    ("pkcs11:token=t;object=k;pin-value=1234?module-path=/x.so", "invalid_input"),
+    ("vault-transit:http://127.0.0.1:9/transit/k?token=s.abc", "invalid_input"),
+    ("vault-transit:http://127.0.0.1:9/transit/k?token-source=env:FS_NO_SUCH_TOKEN_VAR",
+     "keyring_error"),
+    ("aws-kms:alias/k?region=us-east-1&endpoint=http://127.0.0.1:9&timeout=1&attempts=1",
+     "key_provider_unavailable"),
+    ("local:", "invalid_input"),
+], ids=["gcp", "azure", "pin-in-uri", "token-in-uri", "token-unset", "kms-unreachable",
+        "empty-local"])
+def test_init_refuses_bad_key_uris_and_leaves_nothing(
+    uri: str, code: str, tmp_path: Path, aws_env: dict[str, str]
+) -> None:
+    home, keys = tmp_path / "vault", tmp_path / "keys"
+    result = invoke_cli("init", "--key-uri", uri, "--json",
+                        env={"FACESEAL_HOME": str(home), "FACESEAL_KEYRING_DIR": str(keys)})
+    assert result.returncode in (2, 5)
+    assert json.loads(result.stdout)["error"]["code"] == code
+    for secret in ("1234", "s.abc"):
+        assert secret not in result.stdout + result.stderr
+    assert not (home / "vault.json").exists()
+    assert not home.exists() or not any(home.iterdir())
+    assert not keys.exists() or not any(keys.iterdir())
+
+
+def test_init_with_a_key_uri_and_key_dir_via_the_cli(openbao: OpenBao, tmp_path: Path) -> None:
+    home, keys = tmp_path / "vault", tmp_path / "elsewhere"
+    uri = openbao.uri(unique("init-kek"))
+    result = invoke_cli("init", "--key-uri", uri, "--key-dir", str(keys), "--json",
+                        env={"FACESEAL_HOME": str(home)})
+    assert result.returncode == 0, result.stdout
+    document = json.loads(result.stdout)
+    assert document["key_uri"] == uri
+    assert document["keyring"] == str(keys.resolve())
+    assert (keys / SUBJECT_KEYS_FILE).exists()
+    assert not (keys / "keyring.json").exists()  # the KEK lives in OpenBao
+    shared = invoke_cli("init", "--key-uri", uri, "--key-dir", str(tmp_path / "k2"), "--json",
+                        env={"FACESEAL_HOME": str(tmp_path / "v2")})
+    assert shared.returncode == 0  # another vault may share the KEK (bound by context)
+    refused = invoke_cli("init", "--key-uri", uri, "--key-dir", str(tmp_path / "v3" / "k"),
+                         "--json", env={"FACESEAL_HOME": str(tmp_path / "v3")})
+    assert refused.returncode == 2
+    assert json.loads(refused.stdout)["error"]["code"] == "keyring_error"
