@@ -164,8 +164,10 @@ def main() -> None:
                     vault.migrate_keys(uri)
             opened, verified, identified, calls = time_open(home, probe, subject)
             print(f"{name:16} {opened:8.3f} {verified:10.3f} {identified:12.3f} {calls:15d}")
-        print("(+identify decrypts every template into the in-memory gallery; provider calls "
-              "are for open+identify and do not grow with the number of subjects)")
+        print("(+identify decrypts every template into the in-memory gallery. Provider calls "
+              "during open+identify: the open, one batched unwrap, and for providers without a "
+              "batch API one unwrap per data-key version inside it; none per subject. aws-kms "
+              "wrap = DescribeKey + ListResourceTags + Encrypt.)")
     finally:
         bao.stop()
         moto.stop()
