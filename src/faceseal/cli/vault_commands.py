@@ -33,10 +33,14 @@ sources_argument = click.argument(
 
 
 @click.command()
-@click.option("--keyring-dir", type=click.Path(file_okay=False, path_type=Path),
-              envvar=KEYRING_DIR_ENV,
-              help=f"Where the keyring goes (default: ${KEYRING_DIR_ENV} or the platform config "
-                   "dir). Must be outside the vault directory.")
+@click.option("--keyring-dir", "--key-dir", "keyring_dir",
+              type=click.Path(file_okay=False, path_type=Path), envvar=KEYRING_DIR_ENV,
+              help=f"The key directory: the local keyring and the per-subject key store (default:"
+                   f" ${KEYRING_DIR_ENV} or the platform config dir). Must be outside the vault "
+                   "directory.")
+@click.option("--key-uri", default=None, envvar="FACESEAL_KEY_URI",
+              help="Where the KEK lives: local:DIR, pkcs11:..., vault-transit:..., aws-kms:... "
+                   "(see docs/keys.md; default: a new local keyring in the key directory).")
 @click.option("--passphrase", "use_passphrase", is_flag=True,
               help="Seal the keyring with a passphrase (from $FACESEAL_PASSPHRASE or a prompt).")
 @click.option("--force-keyring-location", is_flag=True,
@@ -47,12 +51,13 @@ sources_argument = click.argument(
               help="Save the first admin's API key to this new file (0600) instead of printing "
                    "it.")
 @common_options
-def init(output: Output, vault_dir: Path | None, keyring_dir: Path | None,
+def init(output: Output, vault_dir: Path | None, keyring_dir: Path | None, key_uri: str | None,
          use_passphrase: bool, force_keyring_location: bool, admin_name: str,
          write_key: Path | None) -> None:
     """Create a new vault, its keyring, and its first admin (whose API key is shown once)."""
     if write_key is not None and write_key.exists():
         raise click.UsageError(f"{write_key} exists already; refusing to overwrite it")
+
     def passphrase() -> Any:
         if not use_passphrase:
             return None
@@ -63,13 +68,13 @@ def init(output: Output, vault_dir: Path | None, keyring_dir: Path | None,
 
     with Vault.create(vault_dir, keyring_dir=keyring_dir, passphrase=passphrase,
                       allow_keyring_in_vault_dir=force_keyring_location,
-                      admin_name=admin_name) as vault:
+                      key_uri=key_uri, admin_name=admin_name) as vault:
         admin_key = vault.bootstrap_admin_key
         assert admin_key is not None
         document: dict[str, Any] = {
             "vault": str(vault.home), "vault_id": vault.vault_id,
             "keyring": vault.config.key_store_dir, "passphrase_sealed": use_passphrase,
-            "admin": admin_name}
+            "admin": admin_name, "key_uri": vault.config.key_uri}
     if write_key is not None:
         write_key_file(write_key, admin_key)
         document["admin_key_file"] = str(write_key)

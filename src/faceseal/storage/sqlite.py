@@ -189,7 +189,9 @@ class SQLiteStore(TemplateStore):
     def gallery(self, tenant: str | None, batch_size: int = 10_000) -> Iterator[list[TemplateRow]]:
         # Keyset pagination on the primary key: no long-lived cursor holding the lock.
         last = ""
-        where = "template_id > ?" + ("" if tenant is None else " AND tenant = ?")
+        # "+tenant": keep SQLite on the primary-key index (the tenant index plus a sort made
+        # every page scan the whole tenant: quadratic over a large gallery).
+        where = "template_id > ?" + ("" if tenant is None else " AND +tenant = ?")
         while True:
             params: tuple[Any, ...] = (last,) if tenant is None else (last, tenant)
             batch = [
@@ -254,6 +256,18 @@ class SQLiteStore(TemplateStore):
                 [(r.record, r.key_version, r.template_id) for r in rows],
             )
             return int(cursor.rowcount)
+
+    def templates_below_version(
+        self, version: int, after: str = "", limit: int = 1000
+    ) -> list[TemplateRow]:
+        return [
+            _row(values)
+            for values in self._fetchall(
+                f"SELECT {_TEMPLATE_COLUMNS} FROM templates "  # noqa: S608 - constant column list
+                "WHERE key_version < ? AND template_id > ? ORDER BY template_id LIMIT ?",
+                (version, after, int(limit)),
+            )
+        ]
 
     def key_version_counts(self) -> dict[int, int]:
         return {

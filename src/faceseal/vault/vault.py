@@ -32,6 +32,10 @@ from faceseal.access.roles import (
     ENROLL,
     ERASE,
     IDENTIFY,
+    KEYS_MIGRATE,
+    KEYS_RETIRE,
+    KEYS_ROTATE,
+    KEYS_STATUS,
     PRINCIPALS_ADD,
     SUBJECTS,
     VERIFY,
@@ -53,12 +57,20 @@ from faceseal.errors import (
 from faceseal.keys.datakeys import DataKeyManager
 from faceseal.keys.files import ensure_private_dir, is_within
 from faceseal.keys.provider import KeyProvider
-from faceseal.keys.registry import PassphraseSource, create_provider, local_uri, open_provider
+from faceseal.keys.registry import (
+    PassphraseSource,
+    check_uri,
+    create_provider,
+    local_directory,
+    local_uri,
+    open_provider,
+)
 from faceseal.keys.subject_keys import SubjectKeyStore
 from faceseal.matching.gallery import Gallery
 from faceseal.matching.models import DEFAULT_MODEL_ID, ModelSpec, resolve_model
 from faceseal.storage.base import TemplateRow, TemplateStore
 from faceseal.storage.sqlite import SQLiteStore
+from faceseal.vault import rotation
 from faceseal.vault.access_ops import AccessOperations
 from faceseal.vault.config import CONFIG_FILE, DEFAULT_TENANT, VaultConfig
 from faceseal.vault.guard import Caller, Guard, Operation
@@ -124,7 +136,6 @@ class Vault(AccessOperations):
     ) -> None:
         self._home = home
         self._config = config
-        self._provider = provider
         self._subject_keys = subject_keys
         self._store = store
         self._models = config.models()
@@ -161,8 +172,15 @@ class Vault(AccessOperations):
         allow_keyring_in_vault_dir: bool = False,
         max_encryptions_per_key: int | None = None,
         admin_name: str = "admin",
+        key_uri: str | None = None,
     ) -> Vault:
-        """Create a new vault in ``home`` with a new local keyring in ``keyring_dir``.
+        """Create a new vault in ``home``.
+
+        ``key_uri`` names where the KEK lives (``local:DIR``, ``pkcs11:...``,
+        ``vault-transit:...``, ``aws-kms:...``; see docs/keys.md); by default a new local
+        keyring in ``keyring_dir``. ``keyring_dir`` is the vault's *key directory*: it holds the
+        per-subject key store (and the keyring of a local provider). It defaults to the local
+        keyring's directory, else to the platform config dir; it must lie outside ``home``.
 
         The vault gets its first principal, ``admin_name`` (role admin, every tenant), and the
         returned object is bound to it; its API key is in :attr:`bootstrap_admin_key`, shown this
@@ -172,11 +190,17 @@ class Vault(AccessOperations):
         home = home.expanduser().resolve()
         if (home / CONFIG_FILE).exists():
             raise InvalidInput(f"a vault already exists at {home}")
+        if key_uri is not None and check_uri(key_uri) == "local":
+            key_uri = local_uri(local_directory(key_uri).expanduser())
+            if keyring_dir is None:
+                keyring_dir = local_directory(key_uri)
         vault_id = os.urandom(16).hex()
         keys_dir = Path(keyring_dir) if keyring_dir is not None else default_keyring_dir(vault_id)
         keys_dir = keys_dir.expanduser().resolve()
-        if not allow_keyring_in_vault_dir and (is_within(keys_dir, home) or
-                                               is_within(home, keys_dir)):
+        local_keys = local_directory(key_uri).resolve() if key_uri and key_uri.startswith(
+            "local:") else keys_dir
+        if not allow_keyring_in_vault_dir and any(
+                is_within(d, home) or is_within(home, d) for d in (keys_dir, local_keys)):
             raise KeyringError(
                 "the keyring must not live in or above the vault's database directory (a copy "
                 "of the database would carry its keys); choose another --keyring-dir, or pass "
@@ -185,7 +209,7 @@ class Vault(AccessOperations):
         config = VaultConfig(
             vault_id=vault_id,
             created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            key_uri=local_uri(keys_dir),
+            key_uri=key_uri or local_uri(keys_dir),
             key_store_dir=str(keys_dir),
         )
         if max_encryptions_per_key is not None:
@@ -194,7 +218,8 @@ class Vault(AccessOperations):
         ensure_private_dir(home)
         try:
             provider = create_provider(config.key_uri, passphrase)
-            created.append(keys_dir / "keyring.json")
+            if config.key_uri.startswith("local:"):
+                created.append(local_directory(config.key_uri) / "keyring.json")
             subject_keys = SubjectKeyStore.create(keys_dir, vault_id)
             created.append(subject_keys.path)
             store = open_store(config.store_url, home, create=True)
@@ -252,6 +277,7 @@ class Vault(AccessOperations):
         audit_state: AuditState | None = None
         try:
             audit_state = _open_audit_state(config, provider, store)
+            rotation.finish_pending_migration(store, config, audit_state=audit_state)
             vault = cls(home, config, provider, subject_keys, store, audit_state=audit_state,
                         encoder_factory=encoder_factory)
         except BaseException:
@@ -348,6 +374,8 @@ class Vault(AccessOperations):
         # One unwrap proves the keyring is this vault's (O(1) provider calls, whatever the size).
         keys = self._store.load_data_keys()
         if keys:
+            # Every live data key in one provider call where the provider batches (transit).
+            self._data_keys.preload()
             try:
                 self._data_keys.key(keys[-1].version)
             except DecryptionError:
@@ -374,7 +402,7 @@ class Vault(AccessOperations):
             self._data_keys.forget()
             self._store.close()
             self._subject_keys.close()
-            self._provider.close()
+            self._data_keys.provider.close()
 
     def __enter__(self) -> Vault:
         return self
@@ -440,7 +468,7 @@ class Vault(AccessOperations):
             template_ids = [r.template_id for r in rows]
             # The templates, the subject's last_seen_at and the audit event commit together.
             with op.transaction():
-                self._store.add_templates(rows)
+                rotation.store_rows(self._store, rows)
                 op.record(template_ids=template_ids, detail={"model": spec.model_id})
             gallery = self._galleries.get((tenant, spec.model_id))
             if gallery is not None or tenant in self._loaded_tenants:
@@ -635,6 +663,92 @@ class Vault(AccessOperations):
                           if not self._store.subject_exists(tenant, subject))
             self._record(op, records=records, damaged=len(damaged), orphan_subject_keys=orphans)
             return CheckResult(records, damaged, orphans)
+
+    # --- key custody (the logic lives in faceseal.vault.rotation) --------------------------------
+
+    def key_status(self) -> rotation.KeyStatus:
+        """KEK versions, data keys (records and encryptions each), retirement, rotation state."""
+        self._check_open()
+        return self._run_audited(KEYS_STATUS, self._key_status)
+
+    def _key_status(self) -> rotation.KeyStatus:
+        return rotation.key_status(self._config, self._data_keys.provider, self._store,
+                                   self._data_keys)
+
+    def rotate_kek(self) -> rotation.KekRotation:
+        """New KEK version in the provider; every data key and the audit key rewrapped; no
+        record re-encrypted."""
+        self._check_open()
+        return self._run_audited(KEYS_ROTATE, self._rotate_kek,
+                                 describe=lambda r: {"kind": "kek", "kek_version": r.kek_version,
+                                                     "rewrapped": r.data_keys_rewrapped})
+
+    def _rotate_kek(self) -> rotation.KekRotation:
+        with self._lock:
+            result = rotation.rotate_kek(self._data_keys.provider, self._data_keys)
+            self._rewrap_audit_key()
+            return result
+
+    def rewrap_data_keys(self) -> rotation.KekRotation:
+        """Rewrap data keys (and the audit key) still under an older KEK version (finishes an
+        interrupted ``rotate_kek``)."""
+        self._check_open()
+        return self._run_audited(KEYS_ROTATE, self._rewrap_data_keys,
+                                 describe=lambda r: {"kind": "rewrap",
+                                                     "rewrapped": r.data_keys_rewrapped})
+
+    def _rewrap_data_keys(self) -> rotation.KekRotation:
+        with self._lock:
+            result = rotation.rewrap_data_keys(self._data_keys.provider, self._data_keys)
+            self._rewrap_audit_key()
+            return result
+
+    def _rewrap_audit_key(self) -> None:
+        provider = self._data_keys.provider
+        self._audit_state.rewrap(provider, provider, self._config.keyset_id)
+
+    def rotate_data_keys(self, *, batch_size: int = rotation.DEFAULT_BATCH_SIZE,
+                         progress: Progress | None = None) -> rotation.DataRotation:
+        """New data-key version; every record re-encrypted under it in batches (resumable,
+        idempotent, safe to kill)."""
+        self._check_open()
+        return self._run_audited(
+            KEYS_ROTATE, lambda: self._rotate_data_keys(batch_size, progress),
+            describe=lambda r: {"kind": "data", "data_key_version": r.target_version,
+                                "reencrypted": r.records_reencrypted,
+                                "remaining": r.records_remaining})
+
+    def _rotate_data_keys(self, batch_size: int,
+                          progress: Progress | None) -> rotation.DataRotation:
+        return rotation.rotate_data(self._store, self._data_keys, self._sealer,
+                                    batch_size=batch_size, progress=progress)
+
+    def retire_data_keys(self, below: int) -> rotation.Retirement:
+        """Refuse data-key versions below ``below`` from now on, once no record needs them."""
+        self._check_open()
+        return self._run_audited(KEYS_RETIRE, lambda: self._retire_data_keys(below),
+                                 describe=lambda r: {"min_decrypt_version": r.min_decrypt_version})
+
+    def _retire_data_keys(self, below: int) -> rotation.Retirement:
+        return rotation.retire(self._store, self._data_keys, below)
+
+    def migrate_keys(self, to_uri: str, *,
+                     passphrase: PassphraseSource = _no_passphrase) -> rotation.Migration:
+        """Rewrap every data key and the audit key under the provider ``to_uri`` names and switch
+        to it."""
+        self._check_open()
+        return self._run_audited(KEYS_MIGRATE, lambda: self._migrate_keys(to_uri, passphrase),
+                                 describe=lambda r: {"to": check_uri(r.to_uri)})
+
+    def _migrate_keys(self, to_uri: str, passphrase: PassphraseSource) -> rotation.Migration:
+        with self._lock:
+            old = self._data_keys.provider
+            result, target = rotation.migrate(self._home, self._config, old, self._store,
+                                              to_uri=to_uri, passphrase=passphrase,
+                                              audit_state=self._audit_state)
+            self._data_keys.set_provider(target)
+            old.close()
+        return result
 
     # --- internals -------------------------------------------------------------------------------
 
