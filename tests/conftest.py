@@ -16,6 +16,9 @@ from numpy.typing import NDArray
 from faceseal.encoders import DlibResNetEncoder
 from faceseal.vault import Vault
 
+# Throwaway PostgreSQL databases and roles for tests that need the server (tests/pg_support.py).
+pytest_plugins = ["pg_support"]
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FACES_DIR = PROJECT_ROOT.parent / "shared" / "faces"
 VECTORS_DIR = PROJECT_ROOT.parent / "shared" / "vectors" / "wycheproof"

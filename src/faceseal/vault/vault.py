@@ -21,6 +21,7 @@ import numpy as np
 
 from faceseal.crypto.secret import SecretBytes
 from faceseal.errors import (
+    Conflict,
     DecryptionError,
     IntegrityFailure,
     InvalidInput,
@@ -36,7 +37,12 @@ from faceseal.keys.subject_keys import SubjectKeyStore
 from faceseal.matching.gallery import Gallery
 from faceseal.matching.models import DEFAULT_MODEL_ID, ModelSpec, resolve_model
 from faceseal.storage.base import TemplateRow, TemplateStore
-from faceseal.storage.sqlite import SQLiteStore
+from faceseal.storage.urls import (
+    check_store_url,
+    local_store_path,
+    open_store_url,
+    prepare_store,
+)
 from faceseal.vault.config import CONFIG_FILE, DEFAULT_TENANT, VaultConfig
 from faceseal.vault.paths import default_home, default_keyring_dir
 from faceseal.vault.records import NewTemplate, RecordSealer
@@ -70,12 +76,43 @@ def _check_id(kind: str, value: str) -> str:
 
 
 def open_store(url: str, home: Path, *, create: bool = False) -> TemplateStore:
-    """The template store a vault's store URL names (relative paths are inside ``home``)."""
-    scheme, _, rest = url.partition(":")
-    if scheme == "sqlite":
-        path = Path(rest)
-        return SQLiteStore(path if path.is_absolute() else home / path, create=create)
-    raise InvalidInput(f"unsupported store URL scheme {scheme!r}")
+    """The template store a vault's store URL names (relative paths are inside ``home``):
+    ``sqlite:PATH``, ``files:DIR`` or ``postgresql://...`` (see :mod:`faceseal.storage.urls`)."""
+    return open_store_url(url, home, create=create)
+
+
+def _create_store(
+    url: str, home: Path, admin_url: str | None, vault_id: str
+) -> tuple[TemplateStore, Callable[[], None]]:
+    """Open, migrate and claim a new vault's store; returns it and a function removing what was
+    created here (a new SQLite file or file-store directory; nothing on a server)."""
+    path = local_store_path(url, home)
+    is_dir = url.startswith("files:")
+    fresh = path is not None and not path.exists()
+
+    def remove() -> None:
+        if path is None or not fresh:
+            return
+        if is_dir:
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                Path(str(path) + suffix).unlink()
+
+    if admin_url is not None:
+        prepare_store(url, admin_url)
+    store = open_store(url, home, create=True)
+    try:
+        store.migrate()
+        if store.get_meta("vault_id") is not None:
+            raise Conflict(f"the template store {store.describe()} already holds a vault")
+        store.set_meta("vault_id", vault_id)
+    except BaseException:
+        store.close()
+        remove()
+        raise
+    return store, remove
 
 
 class Vault:
@@ -119,8 +156,18 @@ class Vault:
         passphrase: PassphraseSource = _no_passphrase,
         allow_keyring_in_vault_dir: bool = False,
         max_encryptions_per_key: int | None = None,
+        store_url: str | None = None,
+        store_admin_url: str | None = None,
     ) -> Vault:
-        """Create a new vault in ``home`` with a new local keyring in ``keyring_dir``."""
+        """Create a new vault in ``home`` with a new local keyring in ``keyring_dir``.
+
+        ``store_url`` picks the template store (default ``sqlite:templates.db``; also
+        ``files:DIR`` and ``postgresql://...``). For PostgreSQL, ``store_admin_url`` (used once,
+        never saved) lets an administrator create the schema and grant the store URL's login
+        every tenant first; without it the schema must exist and the login be granted.
+        """
+        if store_url is not None:
+            check_store_url(store_url)
         home = Path(home) if home is not None else default_home()
         home = home.expanduser().resolve()
         if (home / CONFIG_FILE).exists():
@@ -143,21 +190,26 @@ class Vault:
         )
         if max_encryptions_per_key is not None:
             config.max_encryptions_per_key = max_encryptions_per_key
+        if store_url is not None:
+            config.store_url = store_url
         created: list[Path] = []
+        store: TemplateStore | None = None
+        remove_store: Callable[[], None] = lambda: None  # noqa: E731
         ensure_private_dir(home)
         try:
             provider = create_provider(config.key_uri, passphrase)
             created.append(keys_dir / "keyring.json")
             subject_keys = SubjectKeyStore.create(keys_dir, vault_id)
             created.append(subject_keys.path)
-            store = open_store(config.store_url, home, create=True)
-            created.append(home / config.store_url.partition(":")[2])
-            store.migrate()
-            store.set_meta("vault_id", vault_id)
+            store, remove_store = _create_store(config.store_url, home, store_admin_url,
+                                                vault_id)
             vault = cls(home, config, provider, subject_keys, store)
             vault._data_keys.create_version()
             config.save(home)
         except BaseException:
+            if store is not None:
+                store.close()
+            remove_store()
             for path in created:
                 for suffix in ("", "-wal", "-shm", "-journal"):
                     with contextlib.suppress(FileNotFoundError):
