@@ -7,10 +7,16 @@ throwaway databases and roles. Tests fail -- never skip -- when it is unreachabl
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from pathlib import Path
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -35,7 +41,8 @@ def _with_path(url: str, database: str, user: str | None = None, **params: str) 
         user = parts.username
     if user:
         netloc = f"{user}@{netloc}"
-    return urlunsplit((parts.scheme, netloc, f"/{database}", urlencode(params), ""))
+    query = urlencode(params, quote_via=quote)
+    return urlunsplit((parts.scheme, netloc, f"/{database}", query, ""))
 
 
 @dataclass
@@ -130,3 +137,47 @@ def pg_schema(pg_db: PgTestDatabase) -> PgTestDatabase:
 def pg_app_url(pg_schema: PgTestDatabase) -> str:
     """A store URL for a plain login granted every tenant."""
     return pg_schema.store_url(pg_schema.create_login("app"))
+
+
+def _pg_binary(name: str) -> str:
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
+                                                   reverse=True)), None)
+    if found is None:
+        pytest.fail(f"{name} not found (install postgresql)")
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def private_cluster_url() -> Iterator[str]:
+    """A PostgreSQL cluster of the test's own, on a free port, started with ``fsync=off``.
+
+    It never touches the shared server's settings. As root, initdb and the server run as the
+    ``postgres`` user. The URL connects as that cluster's superuser (allowed explicitly).
+    """
+    initdb, pg_ctl = _pg_binary("initdb"), _pg_binary("pg_ctl")
+    base = Path(tempfile.mkdtemp(prefix="faceseal-pg-"))
+    run_as: list[str] = []
+    if os.geteuid() == 0:
+        import pwd  # noqa: PLC0415 - POSIX only, needed only as root
+
+        user = pwd.getpwnam("postgres")
+        os.chown(base, user.pw_uid, user.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    data, port = base / "data", _free_port()
+    subprocess.run([*run_as, initdb, "-D", str(data), "-A", "trust", "-U", "postgres",
+                    "--no-sync", "-E", "UTF8"], check=True, capture_output=True, timeout=120)
+    subprocess.run([*run_as, pg_ctl, "-D", str(data), "-l", str(base / "server.log"), "-w",
+                    "-o", f"-p {port} -c fsync=off -c listen_addresses=127.0.0.1 -k {base}",
+                    "start"], check=True, capture_output=True, timeout=120)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres?allow_superuser=true"
+    finally:
+        subprocess.run([*run_as, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"],
+                       capture_output=True, timeout=120, check=False)
+        shutil.rmtree(base, ignore_errors=True)

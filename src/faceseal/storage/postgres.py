@@ -220,12 +220,11 @@ class PostgresStore(TemplateStore):
     # --- schema ----------------------------------------------------------------------------------
 
     def schema_version(self) -> int:
-        exists = self._value(sql.SQL("SELECT to_regprocedure(%s) IS NOT NULL"),
-                             (f'"{self._loc.schema}".fs_schema_version()',))
-        if not exists:
-            return 0
         try:
-            return int(self._value(self._q("SELECT {s}.fs_schema_version()")) or 0)
+            exists = self._value(sql.SQL("SELECT to_regprocedure(%s) IS NOT NULL"),
+                                 (f'"{self._loc.schema}".fs_schema_version()',))
+            return int(self._value(self._q("SELECT {s}.fs_schema_version()")) or 0) if exists \
+                else 0
         except AccessDenied:
             raise AccessDenied(
                 f"the PostgreSQL login of {self._loc.describe()} may not use the faceseal "

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from faceseal.errors import InvalidInput
 
@@ -101,7 +101,7 @@ class PgLocation:
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         query.update({"schema": self.schema, "roles": self.roles.prefix})
         query.update(params)
-        return parse_pg_url(urlunsplit(parts._replace(query=urlencode(query))))
+        return parse_pg_url(urlunsplit(parts._replace(query=urlencode(query, quote_via=quote))))
 
 
 def _flag(name: str, value: str) -> bool:
@@ -130,7 +130,8 @@ def parse_pg_url(url: str) -> PgLocation:
     dbname = parts.path.lstrip("/") or None
     shown_query = urlencode(
         [(k, v) for k, v in libpq if k not in _SECRET_PARAMS]
-        + [("schema", schema), ("roles", prefix)]
+        + [("schema", schema), ("roles", prefix)],
+        quote_via=quote,
     )
     host = parts.hostname or ""
     if ":" in host:  # IPv6 literal
@@ -140,7 +141,8 @@ def parse_pg_url(url: str) -> PgLocation:
         netloc = f"{parts.username}@{netloc}"
     shown = urlunsplit(("postgresql", netloc, parts.path, shown_query, ""))
     return PgLocation(
-        conninfo=urlunsplit(parts._replace(scheme="postgresql", query=urlencode(libpq))),
+        conninfo=urlunsplit(parts._replace(scheme="postgresql",
+                                           query=urlencode(libpq, quote_via=quote))),
         schema=schema,
         roles=PgRoles(prefix),
         allow_unsafe_durability=_flag("allow_unsafe_durability",
