@@ -6,6 +6,7 @@ import click
 
 from faceseal import __version__
 from faceseal.cli.demo_command import demo
+from faceseal.cli.storage_commands import db, import_legacy
 from faceseal.cli.vault_commands import (
     check,
     enroll,
@@ -28,7 +29,8 @@ def cli() -> None:
     """
 
 
-for _command in (init, enroll, verify, identify, erase, subjects, check, migrate, demo):
+for _command in (init, enroll, verify, identify, erase, subjects, check, migrate, demo, db,
+                 import_legacy):
     cli.add_command(_command)
 
 

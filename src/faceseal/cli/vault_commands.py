@@ -10,6 +10,7 @@ import click
 from faceseal.cli.common import common_options, open_vault, passphrase_from_env_or_prompt
 from faceseal.cli.output import EXIT_NO_MATCH, EXIT_OK, Output
 from faceseal.cli.progress import progress_bar
+from faceseal.storage.urls import migrate_as_admin
 from faceseal.vault import DEFAULT_TENANT, Vault
 from faceseal.vault.config import VaultConfig
 from faceseal.vault.paths import KEYRING_DIR_ENV, default_home
@@ -21,6 +22,14 @@ model_option = click.option("--model", default=None,
                             help="Encoder model of .npy/.json encodings (default dlib-resnet-v1).")
 face_option = click.option("--face", "face_index", type=int, default=None,
                            help="Pick face N (0-based, left to right) in a photo with several.")
+store_option = click.option(
+    "--store", "store_url", default=None, metavar="URL",
+    help="Template store: sqlite:PATH (default sqlite:templates.db), files:DIR, or "
+         "postgresql://LOGIN@HOST/DB[?schema=..&roles=..] (no password in the URL: use ~/.pgpass).")
+admin_url_option = click.option(
+    "--admin-url", envvar="FACESEAL_DB_ADMIN_URL", default=None, metavar="URL",
+    help="PostgreSQL administrator URL (used once, never saved) to create roles and schema and "
+         "grant the store's login; default $FACESEAL_DB_ADMIN_URL.")
 sources_argument = click.argument(
     "sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
 )
@@ -35,9 +44,12 @@ sources_argument = click.argument(
               help="Seal the keyring with a passphrase (from $FACESEAL_PASSPHRASE or a prompt).")
 @click.option("--force-keyring-location", is_flag=True,
               help="Allow the keyring inside the vault directory (not recommended).")
+@store_option
+@admin_url_option
 @common_options
 def init(output: Output, vault_dir: Path | None, keyring_dir: Path | None,
-         use_passphrase: bool, force_keyring_location: bool) -> None:
+         use_passphrase: bool, force_keyring_location: bool, store_url: str | None,
+         admin_url: str | None) -> None:
     """Create a new vault and its keyring."""
     def passphrase() -> Any:
         if not use_passphrase:
@@ -48,11 +60,14 @@ def init(output: Output, vault_dir: Path | None, keyring_dir: Path | None,
         return secret
 
     with Vault.create(vault_dir, keyring_dir=keyring_dir, passphrase=passphrase,
-                      allow_keyring_in_vault_dir=force_keyring_location) as vault:
+                      allow_keyring_in_vault_dir=force_keyring_location, store_url=store_url,
+                      store_admin_url=admin_url) as vault:
         document = {"vault": str(vault.home), "vault_id": vault.vault_id,
-                    "keyring": vault.config.key_store_dir, "passphrase_sealed": use_passphrase}
+                    "keyring": vault.config.key_store_dir, "passphrase_sealed": use_passphrase,
+                    "store": vault.store_description}
     output.emit(document, lambda: click.echo(
-        f"Created vault {document['vault_id']}\n  templates: {document['vault']}\n"
+        f"Created vault {document['vault_id']}\n  vault:     {document['vault']}\n"
+        f"  templates: {document['store']}\n"
         f"  keyring:   {document['keyring']}\nBack up the keyring directory separately from the "
         "vault: without it the templates cannot be read."))
 
@@ -174,12 +189,19 @@ def check(output: Output, vault_dir: Path | None) -> None:
 
 
 @click.command()
+@admin_url_option
 @common_options
-def migrate(output: Output, vault_dir: Path | None) -> None:
-    """Apply pending schema migrations to the vault's template store."""
+def migrate(output: Output, vault_dir: Path | None, admin_url: str | None) -> None:
+    """Apply pending schema migrations to the vault's template store.
+
+    For PostgreSQL pass --admin-url (or $FACESEAL_DB_ADMIN_URL): migrations create roles and
+    schema objects, which the vault's own login may not do."""
     home = (vault_dir or default_home()).expanduser().resolve()
     config = VaultConfig.load(home)
-    with open_store(config.store_url, home) as store:
-        before, after = store.migrate()
+    if admin_url:
+        before, after = migrate_as_admin(config.store_url, admin_url)
+    else:
+        with open_store(config.store_url, home) as store:
+            before, after = store.migrate()
     output.emit({"schema_version_before": before, "schema_version": after},
                 lambda: click.echo(f"Schema version {before} -> {after}"))

@@ -84,3 +84,18 @@ def prepare_store(url: str, admin_url: str) -> tuple[int, int]:
         raise InvalidInput("PostgreSQL support is not installed: pip install "
                            "'faceseal[postgres]'") from None
     return prepare_for_login(parse_pg_url(url), admin_url)
+
+
+def migrate_as_admin(url: str, admin_url: str) -> tuple[int, int]:
+    """Apply a PostgreSQL store's migrations with an administrator's connection."""
+    if not is_postgres_url(url):
+        raise InvalidInput("an admin URL only applies to postgresql:// stores")
+    try:
+        from faceseal.storage.pg_common import connect  # noqa: PLC0415 - optional extra
+        from faceseal.storage.postgres_admin import admin_location, migrate_schema  # noqa: PLC0415
+    except ImportError:
+        raise InvalidInput("PostgreSQL support is not installed: pip install "
+                           "'faceseal[postgres]'") from None
+    admin = admin_location(admin_url, parse_pg_url(url))
+    with connect(admin, purpose="administration") as conn:
+        return migrate_schema(conn, admin)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from faceseal.crypto.legacy_cbc import KEY_BYTES as LEGACY_KEY_BYTES
 from faceseal.crypto.secret import SecretBytes
 from faceseal.errors import (
     Conflict,
@@ -37,6 +38,7 @@ from faceseal.keys.subject_keys import SubjectKeyStore
 from faceseal.matching.gallery import Gallery
 from faceseal.matching.models import DEFAULT_MODEL_ID, ModelSpec, resolve_model
 from faceseal.storage.base import TemplateRow, TemplateStore
+from faceseal.storage.legacy_source import open_legacy_source
 from faceseal.storage.urls import (
     check_store_url,
     local_store_path,
@@ -44,6 +46,7 @@ from faceseal.storage.urls import (
     prepare_store,
 )
 from faceseal.vault.config import CONFIG_FILE, DEFAULT_TENANT, VaultConfig
+from faceseal.vault.legacy_import import LegacyImportOptions, LegacyImportResult, import_table
 from faceseal.vault.paths import default_home, default_keyring_dir
 from faceseal.vault.records import NewTemplate, RecordSealer
 from faceseal.vault.results import (
@@ -313,6 +316,11 @@ class Vault:
     def vault_id(self) -> str:
         return self._config.vault_id
 
+    @property
+    def store_description(self) -> str:
+        """Where the templates are kept (a path, or a URL without its password)."""
+        return self._store.describe()
+
     def model(self, model_id: str | None = None) -> ModelSpec:
         return resolve_model(model_id or DEFAULT_MODEL_ID, self._models)
 
@@ -465,6 +473,32 @@ class Vault:
         return [SubjectInfo(s.tenant, s.subject_id, s.templates, s.created_at, s.last_seen_at)
                 for s in self._store.subjects(tenant)]
 
+    def import_legacy(
+        self,
+        source: str,
+        key: SecretBytes,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        model: str | None = None,
+        options: LegacyImportOptions | None = None,
+        progress: Progress | None = None,
+    ) -> LegacyImportResult:
+        """Re-seal a legacy AES-256-CBC ``face_encodings`` table (``sqlite:PATH`` or
+        ``postgresql://...``) into this vault: one template per row, subject ``str(user_id)``.
+
+        ``key`` is the old 32-byte key (see :func:`~faceseal.vault.legacy_import.read_legacy_key`);
+        it is used in memory only. Rows that fail to decrypt or are not valid encodings are
+        reported in the result, not imported, and do not stop the rest. See docs/legacy-import.md.
+        """
+        self._check_open()
+        _check_id("tenant", tenant)
+        spec = self.model(model)
+        options = options or LegacyImportOptions()
+        options.check()
+        if not isinstance(key, SecretBytes) or len(key) != LEGACY_KEY_BYTES:
+            raise InvalidInput("the legacy key must be 32 bytes (AES-256), given as SecretBytes")
+        return self._import_legacy(source, key, tenant, spec, options=options, progress=progress)
+
     def check(self) -> CheckResult:
         """Open every record once and report those that fail (an integrity scan)."""
         self._check_open()
@@ -481,6 +515,26 @@ class Vault:
         return CheckResult(records, damaged, orphans)
 
     # --- internals -------------------------------------------------------------------------------
+
+    def _import_legacy(
+        self, source: str, key: SecretBytes, tenant: str, spec: ModelSpec, *,
+        options: LegacyImportOptions, progress: Progress | None,
+    ) -> LegacyImportResult:
+        def stored(rows: list[TemplateRow], encodings: list[Any]) -> None:
+            if (tenant, spec.model_id) in self._galleries or tenant in self._loaded_tenants:
+                self._gallery(tenant, spec).add_many(
+                    [r.subject_id for r in rows], [r.template_id for r in rows],
+                    np.stack(encodings))
+
+        # The vault lock is held throughout so that a gallery loaded meanwhile cannot miss or
+        # double a batch; other processes are not held up.
+        with self._lock, open_legacy_source(source, options.table) as table:
+            result = import_table(table, key, store=self._store, sealer=self._sealer,
+                                  tenant=tenant, spec=spec, options=options, progress=progress,
+                                  on_stored=stored)
+        log.info("legacy import: %d row(s) imported, %d failed", result.imported,
+                 len(result.failed))
+        return result
 
     def _check_open(self) -> None:
         if self._closed:

@@ -1,9 +1,9 @@
 -- faceseal PostgreSQL schema, version 1.
 --
--- Run by `faceseal migrate` / `faceseal init --admin-url` inside one transaction, after
--- `SET LOCAL ROLE @owner@`: everything below is owned by the NOLOGIN owner role.
--- Placeholders: @schema@ (the dedicated schema), @owner@ (NOLOGIN owner), @app@ (NOLOGIN group
--- role of application logins), @auditor@ (NOLOGIN group role of audit readers).
+-- Run by `faceseal migrate --admin-url` / `faceseal init --admin-url` inside one transaction,
+-- after SET LOCAL ROLE to the owner role: everything below is owned by the NOLOGIN owner role.
+-- The schema and role names are placeholders that faceseal fills in from the store URL
+-- (`faceseal db schema-sql` prints this file filled in).
 --
 -- Guarantees (tested in tests/test_postgres_access.py, described in docs/storage.md):
 -- * the application role holds no privilege on any table; it calls SECURITY DEFINER functions
