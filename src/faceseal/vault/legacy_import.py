@@ -192,15 +192,27 @@ def _binary(value: bytes | str | None, what: str, encoding: TextEncoding) -> byt
         raise _RowError(f"{what} is neither hex nor base64") from None
 
 
+def _json_values(plaintext: bytes) -> list[Any] | None:
+    """The list a JSON plaintext holds, or None when the bytes are not a JSON list."""
+    text = plaintext.strip()
+    if not (text.startswith(b"[") and text.endswith(b"]")):
+        return None
+    try:
+        values = json.loads(text)
+    except ValueError:  # also UnicodeDecodeError
+        return None
+    return values if isinstance(values, list) else None
+
+
 def _plaintext_to_encoding(plaintext: bytes, form: PlaintextFormat, spec: ModelSpec) -> Encoding:
-    if form == "json" or (form == "auto" and plaintext.lstrip()[:1] == b"["):
-        try:
-            values = json.loads(plaintext)
-        except ValueError:
-            raise _RowError("the plaintext is not a JSON list of numbers") from None
-        if not isinstance(values, list):
-            raise _RowError("the plaintext is not a JSON list of numbers")
-        array: Any = values
+    # "auto" takes JSON only when the bytes parse as a JSON list: raw float64 bytes start with
+    # "[" once in 256 rows, but never also end with "]" and parse.
+    values = None if form == "float64" else _json_values(plaintext)
+    if form == "json" and values is None:
+        raise _RowError("the plaintext is not a JSON list of numbers")
+    array: Any
+    if values is not None:
+        array = values
     else:
         if len(plaintext) % 8:
             raise _RowError(f"the plaintext is {len(plaintext)} bytes, not a whole number of "
