@@ -13,9 +13,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -102,6 +105,112 @@ def _drop(name: str, prefix: str) -> None:
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
+class DatabasePool:
+    """Makes each test's database (and, for migrated ones, its roles) ahead of time in a
+    background thread, and drops them behind, so the server's latency overlaps the tests.
+
+    Every database still belongs to exactly one test, under random names, and is dropped with
+    its roles after that test (at the latest when the session ends).
+    """
+
+    AHEAD: ClassVar[dict[str, int]] = {"empty": 1, "migrated": 3}
+    WORKERS = 3
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._ready: dict[str, deque[PgTestDatabase]] = {k: deque() for k in self.AHEAD}
+        self._wanted: dict[str, int] = dict.fromkeys(self.AHEAD, 0)
+        self._drops: deque[PgTestDatabase] = deque()
+        self._error: BaseException | None = None
+        self._stopping = False
+        self._threads = [threading.Thread(target=self._run, name=f"pg-test-pool-{i}", daemon=True)
+                         for i in range(self.WORKERS)]
+        self._making: dict[str, int] = dict.fromkeys(self.AHEAD, 0)
+        for thread in self._threads:
+            thread.start()
+
+    def take(self, kind: str) -> PgTestDatabase:
+        with self._cond:
+            self._wanted[kind] += 1
+            self._cond.notify_all()
+            while not self._ready[kind] and self._error is None:
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+            self._wanted[kind] -= 1
+            return self._ready[kind].popleft()
+
+    def give_back(self, database: PgTestDatabase) -> None:
+        with self._cond:
+            self._drops.append(database)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._stopping = True
+            for queue in self._ready.values():
+                self._drops.extend(queue)
+                queue.clear()
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=300)
+
+    def _next_kind(self) -> str | None:
+        if self._stopping:
+            return None
+        for kind in ("migrated", "empty"):  # serve waiting tests first, then fill ahead
+            if self._wanted[kind] > len(self._ready[kind]) + self._making[kind]:
+                return kind
+        for kind, ahead in self.AHEAD.items():
+            if len(self._ready[kind]) + self._making[kind] < ahead + self._wanted[kind]:
+                return kind
+        return None
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._drops and self._next_kind() is None and not self._stopping:
+                    self._cond.wait()
+                if self._drops:
+                    victim: PgTestDatabase | None = self._drops.popleft()
+                    kind = None
+                else:
+                    victim, kind = None, self._next_kind()
+                    if kind is None:
+                        return  # stopping and nothing left to drop
+                    self._making[kind] += 1
+            try:
+                if victim is not None:
+                    _drop(victim.name, victim.prefix)
+                    continue
+                made = _create(migrated=kind == "migrated")
+            except BaseException as exc:  # reported to the waiting test
+                with self._cond:
+                    self._error = exc
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._making[kind] -= 1  # type: ignore[index]
+                # Made while the session was ending: nobody will take it, so drop it.
+                queue = self._drops if self._stopping else self._ready[kind]  # type: ignore[index]
+                queue.append(made)
+                self._cond.notify_all()
+
+
+def _create(*, migrated: bool) -> PgTestDatabase:
+    suffix = os.urandom(5).hex()
+    database = PgTestDatabase(name=f"fs_test_{suffix}", prefix=f"fst_{suffix}")
+    with psycopg.connect(server_url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database.name)))
+    if migrated:
+        try:
+            database.migrate()
+        except BaseException:
+            _drop(database.name, database.prefix)
+            raise
+    return database
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> str:
     try:
@@ -113,24 +222,33 @@ def pg_server() -> str:
     return server_url()
 
 
+@pytest.fixture(scope="session")
+def pg_pool(pg_server: str) -> Iterator[DatabasePool]:
+    pool = DatabasePool()
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
 @pytest.fixture
-def pg_db(pg_server: str) -> Iterator[PgTestDatabase]:
-    """An empty database of its own, and a role prefix of its own."""
-    suffix = os.urandom(5).hex()
-    database = PgTestDatabase(name=f"fs_test_{suffix}", prefix=f"fst_{suffix}")
-    with psycopg.connect(pg_server, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database.name)))
+def pg_db(pg_pool: DatabasePool) -> Iterator[PgTestDatabase]:
+    """An empty database of its own, and a role prefix of its own; dropped after the test."""
+    database = pg_pool.take("empty")
     try:
         yield database
     finally:
-        _drop(database.name, database.prefix)
+        pg_pool.give_back(database)
 
 
 @pytest.fixture
-def pg_schema(pg_db: PgTestDatabase) -> PgTestDatabase:
-    """``pg_db`` with the faceseal schema migrated by the administrator."""
-    pg_db.migrate()
-    return pg_db
+def pg_schema(pg_pool: DatabasePool) -> Iterator[PgTestDatabase]:
+    """A database of its own with the faceseal schema (and its roles) made by the admin."""
+    database = pg_pool.take("migrated")
+    try:
+        yield database
+    finally:
+        pg_pool.give_back(database)
 
 
 @pytest.fixture
