@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -211,3 +212,27 @@ def test_cli_init_with_a_files_store(tmp_path: Path, encoding_of: EncodingOf) ->
     with reopen_vault(tmp_path / "v") as vault:
         assert vault.store_description == f"files:{tmp_path / 'v' / 'templates'}"
     assert os.environ.get("FACESEAL_HOME") != str(tmp_path / "v")
+
+
+def test_a_sqlite_vault_from_schema_2_migrates_to_the_gallery_index(
+        tmp_path: Path, encoding_of: EncodingOf) -> None:
+    home, keys = tmp_path / "v", tmp_path / "k"
+    with make_vault(home, keys) as vault:
+        vault.enroll("obama", [encoding_of("obama-1.jpg")])
+    with sqlite3.connect(home / "templates.db") as db:  # as the previous release left it
+        db.execute("DROP INDEX templates_by_tenant")
+        db.execute("DELETE FROM schema_migrations WHERE version = 3")
+    db.close()
+    with pytest.raises(StorageUnavailable, match="faceseal migrate"):
+        reopen_vault(home)
+    done = run_cli("migrate", "--json", env={"FACESEAL_HOME": str(home)})
+    assert json.loads(done.stdout) == {"schema_version_before": 2, "schema_version": 3}
+    with reopen_vault(home) as vault:
+        assert vault.verify("obama", encoding_of("obama-2.jpg")).match
+    with sqlite3.connect(home / "templates.db") as db:
+        plan = db.execute("EXPLAIN QUERY PLAN SELECT template_id FROM templates WHERE "
+                          "template_id > '' AND tenant = 'default' ORDER BY template_id "
+                          "LIMIT 10").fetchall()
+    db.close()
+    assert "templates_by_tenant" in str(plan)
+    assert "TEMP B-TREE" not in str(plan)
