@@ -360,3 +360,27 @@ def test_fsync_off_server_is_refused_unless_allowed(private_cluster_url: str) ->
         PostgresStore(private_cluster_url)
     with PostgresStore(private_cluster_url + "&allow_unsafe_durability=true") as store:
         assert store.schema_version() == 0
+
+
+def test_a_dropped_connection_is_an_outage_then_recovers(tenants: Tenants) -> None:
+    with PostgresStore(tenants.db.store_url(tenants.app)) as store:
+        assert store.subject_exists("a", "s1")
+        with tenants.db.admin() as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE usename = %s", (tenants.app,))
+        with pytest.raises(StorageUnavailable):
+            store.subject_exists("a", "s1")
+        assert store.subject_exists("a", "s1")  # reconnected
+
+
+def test_granting_twice_keeps_one_grant(tenants: Tenants) -> None:
+    location = parse_pg_url(tenants.db.admin_url(schema=S, roles=tenants.db.prefix))
+    with tenants.db.admin() as admin:
+        grant_login(admin, location, tenants.tenant_a, ["a"])
+        grant_login(admin, location, tenants.tenant_a, ["a", "c"])
+        admin.execute(f"SET ROLE {tenants.db.prefix}_owner")
+        rows = admin.execute(f"SELECT tenant FROM {S}.tenant_grants g JOIN pg_roles r "
+                             "ON r.oid = g.role_oid WHERE r.rolname = %s ORDER BY tenant",
+                             (tenants.tenant_a,)).fetchall()
+        admin.execute("RESET ROLE")
+    assert rows == [("a",), ("c",)]

@@ -119,10 +119,12 @@ CREATE TABLE @schema@.tenants (
 CREATE TABLE @schema@.tenant_grants (
     role_oid    oid NOT NULL,
     role_name   text NOT NULL,
-    tenant      text,
-    granted_at  timestamptz NOT NULL DEFAULT now(),
-    UNIQUE NULLS NOT DISTINCT (role_oid, tenant)
+    tenant      text CHECK (tenant <> ''),
+    granted_at  timestamptz NOT NULL DEFAULT now()
 );
+-- One row per (role, tenant), NULL (every tenant) included; an expression index rather than
+-- UNIQUE NULLS NOT DISTINCT keeps the schema usable on PostgreSQL 13 and 14.
+CREATE UNIQUE INDEX tenant_grants_once ON @schema@.tenant_grants (role_oid, coalesce(tenant, ''));
 
 -- --- who is asking: the login role's tenant scope ----------------------------------------------
 
