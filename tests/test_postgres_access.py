@@ -384,3 +384,11 @@ def test_granting_twice_keeps_one_grant(tenants: Tenants) -> None:
                              (tenants.tenant_a,)).fetchall()
         admin.execute("RESET ROLE")
     assert rows == [("a",), ("c",)]
+
+
+def test_a_login_in_the_owner_role_is_refused(pg_schema: PgTestDatabase) -> None:
+    login = pg_schema.create_login("dba")
+    with pg_schema.admin() as admin:
+        admin.execute(f'GRANT "{pg_schema.prefix}_owner" TO "{login}"')
+    with pytest.raises(StorageMisconfigured, match="member of"):
+        PostgresStore(pg_schema.store_url(login))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from faceseal.errors import AuditWriteFailed, Conflict, FacesealError
+from faceseal.errors import AuditWriteFailed, Conflict, StorageUnavailable
 from faceseal.storage.base import AuditRecord, PrincipalRow, TemplateRow, TemplateStore
 from faceseal.storage.files import FileStore
 from faceseal.storage.postgres import PostgresStore
@@ -419,7 +419,7 @@ def test_closed_store_refuses_work(backend: Backend) -> None:
     handle = backend.open()
     handle.close()
     handle.close()  # closing twice is harmless
-    with pytest.raises((FacesealError, Exception)):
+    with pytest.raises(StorageUnavailable):
         handle.get_meta("vault_id")
 
 

@@ -164,6 +164,8 @@ class PostgresStore(TemplateStore):
             raise StorageMisconfigured(
                 f"the faceseal schema at {self._loc.describe()} is not locked down: "
                 + "; ".join(problems)
+                + f" (the application's login must be a plain login attached with `faceseal db "
+                f"grant-app`, not the administrator or a member of {self._loc.roles.owner})"
             )
 
     def _live(self) -> psycopg.Connection[Any]:
