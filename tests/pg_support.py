@@ -282,7 +282,7 @@ def private_cluster_url() -> Iterator[str]:
     base = Path(tempfile.mkdtemp(prefix="faceseal-pg-"))
     run_as: list[str] = []
     if os.geteuid() == 0:
-        import pwd  # noqa: PLC0415 - POSIX only, needed only as root
+        import pwd
 
         user = pwd.getpwnam("postgres")
         os.chown(base, user.pw_uid, user.pw_gid)

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +32,8 @@ from faceseal.errors import (
     NoFaceFound,
 )
 
+from .bad_inputs import png_claiming
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 0.6  # the usual dlib threshold: same person below, different people above
 
@@ -40,21 +41,8 @@ Encode = Callable[[str], NDArray[np.float64]]
 
 
 @pytest.fixture(scope="module")
-def encoder() -> DlibResNetEncoder:
-    return DlibResNetEncoder()
-
-
-@pytest.fixture(scope="module")
-def encoding_of(encoder: DlibResNetEncoder, faces_dir: Path) -> Encode:
-    """Encode each sample photo once per module: detection on the large photos takes ~1 s."""
-    cache: dict[str, NDArray[np.float64]] = {}
-
-    def encode(name: str) -> NDArray[np.float64]:
-        if name not in cache:
-            cache[name] = encoder.encode_photo(faces_dir / name)
-        return cache[name]
-
-    return encode
+def encoder(session_encoder: DlibResNetEncoder) -> DlibResNetEncoder:
+    return session_encoder
 
 
 def distance(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
@@ -308,24 +296,6 @@ def test_missing_photo_names_the_file(tmp_path: Path) -> None:
     assert str(tmp_path) not in str(caught.value)
 
 
-def _png_claiming(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(payload))
-            + kind
-            + payload
-            + struct.pack(">I", zlib.crc32(kind + payload))
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + chunk(b"IEND", b"")
-    )
-
-
 def _jpeg_claiming(width: int, height: int) -> bytes:
     data = bytearray(image_bytes(Image.new("RGB", (16, 16)), "JPEG"))
     sof = data.index(b"\xff\xc0")  # baseline frame header: marker, length, precision, H, W
@@ -338,10 +308,10 @@ def _jpeg_claiming(width: int, height: int) -> bytes:
 
 HUGE_HEADERS = {
     # beyond Pillow's own bomb limit as well as ours
-    "png-30000x30000": _png_claiming(30000, 30000),
+    "png-30000x30000": png_claiming(30000, 30000),
     "jpeg-30000x30000": _jpeg_claiming(30000, 30000),
     # under Pillow's limit (~89 Mpx) but over faceseal's 40 Mpx default: only our check fires
-    "png-8000x8000": _png_claiming(8000, 8000),
+    "png-8000x8000": png_claiming(8000, 8000),
     "jpeg-8000x6000": _jpeg_claiming(8000, 6000),
 }
 
@@ -364,7 +334,7 @@ def test_huge_header_refused_before_decoding(
     assert before == Image.MAX_IMAGE_PIXELS
 
 
-@pytest.mark.parametrize("make", [_png_claiming, _jpeg_claiming], ids=["png", "jpeg"])
+@pytest.mark.parametrize("make", [png_claiming, _jpeg_claiming], ids=["png", "jpeg"])
 def test_crafted_headers_are_undecodable(make: Callable[[int, int], bytes]) -> None:
     # The premise of the test above: within the limits, these files fail only when decoded.
     with pytest.raises(ImageUnreadable):

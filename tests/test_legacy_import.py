@@ -25,7 +25,6 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from numpy.typing import NDArray
 from psycopg import sql
 
-from conftest import CliVault, EncodingOf, make_vault, random_encodings, reopen_vault
 from faceseal.crypto.secret import SecretBytes
 from faceseal.errors import AccessDenied, Conflict, InvalidInput
 from faceseal.vault import Vault
@@ -34,7 +33,9 @@ from faceseal.vault.legacy_import import (
     parse_legacy_key,
     read_legacy_key,
 )
-from pg_support import PgTestDatabase
+
+from .conftest import CliVault, EncodingOf, make_vault, random_encodings, reopen_vault
+from .pg_support import PgTestDatabase
 
 PHOTOS = ["obama-1.jpg", "obama-2.jpg", "obama-3.jpg", "obama-small.jpg", "biden-1.jpg",
           "biden-2.jpg"]
@@ -463,7 +464,7 @@ def test_cli_import_legacy_reports_and_refuses_a_repeat(cli_vault: CliVault,
     url = write_sqlite(table, tmp_path / "legacy.db")
     key_file = tmp_path / "old.key"
     key_file.write_bytes(table.key)
-    done = cli_vault.run("import-legacy", "--source", url, "--key-file", str(key_file),
+    done = cli_vault.run("import-legacy", "--source", url, "--legacy-key-file", str(key_file),
                          "--tenant", "shop", "--json")
     assert done.returncode == 1, done.stderr  # some rows were not imported
     report = json.loads(done.stdout)
@@ -471,22 +472,22 @@ def test_cli_import_legacy_reports_and_refuses_a_repeat(cli_vault: CliVault,
     assert report["failed"] == [{"row_id": "5", "user_id": "1001",
                                  "reason": "the IV is 15 bytes, not 16"}]
     assert table.key.hex() not in done.stdout + done.stderr
-    again = cli_vault.run("import-legacy", "--source", url, "--key-file", str(key_file),
+    again = cli_vault.run("import-legacy", "--source", url, "--legacy-key-file", str(key_file),
                           "--tenant", "shop")
     assert again.returncode == 2
     assert "imported already" in again.stderr
-    human = cli_vault.run("import-legacy", "--source", url, "--key-env", "OLD_KEY", "--again",
-                          "--tenant", "other", extra_env={"OLD_KEY": table.key.hex()})
+    human = cli_vault.run("import-legacy", "--source", url, "--legacy-key-env", "OLD_KEY",
+                          "--again", "--tenant", "other", extra_env={"OLD_KEY": table.key.hex()})
     assert human.returncode == 1
     assert "Imported 11 of 12 row(s)" in human.stdout
     assert "id 5 (user 1001): the IV is 15 bytes, not 16" in human.stdout
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--key-env", "FS_UNSET_VARIABLE"], "not set"),
+    (["--legacy-key-env", "FS_UNSET_VARIABLE"], "not set"),
     ([], "one"),
-    (["--key-env", "OLD_KEY", "--batch-size", "0"], "batch_size"),
-    (["--key-env", "OLD_KEY", "--table", "x;y"], "plain table name"),
+    (["--legacy-key-env", "OLD_KEY", "--batch-size", "0"], "batch_size"),
+    (["--legacy-key-env", "OLD_KEY", "--table", "x;y"], "plain table name"),
 ])
 def test_cli_import_legacy_bad_input(cli_vault: CliVault, tmp_path: Path,
                                      small_source: tuple[str, LegacyTable],

@@ -21,7 +21,8 @@ from faceseal.storage.base import AuditRecord, TemplateRow
 from faceseal.storage.postgres import PostgresStore
 from faceseal.storage.postgres_admin import grant_login, revoke_login
 from faceseal.storage.postgres_url import parse_pg_url
-from pg_support import PgTestDatabase
+
+from .pg_support import PgTestDatabase
 
 S = "faceseal"  # the schema the test databases use
 

@@ -21,7 +21,8 @@ from faceseal.storage.base import AuditRecord, PrincipalRow, TemplateRow, Templa
 from faceseal.storage.files import FileStore
 from faceseal.storage.postgres import PostgresStore
 from faceseal.storage.sqlite import SQLiteStore
-from pg_support import PgTestDatabase
+
+from .pg_support import PgTestDatabase
 
 BACKENDS = ["sqlite", "postgres", "files"]
 

@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import EncodingOf, make_vault, reopen_vault, run_cli
 from faceseal.errors import AccessDenied, Conflict, InvalidInput, StorageUnavailable
 from faceseal.storage.files import FileStore
 from faceseal.storage.postgres import PostgresStore
-from pg_support import PgTestDatabase
+
+from .conftest import EncodingOf, make_vault, reopen_vault, run_cli
+from .pg_support import PgTestDatabase
 
 
 @pytest.fixture(params=["postgres", "files"])

@@ -9,6 +9,8 @@ Importing faceseal loads no model and opens no file.
 
 from faceseal.errors import (
     AccessDenied,
+    AuditWriteFailed,
+    AuthenticationFailed,
     DecryptionError,
     FacesealError,
     InternalError,
@@ -30,6 +32,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AccessDenied",
+    "AuditWriteFailed",
+    "AuthenticationFailed",
     "Candidate",
     "DecryptionError",
     "EnrollResult",

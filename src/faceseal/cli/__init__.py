@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from faceseal import __version__
+from faceseal.cli.access_commands import principals, purge, tenants
+from faceseal.cli.audit_commands import audit
 from faceseal.cli.demo_command import demo
 from faceseal.cli.storage_commands import db, import_legacy
 from faceseal.cli.vault_commands import (
@@ -24,13 +26,16 @@ from faceseal.cli.vault_commands import (
 def cli() -> None:
     """faceseal: a vault for face encodings.
 
-    Every command takes --json (one JSON document on stdout), --vault DIR and --debug.
+    Every command takes --json (one JSON document on stdout), --vault DIR and --debug, and
+    authenticates with the API key in --key-file FILE or $FACESEAL_API_KEY.
     Exit status: 0 success/match, 1 no match, 2 bad input, 3 denied, 4 not found, 5 internal.
     """
 
 
 for _command in (init, enroll, verify, identify, erase, subjects, check, migrate, demo, db,
                  import_legacy):
+    cli.add_command(_command)
+for _command in (principals, tenants, purge, audit):
     cli.add_command(_command)
 
 

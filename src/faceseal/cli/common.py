@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import getpass
 import os
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,27 +15,35 @@ import click
 
 from faceseal.cli.output import Output, configure_logging
 from faceseal.crypto.secret import SecretBytes
-from faceseal.errors import KeyringError
+from faceseal.errors import InvalidInput, KeyringError
 from faceseal.vault import Vault
 from faceseal.vault.paths import HOME_ENV, PASSPHRASE_ENV
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+API_KEY_ENV = "FACESEAL_API_KEY"
+_KEY_FILE_META = "faceseal.key_file"
+
 
 def common_options(command: F) -> F:
-    """Add --vault, --json, --debug and -v to a command, and turn errors into exit statuses."""
+    """Add --vault, --key-file, --json, --debug and -v to a command, and turn errors into exit
+    statuses."""
 
     @click.option("--vault", "vault_dir", type=click.Path(file_okay=False, path_type=Path),
                   envvar=HOME_ENV, help=f"Vault directory (default: ${HOME_ENV} or the platform "
                   "data dir).")
+    @click.option("--key-file", "key_file", type=click.Path(dir_okay=False, path_type=Path),
+                  default=None, help=f"File holding your API key (mode 0600); default: "
+                  f"${API_KEY_ENV}.")
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
     @click.option("--debug", is_flag=True, help="Log at DEBUG and show tracebacks on errors.")
     @click.option("-v", "--verbose", count=True, help="Log at INFO.")
     @functools.wraps(command)
-    def wrapper(*args: Any, vault_dir: Path | None, as_json: bool, debug: bool, verbose: int,
-                **kwargs: Any) -> Any:
+    def wrapper(*args: Any, vault_dir: Path | None, key_file: Path | None, as_json: bool,
+                debug: bool, verbose: int, **kwargs: Any) -> Any:
         output = Output(json=as_json, debug=debug)
         configure_logging(debug, verbose)
+        click.get_current_context().meta[_KEY_FILE_META] = key_file
         try:
             return command(*args, output=output, vault_dir=vault_dir, **kwargs)
         except SystemExit:
@@ -62,5 +71,58 @@ def passphrase_from_env_or_prompt(confirm: bool = False) -> SecretBytes | None:
     return SecretBytes(first.encode())
 
 
+def read_key_file(path: Path) -> SecretBytes:
+    """An API key from a file that only its owner can read (like ssh, others' access is refused)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise InvalidInput(f"the key file {path} is accessible to other users (mode "
+                               f"{mode:o}); run: chmod 600 {path}")
+        return SecretBytes(path.read_bytes().strip())
+    except FileNotFoundError:
+        raise InvalidInput(f"the key file {path} does not exist") from None
+    except IsADirectoryError:
+        raise InvalidInput(f"the key file {path} is a directory") from None
+    except PermissionError:
+        raise InvalidInput(f"the key file {path} cannot be read (permission denied)") from None
+
+
+def write_key_file(path: Path, api_key: str) -> None:
+    """Save a new API key to ``path`` (created 0600; an existing file is never overwritten)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise InvalidInput(f"{path} exists already; refusing to overwrite it") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot create {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "w") as handle:
+        handle.write(api_key + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def show_new_key(who: str, api_key: str, write_key: Path | None) -> None:
+    """Tell the holder of a new key where it is, or print it, once."""
+    if write_key is not None:
+        click.echo(f"The API key of {who} is in {write_key} (mode 0600); it is not shown again.")
+        return
+    click.echo(f"The API key of {who}, shown only this once:\n\n  {api_key}\n\n"
+               f"Keep it in a file only you can read (chmod 600) and pass it with --key-file "
+               f"FILE or ${API_KEY_ENV}. faceseal stores only a hash of it.")
+
+
+def api_key_from_cli() -> SecretBytes | None:
+    """The API key of this invocation: ``--key-file FILE``, else ``$FACESEAL_API_KEY``."""
+    context = click.get_current_context(silent=True)
+    key_file = context.meta.get(_KEY_FILE_META) if context is not None else None
+    if key_file is not None:
+        return read_key_file(key_file)
+    value = os.environ.get(API_KEY_ENV, "").strip()
+    return SecretBytes(value.encode()) if value else None
+
+
 def open_vault(vault_dir: Path | None) -> Vault:
-    return Vault.open(vault_dir, passphrase=passphrase_from_env_or_prompt)
+    """Open the vault bound to this invocation's API key. Without a key the vault opens unbound
+    and the first operation is refused (and audited) with a message saying how to pass one."""
+    return Vault.open(vault_dir, api_key=api_key_from_cli(),
+                      passphrase=passphrase_from_env_or_prompt)

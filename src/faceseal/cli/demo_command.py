@@ -22,7 +22,8 @@ def demo(output: Output, vault_dir: Path | None, keep: bool, workdir: Path | Non
     del vault_dir  # the demo always makes its own temporary vault
     say = (lambda _line: None) if output.json else click.echo
     report = run_demo(workdir, keep=keep, say=say)
-    output.emit({"ok": report.ok, "steps": report.steps, "kept": report.kept,
+    output.emit({"ok": report.ok, "steps": report.steps, "access": report.access,
+                 "kept": report.kept,
                  "vault": report.vault_dir if keep else None}, lambda: None)
     if not report.ok:
         raise InternalError("the demo did not give the expected results")

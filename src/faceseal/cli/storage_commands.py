@@ -162,9 +162,10 @@ def schema_sql(output: Output, vault_dir: Path | None, store_url: str | None) ->
                    "password in the URL).")
 @click.option("--table", default=DEFAULT_TABLE, show_default=True,
               help="The legacy table (or schema.table).")
-@click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--legacy-key-file", "legacy_key_file",
+              type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="File holding the old AES-256 key: 32 raw bytes, 64 hex digits or base64.")
-@click.option("--key-env", metavar="VAR", default=None,
+@click.option("--legacy-key-env", "legacy_key_env", metavar="VAR", default=None,
               help="Environment variable holding the old key (hex or base64).")
 @tenant_option
 @model_option
@@ -180,19 +181,21 @@ def schema_sql(output: Output, vault_dir: Path | None, store_url: str | None) ->
               help="Import even though this source and table were imported before.")
 @common_options
 def import_legacy(output: Output, vault_dir: Path | None, source: str, table: str,
-                  key_file: Path | None, key_env: str | None, tenant: str, model: str | None,
+                  legacy_key_file: Path | None, legacy_key_env: str | None, tenant: str,
+                  model: str | None,
                   iv_layout: str, text_encoding: str, plaintext: str, batch_size: int,
                   again: bool) -> None:
     """Re-seal a legacy AES-256-CBC face_encodings table into the vault.
 
     Exit 0 when every row was imported, 1 when some rows could not be (they are listed).
+    Needs the enroller role on the tenant (your API key: --key-file or $FACESEAL_API_KEY).
     """
     options = LegacyImportOptions(table=table, iv_layout=iv_layout,  # type: ignore[arg-type]
                                   text_encoding=text_encoding,  # type: ignore[arg-type]
                                   plaintext=plaintext, batch_size=batch_size,  # type: ignore[arg-type]
                                   again=again)
     options.check()
-    key = read_legacy_key(key_file=key_file, key_env=key_env)
+    key = read_legacy_key(key_file=legacy_key_file, key_env=legacy_key_env)
     try:
         with open_vault(vault_dir) as vault, progress_bar("importing", output, "row") as progress:
             result = vault.import_legacy(source, key, tenant=tenant, model=model,

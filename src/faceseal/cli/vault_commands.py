@@ -7,7 +7,13 @@ from typing import Any
 
 import click
 
-from faceseal.cli.common import common_options, open_vault, passphrase_from_env_or_prompt
+from faceseal.cli.common import (
+    common_options,
+    open_vault,
+    passphrase_from_env_or_prompt,
+    show_new_key,
+    write_key_file,
+)
 from faceseal.cli.output import EXIT_NO_MATCH, EXIT_OK, Output
 from faceseal.cli.progress import progress_bar
 from faceseal.storage.urls import migrate_as_admin
@@ -44,13 +50,20 @@ sources_argument = click.argument(
               help="Seal the keyring with a passphrase (from $FACESEAL_PASSPHRASE or a prompt).")
 @click.option("--force-keyring-location", is_flag=True,
               help="Allow the keyring inside the vault directory (not recommended).")
+@click.option("--admin-name", default="admin", show_default=True,
+              help="Name of the first admin principal.")
+@click.option("--write-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Save the first admin's API key to this new file (0600) instead of printing "
+                   "it.")
 @store_option
 @admin_url_option
 @common_options
 def init(output: Output, vault_dir: Path | None, keyring_dir: Path | None,
-         use_passphrase: bool, force_keyring_location: bool, store_url: str | None,
-         admin_url: str | None) -> None:
-    """Create a new vault and its keyring."""
+         use_passphrase: bool, force_keyring_location: bool, admin_name: str,
+         write_key: Path | None, store_url: str | None, admin_url: str | None) -> None:
+    """Create a new vault, its keyring, and its first admin (whose API key is shown once)."""
+    if write_key is not None and write_key.exists():
+        raise click.UsageError(f"{write_key} exists already; refusing to overwrite it")
     def passphrase() -> Any:
         if not use_passphrase:
             return None
@@ -60,16 +73,31 @@ def init(output: Output, vault_dir: Path | None, keyring_dir: Path | None,
         return secret
 
     with Vault.create(vault_dir, keyring_dir=keyring_dir, passphrase=passphrase,
-                      allow_keyring_in_vault_dir=force_keyring_location, store_url=store_url,
+                      allow_keyring_in_vault_dir=force_keyring_location,
+                      admin_name=admin_name, store_url=store_url,
                       store_admin_url=admin_url) as vault:
-        document = {"vault": str(vault.home), "vault_id": vault.vault_id,
-                    "keyring": vault.config.key_store_dir, "passphrase_sealed": use_passphrase,
-                    "store": vault.store_description}
-    output.emit(document, lambda: click.echo(
-        f"Created vault {document['vault_id']}\n  vault:     {document['vault']}\n"
-        f"  templates: {document['store']}\n"
-        f"  keyring:   {document['keyring']}\nBack up the keyring directory separately from the "
-        "vault: without it the templates cannot be read."))
+        admin_key = vault.bootstrap_admin_key
+        assert admin_key is not None
+        document: dict[str, Any] = {
+            "vault": str(vault.home), "vault_id": vault.vault_id,
+            "keyring": vault.config.key_store_dir, "passphrase_sealed": use_passphrase,
+            "admin": admin_name, "store": vault.store_description}
+    if write_key is not None:
+        write_key_file(write_key, admin_key)
+        document["admin_key_file"] = str(write_key)
+    else:
+        document["admin_key"] = admin_key
+
+    def human() -> None:
+        click.echo(
+            f"Created vault {document['vault_id']}\n  vault:     {document['vault']}\n"
+            f"  templates: {document['store']}\n"
+            f"  keyring:   {document['keyring']}\nBack up the keyring directory separately from "
+            "the vault: without it the templates cannot be read.\n")
+        click.echo(f"First admin: {admin_name} (role admin, every tenant).")
+        show_new_key(admin_name, admin_key, write_key)
+
+    output.emit(document, human)
 
 
 @click.command()

@@ -35,6 +35,10 @@ class VaultConfig:
     extra_models: list[dict[str, Any]] = field(default_factory=list)
     #: Per-model threshold overrides.
     thresholds: dict[str, float] = field(default_factory=dict)
+    #: Checkpoint the audit log's head (in the key directory) after this many events written by
+    #: one process, or when the last checkpoint is this many seconds old, and at close.
+    audit_checkpoint_every: int = 16
+    audit_checkpoint_seconds: float = 1.0
 
     @property
     def keyset_id(self) -> bytes:

@@ -5,9 +5,11 @@ checked like any encoding the vault accepts, and re-sealed as a faceseal record 
 the vault's keys) of subject ``str(user_id)``. Rows that cannot be opened or are not a valid
 encoding are reported -- id, user id and a reason, never bytes -- and the import goes on.
 
-Progress is committed per batch together with a marker in the store's metadata
-(``legacy-import/<fingerprint of source and table>``), so an interrupted import resumes after the
-last committed id, and a finished one is not imported twice by accident.
+Progress is committed per batch, together with a marker in the store's metadata
+(``legacy-import/<fingerprint of source and table>``) and the batch's audit event (the vault's
+``import`` operation: its subjects, template ids and the ids of the rows that failed), so an
+interrupted import resumes after the last committed id, and a finished one is not imported twice
+by accident.
 
 The old key is never written anywhere: not in the vault, not in the marker, not in a log line,
 an exception or a result.
@@ -52,12 +54,11 @@ IvLayout = Literal["auto", "column", "prepended"]
 TextEncoding = Literal["auto", "hex", "base64"]
 PlaintextFormat = Literal["auto", "float64", "json"]
 MARKER_PREFIX = "legacy-import/"
+MAX_BATCH = 1000
 MAX_SUBJECT_ID = 256
 _HEX = re.compile(r"^(\\x)?[0-9a-fA-F]*$")
 
 Encoding = npt.NDArray[np.floating]
-#: Called with (rows, encodings) after each committed batch, to keep loaded galleries in step.
-StoredCallback = Callable[[list[TemplateRow], list[Encoding]], None]
 Progress = Callable[[int, int], None]
 
 
@@ -84,8 +85,9 @@ class LegacyImportOptions:
             raise InvalidInput("text_encoding must be auto, hex or base64")
         if self.plaintext not in ("auto", "float64", "json"):
             raise InvalidInput("plaintext must be auto, float64 or json")
-        if not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= 100_000:
-            raise InvalidInput("batch_size must be an integer within 1..100000")
+        # At most 1,000: each batch is one audit event listing its subjects and template ids.
+        if not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= MAX_BATCH:
+            raise InvalidInput(f"batch_size must be an integer within 1..{MAX_BATCH}")
 
 
 @dataclass(frozen=True)
@@ -285,6 +287,12 @@ def marker_key(source: LegacySource) -> str:
     return MARKER_PREFIX + fingerprint
 
 
+#: Persists one step of an import: ``(rows, encodings, marker_key, marker_value, detail)``. The
+#: vault writes the rows, the progress marker and the operation's audit event (with ``detail``
+#: and the rows' template ids) in one store transaction; the last call has no rows.
+SaveStep = Callable[[list[TemplateRow], list[Encoding], str, str, dict[str, Any]], None]
+
+
 def import_table(
     source: LegacySource,
     key: SecretBytes,
@@ -294,10 +302,10 @@ def import_table(
     tenant: str,
     spec: ModelSpec,
     options: LegacyImportOptions,
+    save: SaveStep,
     progress: Progress | None = None,
-    on_stored: StoredCallback | None = None,
 ) -> LegacyImportResult:
-    """Re-seal every row of ``source`` into ``store`` as templates of ``tenant``."""
+    """Re-seal every row of ``source`` as templates of ``tenant``, one batch per ``save``."""
     options.check()
     marker = marker_key(source)
     previous = _load_marker(store.get_meta(marker))
@@ -314,47 +322,53 @@ def import_table(
             resume_after = previous.get("last_id")
             imported = int(previous.get("imported", 0))
     total = source.count(resume_after)
+    described = source.describe()[:2048]
     state: dict[str, Any] = {
-        "source": source.describe(), "tenant": tenant, "model_id": spec.model_id,
+        "source": described, "tenant": tenant, "model_id": spec.model_id,
         "last_id": resume_after, "imported": imported, "complete": False,
         "started_at": time.time(),
     }
-    # Written first: a login that may not record progress fails before anything is imported.
-    store.set_meta(marker, json.dumps(state))
     read = 0
     failed: list[FailedRow] = []
     subjects: set[str] = set()
-    for batch in source.batches(resume_after, options.batch_size):
+    for number, batch in enumerate(source.batches(resume_after, options.batch_size), start=1):
         items: list[NewTemplate] = []
         stamps: list[float | None] = []
+        batch_failed: list[str] = []
         for legacy in batch:
             try:
                 subject, encoding, created = open_legacy_row(legacy, key, options, spec)
             except _RowError as exc:
                 failed.append(FailedRow(str(legacy.row_id), str(legacy.user_id), exc.reason))
+                batch_failed.append(str(legacy.row_id)[:256])
                 continue
             items.append(NewTemplate(tenant, subject, spec.model_id, encoding))
             stamps.append(created)
             subjects.add(subject)
         read += len(batch)
-        # Sealing reserves (and commits) its encryption counts first, then the rows and the
-        # progress marker are committed together.
+        # Sealing reserves (and commits) its encryption counts first; then the rows, the
+        # progress marker and the audit event are committed together by ``save``.
         rows = [r if s is None else replace(r, created_at=s)
                 for r, s in zip(sealer.seal(items), stamps, strict=True)]
         state.update(last_id=_json_id(batch[-1].row_id), imported=state["imported"] + len(rows))
-        with store.transaction():
-            store.add_templates(rows)
-            store.set_meta(marker, json.dumps(state))
-        if on_stored is not None and rows:
-            on_stored(rows, [i.encoding for i in items])
+        save(rows, [i.encoding for i in items], marker, json.dumps(state), {
+            "source": described, "table": source.table, "batch": number, "rows": len(batch),
+            "imported": len(rows), "failed_ids": batch_failed,
+            "subjects": sorted({i.subject_id for i in items}),
+        })
         if progress is not None:
             progress(read, total)
     state.update(complete=True, finished_at=time.time(), failed=len(failed))
-    store.set_meta(marker, json.dumps(state))
+    save([], [], marker, json.dumps(state), {
+        "source": described, "table": source.table, "rows_read": read,
+        "imported": state["imported"] - imported, "failed": len(failed),
+        "subjects": len(subjects), "complete": True,
+        "resumed_after": None if resume_after is None else str(resume_after),
+    })
     if failed:
         log.warning("legacy import: %d row(s) could not be imported", len(failed))
-    return LegacyImportResult(source.describe(), source.table, tenant, spec.model_id,
-                              read, state["imported"] - imported, len(subjects), failed,
+    return LegacyImportResult(described, source.table, tenant, spec.model_id, read,
+                              state["imported"] - imported, len(subjects), failed,
                               None if resume_after is None else str(resume_after))
 
 

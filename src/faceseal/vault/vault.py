@@ -3,6 +3,12 @@
 It wires the layers together: the key provider and subject key store (keys), the template store
 (storage), the encoder (encoders), and the in-memory galleries (matching). Its methods are verbs:
 ``enroll``, ``verify``, ``identify``, ``erase``, ``subjects``, ``check``.
+
+Every operation goes through one choke point, :meth:`Vault._operation` (see
+:mod:`faceseal.vault.guard`): the bound principal is re-checked, the permission table consulted,
+and the audit event written in the same transaction as the change (or, for reads, before the
+result is returned). A vault object is bound to one principal (``Vault.open(home, api_key=...)``);
+:meth:`Vault.as_key` gives another view of the same open vault bound to another key.
 """
 
 from __future__ import annotations
@@ -14,11 +20,27 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from faceseal.access.principals import Principal, new_principal_row
+from faceseal.access.roles import (
+    CHECK,
+    ENROLL,
+    ERASE,
+    IDENTIFY,
+    IMPORT,
+    PRINCIPALS_ADD,
+    SUBJECTS,
+    VERIFY,
+    Role,
+)
+from faceseal.audit.events import OUTCOME_OK, SYSTEM, AuditEvent, DetailValue, new_request_id
+from faceseal.audit.log import AuditLog
+from faceseal.audit.state import AUDIT_STATE_FILE, AuditState
 from faceseal.crypto.legacy_cbc import KEY_BYTES as LEGACY_KEY_BYTES
 from faceseal.crypto.secret import SecretBytes
 from faceseal.errors import (
@@ -45,7 +67,9 @@ from faceseal.storage.urls import (
     open_store_url,
     prepare_store,
 )
+from faceseal.vault.access_ops import AccessOperations
 from faceseal.vault.config import CONFIG_FILE, DEFAULT_TENANT, VaultConfig
+from faceseal.vault.guard import Caller, Guard, Operation
 from faceseal.vault.legacy_import import LegacyImportOptions, LegacyImportResult, import_table
 from faceseal.vault.paths import default_home, default_keyring_dir
 from faceseal.vault.records import NewTemplate, RecordSealer
@@ -118,8 +142,14 @@ def _create_store(
     return store, remove
 
 
-class Vault:
+ApiKeyInput = str | bytes | SecretBytes
+
+
+class Vault(AccessOperations):
     """A vault of sealed face encodings. Create with :meth:`create`, open with :meth:`open`."""
+
+    #: The first admin's API key, set only on the object :meth:`create` returns: shown once.
+    bootstrap_admin_key: str | None = None
 
     def __init__(
         self,
@@ -129,6 +159,7 @@ class Vault:
         subject_keys: SubjectKeyStore,
         store: TemplateStore,
         *,
+        audit_state: AuditState,
         encoder_factory: Callable[[], Any] | None = None,
     ) -> None:
         self._home = home
@@ -147,6 +178,16 @@ class Vault:
         self._damaged: dict[str, TemplateRow] = {}
         self._lock = threading.RLock()
         self._closed = False
+        self._audit_state = audit_state
+        self._audit = AuditLog(
+            store, audit_state, audit_state.load_keys(provider, config.keyset_id),
+            checkpoint_every=config.audit_checkpoint_every,
+            checkpoint_seconds=config.audit_checkpoint_seconds,
+        )
+        self._guard = Guard(store, self._audit)
+        self._caller = Caller(None)
+        self._principal: Principal | None = None
+        self._root: Vault = self
 
     # --- life cycle ------------------------------------------------------------------------------
 
@@ -159,15 +200,21 @@ class Vault:
         passphrase: PassphraseSource = _no_passphrase,
         allow_keyring_in_vault_dir: bool = False,
         max_encryptions_per_key: int | None = None,
+        admin_name: str = "admin",
         store_url: str | None = None,
         store_admin_url: str | None = None,
     ) -> Vault:
         """Create a new vault in ``home`` with a new local keyring in ``keyring_dir``.
 
+        The vault gets its first principal, ``admin_name`` (role admin, every tenant), and the
+        returned object is bound to it; its API key is in :attr:`bootstrap_admin_key`, shown this
+        once and stored only as a hash. There are no default credentials.
+
         ``store_url`` picks the template store (default ``sqlite:templates.db``; also
-        ``files:DIR`` and ``postgresql://...``). For PostgreSQL, ``store_admin_url`` (used once,
-        never saved) lets an administrator create the schema and grant the store URL's login
-        every tenant first; without it the schema must exist and the login be granted.
+        ``files:DIR`` and ``postgresql://...``, see docs/storage.md). For PostgreSQL,
+        ``store_admin_url`` (used once, never saved) lets an administrator create the schema and
+        grant the store URL's login every tenant first; without it the schema must exist and the
+        login be granted.
         """
         if store_url is not None:
             check_store_url(store_url)
@@ -206,8 +253,11 @@ class Vault:
             created.append(subject_keys.path)
             store, remove_store = _create_store(config.store_url, home, store_admin_url,
                                                 vault_id)
-            vault = cls(home, config, provider, subject_keys, store)
+            audit_state = AuditState.create(keys_dir, vault_id, provider, config.keyset_id)
+            created.append(audit_state.path)
+            vault = cls(home, config, provider, subject_keys, store, audit_state=audit_state)
             vault._data_keys.create_version()
+            admin_key = vault._bootstrap_admin(admin_name)
             config.save(home)
         except BaseException:
             if store is not None:
@@ -219,6 +269,8 @@ class Vault:
                         Path(str(path) + suffix).unlink()
             raise
         log.info("created vault %s", vault_id)
+        vault._bind(admin_key)
+        vault.bootstrap_admin_key = admin_key
         return vault
 
     @classmethod
@@ -226,10 +278,18 @@ class Vault:
         cls,
         home: Path | str | None = None,
         *,
+        api_key: ApiKeyInput | None = None,
         passphrase: PassphraseSource = _no_passphrase,
         encoder_factory: Callable[[], Any] | None = None,
+        request_id: str | None = None,
     ) -> Vault:
-        """Open an existing vault. Fails clearly, changing nothing, if its keys do not match."""
+        """Open an existing vault. Fails clearly, changing nothing, if its keys do not match.
+
+        ``api_key`` binds the vault to its principal (an unknown, revoked or malformed key is
+        refused with :class:`~faceseal.errors.AuthenticationFailed`, and the refusal audited).
+        Without one the vault is unbound: every operation is refused until :meth:`as_key` gives a
+        bound view (what a server holding one vault for many callers does).
+        """
         home = (Path(home) if home is not None else default_home()).expanduser().resolve()
         config = VaultConfig.load(home)
         provider = open_provider(config.key_uri, passphrase)
@@ -244,26 +304,100 @@ class Vault:
             subject_keys.close()
             provider.close()
             raise
-        vault = cls(home, config, provider, subject_keys, store, encoder_factory=encoder_factory)
+        audit_state: AuditState | None = None
+        try:
+            audit_state = _open_audit_state(config, provider, store)
+            vault = cls(home, config, provider, subject_keys, store, audit_state=audit_state,
+                        encoder_factory=encoder_factory)
+        except BaseException:
+            if audit_state is not None:
+                audit_state.close()
+            store.close()
+            subject_keys.close()
+            provider.close()
+            raise
         try:
             vault._check_opens()
+            if api_key is not None:
+                vault._caller, vault._principal = vault._guard.bind(api_key,
+                                                                    request_id=request_id)
         except BaseException:
             vault.close()
             raise
         return vault
 
+    @classmethod
+    def bootstrap_admin(
+        cls,
+        home: Path | str | None = None,
+        *,
+        name: str = "admin",
+        passphrase: PassphraseSource = _no_passphrase,
+    ) -> Vault:
+        """Create the first admin of a vault that has no principal at all (a vault made before
+        principals existed); refused with :class:`~faceseal.errors.Conflict` once any principal
+        exists. Returns the vault bound to it, the key in :attr:`bootstrap_admin_key`."""
+        vault = cls.open(home, passphrase=passphrase)
+        try:
+            key = vault._bootstrap_admin(name)
+            vault._bind(key)
+            vault.bootstrap_admin_key = key
+        except BaseException:
+            vault.close()
+            raise
+        return vault
+
+    def as_key(self, api_key: ApiKeyInput | None, *, request_id: str | None = None) -> Vault:
+        """Another view of this open vault, bound to the principal of ``api_key``.
+
+        Views share the store, keys and galleries; closing a view leaves the vault open, closing
+        the vault closes every view. ``request_id`` tags every audit event of the view (a
+        service passes its request id; otherwise each operation gets a random one).
+        A refused key raises :class:`~faceseal.errors.AuthenticationFailed` (audited).
+        """
+        self._check_open()
+        caller, principal = self._guard.bind(api_key, request_id=request_id)
+        view = Vault.__new__(Vault)
+        view.__dict__.update(self.__dict__)
+        view._caller, view._principal = caller, principal
+        view._root, view._closed = self._root, False
+        view.bootstrap_admin_key = None
+        return view
+
+    def _bind(self, api_key: str) -> None:
+        self._caller, self._principal = self._guard.bind(api_key)
+
+    def _bootstrap_admin(self, name: str) -> str:
+        """The first admin (every tenant), created with its audit event; returns its key."""
+        if self._store.principals():
+            raise Conflict("this vault has principals already; an admin adds more with "
+                           "`faceseal principals add`")
+        row, issued = new_principal_row(name, frozenset({Role.ADMIN}), None)
+        event = AuditEvent(principal=SYSTEM, role="", action=PRINCIPALS_ADD, outcome=OUTCOME_OK,
+                           request_id=new_request_id(),
+                           detail={"target": name, "roles": ["admin"], "scope": "*",
+                                   "key_id": row.key_id, "bootstrap": True})
+        with self._store.transaction():
+            self._store.add_principal(row)
+            record = self._audit.append(event)
+        self._audit.committed(record)
+        self._audit.checkpoint(best_effort=True)
+        return issued.reveal()
+
+    def _operation(
+        self,
+        action: str,
+        *,
+        tenant: str | None,
+        subject_id: str | None = None,
+        detail: dict[str, DetailValue] | None = None,
+    ) -> AbstractContextManager[Operation]:
+        """THE choke point: authenticate, authorise and audit ``action`` (see ``guard``)."""
+        return self._guard.operation(self._caller, action, tenant=tenant, subject_id=subject_id,
+                                     detail=detail)
+
     def _check_opens(self) -> None:
-        version = self._store.schema_version()
-        if version < self._store.SCHEMA_VERSION:
-            raise StorageUnavailable(
-                f"the template store is at schema version {version}, this faceseal needs "
-                f"{self._store.SCHEMA_VERSION}: run `faceseal migrate`"
-            )
-        if version > self._store.SCHEMA_VERSION:
-            raise StorageUnavailable(
-                f"the template store is at schema version {version}, newer than this faceseal "
-                f"understands ({self._store.SCHEMA_VERSION}); upgrade faceseal"
-            )
+        _check_schema(self._store)
         if self._store.get_meta("vault_id") != self._config.vault_id:
             raise KeyringError("the template store belongs to another vault")
         # One unwrap proves the keyring is this vault's (O(1) provider calls, whatever the size).
@@ -277,11 +411,18 @@ class Vault:
                 ) from None
 
     def close(self) -> None:
-        """Overwrite decrypted templates in memory and release files and connections."""
+        """Overwrite decrypted templates in memory and release files and connections.
+
+        Closing a view made by :meth:`as_key` only retires that view."""
+        if self._root is not self:
+            self._closed = True
+            return
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            self._audit.checkpoint(best_effort=True)
+            self._audit_state.close()
             for gallery in self._galleries.values():
                 gallery.clear()
             self._galleries.clear()
@@ -297,7 +438,8 @@ class Vault:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Vault {self._config.vault_id} at {self._home}>"
+        who = self._principal.name if self._principal is not None else "unbound"
+        return f"<Vault {self._config.vault_id} at {self._home} as {who}>"
 
     def __reduce__(self) -> Any:
         raise TypeError("a Vault cannot be pickled")
@@ -337,24 +479,36 @@ class Vault:
         progress: Progress | None = None,
     ) -> EnrollResult:
         """Seal the encodings of ``sources`` (photos, folders, .npy/.json files, arrays) as
-        templates of ``subject_id``. All or nothing: one bad source and nothing is written."""
+        templates of ``subject_id``. All or nothing: one bad source and nothing is written.
+        Needs the enroller role on ``tenant``."""
         self._check_open()
         _check_id("subject id", subject_id)
         _check_id("tenant", tenant)
+        with self._operation(ENROLL, tenant=tenant, subject_id=subject_id) as op:
+            return self._enroll(op, subject_id, sources, tenant=tenant, model=model,
+                                face_index=face_index, progress=progress)
+
+    def _enroll(self, op: Operation, subject_id: str, sources: Sequence[Source], *, tenant: str,
+                model: str | None, face_index: int | None,
+                progress: Progress | None) -> EnrollResult:
         spec = self.model(model)
         reader = self._reader(face_index)
         encodings = reader.read_all(sources, spec, progress)
         items = [NewTemplate(tenant, subject_id, spec.model_id, e.encoding) for e in encodings]
         with self._lock:
             rows = self._sealer.seal(items)
-            self._store.add_templates(rows)
+            template_ids = [r.template_id for r in rows]
+            # The templates, the subject's last_seen_at and the audit event commit together.
+            with op.transaction():
+                self._store.add_templates(rows)
+                op.record(template_ids=template_ids, detail={"model": spec.model_id})
             gallery = self._galleries.get((tenant, spec.model_id))
             if gallery is not None or tenant in self._loaded_tenants:
                 gallery = self._gallery(tenant, spec)
-                gallery.add_many([r.subject_id for r in rows], [r.template_id for r in rows],
+                gallery.add_many([r.subject_id for r in rows], template_ids,
                                  np.stack([i.encoding for i in items]))
         log.debug("enrolled %d template(s)", len(rows))
-        return EnrollResult(tenant, subject_id, spec.model_id, [r.template_id for r in rows],
+        return EnrollResult(tenant, subject_id, spec.model_id, template_ids,
                             [e.label for e in encodings])
 
     def verify(
@@ -367,10 +521,18 @@ class Vault:
         model: str | None = None,
         face_index: int | None = None,
     ) -> VerifyResult:
-        """1:1: compare ``probe`` with every template of ``subject_id``; the closest decides."""
+        """1:1: compare ``probe`` with every template of ``subject_id``; the closest decides.
+        Needs the verifier role on ``tenant``."""
         self._check_open()
         _check_id("subject id", subject_id)
         _check_id("tenant", tenant)
+        with self._operation(VERIFY, tenant=tenant, subject_id=subject_id) as op:
+            return self._verify(op, subject_id, probe, tenant=tenant, threshold=threshold,
+                                model=model, face_index=face_index)
+
+    def _verify(self, op: Operation, subject_id: str, probe: Source, *, tenant: str,
+                threshold: float | None, model: str | None,
+                face_index: int | None) -> VerifyResult:
         spec = self.model(model)
         limit = _threshold(threshold, spec)
         encoding = self._reader(face_index).read_probe(probe, spec).encoding
@@ -398,8 +560,15 @@ class Vault:
                 )
             raise NotFound(f"subject {subject_id!r} has no templates of model {spec.model_id}")
         template_id, distance = best
-        return VerifyResult(tenant, subject_id, distance <= limit, distance, limit,
-                            spec.model_id, template_id, damaged)
+        result = VerifyResult(tenant, subject_id, distance <= limit, distance, limit,
+                              spec.model_id, template_id, damaged)
+        with op.transaction():
+            if result.match:
+                self._store.touch_subject(tenant, subject_id, time.time())
+            op.record(template_ids=(template_id,),
+                      detail={"match": result.match, "threshold": limit, "model": spec.model_id,
+                              "damaged": len(damaged)})
+        return result
 
     def _verify_from_store(
         self, tenant: str, subject_id: str, spec: ModelSpec, probe: np.ndarray[Any, Any]
@@ -430,9 +599,17 @@ class Vault:
         model: str | None = None,
         face_index: int | None = None,
     ) -> IdentifyResult:
-        """1:N: the ``top_k`` subjects of ``tenant`` closest to ``probe``, closest first."""
+        """1:N: the ``top_k`` subjects of ``tenant`` closest to ``probe``, closest first.
+        Needs the identifier role on ``tenant``."""
         self._check_open()
         _check_id("tenant", tenant)
+        with self._operation(IDENTIFY, tenant=tenant) as op:
+            return self._identify(op, probe, tenant=tenant, top_k=top_k, threshold=threshold,
+                                  model=model, face_index=face_index)
+
+    def _identify(self, op: Operation, probe: Source, *, tenant: str, top_k: int,
+                  threshold: float | None, model: str | None,
+                  face_index: int | None) -> IdentifyResult:
         if not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInput(f"top_k must be an integer within 1..{MAX_TOP_K}")
         spec = self.model(model)
@@ -446,32 +623,60 @@ class Vault:
             damaged = sum(1 for row in self._damaged.values() if row.tenant == tenant)
         candidates = [Candidate(m.subject_id, m.distance, m.distance <= limit, m.template_id)
                       for m in matches]
-        return IdentifyResult(tenant, spec.model_id, limit, top_k, candidates, size, damaged)
+        result = IdentifyResult(tenant, spec.model_id, limit, top_k, candidates, size, damaged)
+        with op.transaction():
+            now = time.time()
+            for candidate in candidates:
+                if candidate.match:
+                    self._store.touch_subject(tenant, candidate.subject_id, now)
+            best = result.best
+            op.record(subject_id=best.subject_id if best else None,
+                      template_ids=[c.template_id for c in candidates],
+                      detail={"subjects": [c.subject_id for c in candidates],
+                              "matches": sum(1 for c in candidates if c.match), "top_k": top_k,
+                              "threshold": limit, "model": spec.model_id, "gallery_size": size})
+        return result
 
     def erase(self, subject_id: str, *, tenant: str = DEFAULT_TENANT) -> EraseResult:
-        """Delete a subject's templates and destroy its key material (crypto-shredding)."""
+        """Delete a subject's templates and destroy its key material (crypto-shredding).
+        Needs the enroller role on ``tenant``."""
         self._check_open()
         _check_id("subject id", subject_id)
         _check_id("tenant", tenant)
+        with self._operation(ERASE, tenant=tenant, subject_id=subject_id) as op:
+            erased, destroyed = self._erase_in(op, tenant, subject_id)
+            return EraseResult(tenant, subject_id, erased, destroyed)
+
+    def _erase_in(self, op: Operation, tenant: str, subject_id: str) -> tuple[int, bool]:
+        """Erase one subject under ``op``: rows and event commit together, then the subject's
+        secret is destroyed. If that fails the rows are gone but the secret stays, and the error
+        propagates; erasing again finishes the job."""
         with self._lock:
-            template_ids = self._store.erase_subject(tenant, subject_id)
-            destroyed = self._subject_keys.destroy(tenant, subject_id)
+            with op.transaction():
+                template_ids = self._store.erase_subject(tenant, subject_id)
+                has_secret = bool(self._subject_keys.get_many([(tenant, subject_id)]))
+                if not template_ids and not has_secret:
+                    raise NotFound(f"no subject {subject_id!r} in tenant {tenant!r}")
+                op.record(subject_id=subject_id, template_ids=template_ids,
+                          detail={"templates": len(template_ids)})
             for (gallery_tenant, _), gallery in self._galleries.items():
                 if gallery_tenant == tenant:
                     gallery.remove_subject(subject_id)
             for template_id in template_ids:
                 self._damaged.pop(template_id, None)
-        if not template_ids and not destroyed:
-            raise NotFound(f"no subject {subject_id!r} in tenant {tenant!r}")
+            destroyed = self._subject_keys.destroy(tenant, subject_id)
         log.debug("erased a subject: %d template(s)", len(template_ids))
-        return EraseResult(tenant, subject_id, len(template_ids), destroyed)
+        return len(template_ids), destroyed
 
     def subjects(self, *, tenant: str = DEFAULT_TENANT) -> list[SubjectInfo]:
-        """The subjects of a tenant and how many templates each has."""
+        """The subjects of a tenant and how many templates each has (enroller role)."""
         self._check_open()
         _check_id("tenant", tenant)
-        return [SubjectInfo(s.tenant, s.subject_id, s.templates, s.created_at, s.last_seen_at)
-                for s in self._store.subjects(tenant)]
+        with self._operation(SUBJECTS, tenant=tenant) as op:
+            found = [SubjectInfo(s.tenant, s.subject_id, s.templates, s.created_at,
+                                 s.last_seen_at) for s in self._store.subjects(tenant)]
+            self._record(op, subjects=len(found))
+            return found
 
     def import_legacy(
         self,
@@ -485,43 +690,57 @@ class Vault:
     ) -> LegacyImportResult:
         """Re-seal a legacy AES-256-CBC ``face_encodings`` table (``sqlite:PATH`` or
         ``postgresql://...``) into this vault: one template per row, subject ``str(user_id)``.
+        Needs the enroller role on ``tenant``.
 
         ``key`` is the old 32-byte key (see :func:`~faceseal.vault.legacy_import.read_legacy_key`);
         it is used in memory only. Rows that fail to decrypt or are not valid encodings are
-        reported in the result, not imported, and do not stop the rest. See docs/legacy-import.md.
+        reported in the result, not imported, and do not stop the rest. Each batch commits with
+        its audit event. See docs/legacy-import.md.
         """
         self._check_open()
         _check_id("tenant", tenant)
-        spec = self.model(model)
-        options = options or LegacyImportOptions()
-        options.check()
-        if not isinstance(key, SecretBytes) or len(key) != LEGACY_KEY_BYTES:
-            raise InvalidInput("the legacy key must be 32 bytes (AES-256), given as SecretBytes")
-        return self._import_legacy(source, key, tenant, spec, options=options, progress=progress)
+        with self._operation(IMPORT, tenant=tenant) as op:
+            return self._import_legacy(op, source, key, tenant=tenant, model=model,
+                                       options=options or LegacyImportOptions(),
+                                       progress=progress)
 
     def check(self) -> CheckResult:
-        """Open every record once and report those that fail (an integrity scan)."""
+        """Open every record once and report those that fail (an integrity scan). Needs an
+        admin scoped to every tenant."""
         self._check_open()
-        secrets = self._subject_keys.for_tenant(None)
-        records = 0
-        damaged: list[dict[str, str]] = []
-        for batch in self._store.gallery(None):
-            records += len(batch)
-            _, bad = self._sealer.open(batch, secrets)
-            damaged.extend({"tenant": r.tenant, "subject_id": r.subject_id,
-                            "template_id": r.template_id} for r in bad)
-        orphans = sum(1 for tenant, subject in secrets
-                      if not self._store.subject_exists(tenant, subject))
-        return CheckResult(records, damaged, orphans)
+        with self._operation(CHECK, tenant=None) as op:
+            secrets = self._subject_keys.for_tenant(None)
+            records = 0
+            damaged: list[dict[str, str]] = []
+            for batch in self._store.gallery(None):
+                records += len(batch)
+                _, bad = self._sealer.open(batch, secrets)
+                damaged.extend({"tenant": r.tenant, "subject_id": r.subject_id,
+                                "template_id": r.template_id} for r in bad)
+            orphans = sum(1 for tenant, subject in secrets
+                          if not self._store.subject_exists(tenant, subject))
+            self._record(op, records=records, damaged=len(damaged), orphan_subject_keys=orphans)
+            return CheckResult(records, damaged, orphans)
 
     # --- internals -------------------------------------------------------------------------------
 
-    def _import_legacy(
-        self, source: str, key: SecretBytes, tenant: str, spec: ModelSpec, *,
-        options: LegacyImportOptions, progress: Progress | None,
-    ) -> LegacyImportResult:
-        def stored(rows: list[TemplateRow], encodings: list[Any]) -> None:
-            if (tenant, spec.model_id) in self._galleries or tenant in self._loaded_tenants:
+    def _import_legacy(self, op: Operation, source: str, key: SecretBytes, *, tenant: str,
+                       model: str | None, options: LegacyImportOptions,
+                       progress: Progress | None) -> LegacyImportResult:
+        spec = self.model(model)
+        options.check()
+        if not isinstance(key, SecretBytes) or len(key) != LEGACY_KEY_BYTES:
+            raise InvalidInput("the legacy key must be 32 bytes (AES-256), given as SecretBytes")
+
+        def save(rows: list[TemplateRow], encodings: list[Any], marker: str, marker_value: str,
+                 detail: dict[str, Any]) -> None:
+            # The rows, the progress marker and the batch's audit event commit together.
+            with op.transaction():
+                self._store.add_templates(rows)
+                self._store.set_meta(marker, marker_value)
+                op.record(template_ids=[r.template_id for r in rows], detail=detail)
+            if rows and ((tenant, spec.model_id) in self._galleries
+                         or tenant in self._loaded_tenants):
                 self._gallery(tenant, spec).add_many(
                     [r.subject_id for r in rows], [r.template_id for r in rows],
                     np.stack(encodings))
@@ -530,14 +749,14 @@ class Vault:
         # double a batch; other processes are not held up.
         with self._lock, open_legacy_source(source, options.table) as table:
             result = import_table(table, key, store=self._store, sealer=self._sealer,
-                                  tenant=tenant, spec=spec, options=options, progress=progress,
-                                  on_stored=stored)
+                                  tenant=tenant, spec=spec, options=options, save=save,
+                                  progress=progress)
         log.info("legacy import: %d row(s) imported, %d failed", result.imported,
                  len(result.failed))
         return result
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self._closed or self._root._closed:
             raise InvalidInput("the vault is closed")
 
     def _reader(self, face_index: int | None) -> SourceReader:
@@ -578,6 +797,36 @@ class Vault:
         self._loaded_tenants.add(tenant)
         log.debug("loaded gallery: %d template(s) in %.3f s", count,
                   time.perf_counter() - started)
+
+
+def _check_schema(store: TemplateStore) -> None:
+    version = store.schema_version()
+    if version < store.SCHEMA_VERSION:
+        raise StorageUnavailable(
+            f"the template store is at schema version {version}, this faceseal needs "
+            f"{store.SCHEMA_VERSION}: run `faceseal migrate`"
+        )
+    if version > store.SCHEMA_VERSION:
+        raise StorageUnavailable(
+            f"the template store is at schema version {version}, newer than this faceseal "
+            f"understands ({store.SCHEMA_VERSION}); upgrade faceseal"
+        )
+
+
+def _open_audit_state(config: VaultConfig, provider: KeyProvider,
+                      store: TemplateStore) -> AuditState:
+    """The vault's audit state from its key directory. A vault made before audit keys existed
+    (no state file, an empty log) gets one now; a missing file beside a non-empty log is an
+    error, never silently replaced."""
+    directory = Path(config.key_store_dir)
+    if AuditState.exists(directory):
+        return AuditState.open(directory, config.vault_id)
+    _check_schema(store)
+    if next(iter(store.audit_events(limit=1)), None) is not None:
+        return AuditState.open(directory, config.vault_id)  # raises: the audit key is missing
+    log.warning("vault %s has no %s yet; creating its audit key", config.vault_id,
+                AUDIT_STATE_FILE)
+    return AuditState.create(directory, config.vault_id, provider, config.keyset_id)
 
 
 def _threshold(threshold: float | None, spec: ModelSpec) -> float:

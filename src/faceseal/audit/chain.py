@@ -1,0 +1,218 @@
+"""The keyed MAC chain over audit events, checkpoints of its head, and verification.
+
+Each stored event carries ``mac = version || HMAC-SHA256(K_event, content)`` where ``content`` is
+an unambiguous (length-prefixed) encoding of the vault's keyset id, the previous event's MAC and
+every field of the event including its sequence number. An edit changes the content, a deletion
+leaves a gap in ``seq`` and breaks the next ``prev_mac``, a swap or reordering moves content away
+from the ``seq`` it was MACed with, and an inserted event cannot carry a valid MAC without the key.
+
+Cutting off the newest events leaves a shorter chain that is still valid. Checkpoints catch that:
+``(seq, mac)`` of the head, MACed with a separate subkey and kept in the key directory, apart from
+the log. A log whose last event is older than a checkpoint, or whose event at a checkpoint's
+``seq`` has another MAC, was cut.
+
+The audit key is 32 random bytes, stored only wrapped by the key provider; the two subkeys are
+derived from it with HMAC-SHA256 under distinct labels.
+"""
+
+from __future__ import annotations
+
+import hmac
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from faceseal.crypto.encoding import length_prefixed
+from faceseal.crypto.secret import SecretBytes
+from faceseal.storage.base import AuditRecord
+
+_EVENT_LABEL = b"faceseal-audit-event-v1\x00"
+_CHECKPOINT_LABEL = b"faceseal-audit-checkpoint-v1\x00"
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_F64 = struct.Struct(">d")
+MAC_VERSION_BYTES = _U32.size
+MAC_BYTES = MAC_VERSION_BYTES + 32
+
+
+def _optional(value: str | None) -> bytes:
+    return b"\x00" if value is None else b"\x01" + length_prefixed(value.encode())
+
+
+def event_content(keyset_id: bytes, record: AuditRecord) -> bytes:
+    """The bytes an event's MAC covers (everything but the MAC itself)."""
+    detail = record.detail.encode()
+    parts = [
+        _EVENT_LABEL,
+        length_prefixed(keyset_id),
+        length_prefixed(record.prev_mac),
+        _U64.pack(record.seq),
+        length_prefixed(record.event_id.encode()),
+        _F64.pack(record.occurred_at),
+        length_prefixed(record.principal.encode()),
+        length_prefixed(record.role.encode()),
+        length_prefixed(record.action.encode()),
+        _optional(record.tenant),
+        _optional(record.subject_id),
+        _U32.pack(len(record.template_ids)),
+        *(length_prefixed(t.encode()) for t in record.template_ids),
+        length_prefixed(record.outcome.encode()),
+        length_prefixed(record.request_id.encode()),
+        _U32.pack(len(detail)) + detail,
+    ]
+    return b"".join(parts)
+
+
+class AuditKey:
+    """The audit MAC key of one vault (one version). Never printed, pickled or copied."""
+
+    __slots__ = ("__checkpoint_key", "__event_key", "_keyset_id", "version")
+
+    def __init__(self, key: SecretBytes, version: int, keyset_id: bytes) -> None:
+        if len(key) != 32:
+            raise ValueError("the audit key must be 32 bytes")
+        raw = key.reveal()
+        self.__event_key = hmac.digest(raw, b"faceseal-audit-subkey/event", "sha256")
+        self.__checkpoint_key = hmac.digest(raw, b"faceseal-audit-subkey/checkpoint", "sha256")
+        self.version = version
+        self._keyset_id = keyset_id
+
+    def event_mac(self, record: AuditRecord) -> bytes:
+        tag = hmac.digest(self.__event_key, event_content(self._keyset_id, record), "sha256")
+        return _U32.pack(self.version) + tag
+
+    def checkpoint_tag(self, seq: int, mac: bytes, written_at: float) -> bytes:
+        message = (_CHECKPOINT_LABEL + length_prefixed(self._keyset_id) + _U64.pack(seq)
+                   + length_prefixed(mac) + _F64.pack(written_at))
+        return _U32.pack(self.version) + hmac.digest(self.__checkpoint_key, message, "sha256")
+
+    def __repr__(self) -> str:
+        return f"AuditKey(version={self.version}, <redacted>)"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("AuditKey cannot be pickled")
+
+    def __reduce_ex__(self, protocol: Any) -> NoReturn:
+        raise TypeError("AuditKey cannot be pickled")
+
+    def __copy__(self) -> NoReturn:
+        raise TypeError("AuditKey cannot be copied")
+
+    def __deepcopy__(self, memo: Any) -> NoReturn:
+        raise TypeError("AuditKey cannot be copied")
+
+
+def mac_version(mac: bytes) -> int | None:
+    """The audit-key version a MAC names (None if it is too short to name one)."""
+    if len(mac) < MAC_VERSION_BYTES:
+        return None
+    return int(_U32.unpack_from(mac)[0])
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The head of the log at some moment: its ``seq`` and ``mac``, MACed with ``tag``."""
+
+    seq: int
+    mac: bytes
+    written_at: float
+    tag: bytes
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """The outcome of verifying the audit chain (no event content, only positions)."""
+
+    ok: bool
+    events: int
+    head_seq: int
+    checkpoint_seq: int
+    first_broken_seq: int | None = None
+    first_broken_event_id: str | None = None
+    problem: str | None = None
+    checkpoints_checked: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok, "events": self.events, "head_seq": self.head_seq,
+            "checkpoint_seq": self.checkpoint_seq, "first_broken_seq": self.first_broken_seq,
+            "first_broken_event_id": self.first_broken_event_id, "problem": self.problem,
+            "checkpoints_checked": self.checkpoints_checked, "notes": list(self.notes),
+        }
+
+
+def verify_chain(  # noqa: PLR0911 - one return per kind of break, each says what broke
+    records: Iterable[AuditRecord],
+    keys: dict[int, AuditKey],
+    checkpoints: list[Checkpoint],
+) -> ChainReport:
+    """Walk the whole log once and report the first event that breaks the chain.
+
+    ``keys`` maps audit-key versions to keys; ``checkpoints`` are every stored checkpoint.
+    """
+    valid_checkpoints: dict[int, bytes] = {}
+    for cp in checkpoints:
+        version = mac_version(cp.tag)
+        key = keys.get(version) if version is not None else None
+        if key is None or not hmac.compare_digest(cp.tag, key.checkpoint_tag(cp.seq, cp.mac,
+                                                                             cp.written_at)):
+            return ChainReport(False, 0, 0, cp.seq, None, None,
+                               f"the checkpoint at event {cp.seq} fails its MAC: the key "
+                               "directory's audit state was tampered with")
+        valid_checkpoints[cp.seq] = cp.mac
+    checkpoint_seq = max(valid_checkpoints, default=0)
+
+    expected, prev_mac, count = 1, b"", 0
+
+    def broken(seq: int, event_id: str | None, problem: str) -> ChainReport:
+        return ChainReport(False, count, expected - 1, checkpoint_seq, seq, event_id, problem,
+                           len(valid_checkpoints))
+
+    for record in records:
+        if record.seq != expected:
+            if record.seq > expected:
+                missing = (f"event {expected} is missing" if record.seq == expected + 1 else
+                           f"events {expected}..{record.seq - 1} are missing")
+                return broken(expected, None, f"{missing}: the log jumps from event "
+                              f"{expected - 1} to event {record.seq} ({record.event_id}); "
+                              "events were deleted")
+            return broken(record.seq, record.event_id,
+                          f"event {record.seq} ({record.event_id}) is out of order after event "
+                          f"{expected - 1}")
+        if not hmac.compare_digest(record.prev_mac, prev_mac):
+            return broken(record.seq, record.event_id,
+                          f"event {record.seq} ({record.event_id}) does not chain to event "
+                          f"{record.seq - 1}: events were deleted, inserted or reordered")
+        version = mac_version(record.mac)
+        key = keys.get(version) if version is not None else None
+        if key is None or not hmac.compare_digest(record.mac, key.event_mac(record)):
+            return broken(record.seq, record.event_id,
+                          f"event {record.seq} ({record.event_id}) fails its MAC: it was edited, "
+                          "forged or moved")
+        want = valid_checkpoints.get(record.seq)
+        if want is not None and not hmac.compare_digest(want, record.mac):
+            return broken(record.seq, record.event_id,
+                          f"event {record.seq} ({record.event_id}) differs from the checkpoint "
+                          "taken at that position: the log was cut and rewritten")
+        prev_mac = record.mac
+        expected += 1
+        count += 1
+    head = expected - 1
+    if checkpoint_seq > head:
+        missing = (f"event {head + 1} is missing" if checkpoint_seq == head + 1 else
+                   f"events {head + 1}..{checkpoint_seq} are missing")
+        return ChainReport(False, count, head, checkpoint_seq, head + 1, None,
+                           f"{missing}: the log ends at event {head} but a checkpoint records "
+                           f"event {checkpoint_seq}; the newest events were cut off",
+                           len(valid_checkpoints))
+    if count and not valid_checkpoints:
+        return ChainReport(False, count, head, 0, None, None,
+                           "no checkpoint of the log exists in the key directory: the audit "
+                           "state was removed, so cutting off events cannot be ruled out")
+    notes = []
+    if head > checkpoint_seq:
+        notes.append(f"events {checkpoint_seq + 1}..{head} are newer than the last checkpoint")
+    return ChainReport(True, count, head, checkpoint_seq, checkpoints_checked=len(
+        valid_checkpoints), notes=notes)

@@ -1,0 +1,234 @@
+"""The choke point: every vault operation is authenticated, authorised and audited here.
+
+A facade method opens an :meth:`Guard.operation`; the guard re-checks the caller's key (so a
+revocation takes effect at once), asks the permission table, and:
+
+* on a refusal, writes the ``unauthenticated``/``denied`` event (committed) and raises;
+* otherwise yields an :class:`Operation`. The operation's work runs inside
+  :meth:`Operation.transaction` and calls :meth:`Operation.record` there, so the change and its
+  ``ok`` event commit in the same store transaction, or neither does. Reads record their event
+  the same way after computing the result and before returning it. If the event cannot be
+  written the transaction rolls back and :class:`~faceseal.errors.AuditWriteFailed` propagates:
+  fail-closed.
+* when the work raises after authorisation (not found, bad input, an outage), a ``failed`` event
+  naming the error code is written before the error reaches the caller; if even that cannot be
+  written, the caller gets :class:`~faceseal.errors.AuditWriteFailed` instead (a "not found" is
+  information too, and none is returned unrecorded).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from faceseal.access.principals import (
+    NO_KEY,
+    Credential,
+    Principal,
+    authenticate,
+    authorize,
+    check_credential,
+)
+from faceseal.access.roles import AUTHENTICATE
+from faceseal.audit.events import (
+    ANONYMOUS,
+    OUTCOME_DENIED,
+    OUTCOME_FAILED,
+    OUTCOME_OK,
+    OUTCOME_UNAUTHENTICATED,
+    AuditEvent,
+    DetailValue,
+    check_request_id,
+    new_request_id,
+)
+from faceseal.audit.log import AuditLog
+from faceseal.crypto.secret import SecretBytes
+from faceseal.errors import (
+    AccessDenied,
+    AuditWriteFailed,
+    AuthenticationFailed,
+    FacesealError,
+)
+from faceseal.storage.base import AuditRecord, TemplateStore
+
+log = logging.getLogger(__name__)
+
+REFUSED_MESSAGE = "the API key was refused (unknown, revoked or malformed)"
+NO_KEY_MESSAGE = (
+    "no API key: pass api_key= to Vault.open / Vault.as_key, or use --key-file FILE or "
+    "$FACESEAL_API_KEY with the CLI"
+)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a vault view acts for: a remembered credential (or none) and an optional request id."""
+
+    credential: Credential | None
+    request_id: str | None = None
+
+
+@dataclass
+class Operation:
+    """One authorised operation. Its work calls :meth:`record` inside :meth:`transaction`."""
+
+    guard: Guard
+    principal: Principal
+    role: str
+    action: str
+    tenant: str | None
+    subject_id: str | None
+    request_id: str
+    committed: list[AuditRecord] = field(default_factory=list)
+    _pending: list[AuditRecord] | None = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A store transaction for the change and its event; checkpoints follow the commit."""
+        if self._pending is not None:
+            raise RuntimeError("operation transactions do not nest")
+        pending: list[AuditRecord] = []
+        self._pending = pending
+        try:
+            with self.guard.store.transaction():
+                yield
+        finally:
+            self._pending = None
+        self.committed.extend(pending)
+        for record in pending:
+            self.guard.audit.committed(record)
+
+    def record(
+        self,
+        *,
+        subject_id: str | None = None,
+        template_ids: tuple[str, ...] | list[str] = (),
+        detail: dict[str, DetailValue] | None = None,
+        tenant: str | None = None,
+    ) -> AuditRecord:
+        """Write this operation's ``ok`` event in the current transaction."""
+        if self._pending is None:
+            raise RuntimeError("Operation.record must be called inside Operation.transaction")
+        record = self.guard.audit.append(self.event(
+            OUTCOME_OK,
+            subject_id=subject_id if subject_id is not None else self.subject_id,
+            template_ids=tuple(template_ids), detail=detail or {},
+            tenant=tenant if tenant is not None else self.tenant,
+        ))
+        self._pending.append(record)
+        return record
+
+    def event(self, outcome: str, *, subject_id: str | None = None,
+              template_ids: tuple[str, ...] = (), detail: dict[str, DetailValue] | None = None,
+              tenant: str | None = None) -> AuditEvent:
+        return AuditEvent(
+            principal=self.principal.name, role=self.role, action=self.action, outcome=outcome,
+            tenant=tenant if tenant is not None else self.tenant,
+            subject_id=subject_id if subject_id is not None else self.subject_id,
+            template_ids=template_ids, request_id=self.request_id, detail=detail or {},
+        )
+
+
+class Guard:
+    """Authentication, authorisation and auditing for one open vault (shared by its views)."""
+
+    def __init__(self, store: TemplateStore, audit: AuditLog) -> None:
+        self.store = store
+        self.audit = audit
+
+    # --- credentials -----------------------------------------------------------------------------
+
+    def bind(self, api_key: str | bytes | SecretBytes | None, *,
+             request_id: str | None = None) -> tuple[Caller, Principal]:
+        """Authenticate ``api_key`` or audit the refusal and raise
+        :class:`~faceseal.errors.AuthenticationFailed`."""
+        request_id = check_request_id(request_id)
+        result = authenticate(self.store, api_key)
+        if result.failure is not None or result.principal is None or result.credential is None:
+            self._refuse(AUTHENTICATE, result.failure or NO_KEY, key_id=result.key_id,
+                         principal=result.principal, tenant=None, subject_id=None,
+                         request_id=request_id)
+        assert result.principal is not None  # for mypy: _refuse raised otherwise
+        assert result.credential is not None
+        return Caller(result.credential, request_id), result.principal
+
+    def current(self, caller: Caller, action: str, tenant: str | None,
+                subject_id: str | None) -> Principal:
+        """The caller's principal as stored now; refusals are audited and raised."""
+        if caller.credential is None:
+            self._refuse(action, NO_KEY, key_id=None, principal=None, tenant=tenant,
+                         subject_id=subject_id, request_id=caller.request_id)
+        assert caller.credential is not None
+        result = check_credential(self.store, caller.credential)
+        if result.failure is not None or result.principal is None:
+            self._refuse(action, result.failure or NO_KEY, key_id=result.key_id,
+                         principal=result.principal, tenant=tenant, subject_id=subject_id,
+                         request_id=caller.request_id)
+        assert result.principal is not None
+        return result.principal
+
+    def _refuse(self, action: str, reason: str, *, key_id: str | None,
+                principal: Principal | None, tenant: str | None, subject_id: str | None,
+                request_id: str | None) -> None:
+        detail: dict[str, DetailValue] = {"reason": reason}
+        if key_id is not None:
+            detail["key_id"] = key_id  # the public half only; never the secret
+        self.audit.append_now(AuditEvent(
+            principal=principal.name if principal is not None else ANONYMOUS,
+            role=principal.role_names if principal is not None else "",
+            action=action, outcome=OUTCOME_UNAUTHENTICATED, tenant=tenant,
+            subject_id=subject_id, request_id=request_id or new_request_id(), detail=detail,
+        ))
+        log.info("refused a credential for %s: %s", action, reason)
+        raise AuthenticationFailed(NO_KEY_MESSAGE if reason == NO_KEY else REFUSED_MESSAGE)
+
+    # --- operations ------------------------------------------------------------------------------
+
+    @contextmanager
+    def operation(
+        self,
+        caller: Caller,
+        action: str,
+        *,
+        tenant: str | None,
+        subject_id: str | None = None,
+        detail: dict[str, DetailValue] | None = None,
+    ) -> Iterator[Operation]:
+        """Authorise ``action`` for ``caller`` on ``tenant`` and audit it (see the module doc)."""
+        principal = self.current(caller, action, tenant, subject_id)
+        request_id = caller.request_id or new_request_id()
+        decision = authorize(principal, action, tenant)
+        if not decision.allowed:
+            self.audit.append_now(AuditEvent(
+                principal=principal.name, role=decision.role, action=action,
+                outcome=OUTCOME_DENIED, tenant=tenant, subject_id=subject_id,
+                request_id=request_id, detail={**(detail or {}), "reason": decision.reason},
+            ))
+            raise AccessDenied(f"access denied to {principal.name}: {decision.reason}")
+        op = Operation(self, principal, decision.role, action, tenant, subject_id, request_id)
+        try:
+            yield op
+        except AuditWriteFailed:
+            raise
+        except Exception as error:
+            self._record_failure(op, error, detail)
+            raise
+        if not op.committed:
+            raise RuntimeError(f"operation {action} returned without recording its audit event")
+
+    def _record_failure(self, op: Operation, error: Exception,
+                        detail: dict[str, DetailValue] | None) -> None:
+        code = error.code if isinstance(error, FacesealError) else "internal_error"
+        try:
+            self.audit.append_now(op.event(OUTCOME_FAILED, detail={**(detail or {}),
+                                                                    "error": code}))
+        except AuditWriteFailed as audit_error:
+            raise audit_error from None
+
+
+def detail_of(**values: Any) -> dict[str, DetailValue]:
+    """A detail mapping without the None values."""
+    return {k: v for k, v in values.items() if v is not None}

@@ -1,0 +1,67 @@
+"""The in-memory gallery against brute force, and kept in step with removals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from faceseal.matching.gallery import Gallery
+
+from .conftest import random_encodings
+
+
+def _brute_force(vectors: np.ndarray, subjects: list[str], probe: np.ndarray, k: int
+                 ) -> list[tuple[str, float]]:
+    distances = np.linalg.norm(vectors - probe, axis=1)
+    best: dict[str, float] = {}
+    for subject, distance in zip(subjects, distances, strict=True):
+        best[subject] = min(best.get(subject, np.inf), float(distance))
+    return sorted(best.items(), key=lambda item: (item[1], item[0]))[:k]
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("k", [1, 5, 40])
+def test_search_equals_brute_force(seed: int, k: int) -> None:
+    rng = np.random.default_rng(seed)
+    vectors = random_encodings(600, seed=seed)
+    subjects = [f"s{int(i)}" for i in rng.integers(0, 150, size=600)]  # several rows a subject
+    gallery = Gallery(128, "euclidean")
+    gallery.add_many(subjects, [f"t{i}" for i in range(600)], vectors)
+    for probe in (vectors[3] + 0.01, random_encodings(1, seed=seed + 100)[0]):
+        found = [(m.subject_id, m.distance) for m in gallery.search(probe, k)]
+        expected = _brute_force(vectors, subjects, probe, k)
+        assert [s for s, _ in found] == [s for s, _ in expected]
+        assert np.allclose([d for _, d in found], [d for _, d in expected], rtol=0, atol=1e-12)
+
+
+def test_removal_keeps_the_index_consistent() -> None:
+    vectors = random_encodings(50, seed=1)
+    subjects = [f"s{i % 10}" for i in range(50)]
+    gallery = Gallery(128, "euclidean")
+    gallery.add_many(subjects, [f"t{i}" for i in range(50)], vectors)
+    assert gallery.remove_subject("s3") == 5
+    assert gallery.remove_subject("s3") == 0
+    kept = [i for i in range(50) if subjects[i] != "s3"]
+    for i in kept:
+        match = gallery.closest_of_subject(subjects[i], vectors[i])
+        assert match is not None
+        assert match.distance == 0.0
+    assert len(gallery) == 45
+    assert gallery.closest_of_subject("s3", vectors[3]) is None
+    assert "s3" not in {m.subject_id for m in gallery.search(vectors[3], 10)}
+
+
+def test_cosine_metric() -> None:
+    gallery = Gallery(4, "cosine")
+    gallery.add_many(["a", "b"], ["ta", "tb"], np.array([[1.0, 0, 0, 0], [0, 1.0, 0, 0]]))
+    found = gallery.search(np.array([2.0, 0.1, 0, 0]), 2)
+    assert [m.subject_id for m in found] == ["a", "b"]
+    assert found[0].distance == pytest.approx(1 - 2.0 / np.linalg.norm([2.0, 0.1]))
+
+
+def test_clear_overwrites() -> None:
+    gallery = Gallery(128, "euclidean")
+    gallery.add_many(["a"], ["t"], random_encodings(1))
+    gallery.clear()
+    assert len(gallery) == 0
+    assert gallery.search(random_encodings(1)[0], 3) == []
