@@ -512,3 +512,45 @@ def test_postgres_source_streams_with_the_password_kept_out_of_reports(
     db.close()
     assert any(table.url.rpartition("/")[2].partition("?")[0] in v for v in values)
     assert not any("Sup3rSecret" in v for v in values)
+
+
+# --- authorised and audited ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_each_batch_is_audited_and_the_chain_verifies(tmp_path: Path, store: str,
+                                                      request: pytest.FixtureRequest) -> None:
+    table = build_table(list(random_encodings(25, seed=13)), corrupt={12: "truncated"})
+    url = write_sqlite(table, tmp_path / "legacy.db")
+    options: dict[str, Any] = {}
+    if store == "postgres":
+        options["store_url"] = request.getfixturevalue("pg_app_url")
+    with make_vault(tmp_path / "v", tmp_path / "k", **options) as vault:
+        result = vault.import_legacy(url, SecretBytes(table.key), tenant="shop",
+                                     options=LegacyImportOptions(batch_size=10))
+        events = [e for e in vault.audit_tail(50) if e["action"] == "import"]
+        assert vault.audit_verify().ok
+    assert result.imported == 24
+    assert [e["outcome"] for e in events] == ["ok"] * 4  # three batches and the summary
+    assert all(e["tenant"] == "shop" and e["principal"] == "test-worker" for e in events)
+    batches, summary = events[:3], events[3]
+    stored = {t for e in batches for t in e["template_ids"]}
+    assert len(stored) == 24
+    assert [e["detail"]["failed_ids"] for e in batches] == [[], ["12"], []]
+    assert batches[0]["detail"]["subjects"] == ["1000", "1001", "1002"]
+    assert summary["template_ids"] == []
+    assert summary["detail"]["imported"] == 24
+    assert summary["detail"]["failed"] == 1
+    assert table.key.hex() not in json.dumps(events)
+
+
+def test_a_principal_without_the_enroller_role_is_refused_and_audited(tmp_path: Path) -> None:
+    table = build_table(list(random_encodings(3, seed=14)))
+    url = write_sqlite(table, tmp_path / "legacy.db")
+    with make_vault(tmp_path / "v", tmp_path / "k") as vault:
+        verifier = vault.add_principal("checker", ["verifier"], all_tenants=True).api_key
+        with vault.as_key(verifier) as view, pytest.raises(AccessDenied):
+            view.import_legacy(url, SecretBytes(table.key))
+        assert vault.subjects() == []
+        denied = [e for e in vault.audit_tail(10) if e["action"] == "import"]
+    assert [(e["principal"], e["outcome"]) for e in denied] == [("checker", "denied")]
