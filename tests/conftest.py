@@ -18,6 +18,9 @@ from faceseal.encoders import DlibResNetEncoder
 from faceseal.errors import AuthenticationFailed, Conflict
 from faceseal.vault import Vault
 
+# Throwaway PostgreSQL databases and roles for tests that need the server (tests/pg_support.py).
+pytest_plugins = ["tests.pg_support"]
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Copies shipped with the tests (from ../shared/ of the project's workspace; MIT and Apache-2.0,
 # licences alongside), so that a clone anywhere runs the whole suite.

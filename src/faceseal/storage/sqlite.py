@@ -99,12 +99,16 @@ class SQLiteStore(TemplateStore):
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         try:
             return self._db.execute(sql, params)
+        except sqlite3.IntegrityError as exc:  # a duplicate id or an unknown key version
+            raise Conflict(f"SQLite refused the write: {exc}") from None
         except sqlite3.Error as exc:
             raise StorageUnavailable(_describe_error("query", exc)) from None
 
     def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> sqlite3.Cursor:
         try:
             return self._db.executemany(sql, rows)
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"SQLite refused the write: {exc}") from None
         except sqlite3.Error as exc:
             raise StorageUnavailable(_describe_error("write", exc)) from None
 
@@ -320,6 +324,8 @@ class SQLiteStore(TemplateStore):
                 ).fetchone()
                 seq, mac = (int(head[0]), bytes(head[1])) if head else (0, b"")
                 record = build(seq + 1, mac)
+                if record.seq != seq + 1 or record.prev_mac != mac:
+                    raise Conflict("the audit event does not continue the chain")
                 self._execute(
                     f"INSERT INTO audit_events ({_AUDIT_COLUMNS}) "  # noqa: S608 - constant columns
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -329,7 +335,7 @@ class SQLiteStore(TemplateStore):
                      record.detail, record.prev_mac, record.mac),
                 )
                 return record
-        except StorageUnavailable as exc:
+        except (StorageUnavailable, Conflict) as exc:
             raise AuditWriteFailed(f"the audit event could not be written: {exc}") from None
 
     def audit_events(

@@ -32,6 +32,7 @@ from faceseal.access.roles import (
     ENROLL,
     ERASE,
     IDENTIFY,
+    IMPORT,
     KEYS_MIGRATE,
     KEYS_RETIRE,
     KEYS_ROTATE,
@@ -44,6 +45,7 @@ from faceseal.access.roles import (
 from faceseal.audit.events import OUTCOME_OK, SYSTEM, AuditEvent, DetailValue, new_request_id
 from faceseal.audit.log import AuditLog
 from faceseal.audit.state import AUDIT_STATE_FILE, AuditState
+from faceseal.crypto.legacy_cbc import KEY_BYTES as LEGACY_KEY_BYTES
 from faceseal.crypto.secret import SecretBytes
 from faceseal.errors import (
     Conflict,
@@ -69,11 +71,18 @@ from faceseal.keys.subject_keys import SubjectKeyStore
 from faceseal.matching.gallery import Gallery
 from faceseal.matching.models import DEFAULT_MODEL_ID, ModelSpec, resolve_model
 from faceseal.storage.base import TemplateRow, TemplateStore
-from faceseal.storage.sqlite import SQLiteStore
+from faceseal.storage.legacy_source import open_legacy_source
+from faceseal.storage.urls import (
+    check_store_url,
+    local_store_path,
+    open_store_url,
+    prepare_store,
+)
 from faceseal.vault import rotation
 from faceseal.vault.access_ops import AccessOperations
 from faceseal.vault.config import CONFIG_FILE, DEFAULT_TENANT, VaultConfig
 from faceseal.vault.guard import Caller, Guard, Operation
+from faceseal.vault.legacy_import import LegacyImportOptions, LegacyImportResult, import_table
 from faceseal.vault.paths import default_home, default_keyring_dir
 from faceseal.vault.records import NewTemplate, RecordSealer
 from faceseal.vault.results import (
@@ -106,12 +115,43 @@ def _check_id(kind: str, value: str) -> str:
 
 
 def open_store(url: str, home: Path, *, create: bool = False) -> TemplateStore:
-    """The template store a vault's store URL names (relative paths are inside ``home``)."""
-    scheme, _, rest = url.partition(":")
-    if scheme == "sqlite":
-        path = Path(rest)
-        return SQLiteStore(path if path.is_absolute() else home / path, create=create)
-    raise InvalidInput(f"unsupported store URL scheme {scheme!r}")
+    """The template store a vault's store URL names (relative paths are inside ``home``):
+    ``sqlite:PATH``, ``files:DIR`` or ``postgresql://...`` (see :mod:`faceseal.storage.urls`)."""
+    return open_store_url(url, home, create=create)
+
+
+def _create_store(
+    url: str, home: Path, admin_url: str | None, vault_id: str
+) -> tuple[TemplateStore, Callable[[], None]]:
+    """Open, migrate and claim a new vault's store; returns it and a function removing what was
+    created here (a new SQLite file or file-store directory; nothing on a server)."""
+    path = local_store_path(url, home)
+    is_dir = url.startswith("files:")
+    fresh = path is not None and not path.exists()
+
+    def remove() -> None:
+        if path is None or not fresh:
+            return
+        if is_dir:
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                Path(str(path) + suffix).unlink()
+
+    if admin_url is not None:
+        prepare_store(url, admin_url)
+    store = open_store(url, home, create=True)
+    try:
+        store.migrate()
+        if store.get_meta("vault_id") is not None:
+            raise Conflict(f"the template store {store.describe()} already holds a vault")
+        store.set_meta("vault_id", vault_id)
+    except BaseException:
+        store.close()
+        remove()
+        raise
+    return store, remove
 
 
 ApiKeyInput = str | bytes | SecretBytes
@@ -173,6 +213,8 @@ class Vault(AccessOperations):
         max_encryptions_per_key: int | None = None,
         admin_name: str = "admin",
         key_uri: str | None = None,
+        store_url: str | None = None,
+        store_admin_url: str | None = None,
     ) -> Vault:
         """Create a new vault in ``home``.
 
@@ -185,7 +227,15 @@ class Vault(AccessOperations):
         The vault gets its first principal, ``admin_name`` (role admin, every tenant), and the
         returned object is bound to it; its API key is in :attr:`bootstrap_admin_key`, shown this
         once and stored only as a hash. There are no default credentials.
+
+        ``store_url`` picks the template store (default ``sqlite:templates.db``; also
+        ``files:DIR`` and ``postgresql://...``, see docs/storage.md). For PostgreSQL,
+        ``store_admin_url`` (used once, never saved) lets an administrator create the schema and
+        grant the store URL's login every tenant first; without it the schema must exist and the
+        login be granted.
         """
+        if store_url is not None:
+            check_store_url(store_url)
         home = Path(home) if home is not None else default_home()
         home = home.expanduser().resolve()
         if (home / CONFIG_FILE).exists():
@@ -214,7 +264,11 @@ class Vault(AccessOperations):
         )
         if max_encryptions_per_key is not None:
             config.max_encryptions_per_key = max_encryptions_per_key
+        if store_url is not None:
+            config.store_url = store_url
         created: list[Path] = []
+        store: TemplateStore | None = None
+        remove_store: Callable[[], None] = lambda: None  # noqa: E731
         ensure_private_dir(home)
         try:
             provider = create_provider(config.key_uri, passphrase)
@@ -222,10 +276,8 @@ class Vault(AccessOperations):
                 created.append(local_directory(config.key_uri) / "keyring.json")
             subject_keys = SubjectKeyStore.create(keys_dir, vault_id)
             created.append(subject_keys.path)
-            store = open_store(config.store_url, home, create=True)
-            created.append(home / config.store_url.partition(":")[2])
-            store.migrate()
-            store.set_meta("vault_id", vault_id)
+            store, remove_store = _create_store(config.store_url, home, store_admin_url,
+                                                vault_id)
             audit_state = AuditState.create(keys_dir, vault_id, provider, config.keyset_id)
             created.append(audit_state.path)
             vault = cls(home, config, provider, subject_keys, store, audit_state=audit_state)
@@ -233,6 +285,9 @@ class Vault(AccessOperations):
             admin_key = vault._bootstrap_admin(admin_name)
             config.save(home)
         except BaseException:
+            if store is not None:
+                store.close()
+            remove_store()
             for path in created:
                 for suffix in ("", "-wal", "-shm", "-journal"):
                     with contextlib.suppress(FileNotFoundError):
@@ -430,6 +485,11 @@ class Vault(AccessOperations):
     @property
     def vault_id(self) -> str:
         return self._config.vault_id
+
+    @property
+    def store_description(self) -> str:
+        """Where the templates are kept (a path, or a URL without its password)."""
+        return self._store.describe()
 
     def model(self, model_id: str | None = None) -> ModelSpec:
         return resolve_model(model_id or DEFAULT_MODEL_ID, self._models)
@@ -646,6 +706,32 @@ class Vault(AccessOperations):
             self._record(op, subjects=len(found))
             return found
 
+    def import_legacy(
+        self,
+        source: str,
+        key: SecretBytes,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        model: str | None = None,
+        options: LegacyImportOptions | None = None,
+        progress: Progress | None = None,
+    ) -> LegacyImportResult:
+        """Re-seal a legacy AES-256-CBC ``face_encodings`` table (``sqlite:PATH`` or
+        ``postgresql://...``) into this vault: one template per row, subject ``str(user_id)``.
+        Needs the enroller role on ``tenant``.
+
+        ``key`` is the old 32-byte key (see :func:`~faceseal.vault.legacy_import.read_legacy_key`);
+        it is used in memory only. Rows that fail to decrypt or are not valid encodings are
+        reported in the result, not imported, and do not stop the rest. Each batch commits with
+        its audit event. See docs/legacy-import.md.
+        """
+        self._check_open()
+        _check_id("tenant", tenant)
+        with self._operation(IMPORT, tenant=tenant) as op:
+            return self._import_legacy(op, source, key, tenant=tenant, model=model,
+                                       options=options or LegacyImportOptions(),
+                                       progress=progress)
+
     def check(self) -> CheckResult:
         """Open every record once and report those that fail (an integrity scan). Needs an
         admin scoped to every tenant."""
@@ -751,6 +837,37 @@ class Vault(AccessOperations):
         return result
 
     # --- internals -------------------------------------------------------------------------------
+
+    def _import_legacy(self, op: Operation, source: str, key: SecretBytes, *, tenant: str,
+                       model: str | None, options: LegacyImportOptions,
+                       progress: Progress | None) -> LegacyImportResult:
+        spec = self.model(model)
+        options.check()
+        if not isinstance(key, SecretBytes) or len(key) != LEGACY_KEY_BYTES:
+            raise InvalidInput("the legacy key must be 32 bytes (AES-256), given as SecretBytes")
+
+        def save(rows: list[TemplateRow], encodings: list[Any], marker: str, marker_value: str,
+                 detail: dict[str, Any]) -> None:
+            # The rows, the progress marker and the batch's audit event commit together.
+            with op.transaction():
+                self._store.add_templates(rows)
+                self._store.set_meta(marker, marker_value)
+                op.record(template_ids=[r.template_id for r in rows], detail=detail)
+            if rows and ((tenant, spec.model_id) in self._galleries
+                         or tenant in self._loaded_tenants):
+                self._gallery(tenant, spec).add_many(
+                    [r.subject_id for r in rows], [r.template_id for r in rows],
+                    np.stack(encodings))
+
+        # The vault lock is held throughout so that a gallery loaded meanwhile cannot miss or
+        # double a batch; other processes are not held up.
+        with self._lock, open_legacy_source(source, options.table) as table:
+            result = import_table(table, key, store=self._store, sealer=self._sealer,
+                                  tenant=tenant, spec=spec, options=options, save=save,
+                                  progress=progress)
+        log.info("legacy import: %d row(s) imported, %d failed", result.imported,
+                 len(result.failed))
+        return result
 
     def _check_open(self) -> None:
         if self._closed or self._root._closed:
