@@ -7,12 +7,12 @@ sequential read and a few hundred bulk decryptions, straight into the gallery's 
 
 Safety rules (see ``docs/performance.md``):
 
-* **Sealed, under a key apart from the data.** Each tenant's snapshot key is 256 random bits,
-  stored only wrapped by the vault's KEK, in ``snapshot-keys.json`` in the key directory (beside the
-  keyring and the subject key store, never beside the template store). A copy of the vault
-  directory alone opens nothing.
-* **Erasure wins.** Before a subject is erased, the tenant's snapshot key is destroyed and the
-  snapshot file deleted; the next snapshot gets a fresh key. A snapshot file copied before the erase
+* **Sealed, under a key apart from the data.** Each tenant's snapshot key is derived from a data
+  key and a 256-bit random salt kept in ``snapshot-keys.json`` in the key directory (beside the
+  keyring and the subject key store, never beside the template store), as record keys combine a
+  data key with a subject secret. A copy of the vault directory alone opens nothing.
+* **Erasure wins.** Before a subject is erased, the tenant's salt is destroyed and the snapshot
+  file deleted; the next snapshot gets a fresh salt. A snapshot file copied before the erase
   (in a backup, say) can never be opened again, so it cannot bring an erased subject back.
 * **Never stale.** Every enrolment and erasure first writes a fresh random *state token* to the
   store; a snapshot records the token of the gallery it holds and is used only while the store's
@@ -53,16 +53,16 @@ import numpy.typing as npt
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from faceseal.crypto.aead import TAG_BYTES, generate_key
+from faceseal.crypto.aead import TAG_BYTES
 from faceseal.crypto.secret import SecretBytes
 from faceseal.errors import DecryptionError, FacesealError, KeyringError
+from faceseal.keys.datakeys import DataKeyManager
 from faceseal.keys.files import (
     PRIVATE_FILE_MODE,
     ensure_private_dir,
     fsync_dir,
     write_private_atomic,
 )
-from faceseal.keys.provider import KeyProvider
 from faceseal.matching.gallery import Gallery
 from faceseal.matching.models import ModelSpec
 from faceseal.storage.base import TemplateStore
@@ -71,7 +71,8 @@ log = logging.getLogger(__name__)
 
 SNAPSHOT_DIR = "snapshots"
 KEYS_FILE = "snapshot-keys.json"
-KEYS_FORMAT = "faceseal-snapshot-keys/1"
+KEYS_FORMAT = "faceseal-snapshot-keys/2"
+_KEY_LABEL = b"faceseal-snapshot-key-v1\x00"
 MAGIC = b"FSSNAP\x00\x01"
 FORMAT_VERSION = 1
 CHUNK_BYTES = 8 * 1024 * 1024
@@ -87,17 +88,25 @@ def tenant_tag(tenant: str) -> str:
 
 
 class SnapshotKeys:
-    """Per-tenant snapshot keys, wrapped by the KEK, in one 0600 file of the key directory."""
+    """Per-tenant snapshot keys: a random salt in the key directory, combined with a data key.
 
-    def __init__(self, directory: Path, provider: KeyProvider, keyset_id: bytes) -> None:
+    ``key = HMAC-SHA256(DEK, label || keyset id || tenant tag || key id || salt)``, like record
+    keys combine the DEK with a subject secret: the salt lives in ``snapshot-keys.json`` (0600)
+    in the key directory, never beside the template store, and the DEK only wrapped by the KEK
+    (already unwrapped when the vault opens, so a snapshot costs no provider call). Destroying
+    the salt -- done before every erasure -- makes every snapshot sealed under it unreadable,
+    even to someone who holds the DEK; the old file is overwritten before it is replaced (best
+    effort, as for the subject key store).
+    """
+
+    def __init__(self, directory: Path, data_keys: DataKeyManager, store: TemplateStore,
+                 keyset_id: bytes) -> None:
         self._path = directory / KEYS_FILE
-        self._provider = provider
+        self._data_keys = data_keys
+        self._store = store
         self._keyset_id = keyset_id
 
-    def _context(self, tag: str, key_id: bytes) -> bytes:
-        return b"faceseal-snapshot-key\x00" + self._keyset_id + bytes.fromhex(tag) + key_id
-
-    def _read(self) -> dict[str, dict[str, str]]:
+    def _read(self) -> dict[str, dict[str, Any]]:
         try:
             document = json.loads(self._path.read_bytes())
         except FileNotFoundError:
@@ -108,37 +117,67 @@ class SnapshotKeys:
             raise KeyringError(f"{KEYS_FILE} is not a faceseal snapshot key file")
         return dict(document.get("keys", {}))
 
-    def _write(self, keys: dict[str, dict[str, str]]) -> None:
+    def _write(self, keys: dict[str, dict[str, Any]]) -> None:
         ensure_private_dir(self._path.parent)
+        _scrub(self._path)
         write_private_atomic(self._path, json.dumps({"format": KEYS_FORMAT, "keys": keys},
                                                     indent=1).encode())
 
+    def _derive(self, tag: str, key_id: bytes, salt: bytes, dek_version: int) -> SecretBytes:
+        dek = self._data_keys.key(dek_version)
+        message = (_KEY_LABEL + self._keyset_id + bytes.fromhex(tag) + key_id + salt)
+        return SecretBytes(hmac.digest(dek.reveal(), message, "sha256"))
+
     def current(self, tenant: str) -> tuple[bytes, SecretBytes] | None:
-        """The tenant's key id and key, or None if it has none (never made, or destroyed)."""
+        """The tenant's key id and key, or None if it has none (never made, destroyed, or its
+        data key retired)."""
         tag = tenant_tag(tenant)
         entry = self._read().get(tag)
         if entry is None:
             return None
-        key_id = bytes.fromhex(entry["key_id"])
-        key = self._provider.unwrap(bytes.fromhex(entry["wrapped"]), self._context(tag, key_id))
-        return key_id, key
+        try:
+            key_id, salt = bytes.fromhex(entry["key_id"]), bytes.fromhex(entry["salt"])
+            version = int(entry["dek_version"])
+        except (KeyError, TypeError, ValueError):
+            raise KeyringError(f"{KEYS_FILE} is damaged") from None
+        try:
+            return key_id, self._derive(tag, key_id, salt, version)
+        except DecryptionError:
+            return None  # the data key was retired: the snapshot is simply stale
 
     def create(self, tenant: str) -> tuple[bytes, SecretBytes]:
-        """A fresh key for the tenant, replacing any previous one."""
+        """A fresh key for the tenant (new salt, newest data key), replacing any previous one."""
         tag = tenant_tag(tenant)
-        key_id = os.urandom(16)
-        key = generate_key()
-        wrapped = self._provider.wrap(key, self._context(tag, key_id))
+        key_id, salt = os.urandom(16), os.urandom(32)
+        minimum = self._data_keys.min_decrypt_version()
+        versions = [k.version for k in self._store.load_data_keys() if k.version >= minimum]
+        if not versions:
+            raise KeyringError("no data key to derive a snapshot key from")
+        version = max(versions)
+        key = self._derive(tag, key_id, salt, version)
         keys = self._read()
-        keys[tag] = {"key_id": key_id.hex(), "wrapped": wrapped.hex()}
+        keys[tag] = {"key_id": key_id.hex(), "salt": salt.hex(), "dek_version": version}
         self._write(keys)
         return key_id, key
 
     def destroy(self, tenant: str) -> None:
-        """Forget the tenant's key: every snapshot sealed under it becomes unreadable."""
+        """Forget the tenant's salt: every snapshot sealed under its key becomes unreadable."""
         keys = self._read()
         if keys.pop(tenant_tag(tenant), None) is not None:
             self._write(keys)
+
+
+def _scrub(path: Path) -> None:
+    """Overwrite a small key file with zeros in place before it is replaced (best effort)."""
+    try:
+        with path.open("r+b") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(0)
+            handle.write(bytes(size))
+            handle.flush()
+            os.fsync(handle.fileno())
+    except FileNotFoundError:
+        return
 
 
 @dataclass(frozen=True)
@@ -157,14 +196,14 @@ class SnapshotStore:
         self,
         home: Path,
         key_dir: Path,
-        provider: KeyProvider,
+        data_keys: DataKeyManager,
         store: TemplateStore,
         *,
         vault_id: str,
         keyset_id: bytes,
     ) -> None:
         self._dir = home / SNAPSHOT_DIR
-        self._keys = SnapshotKeys(key_dir, provider, keyset_id)
+        self._keys = SnapshotKeys(key_dir, data_keys, store, keyset_id)
         self._store = store
         self._vault_id = vault_id
 
