@@ -4,6 +4,7 @@ subject."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import stat
@@ -16,6 +17,7 @@ import pytest
 from faceseal.vault import Vault
 from faceseal.vault.snapshot import KEYS_FILE, SNAPSHOT_DIR, tenant_tag
 from tests.conftest import make_vault, random_encodings, reopen_vault
+from tests.pg_support import PgTestDatabase
 
 TENANT = "default"
 
@@ -226,3 +228,29 @@ def test_erasure_in_a_loaded_vault_keeps_the_snapshot_consistent(
         assert source(vault) == "snapshot"
         assert subjects[0] not in {c.subject_id for c in found.candidates}
         assert vault.index_status()["tenants"][TENANT]["templates"] == 597
+
+
+def test_a_tenant_scoped_postgres_login_works_without_snapshots(
+        tmp_path: Path, pg_schema: PgTestDatabase) -> None:
+    """A login granted one tenant may not write vault metadata (state tokens): enrolment,
+    identification and erasure still work, and that tenant simply gets no snapshot."""
+    login = pg_schema.create_login("svc_snap")
+    scoped = pg_schema.create_login("shop_snap", tenants=["shop"])
+    home = tmp_path / "v"
+    with make_vault(home, tmp_path / "k", store_url=pg_schema.store_url(login)):
+        pass
+    config = json.loads((home / "vault.json").read_text())
+    config["store_url"] = pg_schema.store_url(scoped)
+    (home / "vault.json").write_text(json.dumps(config))
+    encodings = random_encodings(6, seed=21)
+    with reopen_vault(home) as vault:
+        vault.enroll_many(["a", "a", "b", "b", "c", "c"], encodings, tenant="shop")
+        assert vault.identify(encodings[2], tenant="shop").best.subject_id == "b"
+        vault.erase("a", tenant="shop")
+        assert vault.identify(encodings[0], tenant="shop", top_k=3).gallery_size == 4
+    assert not (home / SNAPSHOT_DIR / f"index-{tenant_tag('shop')}.snap").exists()
+    with reopen_vault(home) as vault:
+        found = vault.identify(encodings[4], tenant="shop", top_k=3)
+        assert source(vault, "shop") == "records"
+        assert [c.subject_id for c in found.candidates][:1] == ["c"]
+        assert "a" not in {c.subject_id for c in found.candidates}

@@ -55,7 +55,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from faceseal.crypto.aead import TAG_BYTES
 from faceseal.crypto.secret import SecretBytes
-from faceseal.errors import DecryptionError, FacesealError, KeyringError
+from faceseal.errors import (
+    AccessDenied,
+    DecryptionError,
+    FacesealError,
+    KeyringError,
+    StorageUnavailable,
+)
 from faceseal.keys.datakeys import DataKeyManager
 from faceseal.keys.files import (
     PRIVATE_FILE_MODE,
@@ -225,11 +231,11 @@ class SnapshotStore:
         self._store.set_meta(_STATE_META + tenant, token)
         return token
 
-    def before_erase(self, tenant: str) -> str:
-        """Destroy the tenant's snapshot key and file, then invalidate: call before an erasure."""
+    def discard(self, tenant: str) -> None:
+        """Destroy the tenant's snapshot key and file (before an erasure, or when the store
+        cannot record a change): no snapshot made so far can be opened again."""
         self._keys.destroy(tenant)
         self._remove(tenant)
-        return self.invalidate(tenant)
 
     def _remove(self, tenant: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -463,21 +469,36 @@ class IndexKeeper:
         #: How each tenant's galleries were loaded: source, seconds, templates.
         self.loads: dict[str, dict[str, Any]] = {}
 
+    def _new_token(self, tenant: str) -> str | None:
+        """A fresh state token, or None when the store refuses to keep one (a PostgreSQL login
+        scoped to some tenants may not write vault metadata): then this tenant's snapshot is
+        destroyed instead, and it gets none while that lasts (every load reads the records)."""
+        try:
+            return self.snapshots.invalidate(tenant)
+        except (AccessDenied, StorageUnavailable) as exc:
+            log.info("index snapshots are off for a tenant: the store keeps no state token (%s)",
+                     exc)
+            self.snapshots.discard(tenant)
+            return None
+
     def before_change(self, tenant: str, loaded: bool) -> None:
-        token = self.snapshots.invalidate(tenant)
+        token = self._new_token(tenant)
         if loaded:
-            self._state[tenant] = token
+            self._state.pop(tenant, None)
+            if token is not None:
+                self._state[tenant] = token
             self._saved.discard(tenant)
 
     def before_erase(self, tenant: str, loaded: bool) -> None:
-        token = self.snapshots.before_erase(tenant)
-        if loaded:
-            self._state[tenant] = token
-            self._saved.discard(tenant)
+        self.snapshots.discard(tenant)
+        self.before_change(tenant, loaded)
 
-    def load(self, tenant: str, models: dict[str, ModelSpec]) -> tuple[str, LoadedSnapshot | None]:
+    def load(self, tenant: str,
+             models: dict[str, ModelSpec]) -> tuple[str | None, LoadedSnapshot | None]:
         """(state token to load at, snapshot galleries or None to load from the records)."""
-        state = self.snapshots.state(tenant) or self.snapshots.invalidate(tenant)
+        state = self.snapshots.state(tenant) or self._new_token(tenant)
+        if state is None:
+            return None, None
         loaded = self.snapshots.load(tenant, models)
         self._state[tenant] = state
         if loaded is not None:
