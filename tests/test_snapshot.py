@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from faceseal.crypto.secret import SecretBytes
 from faceseal.vault import Vault
 from faceseal.vault.snapshot import KEYS_FILE, SNAPSHOT_DIR, tenant_tag
 from tests.conftest import make_vault, random_encodings, reopen_vault
 from tests.pg_support import PgTestDatabase
+from tests.test_legacy_import import build_table, write_sqlite
 
 TENANT = "default"
 
@@ -254,3 +256,18 @@ def test_a_tenant_scoped_postgres_login_works_without_snapshots(
         assert source(vault, "shop") == "records"
         assert [c.subject_id for c in found.candidates][:1] == ["c"]
         assert "a" not in {c.subject_id for c in found.candidates}
+
+
+def test_a_legacy_import_makes_the_snapshot_stale(
+        snapshotted: tuple[Path, Path], tmp_path: Path) -> None:
+    home, _ = snapshotted
+    imported = random_encodings(4, seed=31)
+    table = build_table(list(imported), user_of=lambda i: 5000 + i)
+    url = write_sqlite(table, tmp_path / "legacy.db")
+    with reopen_vault(home) as vault:  # its gallery is not loaded: only the token can tell
+        assert vault.import_legacy(url, SecretBytes(table.key)).imported == 4
+    with reopen_vault(home) as vault:
+        found = vault.identify(imported[2], top_k=1)
+        assert source(vault) == "records"
+        assert found.candidates[0].subject_id == "5002"
+        assert vault.index_status()["tenants"][TENANT]["templates"] == 604

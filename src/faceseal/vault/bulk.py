@@ -19,11 +19,12 @@ import numpy as np
 import numpy.typing as npt
 
 from faceseal.crypto.batch import seal_batch
-from faceseal.errors import InvalidEncoding, InvalidInput
+from faceseal.errors import Conflict, InvalidEncoding, InvalidInput
 from faceseal.keys.datakeys import DataKeyManager
 from faceseal.keys.subject_keys import SubjectKeyStore
 from faceseal.matching.models import ModelSpec
 from faceseal.storage.base import TemplateBatch, TemplateStore
+from faceseal.vault import rotation
 
 #: Most encodings one ``enroll_many`` call takes (split bigger imports into several calls).
 MAX_BATCH = 1_000_000
@@ -111,6 +112,10 @@ def seal_and_store(
     reservations = data_keys.reserve(count)
     now = time.time()
     with store.transaction():
+        # As rotation.store_rows: a writer that raced `keys retire` fails cleanly.
+        if min(r.version for r in reservations) < rotation.min_decrypt_version(store):
+            raise Conflict("a data key was retired while this operation ran; nothing was "
+                           "stored, retry it")
         offset = 0
         for reservation in reservations:
             end = offset + reservation.count

@@ -988,6 +988,7 @@ class Vault(AccessOperations):
         def save(rows: list[TemplateRow], encodings: list[Any], marker: str, marker_value: str,
                  detail: dict[str, Any]) -> None:
             # The rows, the progress marker and the batch's audit event commit together.
+            self._index.before_change(tenant, tenant in self._loaded_tenants)
             with op.transaction():
                 self._store.add_templates(rows)
                 self._store.set_meta(marker, marker_value)
