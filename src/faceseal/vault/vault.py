@@ -73,6 +73,7 @@ from faceseal.vault.results import (
     SubjectInfo,
     VerifyResult,
 )
+from faceseal.vault.service_ops import ServiceOperations
 from faceseal.vault.sources import Progress, Source, SourceReader
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def open_store(url: str, home: Path, *, create: bool = False) -> TemplateStore:
 ApiKeyInput = str | bytes | SecretBytes
 
 
-class Vault(AccessOperations):
+class Vault(AccessOperations, ServiceOperations):
     """A vault of sealed face encodings. Create with :meth:`create`, open with :meth:`open`."""
 
     #: The first admin's API key, set only on the object :meth:`create` returns: shown once.
