@@ -8,6 +8,7 @@ from faceseal import __version__
 from faceseal.cli.access_commands import principals, purge, tenants
 from faceseal.cli.audit_commands import audit
 from faceseal.cli.demo_command import demo
+from faceseal.cli.serve_command import serve
 from faceseal.cli.vault_commands import (
     check,
     enroll,
@@ -35,6 +36,7 @@ for _command in (init, enroll, verify, identify, erase, subjects, check, migrate
     cli.add_command(_command)
 for _command in (principals, tenants, purge, audit):
     cli.add_command(_command)
+cli.add_command(serve)
 
 
 def main() -> None:
