@@ -145,6 +145,13 @@ class MalformedRequest(UserError):
     http_status = 400
 
 
+class UnsupportedMediaType(UserError):
+    """The request body is not of the media type the operation takes."""
+
+    code = "unsupported_media_type"
+    http_status = 415
+
+
 class RequestTooLarge(UserError):
     """The request body is larger than the service accepts (refused before it is all read)."""
 

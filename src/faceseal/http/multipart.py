@@ -15,18 +15,11 @@ from typing import Any
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
-from faceseal.errors import InvalidInput, MalformedRequest, UserError
+from faceseal.errors import InvalidInput, MalformedRequest, UnsupportedMediaType
 
 MAX_FIELD_BYTES = 1024
 MAX_PARTS = 64
 MAX_HEADERS_PER_PART = 8
-
-
-class UnsupportedMediaType(UserError):
-    """The request body is not of the media type the operation takes."""
-
-    code = "unsupported_media_type"
-    http_status = 415
 
 
 @dataclass
