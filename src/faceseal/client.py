@@ -413,4 +413,4 @@ def _without_none(**values: Any) -> dict[str, Any]:
 
 def _media_type(response: httpx.Response) -> str:
     value: str = response.headers.get("content-type", "")
-    return value.split(";")[0].strip().lower()
+    return value.split(";", maxsplit=1)[0].strip().lower()

@@ -13,10 +13,13 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import signal
 import socket
 import ssl
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,10 +158,38 @@ def serve_vault(
             log.warning("serving plain HTTP on %s: API keys and photos cross the network in "
                         "clear; terminate TLS here (--ssl-certfile) or in a reverse proxy", host)
         (announce or _stderr)(f"faceseal: serving vault {vault.vault_id} on {url}")
-        server.run(sockets=[sock])
+        with _graceful_signals():
+            server.run(sockets=[sock])
     finally:
         sock.close()
-        vault.close()
+        vault.close()  # overwrites decrypted templates, writes the final audit checkpoint
+    log.info("faceseal: stopped")
+
+
+class _Stopped(BaseException):
+    """Raised by our signal handler once uvicorn has shut down gracefully."""
+
+
+@contextmanager
+def _graceful_signals() -> Iterator[None]:
+    """uvicorn stops gracefully on SIGINT/SIGTERM, then re-raises the signal through the
+    handler it found; with the default handlers that kills the process before the vault is
+    closed. Our handlers end the serve loop instead, so that the vault closes cleanly."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Stopped
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    except _Stopped:
+        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _path(value: Path | None) -> str | None:
