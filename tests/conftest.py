@@ -18,6 +18,9 @@ from faceseal.encoders import DlibResNetEncoder
 from faceseal.errors import AuthenticationFailed, Conflict
 from faceseal.vault import Vault
 
+# Throwaway PostgreSQL databases and roles for tests that need the server (tests/pg_support.py).
+pytest_plugins = ["tests.pg_support"]
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Copies shipped with the tests (from ../shared/ of the project's workspace; MIT and Apache-2.0,
 # licences alongside), so that a clone anywhere runs the whole suite.
@@ -196,3 +199,14 @@ def random_encodings(count: int, dim: int = 128, dtype: str = "float64",
     """Unit-scale random encodings, like dlib's (values in about -0.3..0.3)."""
     rng = np.random.default_rng(seed)
     return (rng.standard_normal((count, dim)) * 0.1).astype(dtype)
+
+
+# Key services (SoftHSM2, OpenBao, moto KMS) and the parametrised key-provider fixtures (issue #3).
+from .keyservers import (  # noqa: E402
+    aws_env,  # noqa: F401
+    key_backend,  # noqa: F401
+    moto_kms,  # noqa: F401
+    openbao,  # noqa: F401
+    remote_backend,  # noqa: F401
+    softhsm,  # noqa: F401
+)

@@ -184,6 +184,14 @@ class StorageUnavailable(InternalError):
     http_status = 503
 
 
+class StorageMisconfigured(StorageUnavailable):
+    """The store is reachable but set up so that its guarantees do not hold (e.g. PostgreSQL with
+    ``fsync=off``, a superuser login, or a schema without row-level security); faceseal refuses
+    to use it unless explicitly forced."""
+
+    code = "storage_misconfigured"
+
+
 class AuditWriteFailed(InternalError):
     """The audit event could not be written; the operation was not carried out (fail-closed)."""
 

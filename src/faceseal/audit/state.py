@@ -148,20 +148,32 @@ class AuditState:
             raise KeyringError("the audit state file holds no audit key")
         return keys
 
-    def rewrap(self, source: KeyProvider, target: KeyProvider, keyset_id: bytes) -> int:
-        """Rewrap every audit-key version from ``source`` to ``target`` (KEK rotation or a move to
-        another provider); returns how many were rewrapped. All or nothing."""
-        rewrapped = []
+    def wrap_for(self, source: KeyProvider, target: KeyProvider, keyset_id: bytes
+                 ) -> dict[int, bytes]:
+        """Every audit-key version unwrapped by ``source`` and wrapped by ``target``, without
+        storing anything (a key migration stages these before it switches providers)."""
+        blobs: dict[int, bytes] = {}
         for version, wrapped in self.wrapped_keys().items():
             context = audit_key_context(keyset_id, version)
             secret = source.unwrap(wrapped, context)
             try:
-                rewrapped.append((target.wrap(secret, context), version))
+                blobs[version] = target.wrap(secret, context)
             finally:
                 secret.wipe()
+        return blobs
+
+    def replace_wrapped(self, blobs: dict[int, bytes]) -> None:
+        """Store new wrappings of existing audit-key versions, all or nothing."""
         with self._write() as db:
-            db.executemany("UPDATE audit_keys SET wrapped = ? WHERE version = ?", rewrapped)
-        return len(rewrapped)
+            db.executemany("UPDATE audit_keys SET wrapped = ? WHERE version = ?",
+                           [(blob, version) for version, blob in blobs.items()])
+
+    def rewrap(self, source: KeyProvider, target: KeyProvider, keyset_id: bytes) -> int:
+        """Rewrap every audit-key version from ``source`` to ``target`` (KEK rotation or a move to
+        another provider); returns how many were rewrapped. All or nothing."""
+        blobs = self.wrap_for(source, target, keyset_id)
+        self.replace_wrapped(blobs)
+        return len(blobs)
 
     # --- checkpoints -----------------------------------------------------------------------------
 

@@ -8,7 +8,9 @@ from faceseal import __version__
 from faceseal.cli.access_commands import principals, purge, tenants
 from faceseal.cli.audit_commands import audit
 from faceseal.cli.demo_command import demo
+from faceseal.cli.keys_commands import keys
 from faceseal.cli.serve_command import serve
+from faceseal.cli.storage_commands import db, import_legacy
 from faceseal.cli.vault_commands import (
     check,
     enroll,
@@ -32,7 +34,8 @@ def cli() -> None:
     """
 
 
-for _command in (init, enroll, verify, identify, erase, subjects, check, migrate, demo):
+for _command in (init, enroll, verify, identify, erase, subjects, check, migrate, demo, keys, db,
+                 import_legacy):
     cli.add_command(_command)
 for _command in (principals, tenants, purge, audit):
     cli.add_command(_command)

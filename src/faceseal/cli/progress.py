@@ -11,7 +11,8 @@ from faceseal.cli.output import Output
 
 
 @contextmanager
-def progress_bar(description: str, output: Output) -> Iterator[Callable[[int, int], None]]:
+def progress_bar(description: str, output: Output,
+                 unit: str = "file") -> Iterator[Callable[[int, int], None]]:
     """Yields a ``progress(done, total)`` callback that draws a tqdm bar when worthwhile."""
     bar: Any = None
 
@@ -22,7 +23,7 @@ def progress_bar(description: str, output: Output) -> Iterator[Callable[[int, in
         if bar is None:
             from tqdm import tqdm  # noqa: PLC0415 - imported only when a bar is drawn
 
-            bar = tqdm(total=total, desc=description, unit="file", file=sys.stderr,
+            bar = tqdm(total=total, desc=description, unit=unit, file=sys.stderr,
                        disable=None, leave=False)
         bar.n = done
         bar.refresh()

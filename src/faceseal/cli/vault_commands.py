@@ -16,6 +16,7 @@ from faceseal.cli.common import (
 )
 from faceseal.cli.output import EXIT_NO_MATCH, EXIT_OK, Output
 from faceseal.cli.progress import progress_bar
+from faceseal.storage.urls import migrate_as_admin
 from faceseal.vault import DEFAULT_TENANT, Vault
 from faceseal.vault.config import VaultConfig
 from faceseal.vault.paths import KEYRING_DIR_ENV, default_home
@@ -27,16 +28,28 @@ model_option = click.option("--model", default=None,
                             help="Encoder model of .npy/.json encodings (default dlib-resnet-v1).")
 face_option = click.option("--face", "face_index", type=int, default=None,
                            help="Pick face N (0-based, left to right) in a photo with several.")
+store_option = click.option(
+    "--store", "store_url", default=None, metavar="URL",
+    help="Template store: sqlite:PATH (default sqlite:templates.db), files:DIR, or "
+         "postgresql://LOGIN@HOST/DB[?schema=..&roles=..] (no password in the URL: use ~/.pgpass).")
+admin_url_option = click.option(
+    "--admin-url", envvar="FACESEAL_DB_ADMIN_URL", default=None, metavar="URL",
+    help="PostgreSQL administrator URL (used once, never saved) to create roles and schema and "
+         "grant the store's login; default $FACESEAL_DB_ADMIN_URL.")
 sources_argument = click.argument(
     "sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
 )
 
 
 @click.command()
-@click.option("--keyring-dir", type=click.Path(file_okay=False, path_type=Path),
-              envvar=KEYRING_DIR_ENV,
-              help=f"Where the keyring goes (default: ${KEYRING_DIR_ENV} or the platform config "
-                   "dir). Must be outside the vault directory.")
+@click.option("--keyring-dir", "--key-dir", "keyring_dir",
+              type=click.Path(file_okay=False, path_type=Path), envvar=KEYRING_DIR_ENV,
+              help=f"The key directory: the local keyring and the per-subject key store (default:"
+                   f" ${KEYRING_DIR_ENV} or the platform config dir). Must be outside the vault "
+                   "directory.")
+@click.option("--key-uri", default=None, envvar="FACESEAL_KEY_URI",
+              help="Where the KEK lives: local:DIR, pkcs11:..., vault-transit:..., aws-kms:... "
+                   "(see docs/keys.md; default: a new local keyring in the key directory).")
 @click.option("--passphrase", "use_passphrase", is_flag=True,
               help="Seal the keyring with a passphrase (from $FACESEAL_PASSPHRASE or a prompt).")
 @click.option("--force-keyring-location", is_flag=True,
@@ -46,13 +59,16 @@ sources_argument = click.argument(
 @click.option("--write-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Save the first admin's API key to this new file (0600) instead of printing "
                    "it.")
+@store_option
+@admin_url_option
 @common_options
-def init(output: Output, vault_dir: Path | None, keyring_dir: Path | None,
+def init(output: Output, vault_dir: Path | None, keyring_dir: Path | None, key_uri: str | None,
          use_passphrase: bool, force_keyring_location: bool, admin_name: str,
-         write_key: Path | None) -> None:
+         write_key: Path | None, store_url: str | None, admin_url: str | None) -> None:
     """Create a new vault, its keyring, and its first admin (whose API key is shown once)."""
     if write_key is not None and write_key.exists():
         raise click.UsageError(f"{write_key} exists already; refusing to overwrite it")
+
     def passphrase() -> Any:
         if not use_passphrase:
             return None
@@ -63,13 +79,15 @@ def init(output: Output, vault_dir: Path | None, keyring_dir: Path | None,
 
     with Vault.create(vault_dir, keyring_dir=keyring_dir, passphrase=passphrase,
                       allow_keyring_in_vault_dir=force_keyring_location,
-                      admin_name=admin_name) as vault:
+                      key_uri=key_uri, admin_name=admin_name, store_url=store_url,
+                      store_admin_url=admin_url) as vault:
         admin_key = vault.bootstrap_admin_key
         assert admin_key is not None
         document: dict[str, Any] = {
             "vault": str(vault.home), "vault_id": vault.vault_id,
             "keyring": vault.config.key_store_dir, "passphrase_sealed": use_passphrase,
-            "admin": admin_name}
+            "admin": admin_name, "key_uri": vault.config.key_uri,
+            "store": vault.store_description}
     if write_key is not None:
         write_key_file(write_key, admin_key)
         document["admin_key_file"] = str(write_key)
@@ -78,7 +96,8 @@ def init(output: Output, vault_dir: Path | None, keyring_dir: Path | None,
 
     def human() -> None:
         click.echo(
-            f"Created vault {document['vault_id']}\n  templates: {document['vault']}\n"
+            f"Created vault {document['vault_id']}\n  vault:     {document['vault']}\n"
+            f"  templates: {document['store']}\n"
             f"  keyring:   {document['keyring']}\nBack up the keyring directory separately from "
             "the vault: without it the templates cannot be read.\n")
         click.echo(f"First admin: {admin_name} (role admin, every tenant).")
@@ -204,12 +223,19 @@ def check(output: Output, vault_dir: Path | None) -> None:
 
 
 @click.command()
+@admin_url_option
 @common_options
-def migrate(output: Output, vault_dir: Path | None) -> None:
-    """Apply pending schema migrations to the vault's template store."""
+def migrate(output: Output, vault_dir: Path | None, admin_url: str | None) -> None:
+    """Apply pending schema migrations to the vault's template store.
+
+    For PostgreSQL pass --admin-url (or $FACESEAL_DB_ADMIN_URL): migrations create roles and
+    schema objects, which the vault's own login may not do."""
     home = (vault_dir or default_home()).expanduser().resolve()
     config = VaultConfig.load(home)
-    with open_store(config.store_url, home) as store:
-        before, after = store.migrate()
+    if admin_url:
+        before, after = migrate_as_admin(config.store_url, admin_url)
+    else:
+        with open_store(config.store_url, home) as store:
+            before, after = store.migrate()
     output.emit({"schema_version_before": before, "schema_version": after},
                 lambda: click.echo(f"Schema version {before} -> {after}"))

@@ -21,10 +21,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
-from faceseal.crypto.aead import generate_key
 from faceseal.crypto.secret import SecretBytes
-from faceseal.errors import DecryptionError
-from faceseal.keys.provider import KeyProvider
+from faceseal.errors import DecryptionError, IntegrityFailure
+from faceseal.keys.provider import KeyProvider, same_key
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +122,8 @@ class DataKeyManager:
             while True:
                 keys = self._repository.load_data_keys()
                 version = max((k.version for k in keys), default=0) + 1
-                key = generate_key()
-                wrapped = self._provider.wrap(key, dek_context(self._keyset_id, version))
+                key, wrapped = self._provider.generate_data_key(
+                    dek_context(self._keyset_id, version))
                 if self._repository.insert_data_key(version, wrapped, time.time()):
                     self._remember(version, key)
                     log.info("created data key version %d", version)
@@ -144,11 +143,13 @@ class DataKeyManager:
                 if take <= 0:
                     self.create_version()
                     continue
+                # The key first: if the provider is down, nothing has been counted or written.
+                key = self.key(active.version)
                 if not self._repository.reserve_encryptions(
                     active.version, take, self._max_encryptions
                 ):
                     continue  # another writer used the room meanwhile; re-read and retry
-                reservations.append(Reservation(active.version, self.key(active.version), take))
+                reservations.append(Reservation(active.version, key, take))
                 remaining -= take
         return reservations
 
@@ -196,10 +197,38 @@ class DataKeyManager:
             self._cache.clear()
             self._min_version = None
 
+    def preload(self, versions: list[int] | None = None) -> int:
+        """Unwrap the given DEK versions (default: all not retired) in one provider call where
+        the provider batches; returns how many were unwrapped. Ones that fail are left for
+        :meth:`key` to report."""
+        minimum = self.min_decrypt_version()
+        with self._lock:
+            now = time.monotonic()
+            infos = [i for i in self._repository.load_data_keys()
+                     if i.version >= minimum and (versions is None or i.version in versions)
+                     and not (i.version in self._cache and self._cache[i.version][1] > now)]
+            if not infos:
+                return 0
+            keys = self._provider.unwrap_many(
+                [(i.wrapped, dek_context(self._keyset_id, i.version)) for i in infos])
+            loaded = 0
+            for info, key in zip(infos, keys, strict=True):
+                if key is not None:
+                    self._remember(info.version, key)
+                    loaded += 1
+            return loaded
+
+    def set_provider(self, provider: KeyProvider) -> None:
+        """Switch to another provider (after a migration); cached keys stay valid."""
+        with self._lock:
+            self._provider = provider
+
     # --- KEK rotation ----------------------------------------------------------------------------
 
     def rewrap_all(self) -> int:
-        """Rewrap every DEK under the provider's active KEK version; returns how many changed."""
+        """Rewrap every DEK (retired ones too) under the provider's active KEK version; returns
+        how many changed. Each new blob is unwrapped and compared with the key before it
+        replaces the old one, so a faulty rewrap can never lose a data key. Safe to re-run."""
         active_kek = self._provider.describe().active_version
         changed = 0
         with self._lock:
@@ -208,6 +237,13 @@ class DataKeyManager:
                     continue
                 context = dek_context(self._keyset_id, info.version)
                 key = self._provider.unwrap(info.wrapped, context)
-                self._repository.replace_wrapped(info.version, self._provider.wrap(key, context))
+                rewrapped = self._provider.rewrap(info.wrapped, context)
+                check = self._provider.unwrap(rewrapped, context)
+                if not same_key(key, check):
+                    raise IntegrityFailure(
+                        f"rewrapping data key version {info.version} gave a different key; "
+                        "nothing was replaced")
+                self._repository.replace_wrapped(info.version, rewrapped)
                 changed += 1
+        log.info("rewrapped %d data key(s) under KEK version %d", changed, active_kek)
         return changed

@@ -14,10 +14,14 @@ a decryption error, so an outage is not mistaken for a bad key.
 
 from __future__ import annotations
 
+import hmac
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from faceseal.crypto.aead import generate_key
 from faceseal.crypto.secret import SecretBytes
+from faceseal.errors import DecryptionError
 
 
 @dataclass(frozen=True)
@@ -57,9 +61,46 @@ class KeyProvider(ABC):
     def kek_version_of(self, wrapped: bytes) -> int:
         """The KEK version that made ``wrapped`` (read from the blob, no provider call)."""
 
+    # --- optional operations with portable defaults ---------------------------------------------
+    # Providers override these where their service does better (one round trip, the plaintext
+    # key never leaving the service, a batch API).
+
+    def generate_data_key(self, context: bytes) -> tuple[SecretBytes, bytes]:
+        """A fresh 256-bit data key and its wrapped form (KMS ``GenerateDataKey``, transit
+        ``datakey``); by default a CSPRNG key wrapped with :meth:`wrap`."""
+        key = generate_key()
+        return key, self.wrap(key, context)
+
+    def unwrap_many(self, items: Sequence[tuple[bytes, bytes]]) -> list[SecretBytes | None]:
+        """Unwrap several ``(wrapped, context)`` pairs; ``None`` for each that does not open.
+
+        Outages still raise. A provider with a batch API answers in one call."""
+        results: list[SecretBytes | None] = []
+        for wrapped, context in items:
+            try:
+                results.append(self.unwrap(wrapped, context))
+            except DecryptionError:
+                results.append(None)
+        return results
+
+    def rewrap(self, wrapped: bytes, context: bytes) -> bytes:
+        """Re-wrap a blob under the active KEK version (transit ``rewrap``, KMS ``ReEncrypt``).
+
+        The default unwraps and wraps again in this process."""
+        key = self.unwrap(wrapped, context)
+        try:
+            return self.wrap(key, context)
+        finally:
+            key.wipe()
+
     def close(self) -> None:  # noqa: B027 - most providers hold nothing to release
         """Release connections or sessions."""
 
     def __repr__(self) -> str:
-        status = self.describe()
-        return f"<{type(self).__name__} {status.kind} {status.location}>"
+        # No provider call here: a repr must work while the provider is down.
+        return f"<{type(self).__name__} {self.kind}>"
+
+
+def same_key(a: SecretBytes, b: SecretBytes) -> bool:
+    """Constant-time equality of two keys (used to verify a rewrap before storing it)."""
+    return hmac.compare_digest(a.reveal(), b.reveal())

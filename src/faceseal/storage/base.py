@@ -153,6 +153,19 @@ class TemplateStore(ABC):
     def key_version_counts(self) -> dict[int, int]:
         """How many records each data-key version seals."""
 
+    def templates_below_version(
+        self, version: int, after: str = "", limit: int = 1000
+    ) -> list[TemplateRow]:
+        """Up to ``limit`` templates sealed under a data-key version below ``version``, in
+        template-id order after ``after`` (for re-encryption in batches).
+
+        This default scans the whole gallery (which promises no order) on every call; backends
+        override it with an indexed query."""
+        found = [row for batch in self.gallery(None) for row in batch
+                 if row.template_id > after and row.key_version < version]
+        found.sort(key=lambda row: row.template_id)
+        return found[:limit]
+
     # --- data keys (the DataKeyRepository protocol) ----------------------------------------------
 
     @abstractmethod

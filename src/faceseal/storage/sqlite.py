@@ -99,12 +99,16 @@ class SQLiteStore(TemplateStore):
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         try:
             return self._db.execute(sql, params)
+        except sqlite3.IntegrityError as exc:  # a duplicate id or an unknown key version
+            raise Conflict(f"SQLite refused the write: {exc}") from None
         except sqlite3.Error as exc:
             raise StorageUnavailable(_describe_error("query", exc)) from None
 
     def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> sqlite3.Cursor:
         try:
             return self._db.executemany(sql, rows)
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"SQLite refused the write: {exc}") from None
         except sqlite3.Error as exc:
             raise StorageUnavailable(_describe_error("write", exc)) from None
 
@@ -189,7 +193,9 @@ class SQLiteStore(TemplateStore):
     def gallery(self, tenant: str | None, batch_size: int = 10_000) -> Iterator[list[TemplateRow]]:
         # Keyset pagination on the primary key: no long-lived cursor holding the lock.
         last = ""
-        where = "template_id > ?" + ("" if tenant is None else " AND tenant = ?")
+        # "+tenant": keep SQLite on the primary-key index (the tenant index plus a sort made
+        # every page scan the whole tenant: quadratic over a large gallery).
+        where = "template_id > ?" + ("" if tenant is None else " AND +tenant = ?")
         while True:
             params: tuple[Any, ...] = (last,) if tenant is None else (last, tenant)
             batch = [
@@ -255,6 +261,18 @@ class SQLiteStore(TemplateStore):
             )
             return int(cursor.rowcount)
 
+    def templates_below_version(
+        self, version: int, after: str = "", limit: int = 1000
+    ) -> list[TemplateRow]:
+        return [
+            _row(values)
+            for values in self._fetchall(
+                f"SELECT {_TEMPLATE_COLUMNS} FROM templates "  # noqa: S608 - constant column list
+                "WHERE key_version < ? AND template_id > ? ORDER BY template_id LIMIT ?",
+                (version, after, int(limit)),
+            )
+        ]
+
     def key_version_counts(self) -> dict[int, int]:
         return {
             int(version): int(count)
@@ -306,6 +324,8 @@ class SQLiteStore(TemplateStore):
                 ).fetchone()
                 seq, mac = (int(head[0]), bytes(head[1])) if head else (0, b"")
                 record = build(seq + 1, mac)
+                if record.seq != seq + 1 or record.prev_mac != mac:
+                    raise Conflict("the audit event does not continue the chain")
                 self._execute(
                     f"INSERT INTO audit_events ({_AUDIT_COLUMNS}) "  # noqa: S608 - constant columns
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -315,7 +335,7 @@ class SQLiteStore(TemplateStore):
                      record.detail, record.prev_mac, record.mac),
                 )
                 return record
-        except StorageUnavailable as exc:
+        except (StorageUnavailable, Conflict) as exc:
             raise AuditWriteFailed(f"the audit event could not be written: {exc}") from None
 
     def audit_events(

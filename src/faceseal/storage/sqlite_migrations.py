@@ -83,4 +83,12 @@ CREATE TABLE tenants (
 )
 """,
     ),
+    (
+        3,
+        # Keyset pages of one tenant's gallery (WHERE tenant = ? AND template_id > ? ORDER BY
+        # template_id) walk this index instead of sorting the whole tenant for every page.
+        """
+CREATE INDEX IF NOT EXISTS templates_by_tenant ON templates (tenant, template_id)
+""",
+    ),
 ]

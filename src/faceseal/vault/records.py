@@ -81,12 +81,15 @@ class RecordSealer:
         """Seal encodings into rows ready to store (subject secrets are created as needed)."""
         if not items:
             return []
+        # Data keys first: an unreachable provider fails here, before any subject secret is
+        # written (a reservation that is then not used only wastes counts, never reuses them).
+        reservations = self._data_keys.reserve(len(items))
         secrets = self._subject_keys.get_or_create_many((i.tenant, i.subject_id) for i in items)
         keys: dict[tuple[int, str, str], AeadKey] = {}
         rows: list[TemplateRow] = []
         now = time.time()
         pending = iter(items)
-        for reservation in self._data_keys.reserve(len(items)):
+        for reservation in reservations:
             for _ in range(reservation.count):
                 item = next(pending)
                 cache_key = (reservation.version, item.tenant, item.subject_id)
@@ -149,3 +152,38 @@ class RecordSealer:
         if secret is None:
             return None  # the subject's secret was destroyed: crypto-shredded
         return record_key(self._data_keys.key(version), row.tenant, row.subject_id, secret)
+
+    def reseal(self, opened: Sequence[OpenedTemplate]) -> list[TemplateRow]:
+        """Seal already-stored templates again under the active data key (re-encryption).
+
+        Template ids, tenants, subjects, models and creation times stay; only the key version
+        (in the header, hence in the associated data) and the ciphertext change. Encryptions are
+        counted before use, like any sealing."""
+        if not opened:
+            return []
+        reservations = self._data_keys.reserve(len(opened))
+        secrets = self._subject_keys.get_many((o.row.tenant, o.row.subject_id) for o in opened)
+        keys: dict[tuple[int, str, str], AeadKey] = {}
+        rows: list[TemplateRow] = []
+        pending = iter(opened)
+        for reservation in reservations:
+            for _ in range(reservation.count):
+                item = next(pending)
+                row = item.row
+                secret = secrets.get((row.tenant, row.subject_id))
+                if secret is None:
+                    continue  # erased meanwhile: nothing to re-encrypt
+                cache_key = (reservation.version, row.tenant, row.subject_id)
+                key = keys.get(cache_key)
+                if key is None:
+                    key = keys[cache_key] = record_key(reservation.key, row.tenant,
+                                                       row.subject_id, secret)
+                rows.append(TemplateRow(
+                    template_id=row.template_id, tenant=row.tenant, subject_id=row.subject_id,
+                    model_id=row.model_id, dimension=row.dimension, dtype=row.dtype,
+                    key_version=reservation.version,
+                    record=seal_record(key, reservation.version, item.encoding,
+                                       self.context(row)),
+                    created_at=row.created_at,
+                ))
+        return rows

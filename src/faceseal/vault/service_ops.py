@@ -27,7 +27,7 @@ from faceseal.errors import FacesealError, RateLimited
 if TYPE_CHECKING:
     from faceseal.audit.log import AuditLog
     from faceseal.audit.state import AuditState
-    from faceseal.keys.provider import KeyProvider
+    from faceseal.keys.datakeys import DataKeyManager
     from faceseal.storage.base import TemplateStore
     from faceseal.vault.config import VaultConfig
 
@@ -58,7 +58,7 @@ class ServiceOperations:
 
     if TYPE_CHECKING:  # provided by Vault
         _store: TemplateStore
-        _provider: KeyProvider
+        _data_keys: DataKeyManager
         _audit: AuditLog
         _audit_state: AuditState
         _config: VaultConfig
@@ -113,10 +113,10 @@ class ServiceOperations:
             raise RuntimeError("the template store answers for another vault")
 
     def _probe_provider(self) -> None:
+        provider = self._data_keys.provider
         probe = SecretBytes(os.urandom(32))
         try:
-            unwrapped = self._provider.unwrap(self._provider.wrap(probe, _PROBE_CONTEXT),
-                                              _PROBE_CONTEXT)
+            unwrapped = provider.unwrap(provider.wrap(probe, _PROBE_CONTEXT), _PROBE_CONTEXT)
             try:
                 if unwrapped != probe:
                     raise RuntimeError("the key provider returned another key")

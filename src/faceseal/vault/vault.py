@@ -32,6 +32,11 @@ from faceseal.access.roles import (
     ENROLL,
     ERASE,
     IDENTIFY,
+    IMPORT,
+    KEYS_MIGRATE,
+    KEYS_RETIRE,
+    KEYS_ROTATE,
+    KEYS_STATUS,
     PRINCIPALS_ADD,
     SUBJECTS,
     VERIFY,
@@ -40,6 +45,7 @@ from faceseal.access.roles import (
 from faceseal.audit.events import OUTCOME_OK, SYSTEM, AuditEvent, DetailValue, new_request_id
 from faceseal.audit.log import AuditLog
 from faceseal.audit.state import AUDIT_STATE_FILE, AuditState
+from faceseal.crypto.legacy_cbc import KEY_BYTES as LEGACY_KEY_BYTES
 from faceseal.crypto.secret import SecretBytes
 from faceseal.errors import (
     Conflict,
@@ -53,15 +59,30 @@ from faceseal.errors import (
 from faceseal.keys.datakeys import DataKeyManager
 from faceseal.keys.files import ensure_private_dir, is_within
 from faceseal.keys.provider import KeyProvider
-from faceseal.keys.registry import PassphraseSource, create_provider, local_uri, open_provider
+from faceseal.keys.registry import (
+    PassphraseSource,
+    check_uri,
+    create_provider,
+    local_directory,
+    local_uri,
+    open_provider,
+)
 from faceseal.keys.subject_keys import SubjectKeyStore
 from faceseal.matching.gallery import Gallery
 from faceseal.matching.models import DEFAULT_MODEL_ID, ModelSpec, resolve_model
 from faceseal.storage.base import TemplateRow, TemplateStore
-from faceseal.storage.sqlite import SQLiteStore
+from faceseal.storage.legacy_source import open_legacy_source
+from faceseal.storage.urls import (
+    check_store_url,
+    local_store_path,
+    open_store_url,
+    prepare_store,
+)
+from faceseal.vault import rotation
 from faceseal.vault.access_ops import AccessOperations
 from faceseal.vault.config import CONFIG_FILE, DEFAULT_TENANT, VaultConfig
 from faceseal.vault.guard import Caller, Guard, Operation
+from faceseal.vault.legacy_import import LegacyImportOptions, LegacyImportResult, import_table
 from faceseal.vault.paths import default_home, default_keyring_dir
 from faceseal.vault.records import NewTemplate, RecordSealer
 from faceseal.vault.results import (
@@ -95,12 +116,43 @@ def _check_id(kind: str, value: str) -> str:
 
 
 def open_store(url: str, home: Path, *, create: bool = False) -> TemplateStore:
-    """The template store a vault's store URL names (relative paths are inside ``home``)."""
-    scheme, _, rest = url.partition(":")
-    if scheme == "sqlite":
-        path = Path(rest)
-        return SQLiteStore(path if path.is_absolute() else home / path, create=create)
-    raise InvalidInput(f"unsupported store URL scheme {scheme!r}")
+    """The template store a vault's store URL names (relative paths are inside ``home``):
+    ``sqlite:PATH``, ``files:DIR`` or ``postgresql://...`` (see :mod:`faceseal.storage.urls`)."""
+    return open_store_url(url, home, create=create)
+
+
+def _create_store(
+    url: str, home: Path, admin_url: str | None, vault_id: str
+) -> tuple[TemplateStore, Callable[[], None]]:
+    """Open, migrate and claim a new vault's store; returns it and a function removing what was
+    created here (a new SQLite file or file-store directory; nothing on a server)."""
+    path = local_store_path(url, home)
+    is_dir = url.startswith("files:")
+    fresh = path is not None and not path.exists()
+
+    def remove() -> None:
+        if path is None or not fresh:
+            return
+        if is_dir:
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                Path(str(path) + suffix).unlink()
+
+    if admin_url is not None:
+        prepare_store(url, admin_url)
+    store = open_store(url, home, create=True)
+    try:
+        store.migrate()
+        if store.get_meta("vault_id") is not None:
+            raise Conflict(f"the template store {store.describe()} already holds a vault")
+        store.set_meta("vault_id", vault_id)
+    except BaseException:
+        store.close()
+        remove()
+        raise
+    return store, remove
 
 
 ApiKeyInput = str | bytes | SecretBytes
@@ -125,7 +177,6 @@ class Vault(AccessOperations, ServiceOperations):
     ) -> None:
         self._home = home
         self._config = config
-        self._provider = provider
         self._subject_keys = subject_keys
         self._store = store
         self._models = config.models()
@@ -162,22 +213,45 @@ class Vault(AccessOperations, ServiceOperations):
         allow_keyring_in_vault_dir: bool = False,
         max_encryptions_per_key: int | None = None,
         admin_name: str = "admin",
+        key_uri: str | None = None,
+        store_url: str | None = None,
+        store_admin_url: str | None = None,
     ) -> Vault:
-        """Create a new vault in ``home`` with a new local keyring in ``keyring_dir``.
+        """Create a new vault in ``home``.
+
+        ``key_uri`` names where the KEK lives (``local:DIR``, ``pkcs11:...``,
+        ``vault-transit:...``, ``aws-kms:...``; see docs/keys.md); by default a new local
+        keyring in ``keyring_dir``. ``keyring_dir`` is the vault's *key directory*: it holds the
+        per-subject key store (and the keyring of a local provider). It defaults to the local
+        keyring's directory, else to the platform config dir; it must lie outside ``home``.
 
         The vault gets its first principal, ``admin_name`` (role admin, every tenant), and the
         returned object is bound to it; its API key is in :attr:`bootstrap_admin_key`, shown this
         once and stored only as a hash. There are no default credentials.
+
+        ``store_url`` picks the template store (default ``sqlite:templates.db``; also
+        ``files:DIR`` and ``postgresql://...``, see docs/storage.md). For PostgreSQL,
+        ``store_admin_url`` (used once, never saved) lets an administrator create the schema and
+        grant the store URL's login every tenant first; without it the schema must exist and the
+        login be granted.
         """
+        if store_url is not None:
+            check_store_url(store_url)
         home = Path(home) if home is not None else default_home()
         home = home.expanduser().resolve()
         if (home / CONFIG_FILE).exists():
             raise InvalidInput(f"a vault already exists at {home}")
+        if key_uri is not None and check_uri(key_uri) == "local":
+            key_uri = local_uri(local_directory(key_uri).expanduser())
+            if keyring_dir is None:
+                keyring_dir = local_directory(key_uri)
         vault_id = os.urandom(16).hex()
         keys_dir = Path(keyring_dir) if keyring_dir is not None else default_keyring_dir(vault_id)
         keys_dir = keys_dir.expanduser().resolve()
-        if not allow_keyring_in_vault_dir and (is_within(keys_dir, home) or
-                                               is_within(home, keys_dir)):
+        local_keys = local_directory(key_uri).resolve() if key_uri and key_uri.startswith(
+            "local:") else keys_dir
+        if not allow_keyring_in_vault_dir and any(
+                is_within(d, home) or is_within(home, d) for d in (keys_dir, local_keys)):
             raise KeyringError(
                 "the keyring must not live in or above the vault's database directory (a copy "
                 "of the database would carry its keys); choose another --keyring-dir, or pass "
@@ -186,22 +260,25 @@ class Vault(AccessOperations, ServiceOperations):
         config = VaultConfig(
             vault_id=vault_id,
             created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            key_uri=local_uri(keys_dir),
+            key_uri=key_uri or local_uri(keys_dir),
             key_store_dir=str(keys_dir),
         )
         if max_encryptions_per_key is not None:
             config.max_encryptions_per_key = max_encryptions_per_key
+        if store_url is not None:
+            config.store_url = store_url
         created: list[Path] = []
+        store: TemplateStore | None = None
+        remove_store: Callable[[], None] = lambda: None  # noqa: E731
         ensure_private_dir(home)
         try:
             provider = create_provider(config.key_uri, passphrase)
-            created.append(keys_dir / "keyring.json")
+            if config.key_uri.startswith("local:"):
+                created.append(local_directory(config.key_uri) / "keyring.json")
             subject_keys = SubjectKeyStore.create(keys_dir, vault_id)
             created.append(subject_keys.path)
-            store = open_store(config.store_url, home, create=True)
-            created.append(home / config.store_url.partition(":")[2])
-            store.migrate()
-            store.set_meta("vault_id", vault_id)
+            store, remove_store = _create_store(config.store_url, home, store_admin_url,
+                                                vault_id)
             audit_state = AuditState.create(keys_dir, vault_id, provider, config.keyset_id)
             created.append(audit_state.path)
             vault = cls(home, config, provider, subject_keys, store, audit_state=audit_state)
@@ -209,6 +286,9 @@ class Vault(AccessOperations, ServiceOperations):
             admin_key = vault._bootstrap_admin(admin_name)
             config.save(home)
         except BaseException:
+            if store is not None:
+                store.close()
+            remove_store()
             for path in created:
                 for suffix in ("", "-wal", "-shm", "-journal"):
                     with contextlib.suppress(FileNotFoundError):
@@ -253,6 +333,7 @@ class Vault(AccessOperations, ServiceOperations):
         audit_state: AuditState | None = None
         try:
             audit_state = _open_audit_state(config, provider, store)
+            rotation.finish_pending_migration(store, config, audit_state=audit_state)
             vault = cls(home, config, provider, subject_keys, store, audit_state=audit_state,
                         encoder_factory=encoder_factory)
         except BaseException:
@@ -349,6 +430,8 @@ class Vault(AccessOperations, ServiceOperations):
         # One unwrap proves the keyring is this vault's (O(1) provider calls, whatever the size).
         keys = self._store.load_data_keys()
         if keys:
+            # Every live data key in one provider call where the provider batches (transit).
+            self._data_keys.preload()
             try:
                 self._data_keys.key(keys[-1].version)
             except DecryptionError:
@@ -375,7 +458,7 @@ class Vault(AccessOperations, ServiceOperations):
             self._data_keys.forget()
             self._store.close()
             self._subject_keys.close()
-            self._provider.close()
+            self._data_keys.provider.close()
 
     def __enter__(self) -> Vault:
         return self
@@ -403,6 +486,11 @@ class Vault(AccessOperations, ServiceOperations):
     @property
     def vault_id(self) -> str:
         return self._config.vault_id
+
+    @property
+    def store_description(self) -> str:
+        """Where the templates are kept (a path, or a URL without its password)."""
+        return self._store.describe()
 
     def model(self, model_id: str | None = None) -> ModelSpec:
         return resolve_model(model_id or DEFAULT_MODEL_ID, self._models)
@@ -441,7 +529,7 @@ class Vault(AccessOperations, ServiceOperations):
             template_ids = [r.template_id for r in rows]
             # The templates, the subject's last_seen_at and the audit event commit together.
             with op.transaction():
-                self._store.add_templates(rows)
+                rotation.store_rows(self._store, rows)
                 op.record(template_ids=template_ids, detail={"model": spec.model_id})
             gallery = self._galleries.get((tenant, spec.model_id))
             if gallery is not None or tenant in self._loaded_tenants:
@@ -619,6 +707,32 @@ class Vault(AccessOperations, ServiceOperations):
             self._record(op, subjects=len(found))
             return found
 
+    def import_legacy(
+        self,
+        source: str,
+        key: SecretBytes,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        model: str | None = None,
+        options: LegacyImportOptions | None = None,
+        progress: Progress | None = None,
+    ) -> LegacyImportResult:
+        """Re-seal a legacy AES-256-CBC ``face_encodings`` table (``sqlite:PATH`` or
+        ``postgresql://...``) into this vault: one template per row, subject ``str(user_id)``.
+        Needs the enroller role on ``tenant``.
+
+        ``key`` is the old 32-byte key (see :func:`~faceseal.vault.legacy_import.read_legacy_key`);
+        it is used in memory only. Rows that fail to decrypt or are not valid encodings are
+        reported in the result, not imported, and do not stop the rest. Each batch commits with
+        its audit event. See docs/legacy-import.md.
+        """
+        self._check_open()
+        _check_id("tenant", tenant)
+        with self._operation(IMPORT, tenant=tenant) as op:
+            return self._import_legacy(op, source, key, tenant=tenant, model=model,
+                                       options=options or LegacyImportOptions(),
+                                       progress=progress)
+
     def check(self) -> CheckResult:
         """Open every record once and report those that fail (an integrity scan). Needs an
         admin scoped to every tenant."""
@@ -637,7 +751,124 @@ class Vault(AccessOperations, ServiceOperations):
             self._record(op, records=records, damaged=len(damaged), orphan_subject_keys=orphans)
             return CheckResult(records, damaged, orphans)
 
+    # --- key custody (the logic lives in faceseal.vault.rotation) --------------------------------
+
+    def key_status(self) -> rotation.KeyStatus:
+        """KEK versions, data keys (records and encryptions each), retirement, rotation state."""
+        self._check_open()
+        return self._run_audited(KEYS_STATUS, self._key_status)
+
+    def _key_status(self) -> rotation.KeyStatus:
+        return rotation.key_status(self._config, self._data_keys.provider, self._store,
+                                   self._data_keys)
+
+    def rotate_kek(self) -> rotation.KekRotation:
+        """New KEK version in the provider; every data key and the audit key rewrapped; no
+        record re-encrypted."""
+        self._check_open()
+        return self._run_audited(KEYS_ROTATE, self._rotate_kek,
+                                 describe=lambda r: {"kind": "kek", "kek_version": r.kek_version,
+                                                     "rewrapped": r.data_keys_rewrapped})
+
+    def _rotate_kek(self) -> rotation.KekRotation:
+        with self._lock:
+            result = rotation.rotate_kek(self._data_keys.provider, self._data_keys)
+            self._rewrap_audit_key()
+            return result
+
+    def rewrap_data_keys(self) -> rotation.KekRotation:
+        """Rewrap data keys (and the audit key) still under an older KEK version (finishes an
+        interrupted ``rotate_kek``)."""
+        self._check_open()
+        return self._run_audited(KEYS_ROTATE, self._rewrap_data_keys,
+                                 describe=lambda r: {"kind": "rewrap",
+                                                     "rewrapped": r.data_keys_rewrapped})
+
+    def _rewrap_data_keys(self) -> rotation.KekRotation:
+        with self._lock:
+            result = rotation.rewrap_data_keys(self._data_keys.provider, self._data_keys)
+            self._rewrap_audit_key()
+            return result
+
+    def _rewrap_audit_key(self) -> None:
+        provider = self._data_keys.provider
+        self._audit_state.rewrap(provider, provider, self._config.keyset_id)
+
+    def rotate_data_keys(self, *, batch_size: int = rotation.DEFAULT_BATCH_SIZE,
+                         progress: Progress | None = None) -> rotation.DataRotation:
+        """New data-key version; every record re-encrypted under it in batches (resumable,
+        idempotent, safe to kill)."""
+        self._check_open()
+        return self._run_audited(
+            KEYS_ROTATE, lambda: self._rotate_data_keys(batch_size, progress),
+            describe=lambda r: {"kind": "data", "data_key_version": r.target_version,
+                                "reencrypted": r.records_reencrypted,
+                                "remaining": r.records_remaining})
+
+    def _rotate_data_keys(self, batch_size: int,
+                          progress: Progress | None) -> rotation.DataRotation:
+        return rotation.rotate_data(self._store, self._data_keys, self._sealer,
+                                    batch_size=batch_size, progress=progress)
+
+    def retire_data_keys(self, below: int) -> rotation.Retirement:
+        """Refuse data-key versions below ``below`` from now on, once no record needs them."""
+        self._check_open()
+        return self._run_audited(KEYS_RETIRE, lambda: self._retire_data_keys(below),
+                                 describe=lambda r: {"min_decrypt_version": r.min_decrypt_version})
+
+    def _retire_data_keys(self, below: int) -> rotation.Retirement:
+        return rotation.retire(self._store, self._data_keys, below)
+
+    def migrate_keys(self, to_uri: str, *,
+                     passphrase: PassphraseSource = _no_passphrase) -> rotation.Migration:
+        """Rewrap every data key and the audit key under the provider ``to_uri`` names and switch
+        to it."""
+        self._check_open()
+        return self._run_audited(KEYS_MIGRATE, lambda: self._migrate_keys(to_uri, passphrase),
+                                 describe=lambda r: {"to": check_uri(r.to_uri)})
+
+    def _migrate_keys(self, to_uri: str, passphrase: PassphraseSource) -> rotation.Migration:
+        with self._lock:
+            old = self._data_keys.provider
+            result, target = rotation.migrate(self._home, self._config, old, self._store,
+                                              to_uri=to_uri, passphrase=passphrase,
+                                              audit_state=self._audit_state)
+            self._data_keys.set_provider(target)
+            old.close()
+        return result
+
     # --- internals -------------------------------------------------------------------------------
+
+    def _import_legacy(self, op: Operation, source: str, key: SecretBytes, *, tenant: str,
+                       model: str | None, options: LegacyImportOptions,
+                       progress: Progress | None) -> LegacyImportResult:
+        spec = self.model(model)
+        options.check()
+        if not isinstance(key, SecretBytes) or len(key) != LEGACY_KEY_BYTES:
+            raise InvalidInput("the legacy key must be 32 bytes (AES-256), given as SecretBytes")
+
+        def save(rows: list[TemplateRow], encodings: list[Any], marker: str, marker_value: str,
+                 detail: dict[str, Any]) -> None:
+            # The rows, the progress marker and the batch's audit event commit together.
+            with op.transaction():
+                self._store.add_templates(rows)
+                self._store.set_meta(marker, marker_value)
+                op.record(template_ids=[r.template_id for r in rows], detail=detail)
+            if rows and ((tenant, spec.model_id) in self._galleries
+                         or tenant in self._loaded_tenants):
+                self._gallery(tenant, spec).add_many(
+                    [r.subject_id for r in rows], [r.template_id for r in rows],
+                    np.stack(encodings))
+
+        # The vault lock is held throughout so that a gallery loaded meanwhile cannot miss or
+        # double a batch; other processes are not held up.
+        with self._lock, open_legacy_source(source, options.table) as table:
+            result = import_table(table, key, store=self._store, sealer=self._sealer,
+                                  tenant=tenant, spec=spec, options=options, save=save,
+                                  progress=progress)
+        log.info("legacy import: %d row(s) imported, %d failed", result.imported,
+                 len(result.failed))
+        return result
 
     def _check_open(self) -> None:
         if self._closed or self._root._closed:
