@@ -60,10 +60,10 @@ class Served:
         return httpx.Client(base_url=self.url, timeout=30, **options)  # type: ignore[arg-type]
 
 
-def prepare_vault(root: Path) -> tuple[Path, Path, dict[str, str]]:
+def prepare_vault(root: Path, **vault_options: object) -> tuple[Path, Path, dict[str, str]]:
     """A test vault with one principal per role (see :data:`ROLE_PRINCIPALS`), closed."""
     home, keys_dir = root / "vault", root / "keys"
-    make_vault(home, keys_dir).close()
+    make_vault(home, keys_dir, **vault_options).close()
     known = vault_keys(home)
     keys = {"admin": known.admin, "worker": known.worker}
     with Vault.open(home, api_key=known.admin) as admin:
@@ -128,10 +128,11 @@ def stop_server(process: subprocess.Popen[bytes]) -> int:
 
 @contextmanager
 def served_vault(root: Path, *args: str, env: dict[str, str] | None = None,
-                 client_options: dict[str, object] | None = None) -> Iterator[Served]:
+                 client_options: dict[str, object] | None = None,
+                 vault_options: dict[str, object] | None = None) -> Iterator[Served]:
     """A fresh vault with role principals, served until the block ends."""
     root.mkdir(parents=True, exist_ok=True)
-    home, keys_dir, keys = prepare_vault(root)
+    home, keys_dir, keys = prepare_vault(root, **(vault_options or {}))
     log_path = root / "serve.log"
     process, url = start_server(home, log_path, *args, env=env)
     try:

@@ -194,10 +194,19 @@ def _audit_verify(http: httpx.Client, headers: dict[str, str], tenant: str) -> h
     return http.get("/v1/audit/verify", headers=headers)
 
 
+def _key_status(http: httpx.Client, headers: dict[str, str], tenant: str) -> httpx.Response:
+    return http.get("/v1/keys", headers=headers)
+
+
+def _rotate_kek(http: httpx.Client, headers: dict[str, str], tenant: str) -> httpx.Response:
+    return http.post("/v1/keys/kek/rotate", headers=headers)
+
+
 OPERATIONS: dict[str, Call] = {
     "enroll": _enroll, "verify": _verify, "identify": _identify, "subjects": _subjects,
     "erase": _erase, "principals.list": _principals, "principals.add": _add_principal,
-    "audit.read": _audit_tail, "audit.verify": _audit_verify,
+    "audit.read": _audit_tail, "audit.verify": _audit_verify, "keys.status": _key_status,
+    "keys.rotate": _rotate_kek,
 }
 #: Who may do what (on its own tenant); from docs/access.md's permission table.
 ALLOWED: dict[str, set[str]] = {
@@ -206,14 +215,14 @@ ALLOWED: dict[str, set[str]] = {
     "identifier": {"identify"},
     "auditor": {"audit.read"},
     "auditor-all": {"audit.read", "audit.verify"},
-    "admin": {"principals.list", "principals.add"},
-    "admin-acme": {"principals.list", "principals.add"},
+    "admin": {"principals.list", "principals.add", "keys.status", "keys.rotate"},
+    "admin-acme": {"principals.list", "principals.add"},  # key operations span every tenant
 }
 #: Principals scoped to every tenant (the others only to acme).
 ALL_TENANTS = {"admin", "auditor-all"}
 #: Operations whose tenant is not in the request: a tenant-scoped principal is refused only
 #: when the action spans every tenant (audit.verify), or sees only its own (principals.list).
-TENANTLESS = {"principals.list", "audit.verify"}
+TENANTLESS = {"principals.list", "audit.verify", "keys.status", "keys.rotate"}
 
 
 def _expected(who: str, operation: str, tenant: str) -> bool:
@@ -253,7 +262,9 @@ def test_each_role_allowed_and_denied(served: Served, http: httpx.Client,
               if e["request_id"] == request_id]
     if allowed:
         assert response.status_code in (200, 201), response.text
-        assert [(e["outcome"], e["principal"]) for e in events] == [("ok", who)]
+        # One event, or two for key operations (begin and end: their work is outside the store).
+        assert [(e["outcome"], e["principal"]) for e in events] in ([("ok", who)],
+                                                                   [("ok", who)] * 2)
     else:
         body = assert_problem(response, 403, "forbidden")
         assert "access denied" in body["detail"]
@@ -577,3 +588,30 @@ def test_uploads_never_spill_to_disk(served: Served, clients: dict[str, Faceseal
     with pytest.raises(NotFound):  # encoded, then not found
         clients["verifier"].verify(unique("nobody"), photo, tenant="acme")
     assert list(served.tmpdir.iterdir()) == []
+
+
+def test_key_custody_over_http(clients: dict[str, FacesealClient]) -> None:
+    admin, verifier = clients["admin"], clients["verifier"]
+    subject = unique("keys")
+    clients["enroller"].enroll(subject, [VECTOR], tenant="acme")
+    before = admin.key_status()
+    assert before.provider == "local"
+    kek = admin.rotate_kek()
+    assert kek.kek_version == kek.kek_version_before + 1 == before.active_kek_version + 1
+    assert admin.rewrap_data_keys().data_keys_rewrapped == 0  # nothing left under the old KEK
+    data = admin.rotate_data_keys()
+    assert data.target_version == before.active_data_key + 1
+    assert data.records_reencrypted >= 1
+    assert data.records_remaining == 0
+    assert verifier.verify(subject, VECTOR, tenant="acme").match  # still opens, new key
+    retired = admin.retire_data_keys(data.target_version)
+    assert retired.min_decrypt_version == data.target_version
+    after = admin.key_status()
+    assert after.active_kek_version == kek.kek_version
+    assert after.min_decrypt_version == data.target_version
+    assert {k.version: k.retired for k in after.data_keys}[before.active_data_key]
+    with pytest.raises(ApiError) as refused:  # cannot retire the active key
+        admin.retire_data_keys(data.target_version + 1)
+    assert refused.value.status == 409
+    with pytest.raises(AccessDenied):
+        clients["admin-acme"].key_status()

@@ -25,6 +25,7 @@ from faceseal.errors import AuthenticationFailed, RateLimited, ServiceUnavailabl
 from .bad_inputs import png_claiming
 from .conftest import invoke_cli, random_encodings
 from .http_server import Served, served_vault, stop_server
+from .keyservers import BAO_TOKEN_ENV, OpenBao, unique
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -293,6 +294,31 @@ def test_internal_errors_reveal_nothing(tmp_path: Path) -> None:
     assert responses[0].headers["x-request-id"] in log
     for key in server.keys.values():
         assert key.split("_")[2] not in log
+
+
+def test_a_key_provider_outage_is_503_never_401(tmp_path: Path, openbao: OpenBao,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the KMS (OpenBao transit) frozen, key operations answer 503
+    key_provider_unavailable and readiness says so; the API keys still authenticate."""
+    uri = openbao.uri(unique("fs-http"), timeout=1)
+    env = {BAO_TOKEN_ENV: openbao.token}
+    monkeypatch.setenv(BAO_TOKEN_ENV, openbao.token)  # for the vault made in this process
+    with served_vault(tmp_path, env=env, vault_options={"key_uri": uri}) as server, \
+            server.http() as http:
+        admin = bearer(server.keys["admin"])
+        assert http.post("/v1/keys/kek/rotate", headers=admin).status_code == 200
+        with openbao.frozen():
+            rotated = http.post("/v1/keys/kek/rotate", headers=admin)
+            ready = http.get("/readyz")
+            listed = http.get("/v1/principals", headers=admin)
+        assert rotated.status_code == 503
+        assert rotated.json()["code"] == "key_provider_unavailable"
+        assert "127.0.0.1" not in rotated.text
+        assert str(openbao.port) not in rotated.text
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["key_provider"] == "unavailable"
+        assert listed.status_code == 200
+        assert http.get("/readyz").status_code == 200  # back once the KMS answers
 
 
 # --- TLS ---------------------------------------------------------------------------------------

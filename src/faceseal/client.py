@@ -52,6 +52,13 @@ from faceseal.vault.results import (
     SubjectInfo,
     VerifyResult,
 )
+from faceseal.vault.rotation import (
+    DataKeyState,
+    DataRotation,
+    KekRotation,
+    KeyStatus,
+    Retirement,
+)
 from faceseal.vault.service_ops import Readiness
 
 __all__ = [
@@ -230,6 +237,30 @@ class FacesealClient:
     def revoke_principal(self, name: str, *, request_id: str | None = None) -> PrincipalInfo:
         data = self._call("DELETE", _path("v1", "principals", name), request_id=request_id)
         return PrincipalInfo(**data)
+
+    # --- keys (admin over every tenant) ----------------------------------------------------------
+
+    def key_status(self, *, request_id: str | None = None) -> KeyStatus:
+        data = self._call("GET", "/v1/keys", request_id=request_id)
+        data_keys = [DataKeyState(**k) for k in data.pop("data_keys")]
+        return KeyStatus(data_keys=data_keys, **data)
+
+    def rotate_kek(self, *, request_id: str | None = None) -> KekRotation:
+        """New KEK version; every data key rewrapped; no record re-encrypted."""
+        return KekRotation(**self._call("POST", "/v1/keys/kek/rotate", request_id=request_id))
+
+    def rewrap_data_keys(self, *, request_id: str | None = None) -> KekRotation:
+        return KekRotation(**self._call("POST", "/v1/keys/kek/rewrap", request_id=request_id))
+
+    def rotate_data_keys(self, *, request_id: str | None = None) -> DataRotation:
+        """New data-key version; every record re-encrypted (resumable: call again after a
+        timeout to finish)."""
+        return DataRotation(**self._call("POST", "/v1/keys/data/rotate",
+                                         request_id=request_id))
+
+    def retire_data_keys(self, below: int, *, request_id: str | None = None) -> Retirement:
+        return Retirement(**self._call("POST", "/v1/keys/data/retire", json={"below": below},
+                                       request_id=request_id))
 
     # --- audit -----------------------------------------------------------------------------------
 

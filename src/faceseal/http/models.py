@@ -210,6 +210,56 @@ class ChainReportModel(_Response):
     notes: list[str]
 
 
+class RetireRequest(_Request):
+    below: Integer = Field(ge=1, le=2**31 - 1, description="Refuse data-key versions below this "
+                           "one from now on (once no record needs them).")
+
+
+class DataKeyModel(_Response):
+    version: int
+    created_at: float
+    encryptions: int
+    records: int
+    kek_version: int | None
+    active: bool
+    retired: bool
+
+
+class KeyStatusResponse(_Response):
+    key_uri: str
+    provider: str
+    provider_location: str
+    kek_versions: list[int]
+    active_kek_version: int
+    provider_details: dict[str, str]
+    data_keys: list[DataKeyModel]
+    active_data_key: int
+    min_decrypt_version: int
+    max_encryptions_per_key: int
+    key_store_dir: str
+    rotation_in_progress: dict[str, int] | None
+
+
+class KekRotationResponse(_Response):
+    kek_version_before: int
+    kek_version: int
+    data_keys_rewrapped: int
+    records_reencrypted: int
+
+
+class DataRotationResponse(_Response):
+    target_version: int
+    resumed: bool
+    records_reencrypted: int
+    records_remaining: int
+    damaged_template_ids: list[str]
+
+
+class RetirementResponse(_Response):
+    min_decrypt_version_before: int
+    min_decrypt_version: int
+
+
 class HealthResponse(_Response):
     status: str = Field(description='"ok" while the process serves requests.')
 
