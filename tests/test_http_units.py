@@ -169,3 +169,12 @@ def test_client_refuses_ids_a_url_cannot_carry(segment: str) -> None:
 def test_client_percent_encodes_ids() -> None:
     assert _path("v1", "tenants", "a b", "subjects", "é?#%") == \
         "/v1/tenants/a%20b/subjects/%C3%A9%3F%23%25"
+
+
+@pytest.mark.parametrize("bad", [[[0.1, 0.2], [0.3]], ["a", "b"], [[[0.1]]], {"x": 1}])
+def test_client_refuses_what_is_not_an_encoding_before_sending(bad: object) -> None:
+    from faceseal.client import FacesealClient
+
+    # Port 9 (discard) on loopback: nothing listens, and nothing is sent anyway.
+    with FacesealClient("http://127.0.0.1:9", "fsk_x") as client, pytest.raises(InvalidInput):
+        client.enroll("s", bad)  # type: ignore[arg-type]

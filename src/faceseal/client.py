@@ -145,7 +145,9 @@ class FacesealClient:
                tenant: str = DEFAULT_TENANT, model: str | None = None,
                request_id: str | None = None) -> EnrollResult:
         """Seal ready-made encodings (one, or several as rows) as templates of ``subject_id``."""
-        array = np.asarray(encodings, dtype=np.float64)
+        array = _numbers(encodings)
+        if array.ndim not in (1, 2):
+            raise InvalidInput("encodings: one encoding, or one per row")
         rows = [array.tolist()] if array.ndim == 1 else [row.tolist() for row in array]
         body: dict[str, Any] = {"encodings": rows}
         if model is not None:
@@ -428,10 +430,18 @@ def _probe(probe: Probe) -> tuple[bytes | None, list[float] | None]:
                                    f"{len(found)}")
             return None, np.asarray(found[0], dtype=np.float64).tolist()
         return _photo_bytes(path), None
-    array = np.asarray(probe, dtype=np.float64)
+    array = _numbers(probe)
     if array.ndim != 1:
         raise InvalidInput("a probe encoding must be 1-D")
     return None, array.tolist()
+
+
+def _numbers(values: object) -> npt.NDArray[np.float64]:
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidInput("an encoding is a sequence of numbers (rows of equal length for "
+                           "several)") from None
 
 
 def _fields(**values: int | float | None) -> dict[str, str]:
