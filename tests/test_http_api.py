@@ -331,9 +331,14 @@ BAD_REQUESTS: list[tuple[str, str, str, Auth, dict[str, Any], int, str]] = [
      422, "invalid_encoding"),
     ("one wrong dimension among good ones", "POST", "templates", AS_ENROLLER,
      {"json": {"encodings": [VECTOR, [*VECTOR, 0.0]]}}, 422, "invalid_encoding"),
-    ("NaN", "POST", "templates", AS_ENROLLER, _with_token("NaN"), 422, "invalid_input"),
-    ("Infinity", "POST", "templates", AS_ENROLLER, _with_token("-Infinity"), 422,
-     "invalid_input"),
+    ("NaN", "POST", "templates", AS_ENROLLER, _with_token("NaN"), 400, "malformed_request"),
+    ("Infinity", "POST", "templates", AS_ENROLLER, _with_token("-Infinity"), 400,
+     "malformed_request"),
+    ("NaN as a verify probe", "POST", "verify", _as("verifier"), _raw_json(
+        '{"encoding": [' + ", ".join(["0.1"] * 127 + ["NaN"]) + "]}"), 400,
+     "malformed_request"),
+    ("body not UTF-8", "POST", "templates", AS_ENROLLER, _raw_json("").copy() | {
+        "content": '{"encodings": [["é"]]}'.encode("latin-1")}, 400, "malformed_request"),
     ("overflow to infinity", "POST", "templates", AS_ENROLLER, _with_token("1e999"), 422,
      "invalid_input"),
     ("huge value", "POST", "templates", AS_ENROLLER, {"json": {"encodings": [[1e300] * 128]}},
@@ -391,6 +396,7 @@ def test_bad_request_refused_and_nothing_changes(
         "templates-ctl": f"/v1/tenants/acme/subjects/{subject}%01/templates",
         "photos": f"/v1/tenants/acme/subjects/{subject}/photos",
         "existing": "/v1/tenants/acme/subjects/existing",
+        "verify": "/v1/tenants/acme/subjects/existing/verify",
     }
     options = dict(options)
     headers = {**auth(served), **options.pop("headers", {})}

@@ -8,10 +8,11 @@ from fastapi import APIRouter, Query
 
 from faceseal.http.models import ID_PATTERN, AuditEventsResponse, ChainReportModel
 from faceseal.http.routes.common import ServiceDep, View
+from faceseal.http.strictjson import StrictJSONRoute
 from faceseal.vault.access_ops import MAX_TAIL
 from faceseal.vault.vault import MAX_ID_LENGTH
 
-router = APIRouter(prefix="/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/v1/audit", tags=["audit"], route_class=StrictJSONRoute)
 
 
 @router.get("/events", response_model=AuditEventsResponse, operation_id="auditTail",

@@ -25,9 +25,10 @@ from faceseal.http.models import (
     RetireRequest,
 )
 from faceseal.http.routes.common import ServiceDep, View
+from faceseal.http.strictjson import StrictJSONRoute
 from faceseal.vault import Vault
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"])
+router = APIRouter(prefix="/v1/keys", tags=["keys"], route_class=StrictJSONRoute)
 T = TypeVar("T")
 
 

@@ -27,10 +27,11 @@ from faceseal.http.routes.common import (
     multipart_body,
     threshold_field,
 )
+from faceseal.http.strictjson import StrictJSONRoute
 from faceseal.vault.results import IdentifyResult, VerifyResult
 from faceseal.vault.vault import MAX_TOP_K
 
-router = APIRouter(prefix="/v1/tenants/{tenant}", tags=["matching"])
+router = APIRouter(prefix="/v1/tenants/{tenant}", tags=["matching"], route_class=StrictJSONRoute)
 
 TOP_K = {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K, "default": 5,
          "description": "How many subjects to return, closest first."}

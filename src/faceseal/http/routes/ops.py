@@ -9,8 +9,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from faceseal.http.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from faceseal.http.models import HealthResponse, ReadinessResponse
 from faceseal.http.routes.common import ServiceDep
+from faceseal.http.strictjson import StrictJSONRoute
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=StrictJSONRoute)
 
 
 @router.get("/healthz", response_model=HealthResponse, operation_id="health",

@@ -14,8 +14,9 @@ from faceseal.http.models import (
     PrincipalsResponse,
 )
 from faceseal.http.routes.common import ServiceDep, View
+from faceseal.http.strictjson import StrictJSONRoute
 
-router = APIRouter(prefix="/v1/principals", tags=["principals"])
+router = APIRouter(prefix="/v1/principals", tags=["principals"], route_class=StrictJSONRoute)
 
 Name = Annotated[str, Path(pattern=PRINCIPAL_NAME_PATTERN, description="The principal's name.")]
 

@@ -25,8 +25,10 @@ from faceseal.http.routes.common import (
     int_field,
     multipart_body,
 )
+from faceseal.http.strictjson import StrictJSONRoute
 
-router = APIRouter(prefix="/v1/tenants/{tenant}/subjects", tags=["subjects"])
+router = APIRouter(prefix="/v1/tenants/{tenant}/subjects", tags=["subjects"],
+                   route_class=StrictJSONRoute)
 
 
 @router.get("", response_model=SubjectsResponse, operation_id="listSubjects",
