@@ -46,6 +46,7 @@ access_log = logging.getLogger("faceseal.http.access")
 log = logging.getLogger("faceseal.http")
 
 API_PREFIX = "/v1/"
+NO_KEY = "no API key: send one as Authorization: Bearer fsk_..."
 _REQUEST_ID = re.compile(rf"\A[!-~]{{1,{MAX_REQUEST_ID}}}\Z")
 _KEY_ID = re.compile(r"\Afsk_([0-9a-f]{16})_[A-Za-z0-9_-]{43}\Z")
 _BEARER = re.compile(r"\A[Bb]earer[ \t]+(\S.*?)\s*\Z")
@@ -176,7 +177,7 @@ class _Exchange:
         except AuthenticationFailed as error:
             service.limiter.failed(self.context.client, self.context.key_id)
             self.context.counted_failure = True
-            await self._fail(error)
+            await self._fail(error if token is not None else AuthenticationFailed(NO_KEY))
             return False
         finally:
             if secret is not None:
