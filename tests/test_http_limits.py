@@ -14,6 +14,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,6 +22,7 @@ import pytest
 
 from faceseal.client import FacesealClient
 from faceseal.errors import AuthenticationFailed, RateLimited, ServiceUnavailable
+from faceseal.vault import Vault
 
 from .bad_inputs import png_claiming
 from .conftest import invoke_cli, random_encodings
@@ -432,3 +434,41 @@ def test_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         assert stop_server(server.process) == 0
     assert "serving vault" in server.log()
     assert "faceseal: stopped" in server.log()  # the vault was closed, not killed
+
+
+# --- other stores ------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["postgres", "files"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "files":
+        return "files:templates"
+    return str(request.getfixturevalue("pg_app_url"))
+
+
+def test_served_on_each_store_under_concurrent_requests(tmp_path: Path, store_url: str) -> None:
+    """The server's thread pool shares one store: PostgreSQL (the real server, a least-privilege
+    login) and the file store, with 8 clients at once."""
+    encodings = random_encodings(8, seed=21)
+    with served_vault(tmp_path, vault_options={"store_url": store_url}) as server, \
+            server.client("enroller") as enroller, server.client("verifier") as verifier, \
+            server.client("identifier") as identifier:
+        for i, encoding in enumerate(encodings):
+            enroller.enroll(f"s{i}", encoding, tenant="acme")
+
+        def check(i: int) -> bool:
+            genuine = verifier.verify(f"s{i % 8}", encodings[i % 8], tenant="acme").match
+            best = identifier.identify(encodings[i % 8], tenant="acme").best
+            return genuine and best is not None and best.subject_id == f"s{i % 8}"
+
+        with ThreadPoolExecutor(8) as pool:
+            assert all(pool.map(check, range(64)))
+        assert enroller.erase("s0", tenant="acme").key_material_destroyed
+        with server.http() as http:
+            assert http.get("/readyz").json()["ready"] is True
+    with server.client("auditor-all") as auditor, pytest.raises(ServiceUnavailable):
+        auditor.audit_verify()  # the server is gone: a connection error, not a bad key
+    with Vault.open(server.home, api_key=server.keys["auditor-all"]) as vault:
+        report = vault.audit_verify()
+    assert report.ok
+    assert report.events >= 8 + 64 * 2 + 1
