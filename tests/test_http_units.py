@@ -178,3 +178,13 @@ def test_client_refuses_what_is_not_an_encoding_before_sending(bad: object) -> N
     # Port 9 (discard) on loopback: nothing listens, and nothing is sent anyway.
     with FacesealClient("http://127.0.0.1:9", "fsk_x") as client, pytest.raises(InvalidInput):
         client.enroll("s", bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("header", "token"), [
+    ("Bearer fsk_x", "fsk_x"), ("BEARER fsk_x ", "fsk_x"), ("bearer\tfsk_x", "fsk_x"),
+    ("Basic dXNlcjpwYXNz", None), ("Bearer ", None), ("Bearerfsk_x", None), (None, None),
+])
+def test_bearer_scheme_is_case_insensitive(header: str | None, token: str | None) -> None:
+    from faceseal.http.middleware import _bearer
+
+    assert _bearer(header) == token

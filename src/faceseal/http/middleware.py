@@ -49,7 +49,8 @@ API_PREFIX = "/v1/"
 NO_KEY = "no API key: send one as Authorization: Bearer fsk_..."
 _REQUEST_ID = re.compile(rf"\A[!-~]{{1,{MAX_REQUEST_ID}}}\Z")
 _KEY_ID = re.compile(r"\Afsk_([0-9a-f]{16})_[A-Za-z0-9_-]{43}\Z")
-_BEARER = re.compile(r"\A[Bb]earer[ \t]+(\S.*?)\s*\Z")
+_DIGITS = re.compile(r"\A[0-9]{1,19}\Z")
+_BEARER = re.compile(r"\A(?i:bearer)[ \t]+(\S.*?)\s*\Z")  # the scheme is case-insensitive
 #: Responses that carry results about people must not be kept by caches or proxies.
 _COMMON_HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
 
@@ -120,7 +121,7 @@ class _Exchange:
         length = headers.get("content-length")
         limit = self.service.settings.max_body_bytes
         if length is not None:
-            if not length.isdigit():
+            if not _DIGITS.match(length):
                 await self._fail(MalformedRequest("Content-Length is not a number"))
                 return
             if int(length) > limit:
