@@ -1,4 +1,9 @@
-"""The in-memory gallery against brute force, and kept in step with removals."""
+"""The in-memory gallery against brute force, and kept in step with removals.
+
+The gallery holds templates at float32-grade precision (int8 codes + int16 residuals, issue #7):
+rankings equal float64 brute force, distances agree within 1e-6 (docs/performance.md).
+1:1 verify compares the decrypted records in float64 and is exact (tests/test_vault_faces.py).
+"""
 
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ def test_search_equals_brute_force(seed: int, k: int) -> None:
         found = [(m.subject_id, m.distance) for m in gallery.search(probe, k)]
         expected = _brute_force(vectors, subjects, probe, k)
         assert [s for s, _ in found] == [s for s, _ in expected]
-        assert np.allclose([d for _, d in found], [d for _, d in expected], rtol=0, atol=1e-12)
+        assert np.allclose([d for _, d in found], [d for _, d in expected], rtol=0, atol=1e-6)
 
 
 def test_removal_keeps_the_index_consistent() -> None:
@@ -45,7 +50,7 @@ def test_removal_keeps_the_index_consistent() -> None:
     for i in kept:
         match = gallery.closest_of_subject(subjects[i], vectors[i])
         assert match is not None
-        assert match.distance == 0.0
+        assert match.distance <= 1e-6
     assert len(gallery) == 45
     assert gallery.closest_of_subject("s3", vectors[3]) is None
     assert "s3" not in {m.subject_id for m in gallery.search(vectors[3], 10)}
@@ -56,7 +61,7 @@ def test_cosine_metric() -> None:
     gallery.add_many(["a", "b"], ["ta", "tb"], np.array([[1.0, 0, 0, 0], [0, 1.0, 0, 0]]))
     found = gallery.search(np.array([2.0, 0.1, 0, 0]), 2)
     assert [m.subject_id for m in found] == ["a", "b"]
-    assert found[0].distance == pytest.approx(1 - 2.0 / np.linalg.norm([2.0, 0.1]))
+    assert found[0].distance == pytest.approx(1 - 2.0 / np.linalg.norm([2.0, 0.1]), abs=1e-6)
 
 
 def test_clear_overwrites() -> None:

@@ -152,6 +152,9 @@ def test_closed_vault_overwrites_its_gallery(vault: Vault) -> None:
     vault.enroll("a", [ENCODINGS[0]])
     vault.identify(ENCODINGS[0])
     gallery = next(iter(vault._galleries.values()))
+    # The gallery's decrypted data lives in its codes, residuals and scales (issue #7).
+    held = [part.array for part in (gallery._codes, gallery._resid, gallery._scale)]
+    assert any(np.any(array) for array in held)
     vault.close()
     assert len(gallery) == 0
-    assert not np.any(gallery._vectors)
+    assert not any(np.any(array) for array in held)

@@ -7,6 +7,7 @@ import click
 from faceseal import __version__
 from faceseal.cli.access_commands import principals, purge, tenants
 from faceseal.cli.audit_commands import audit
+from faceseal.cli.bench_command import bench
 from faceseal.cli.demo_command import demo
 from faceseal.cli.keys_commands import keys
 from faceseal.cli.serve_command import serve
@@ -35,7 +36,7 @@ def cli() -> None:
 
 
 for _command in (init, enroll, verify, identify, erase, subjects, check, migrate, demo, keys, db,
-                 import_legacy):
+                 import_legacy, bench):
     cli.add_command(_command)
 for _command in (principals, tenants, purge, audit):
     cli.add_command(_command)

@@ -42,6 +42,26 @@ class TemplateRow:
 
 
 @dataclass(frozen=True, slots=True)
+class TemplateBatch:
+    """Many sealed templates of one tenant, model, dtype and key version (bulk enrolment)."""
+
+    tenant: str
+    model_id: str
+    dimension: int
+    dtype: str
+    key_version: int
+    created_at: float
+    subject_ids: Sequence[str]
+    template_ids: Sequence[str]
+    #: Sealed records (bytes, or read-only views of one buffer as batch sealing makes them).
+    records: Sequence[bytes | memoryview]
+
+    def __repr__(self) -> str:
+        return (f"TemplateBatch(tenant={self.tenant!r}, model_id={self.model_id!r}, "
+                f"templates={len(self.template_ids)})")
+
+
+@dataclass(frozen=True, slots=True)
 class SubjectRow:
     """A subject and how many templates it has."""
 
@@ -121,6 +141,19 @@ class TemplateStore(ABC):
     @abstractmethod
     def add_templates(self, rows: Sequence[TemplateRow]) -> None:
         """Insert sealed templates, creating their subjects as needed, atomically."""
+
+    def add_template_batch(self, batch: TemplateBatch) -> None:
+        """Insert many sealed templates of one tenant and model, atomically.
+
+        The default builds :class:`TemplateRow` objects and calls :meth:`add_templates`; stores
+        override it with a faster bulk path (SQLite: one ``executemany`` per table).
+        """
+        self.add_templates([
+            TemplateRow(template_id, batch.tenant, subject_id, batch.model_id, batch.dimension,
+                        batch.dtype, batch.key_version, bytes(record), batch.created_at)
+            for template_id, subject_id, record in zip(batch.template_ids, batch.subject_ids,
+                                                       batch.records, strict=True)
+        ])
 
     @abstractmethod
     def subject_templates(self, tenant: str, subject_id: str) -> list[TemplateRow]:

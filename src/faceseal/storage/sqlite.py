@@ -26,6 +26,7 @@ from faceseal.storage.base import (
     AuditRecord,
     PrincipalRow,
     SubjectRow,
+    TemplateBatch,
     TemplateRow,
     TemplateStore,
 )
@@ -177,6 +178,29 @@ class SQLiteStore(TemplateStore):
                     (r.template_id, r.tenant, r.subject_id, r.model_id, r.dimension, r.dtype,
                      r.key_version, r.record, r.created_at)
                     for r in rows
+                ],
+            )
+
+    def add_template_batch(self, batch: TemplateBatch) -> None:
+        if not batch.template_ids:
+            return
+        now = time.time()
+        subjects = dict.fromkeys(batch.subject_ids)
+        with self._lock, self.transaction():
+            self._executemany(
+                "INSERT INTO subjects (tenant, subject_id, created_at, last_seen_at) "
+                "VALUES (?, ?, ?, ?) "
+                "ON CONFLICT DO UPDATE SET last_seen_at = excluded.last_seen_at",
+                [(batch.tenant, s, now, now) for s in subjects],
+            )
+            fixed = (batch.tenant, batch.model_id, batch.dimension, batch.dtype)
+            self._executemany(
+                f"INSERT INTO templates ({_TEMPLATE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608 - constant column list
+                [
+                    (template_id, *fixed[:1], subject_id, *fixed[1:], batch.key_version, record,
+                     batch.created_at)
+                    for template_id, subject_id, record in zip(
+                        batch.template_ids, batch.subject_ids, batch.records, strict=True)
                 ],
             )
 

@@ -68,7 +68,10 @@ from faceseal.keys.registry import (
     open_provider,
 )
 from faceseal.keys.subject_keys import SubjectKeyStore
+from faceseal.matching import kernels
+from faceseal.matching.exact import closest_exact
 from faceseal.matching.gallery import Gallery
+from faceseal.matching.memory import lock_status
 from faceseal.matching.models import DEFAULT_MODEL_ID, ModelSpec, resolve_model
 from faceseal.storage.base import TemplateRow, TemplateStore
 from faceseal.storage.legacy_source import open_legacy_source
@@ -80,6 +83,7 @@ from faceseal.storage.urls import (
 )
 from faceseal.vault import rotation
 from faceseal.vault.access_ops import AccessOperations
+from faceseal.vault.bulk import BulkEnrollResult, check_batch, seal_and_store
 from faceseal.vault.config import CONFIG_FILE, DEFAULT_TENANT, VaultConfig
 from faceseal.vault.guard import Caller, Guard, Operation
 from faceseal.vault.legacy_import import LegacyImportOptions, LegacyImportResult, import_table
@@ -95,12 +99,16 @@ from faceseal.vault.results import (
     VerifyResult,
 )
 from faceseal.vault.service_ops import ServiceOperations
+from faceseal.vault.snapshot import IndexKeeper, SnapshotStore
 from faceseal.vault.sources import Progress, Source, SourceReader
 
 log = logging.getLogger(__name__)
 
 MAX_ID_LENGTH = 256
 MAX_TOP_K = 100
+MAX_PROBES = 10_000
+#: A bulk enrolment is audited in events naming up to this many subjects and all their templates.
+AUDIT_SUBJECTS_PER_EVENT = 500
 
 
 def _no_passphrase() -> SecretBytes | None:
@@ -188,6 +196,10 @@ class Vault(AccessOperations, ServiceOperations):
         self._galleries: dict[tuple[str, str], Gallery] = {}
         self._loaded_tenants: set[str] = set()
         self._damaged: dict[str, TemplateRow] = {}
+        self._index = IndexKeeper(SnapshotStore(home, Path(config.key_store_dir), self._data_keys,
+                                                store,
+                                                vault_id=config.vault_id,
+                                                keyset_id=config.keyset_id))
         self._lock = threading.RLock()
         self._closed = False
         self._audit_state = audit_state
@@ -450,6 +462,8 @@ class Vault(AccessOperations, ServiceOperations):
             if self._closed:
                 return
             self._closed = True
+            for tenant in sorted(self._loaded_tenants):
+                self._persist_index(tenant)
             self._audit.checkpoint(best_effort=True)
             self._audit_state.close()
             for gallery in self._galleries.values():
@@ -527,6 +541,7 @@ class Vault(AccessOperations, ServiceOperations):
         with self._lock:
             rows = self._sealer.seal(items)
             template_ids = [r.template_id for r in rows]
+            self._index.before_change(tenant, tenant in self._loaded_tenants)
             # The templates, the subject's last_seen_at and the audit event commit together.
             with op.transaction():
                 rotation.store_rows(self._store, rows)
@@ -566,19 +581,9 @@ class Vault(AccessOperations, ServiceOperations):
         limit = _threshold(threshold, spec)
         encoding = self._reader(face_index).read_probe(probe, spec).encoding
         with self._lock:
-            if tenant in self._loaded_tenants:
-                gallery = self._galleries.get((tenant, spec.model_id))
-                match = gallery.closest_of_subject(subject_id, encoding) if gallery else None
-                damaged = [
-                    row.template_id for row in self._damaged.values()
-                    if row.tenant == tenant and row.subject_id == subject_id
-                ]
-                exists = match is not None or bool(damaged) or self._store.subject_exists(
-                    tenant, subject_id)
-                best = None if match is None else (match.template_id, match.distance)
-            else:
-                best, damaged, exists = self._verify_from_store(tenant, subject_id, spec,
-                                                                encoding)
+            # Always from the subject's records, in float64: exact, and independent of the
+            # reduced-precision gallery that serves 1:N (docs/performance.md).
+            best, damaged, exists = self._verify_from_store(tenant, subject_id, spec, encoding)
         if not exists:
             raise NotFound(f"no subject {subject_id!r} in tenant {tenant!r}")
         if best is None:
@@ -608,14 +613,11 @@ class Vault(AccessOperations, ServiceOperations):
         opened, damaged = self._sealer.open(rows)
         for row in damaged:
             self._damaged[row.template_id] = row
-        gallery = Gallery(spec.dimension, spec.metric)
         usable = [o for o in opened if o.row.model_id == spec.model_id]
-        if usable:
-            gallery.add_many([subject_id] * len(usable), [o.row.template_id for o in usable],
-                             np.stack([o.encoding for o in usable]))
-        match = gallery.closest_of_subject(subject_id, probe)
-        gallery.clear()
-        best = None if match is None else (match.template_id, match.distance)
+        best = closest_exact([o.encoding for o in usable], [o.row.template_id for o in usable],
+                             probe, spec.metric)
+        for item in opened:
+            item.encoding.fill(0)
         return best, [r.template_id for r in damaged], True
 
     def identify(
@@ -666,6 +668,142 @@ class Vault(AccessOperations, ServiceOperations):
                               "threshold": limit, "model": spec.model_id, "gallery_size": size})
         return result
 
+    def enroll_many(
+        self,
+        subject_ids: Sequence[str],
+        encodings: np.ndarray[Any, Any],
+        *,
+        tenant: str = DEFAULT_TENANT,
+        model: str | None = None,
+    ) -> BulkEnrollResult:
+        """Bulk enrolment: row ``i`` of ``encodings`` (a 2-D float32/float64 array) becomes a
+        template of ``subject_ids[i]``. Validated first, then stored in one transaction with its
+        audit events (each names up to 500 subjects and all their templates): all or nothing.
+        Much faster per template than :meth:`enroll` (see docs/performance.md). Needs the
+        enroller role on ``tenant``."""
+        self._check_open()
+        _check_id("tenant", tenant)
+        with self._operation(ENROLL, tenant=tenant) as op:
+            return self._enroll_many(op, subject_ids, encodings, tenant=tenant, model=model)
+
+    def _enroll_many(self, op: Operation, subject_ids: Sequence[str],
+                     encodings: np.ndarray[Any, Any], *, tenant: str,
+                     model: str | None) -> BulkEnrollResult:
+        spec = self.model(model)
+        ids, matrix = check_batch(subject_ids, encodings, spec, _check_id)
+        try:
+            with self._lock:
+                loaded = tenant in self._loaded_tenants
+                self._index.before_change(tenant, loaded)
+                with op.transaction():
+                    template_ids = seal_and_store(
+                        keyset_id=self._config.keyset_id, data_keys=self._data_keys,
+                        subject_keys=self._subject_keys, store=self._store, tenant=tenant,
+                        spec=spec, subject_ids=ids, encodings=matrix,
+                    )
+                    by_subject: dict[str, list[str]] = {}
+                    for subject, template_id in zip(ids, template_ids, strict=True):
+                        by_subject.setdefault(subject, []).append(template_id)
+                    names = list(by_subject)
+                    for lo in range(0, len(names), AUDIT_SUBJECTS_PER_EVENT):
+                        chunk = names[lo:lo + AUDIT_SUBJECTS_PER_EVENT]
+                        op.record(subject_id=chunk[0] if len(chunk) == 1 else None,
+                                  template_ids=[t for name in chunk for t in by_subject[name]],
+                                  detail={"model": spec.model_id, "bulk": True,
+                                          "subjects": chunk})
+                if loaded:
+                    self._gallery(tenant, spec).add_many(ids, template_ids, matrix)
+        finally:
+            if not np.shares_memory(matrix, encodings):
+                matrix.fill(0.0)  # our converted copy; never the caller's array
+        log.debug("bulk-enrolled %d template(s)", len(template_ids))
+        return BulkEnrollResult(tenant, spec.model_id, len(template_ids), len(by_subject),
+                                template_ids)
+
+    def identify_many(
+        self,
+        probes: Sequence[Source] | np.ndarray[Any, Any],
+        *,
+        tenant: str = DEFAULT_TENANT,
+        top_k: int = 5,
+        threshold: float | None = None,
+        model: str | None = None,
+        face_index: int | None = None,
+    ) -> list[IdentifyResult]:
+        """1:N for many probes at once (a 2-D array of encodings, or a list of photos, encoding
+        files or encodings): one scan of the gallery serves the whole batch. Results are in probe
+        order and identical to calling :meth:`identify` for each probe; one audit event per
+        probe. Needs the identifier role on ``tenant``."""
+        self._check_open()
+        _check_id("tenant", tenant)
+        with self._operation(IDENTIFY, tenant=tenant) as op:
+            return self._identify_many(op, probes, tenant=tenant, top_k=top_k,
+                                       threshold=threshold, model=model, face_index=face_index)
+
+    def _identify_many(self, op: Operation, probes: Sequence[Source] | np.ndarray[Any, Any], *,
+                       tenant: str, top_k: int, threshold: float | None, model: str | None,
+                       face_index: int | None) -> list[IdentifyResult]:
+        if not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidInput(f"top_k must be an integer within 1..{MAX_TOP_K}")
+        spec = self.model(model)
+        limit = _threshold(threshold, spec)
+        if isinstance(probes, np.ndarray) and probes.ndim == 2:
+            items: list[Any] = list(probes)
+        elif isinstance(probes, (str, bytes, os.PathLike)) or not isinstance(probes, Sequence):
+            raise InvalidInput("probes must be a list of probes or a 2-D array of encodings")
+        else:
+            items = list(probes)
+        if not 1 <= len(items) <= MAX_PROBES:
+            raise InvalidInput(f"give between 1 and {MAX_PROBES} probes")
+        reader = self._reader(face_index)
+        matrix = np.stack([reader.read_probe(item, spec).encoding.astype(np.float64)
+                           for item in items])
+        try:
+            with self._lock:
+                self._load_tenant(tenant)
+                gallery = self._galleries.get((tenant, spec.model_id))
+                found = gallery.search_many(matrix, top_k) if gallery else [[] for _ in matrix]
+                size = len(gallery) if gallery else 0
+                damaged = sum(1 for row in self._damaged.values() if row.tenant == tenant)
+        finally:
+            matrix.fill(0.0)
+        results = [
+            IdentifyResult(tenant, spec.model_id, limit, top_k,
+                           [Candidate(m.subject_id, m.distance, m.distance <= limit,
+                                      m.template_id) for m in matches], size, damaged)
+            for matches in found
+        ]
+        with op.transaction():
+            now = time.time()
+            for number, result in enumerate(results):
+                for candidate in result.candidates:
+                    if candidate.match:
+                        self._store.touch_subject(tenant, candidate.subject_id, now)
+                best = result.best
+                op.record(subject_id=best.subject_id if best else None,
+                          template_ids=[c.template_id for c in result.candidates],
+                          detail={"subjects": [c.subject_id for c in result.candidates],
+                                  "matches": sum(1 for c in result.candidates if c.match),
+                                  "top_k": top_k, "threshold": limit, "model": spec.model_id,
+                                  "gallery_size": size, "batch": len(results),
+                                  "probe": number})
+        return results
+
+    def index_status(self) -> dict[str, Any]:
+        """How the in-memory galleries were loaded and whether their memory is locked.
+        Holds no biometric data (counts, timings and flags only)."""
+        with self._lock:
+            tenants = {
+                tenant: {
+                    **self._index.loads.get(tenant, {}),
+                    "memory_locked": all(g.memory_locked for (t, _), g in self._galleries.items()
+                                         if t == tenant),
+                }
+                for tenant in sorted(self._loaded_tenants)
+            }
+        return {"scan_backend": kernels.backend_name(), "memory": lock_status().to_dict(),
+                "tenants": tenants}
+
     def erase(self, subject_id: str, *, tenant: str = DEFAULT_TENANT) -> EraseResult:
         """Delete a subject's templates and destroy its key material (crypto-shredding).
         Needs the enroller role on ``tenant``."""
@@ -681,6 +819,7 @@ class Vault(AccessOperations, ServiceOperations):
         secret is destroyed. If that fails the rows are gone but the secret stays, and the error
         propagates; erasing again finishes the job."""
         with self._lock:
+            self._index.before_erase(tenant, tenant in self._loaded_tenants)
             with op.transaction():
                 template_ids = self._store.erase_subject(tenant, subject_id)
                 has_secret = bool(self._subject_keys.get_many([(tenant, subject_id)]))
@@ -850,6 +989,7 @@ class Vault(AccessOperations, ServiceOperations):
         def save(rows: list[TemplateRow], encodings: list[Any], marker: str, marker_value: str,
                  detail: dict[str, Any]) -> None:
             # The rows, the progress marker and the batch's audit event commit together.
+            self._index.before_change(tenant, tenant in self._loaded_tenants)
             with op.transaction():
                 self._store.add_templates(rows)
                 self._store.set_meta(marker, marker_value)
@@ -891,6 +1031,14 @@ class Vault(AccessOperations, ServiceOperations):
         if tenant in self._loaded_tenants:
             return
         started = time.perf_counter()
+        _, snapshot = self._index.load(tenant, self._models)
+        if snapshot is not None:
+            for model_id, loaded in snapshot.galleries.items():
+                self._galleries[(tenant, model_id)] = loaded
+            self._loaded_tenants.add(tenant)
+            self._index.loads[tenant] = {"source": "snapshot", "templates": snapshot.templates,
+                                         "seconds": time.perf_counter() - started}
+            return
         secrets = self._subject_keys.for_tenant(tenant)
         count = 0
         for batch in self._store.gallery(tenant):
@@ -905,13 +1053,27 @@ class Vault(AccessOperations, ServiceOperations):
                 if spec is None:
                     log.warning("templates of unknown model %s left out of the gallery", model_id)
                     continue
+                stacked = np.stack([i.encoding for i in items])
                 self._gallery(tenant, spec).add_many(
                     [i.row.subject_id for i in items], [i.row.template_id for i in items],
-                    np.stack([i.encoding for i in items]))
+                    stacked)
                 count += len(items)
+                stacked.fill(0.0)  # best effort: the decrypted copies are overwritten
+            for item in opened:
+                item.encoding.fill(0)
         self._loaded_tenants.add(tenant)
+        self._index.loads[tenant] = {"source": "records", "templates": count,
+                                     "seconds": time.perf_counter() - started}
         log.debug("loaded gallery: %d template(s) in %.3f s", count,
                   time.perf_counter() - started)
+        self._persist_index(tenant)
+
+    def _persist_index(self, tenant: str) -> None:
+        """Write the tenant's gallery snapshot when it is current and complete."""
+        if any(row.tenant == tenant for row in self._damaged.values()):
+            return  # a snapshot would hide the damage; the records path reports it each time
+        galleries = {model_id: g for (t, model_id), g in self._galleries.items() if t == tenant}
+        self._index.persist(tenant, galleries)
 
 
 def _check_schema(store: TemplateStore) -> None:

@@ -1,0 +1,305 @@
+"""The fast gallery (int8 scan, int16 residual, exact completion) against brute force.
+
+Property-style: many random galleries (several metrics, dimensions, sizes, subjects with many
+templates, exact duplicates and ties, erasures in between) and probes near and far, each searched
+by the fast path (both the compiled and the numpy scan) and by a plain float64 brute force.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from faceseal.matching import kernels
+from faceseal.matching.gallery import Gallery
+from faceseal.matching.memory import LockedArray, lock_status
+
+Matrix = NDArray[np.float64]
+
+
+@pytest.fixture(params=["numba", "numpy"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with the compiled scan and with the numpy scan."""
+    if request.param == "numpy":
+        monkeypatch.setenv(kernels.NUMBA_ENV, "0")
+    else:
+        monkeypatch.delenv(kernels.NUMBA_ENV, raising=False)
+        if not kernels.numba_enabled():
+            pytest.fail("numba is part of the dev extras; the compiled scan must be tested")
+    # Tiny galleries use numpy anyway; make the compiled path run on them too.
+    monkeypatch.setattr(kernels, "SMALL_GALLERY", 0)
+    return str(request.param)
+
+
+def brute_force(vectors: Matrix, subjects: list[str], probe: Matrix, top_k: int,
+                metric: str, *, held: bool = False) -> list[tuple[str, float]]:
+    """Per-subject nearest template, ranked by (distance, subject id), in float64.
+
+    ``held``: the vectors are the gallery's own (already unit length for cosine).
+    """
+    if metric == "cosine":
+        unit = vectors if held else vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        distances = 1.0 - unit @ (probe / np.linalg.norm(probe))
+    else:
+        distances = np.linalg.norm(vectors - probe, axis=1)
+    best: dict[str, float] = {}
+    for row, subject in enumerate(subjects):
+        if subject not in best or distances[row] < best[subject]:
+            best[subject] = float(distances[row])
+    return sorted(best.items(), key=lambda item: (item[1], item[0]))[:top_k]
+
+
+def random_case(seed: int) -> tuple[Gallery, Matrix, list[str], Matrix, int, str]:
+    rng = np.random.default_rng(seed)
+    metric = ["euclidean", "cosine"][seed % 2]
+    dim = [2, 8, 128][seed % 3]
+    n = int(rng.integers(1, 1500))
+    subjects_count = int(rng.integers(1, n + 1))
+    vectors = rng.standard_normal((n, dim)) * 0.1
+    subjects = [f"s{int(i):04d}" for i in rng.integers(0, subjects_count, n)]
+    if n > 20:  # exact duplicates across subjects: ties broken by subject id
+        vectors[1:6] = vectors[0]
+    gallery = Gallery(dim, metric)  # type: ignore[arg-type]
+    half = n // 2
+    gallery.add_many(subjects[:half], [f"t{i}" for i in range(half)], vectors[:half])
+    gallery.add_many(subjects[half:], [f"t{i}" for i in range(half, n)], vectors[half:])
+    for erased in set(rng.choice(subjects, size=min(3, len(subjects)))):
+        assert gallery.remove_subject(erased) == subjects.count(erased)
+        keep = [i for i, s in enumerate(subjects) if s != erased]
+        vectors, subjects = vectors[keep], [subjects[i] for i in keep]
+    near = vectors[rng.integers(0, max(1, len(vectors)), 3)] if len(vectors) else vectors
+    probes = np.concatenate([near + rng.standard_normal(near.shape) * 0.01,
+                             rng.standard_normal((2, dim)) * 0.1])
+    top_k = int(rng.integers(1, 9))
+    return gallery, vectors, subjects, probes, top_k, metric
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_fast_search_equals_brute_force(backend: str, seed: int) -> None:
+    gallery, vectors, subjects, probes, top_k, metric = random_case(seed)
+    if not subjects:
+        assert gallery.search(probes[0], top_k) == []
+        return
+    held = gallery.vectors()
+    held_subjects = gallery.subject_ids()
+    batch = gallery.search_many(probes, top_k)
+    for probe, batched in zip(probes, batch, strict=True):
+        single = gallery.search(probe, top_k)
+        assert single == batched
+        # Exactly the brute-force top-k over the values held (same order, ties included)...
+        exact = brute_force(held, held_subjects, probe, top_k, metric, held=True)
+        assert [m.subject_id for m in single] == [s for s, _ in exact]
+        assert [m.distance for m in single] == pytest.approx([d for _, d in exact], abs=1e-12)
+        # ...and, against the original float64 encodings, the same distances within 1e-5.
+        original = brute_force(vectors, subjects, probe, top_k, metric)
+        assert [m.distance for m in single] == pytest.approx([d for _, d in original], abs=1e-5)
+        for match in single:
+            row = held_subjects.index(match.subject_id)
+            assert match.subject_id in subjects
+            assert row >= 0
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_distances_equal_the_exact_float32_distance(backend: str, metric: str) -> None:
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((3000, 128)) * 0.09
+    gallery = Gallery(128, metric)  # type: ignore[arg-type]
+    gallery.add_many([f"s{i}" for i in range(3000)], [f"t{i}" for i in range(3000)], vectors)
+    for probe in vectors[:20] + rng.standard_normal((20, 128)) * 0.02:
+        for match in gallery.search(probe, 10):
+            row = int(match.template_id[1:])
+            v32, p32 = vectors[row].astype(np.float32), probe.astype(np.float32)
+            if metric == "cosine":
+                exact = 1.0 - float(v32 @ p32) / float(np.linalg.norm(v32) * np.linalg.norm(p32))
+            else:
+                exact = float(np.linalg.norm(v32 - p32))
+            assert abs(match.distance - exact) <= 1e-5
+
+
+def test_many_exact_ties_beyond_the_scan_heap(backend: str) -> None:
+    """500 subjects share one vector: the answer is decided by subject id, found by rescanning."""
+    rng = np.random.default_rng(5)
+    shared = rng.standard_normal(16) * 0.1
+    others = rng.standard_normal((2000, 16)) * 0.1 + 1.0
+    vectors = np.concatenate([np.tile(shared, (500, 1)), others])
+    names = [f"twin-{i:03d}" for i in range(499, -1, -1)] + [f"o{i}" for i in range(2000)]
+    gallery = Gallery(16, "euclidean")
+    gallery.add_many(names, [f"t{i}" for i in range(len(names))], vectors)
+    for found in (gallery.search(shared + 0.001, 7), gallery.search_many(
+            np.stack([shared + 0.001, shared]), 7)[0]):
+        assert [m.subject_id for m in found] == [f"twin-{i:03d}" for i in range(7)]
+        assert len({m.distance for m in found}) == 1
+
+
+def test_large_gallery_uses_chunked_scan_and_stays_exact(backend: str) -> None:
+    rng = np.random.default_rng(11)
+    n, dim = 70_000, 16
+    vectors = rng.standard_normal((n, dim)) * 0.1
+    subjects = [f"s{i // 3}" for i in range(n)]
+    gallery = Gallery(dim, "euclidean")
+    gallery.add_many(subjects, [f"t{i}" for i in range(n)], vectors)
+    probes = vectors[[5, 50_000]] + 0.001
+    for probe, found in zip(probes, gallery.search_many(probes, 5), strict=True):
+        exact = brute_force(vectors, subjects, probe, 5, "euclidean")
+        assert [m.subject_id for m in found] == [s for s, _ in exact]
+        assert found == gallery.search(probe, 5)
+
+
+def test_closest_of_subject_is_exact_and_erasure_is_complete() -> None:
+    rng = np.random.default_rng(2)
+    vectors = rng.standard_normal((6, 8))
+    gallery = Gallery(8, "euclidean")
+    gallery.add_many(["a", "a", "b", "b", "c", "a"], [f"t{i}" for i in range(6)], vectors)
+    probe = vectors[5] + 0.01
+    match = gallery.closest_of_subject("a", probe)
+    assert match is not None
+    assert match.template_id == "t5"
+    assert match.distance == pytest.approx(np.linalg.norm(vectors[5] - probe), abs=1e-6)
+    assert gallery.remove_subject("a") == 3
+    assert not gallery.has_subject("a")
+    assert gallery.closest_of_subject("a", probe) is None
+    assert len(gallery) == 3
+    assert sorted(gallery.subject_ids()) == ["b", "b", "c"]
+    assert all(m.subject_id != "a" for m in gallery.search(probe, 5))
+    assert gallery.remove_subject("a") == 0
+    gallery.clear()
+    assert len(gallery) == 0
+    assert gallery.search(probe, 3) == []
+
+
+def test_erased_rows_are_overwritten_in_memory() -> None:
+    gallery = Gallery(16, "euclidean")
+    vectors = np.random.default_rng(4).standard_normal((10, 16))
+    gallery.add_many(["a"] * 4 + ["b"] * 6, [f"t{i}" for i in range(10)], vectors)
+    parts = [gallery._codes, gallery._resid, gallery._scale, gallery._norms, gallery._err]
+    held = [part.array for part in parts if part is not None]
+    gallery.remove_subject("b")
+    assert len(gallery) == 4
+    for array in held:  # rows 4..9 (where b lived, or where a's rows were moved from) are zero
+        assert not np.any(array[4:10])
+        assert np.any(array[:4])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_closest_of_subject_stays_right_through_adds_and_removals(seed: int) -> None:
+    """1:1 uses a per-subject row index kept across adds and rebuilt after removals."""
+    rng = np.random.default_rng(seed)
+    gallery = Gallery(8, "euclidean")
+    held: dict[str, list[tuple[str, Matrix]]] = {}
+    counter = 0
+    for _ in range(40):
+        action = rng.integers(0, 3)
+        if action == 0 or not held:  # add a few templates (sometimes a big batch)
+            size = int(rng.choice([1, 3, 2000]))
+            names = [f"s{int(i)}" for i in rng.integers(0, 30, size)]
+            vectors = rng.standard_normal((size, 8))
+            ids = [f"t{counter + i}" for i in range(size)]
+            counter += size
+            gallery.add_many(names, ids, vectors)
+            for name, template, vector in zip(names, ids, vectors, strict=True):
+                held.setdefault(name, []).append((template, vector))
+        elif action == 1:  # erase a subject
+            name = str(rng.choice(sorted(held)))
+            assert gallery.remove_subject(name) == len(held.pop(name))
+        probe = rng.standard_normal(8)
+        for name in list(held)[:5]:
+            match = gallery.closest_of_subject(name, probe)
+            distances = [np.linalg.norm(v - probe) for _, v in held[name]]
+            assert match is not None
+            assert match.distance == pytest.approx(min(distances), abs=1e-6)
+            assert match.template_id == held[name][int(np.argmin(distances))][0]
+    for name in ("never", *held):
+        assert gallery.has_subject(name) == (name in held)
+
+
+@pytest.mark.parametrize(("subjects", "ids", "shape", "fill"), [
+    (["a"], ["t1", "t2"], (2, 8), 0.0),          # ids do not line up
+    (["a", "b"], ["t1", "t2"], (2, 7), 0.0),     # wrong dimension
+    (["a", "b"], ["t1", "t2"], (2, 8), np.nan),  # not finite
+    (["a", "b"], ["t1", "t2"], (2, 8), np.inf),
+])
+def test_bad_additions_are_refused_and_change_nothing(
+        subjects: list[str], ids: list[str], shape: tuple[int, int], fill: float) -> None:
+    gallery = Gallery(8, "euclidean")
+    gallery.add("keep", "t0", np.ones(8))
+    with pytest.raises(ValueError, match=r"line up|finite"):
+        gallery.add_many(subjects, ids, np.full(shape, fill))
+    assert len(gallery) == 1
+    assert gallery.subject_ids() == ["keep"]
+
+
+@pytest.mark.parametrize(("probes", "top_k"), [
+    (np.zeros((2, 7)), 3), (np.zeros(8), 3), (np.zeros((2, 8)), 0)])
+def test_bad_searches_are_refused(probes: Matrix, top_k: int) -> None:
+    gallery = Gallery(8, "euclidean")
+    gallery.add("a", "t0", np.ones(8))
+    with pytest.raises(ValueError, match=r"probes|top_k"):
+        gallery.search_many(probes, top_k)
+
+
+def test_locked_array_is_wiped_and_unlocked_on_release() -> None:
+    before = lock_status()
+    array = LockedArray((1000, 16), np.int8)
+    array.array[:] = 7
+    view = array.array  # a caller that kept a view sees zeros after release
+    assert array.locked, lock_status().reason  # root with CAP_IPC_LOCK, or a high memlock limit
+    assert lock_status().locked_bytes == before.locked_bytes + array.nbytes
+    array.release()
+    assert int(np.abs(view).max()) == 0
+    assert lock_status().locked_bytes == before.locked_bytes
+    assert "redacted" in repr(array)
+
+
+def test_gallery_memory_is_locked_and_reported() -> None:
+    gallery = Gallery(128, "euclidean")
+    gallery.add_many(["a"] * 10, [f"t{i}" for i in range(10)], np.ones((10, 128)))
+    assert gallery.memory_locked
+
+
+_REFUSED = """
+import json, numpy as np
+from faceseal.matching.gallery import Gallery
+from faceseal.matching.memory import lock_status
+g = Gallery(128, "euclidean")
+g.add_many(["a"] * 100000, [f"t{i}" for i in range(100000)], np.ones((100000, 128)))
+print(json.dumps({"locked": g.memory_locked, **lock_status().to_dict(),
+                  "found": g.search(np.ones(128), 1)[0].subject_id}))
+"""
+
+
+def _low_memlock_limit() -> None:  # pragma: no cover - runs in the child
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_MEMLOCK, (64 * 1024, 64 * 1024))
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="util-linux setpriv is not installed")
+def test_refused_lock_is_reported_and_search_still_works() -> None:
+    """A real refusal: a child without CAP_IPC_LOCK and with a 64 KiB memlock limit."""
+    command = ["setpriv", "--bounding-set=-ipc_lock", sys.executable, "-c", _REFUSED]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False,
+                          preexec_fn=_low_memlock_limit)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["locked"] is False
+    assert report["fully_locked"] is False
+    assert report["unlocked_bytes"] > 0
+    assert "RLIMIT_MEMLOCK" in report["reason"]
+    assert report["found"] == "a"
+    assert "could not be locked in memory" in done.stderr
+
+
+def test_mlock_can_be_disabled_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACESEAL_MLOCK", "0")
+    array = LockedArray((10,), np.float32)
+    try:
+        assert not array.locked
+        assert "FACESEAL_MLOCK" in (lock_status().reason or "")
+    finally:
+        array.release()
