@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from faceseal.client import ApiError, FacesealClient
-from faceseal.errors import AccessDenied, AuthenticationFailed, NotFound
+from faceseal.errors import AccessDenied, AuthenticationFailed, InvalidInput, NotFound
 from faceseal.http.middleware import NO_KEY
 from faceseal.vault.guard import REFUSED_MESSAGE
 
@@ -196,6 +196,16 @@ def _audit_verify(http: httpx.Client, headers: dict[str, str], tenant: str) -> h
     return http.get("/v1/audit/verify", headers=headers)
 
 
+def _enroll_many(http: httpx.Client, headers: dict[str, str], tenant: str) -> httpx.Response:
+    return http.post(f"/v1/tenants/{tenant}/batch/enroll", headers=headers,
+                     json={"templates": [{"subject_id": unique("bulk"), "encoding": PROBE}]})
+
+
+def _identify_many(http: httpx.Client, headers: dict[str, str], tenant: str) -> httpx.Response:
+    return http.post(f"/v1/tenants/{tenant}/batch/identify", headers=headers,
+                     json={"encodings": [PROBE, PROBE]})
+
+
 def _key_status(http: httpx.Client, headers: dict[str, str], tenant: str) -> httpx.Response:
     return http.get("/v1/keys", headers=headers)
 
@@ -208,13 +218,13 @@ OPERATIONS: dict[str, Call] = {
     "enroll": _enroll, "verify": _verify, "identify": _identify, "subjects": _subjects,
     "erase": _erase, "principals.list": _principals, "principals.add": _add_principal,
     "audit.read": _audit_tail, "audit.verify": _audit_verify, "keys.status": _key_status,
-    "keys.rotate": _rotate_kek,
+    "keys.rotate": _rotate_kek, "enroll_many": _enroll_many, "identify_many": _identify_many,
 }
 #: Who may do what (on its own tenant); from docs/access.md's permission table.
 ALLOWED: dict[str, set[str]] = {
-    "enroller": {"enroll", "subjects", "erase"},
+    "enroller": {"enroll", "enroll_many", "subjects", "erase"},
     "verifier": {"verify"},
-    "identifier": {"identify"},
+    "identifier": {"identify", "identify_many"},
     "auditor": {"audit.read"},
     "auditor-all": {"audit.read", "audit.verify"},
     "admin": {"principals.list", "principals.add", "keys.status", "keys.rotate"},
@@ -358,6 +368,16 @@ BAD_REQUESTS: list[tuple[str, str, str, Auth, dict[str, Any], int, str]] = [
     ("bad request id", "POST", "templates", lambda s: {**bearer(s.keys["enroller"]),
                                                        "X-Request-ID": "has space"},
      ENCODINGS, 400, "malformed_request"),
+    ("bulk: wrong dimension", "POST", "bulk", AS_ENROLLER, {"json": {"templates": [
+        {"subject_id": "b1", "encoding": VECTOR}, {"subject_id": "b2", "encoding": VECTOR[:64]}]}},
+     422, "invalid_encoding"),
+    ("bulk: control character in an id", "POST", "bulk", AS_ENROLLER, {"json": {"templates": [
+        {"subject_id": "b1\x07", "encoding": VECTOR}]}}, 422, "invalid_input"),
+    ("bulk: NaN", "POST", "bulk", AS_ENROLLER, _raw_json(
+        '{"templates": [{"subject_id": "b1", "encoding": [' + ", ".join(["0.1"] * 127 + ["NaN"])
+        + "]}]}"), 400, "malformed_request"),
+    ("bulk: nothing", "POST", "bulk", AS_ENROLLER, {"json": {"templates": []}}, 422,
+     "invalid_input"),
     ("photo that is not an image", "POST", "photos", AS_ENROLLER, _photo(b"\xff\xd8 no"), 422,
      "image_unreadable"),
     ("photo without a face", "POST", "photos", AS_ENROLLER, _photo(grey_jpeg()), 422, "no_face"),
@@ -399,6 +419,7 @@ def test_bad_request_refused_and_nothing_changes(
         "photos": f"/v1/tenants/acme/subjects/{subject}/photos",
         "existing": "/v1/tenants/acme/subjects/existing",
         "verify": "/v1/tenants/acme/subjects/existing/verify",
+        "bulk": "/v1/tenants/acme/batch/enroll",
     }
     options = dict(options)
     headers = {**auth(served), **options.pop("headers", {})}
@@ -626,3 +647,21 @@ def test_key_custody_over_http(clients: dict[str, FacesealClient]) -> None:
     assert refused.value.status == 409
     with pytest.raises(AccessDenied):
         clients["admin-acme"].key_status()
+
+
+def test_batches_over_http(clients: dict[str, FacesealClient], http: httpx.Client,
+                           served: Served) -> None:
+    encodings = random_encodings(6, seed=31)
+    ids = [unique("bulk") for _ in range(3)]
+    subject_ids = [ids[i % 3] for i in range(6)]  # two templates each
+    enrolled = clients["enroller"].enroll_many(subject_ids, encodings, tenant="acme")
+    assert (enrolled.templates, enrolled.subjects, len(enrolled.template_ids)) == (6, 3, 6)
+    found = clients["identifier"].identify_many(encodings, tenant="acme", top_k=2)
+    one_by_one = [clients["identifier"].identify(e, tenant="acme", top_k=2) for e in encodings]
+    assert found == one_by_one  # the same answers, in probe order
+    assert [r.best.subject_id for r in found if r.best] == subject_ids
+    ragged = http.post("/v1/tenants/acme/batch/identify", headers=bearer(served.keys["worker"]),
+                       json={"encodings": [VECTOR, VECTOR[:100]]})
+    assert_problem(ragged, 422, "invalid_encoding")
+    with pytest.raises(InvalidInput):  # refused by the client before sending
+        clients["enroller"].enroll_many(["a"], encodings, tenant="acme")

@@ -43,6 +43,7 @@ from faceseal.audit.chain import ChainReport
 from faceseal.crypto.secret import SecretBytes
 from faceseal.encoders.files import is_encoding_file, load_encodings_file
 from faceseal.errors import FacesealError, InvalidInput, ServiceUnavailable
+from faceseal.vault.bulk import BulkEnrollResult
 from faceseal.vault.config import DEFAULT_TENANT
 from faceseal.vault.results import (
     Candidate,
@@ -217,8 +218,41 @@ class FacesealClient:
             body = _without_none(encoding=encoding, top_k=top_k, threshold=threshold,
                                  model=model)
             data = self._call("POST", base, json=body, request_id=request_id)
-        candidates = [Candidate(**c) for c in data.pop("candidates")]
-        return IdentifyResult(candidates=candidates, **data)
+        return _identify_result(data)
+
+    # --- batches ---------------------------------------------------------------------------------
+
+    def enroll_many(self, subject_ids: Sequence[str], encodings: npt.ArrayLike, *,
+                    tenant: str = DEFAULT_TENANT, model: str | None = None,
+                    request_id: str | None = None) -> BulkEnrollResult:
+        """Bulk enrolment: row ``i`` of ``encodings`` becomes a template of ``subject_ids[i]``;
+        all or nothing. At most 1000 rows per call (and the server's body limit); split bigger
+        imports."""
+        matrix = _numbers(encodings)
+        if matrix.ndim != 2 or isinstance(subject_ids, str) or len(subject_ids) != len(matrix):
+            raise InvalidInput("enroll_many takes one subject id per row of a 2-D array")
+        body: dict[str, Any] = {"templates": [
+            {"subject_id": s, "encoding": row.tolist()} for s, row in zip(subject_ids, matrix,
+                                                                           strict=True)]}
+        if model is not None:
+            body["model"] = model
+        data = self._call("POST", _path("v1", "tenants", tenant, "batch", "enroll"), json=body,
+                          request_id=request_id)
+        return BulkEnrollResult(**data)
+
+    def identify_many(self, probes: npt.ArrayLike, *, tenant: str = DEFAULT_TENANT,
+                      top_k: int = 5, threshold: float | None = None, model: str | None = None,
+                      request_id: str | None = None) -> list[IdentifyResult]:
+        """1:N for many encodings (the rows of a 2-D array, at most 256) in one scan; results in
+        probe order."""
+        matrix = _numbers(probes)
+        if matrix.ndim != 2:
+            raise InvalidInput("identify_many takes a 2-D array: one probe encoding per row")
+        body = _without_none(encodings=matrix.tolist(), top_k=top_k, threshold=threshold,
+                             model=model)
+        data = self._call("POST", _path("v1", "tenants", tenant, "batch", "identify"),
+                          json=body, request_id=request_id)
+        return [_identify_result(r) for r in data["results"]]
 
     # --- principals ------------------------------------------------------------------------------
 
@@ -434,6 +468,11 @@ def _probe(probe: Probe) -> tuple[bytes | None, list[float] | None]:
     if array.ndim != 1:
         raise InvalidInput("a probe encoding must be 1-D")
     return None, array.tolist()
+
+
+def _identify_result(data: dict[str, Any]) -> IdentifyResult:
+    candidates = [Candidate(**c) for c in data.pop("candidates")]
+    return IdentifyResult(candidates=candidates, **data)
 
 
 def _numbers(values: object) -> npt.NDArray[np.float64]:

@@ -20,7 +20,7 @@ from faceseal.http.metrics import Metrics
 from faceseal.http.middleware import ServiceMiddleware
 from faceseal.http.models import Problem
 from faceseal.http.ratelimit import AuthRateLimiter
-from faceseal.http.routes import audit, keys, matching, ops, principals, subjects
+from faceseal.http.routes import audit, batch, keys, matching, ops, principals, subjects
 from faceseal.http.routes.common import request_id_header
 from faceseal.http.settings import Settings
 from faceseal.vault import Vault
@@ -32,7 +32,7 @@ is recorded in the vault's audit log under the request id returned in `X-Request
 Errors are RFC 9457 problem details (`application/problem+json`).
 """
 
-_ROUTERS = (subjects, matching, principals, keys, audit, ops)
+_ROUTERS = (subjects, matching, batch, principals, keys, audit, ops)
 
 #: Problem statuses every operation may answer, with what they mean.
 _COMMON_PROBLEMS: dict[int, str] = {
@@ -68,6 +68,10 @@ _LINKS: dict[str, dict[str, dict[str, Any]]] = {
     }},
     "eraseSubject": {"200": {
         "VerifyErased": {"operationId": "verifyEncoding", "parameters": _SUBJECT_LINK},
+    }},
+    "enrollMany": {"201": {
+        "IdentifyInTenant": {"operationId": "identifyMany",
+                             "parameters": {"tenant": "$response.body#/tenant"}},
     }},
     "addPrincipal": {"201": {
         "RevokePrincipal": {"operationId": "revokePrincipal",
@@ -222,7 +226,8 @@ def _describe_models(schemas: dict[str, Any], vault: Vault) -> None:
     share one, so that a schema-valid encoding is one the vault accepts."""
     models = vault.config.models()
     dimensions = {spec.dimension for spec in models.values()}
-    for name in ("EnrollEncodingsRequest", "VerifyEncodingRequest", "IdentifyEncodingRequest"):
+    for name in ("EnrollEncodingsRequest", "VerifyEncodingRequest", "IdentifyEncodingRequest",
+                 "BulkEnrollRequest", "BulkTemplate", "IdentifyBatchRequest"):
         properties = schemas.get(name, {}).get("properties", {})
         model = properties.get("model", {})
         for option in model.get("anyOf", []):

@@ -21,6 +21,10 @@ REQUEST_ID_PATTERN = r"^[!-~]+$"
 PRINCIPAL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
 MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 MAX_ENCODINGS = 100
+#: Templates per bulk enrolment request and probes per batch identify: what fits the default
+#: 8 MiB body at worst (a 128-d encoding written out in full is about 3.3 kB of JSON).
+MAX_BULK = 1000
+MAX_BATCH_PROBES = 256
 
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
 ModelId = Annotated[str, Field(min_length=1, max_length=128, pattern=MODEL_PATTERN,
@@ -83,6 +87,27 @@ class IdentifyEncodingRequest(_Request):
 
 
 
+class BulkTemplate(_Request):
+    subject_id: Id
+    encoding: Encoding
+
+
+class BulkEnrollRequest(_Request):
+    templates: list[BulkTemplate] = Field(
+        min_length=1, max_length=MAX_BULK,
+        description="One template per item; a subject may appear several times. All or "
+                    "nothing.")
+    model: ModelId | None = None
+
+
+class IdentifyBatchRequest(_Request):
+    encodings: list[Encoding] = Field(min_length=1, max_length=MAX_BATCH_PROBES,
+                                      description="Probes, answered in this order.")
+    top_k: Integer = Field(default=5, ge=1, le=MAX_TOP_K)
+    threshold: Threshold | None = None
+    model: ModelId | None = None
+
+
 class AddPrincipalRequest(_Request):
     name: str = Field(pattern=PRINCIPAL_NAME_PATTERN, description="Unique for the life of the "
                       "vault: a revoked principal's name is never reused.")
@@ -134,6 +159,18 @@ class IdentifyResponse(_Response):
     candidates: list[CandidateModel]
     gallery_size: int
     damaged_templates: int
+
+
+class BulkEnrollResponse(_Response):
+    tenant: str
+    model_id: str
+    templates: int
+    subjects: int
+    template_ids: list[str]
+
+
+class IdentifyBatchResponse(_Response):
+    results: list[IdentifyResponse]
 
 
 class SubjectModel(_Response):
