@@ -164,7 +164,7 @@ def main() -> None:
         ratio = f"{baseline[level] / rate:15.2f}x" if path.startswith("HTTP") else ""
         print(f"{level:7d}  {path:26} {rate:9.0f} {_percentile(latencies, 0.5) * 1e3:8.2f} "
               f"{_percentile(latencies, 0.99) * 1e3:8.2f} "
-              f"{statistics.fmean(latencies) * 1e3:8.2f} {ratio:>16}")
+              f"{statistics.fmean(latencies) * 1e3:8.2f} {ratio:>16}".rstrip())
 
 
 if __name__ == "__main__":
