@@ -13,14 +13,9 @@ subject key store, never beside the template database. It holds:
 
 from __future__ import annotations
 
-import sqlite3
 import struct
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from faceseal.audit.chain import AuditKey, Checkpoint
 from faceseal.crypto.aead import generate_key
@@ -31,6 +26,7 @@ from faceseal.errors import (
     KeyringError,
 )
 from faceseal.keys.files import PRIVATE_FILE_MODE, ensure_private_dir
+from faceseal.keys.private_db import PrivateDatabase
 from faceseal.keys.provider import KeyProvider
 
 AUDIT_STATE_FILE = "audit-state.db"
@@ -60,10 +56,11 @@ def audit_key_context(keyset_id: bytes, version: int) -> bytes:
 class AuditState:
     """The audit key (wrapped) and the checkpoints of one vault. Use :meth:`create`/:meth:`open`."""
 
-    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+    def __init__(self, path: Path) -> None:
+        self._file = PrivateDatabase(path, "audit state file", journal="WAL")
         self._path = path
-        self._db = connection
-        self._lock = threading.RLock()
+        self._write = self._file.write
+        self._query = self._file.query
 
     # --- life cycle ------------------------------------------------------------------------------
 
@@ -82,7 +79,7 @@ class AuditState:
             raise KeyringError(f"an audit state file already exists in {directory}")
         wrapped = provider.wrap(generate_key(), audit_key_context(keyset_id, 1))
         path.touch(mode=PRIVATE_FILE_MODE)
-        state = cls(path, _connect(path))
+        state = cls(path)
         try:
             with state._write() as db:
                 for statement in filter(str.strip, _SCHEMA.split(";")):
@@ -103,7 +100,7 @@ class AuditState:
                 f"the audit key is missing: no {AUDIT_STATE_FILE} in {directory} (restore it "
                 "from the key directory's backup; without it the audit log cannot be verified)"
             )
-        state = cls(path, _connect(path))
+        state = cls(path)
         try:
             row = state._query("SELECT value FROM info WHERE key = 'vault_id'")
         except BaseException:
@@ -119,8 +116,7 @@ class AuditState:
         return self._path
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._file.close()
 
     def __repr__(self) -> str:
         return f"<AuditState {self._path.name}>"
@@ -209,36 +205,3 @@ class AuditState:
             return None
         s, m, w, t = rows[0]
         return Checkpoint(int(s), bytes(m), float(w), bytes(t))
-
-    # --- plumbing --------------------------------------------------------------------------------
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise KeyProviderUnavailable(f"audit state write failed: {exc}") from None
-
-    def _query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            try:
-                return self._db.execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
-                raise KeyProviderUnavailable(f"audit state read failed: {exc}") from None
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    try:
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-    except sqlite3.Error as exc:
-        raise KeyProviderUnavailable(f"cannot open the audit state file: {exc}") from None
-    return db

@@ -6,7 +6,9 @@ import contextlib
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from faceseal.errors import KeyringError
 
@@ -43,14 +45,16 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_private_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` as 0600 via a temp file, fsync, rename and directory fsync."""
+@contextlib.contextmanager
+def private_atomic_writer(path: Path) -> Iterator[BinaryIO]:
+    """A 0600 temp file beside ``path`` to write into; on success it is fsynced, renamed over
+    ``path`` and the directory fsynced, so readers see the old file or the whole new one."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     tmp = Path(tmp_name)
     try:
         os.fchmod(fd, PRIVATE_FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -59,6 +63,12 @@ def write_private_atomic(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def write_private_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` as 0600 via a temp file, fsync, rename and directory fsync."""
+    with private_atomic_writer(path) as handle:
+        handle.write(data)
 
 
 def is_within(inner: Path, outer: Path) -> bool:

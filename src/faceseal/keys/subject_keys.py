@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
-import threading
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 
 from faceseal.crypto.derive import SUBJECT_SECRET_BYTES, new_subject_secret
 from faceseal.crypto.secret import SecretBytes
-from faceseal.errors import KeyProviderUnavailable, KeyringError
+from faceseal.errors import KeyringError
 from faceseal.keys.files import PRIVATE_FILE_MODE, ensure_private_dir
+from faceseal.keys.private_db import PrivateDatabase
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +46,13 @@ SubjectRef = tuple[str, str]
 class SubjectKeyStore:
     """Per-subject secrets in a private SQLite file."""
 
-    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+    def __init__(self, path: Path) -> None:
+        self._file = PrivateDatabase(path, "subject key store", journal="DELETE",
+                                     secure_delete=True)
         self._path = path
-        self._db = connection
-        self._lock = threading.RLock()
+        self._lock = self._file.lock
+        self._write = self._file.write
+        self._query = self._file.query
 
     @classmethod
     def create(cls, directory: Path, vault_id: str) -> SubjectKeyStore:
@@ -60,7 +61,7 @@ class SubjectKeyStore:
         if path.exists():
             raise KeyringError(f"a subject key store already exists in {directory}")
         path.touch(mode=PRIVATE_FILE_MODE)
-        store = cls(path, _connect(path))
+        store = cls(path)
         with store._write() as db:
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 db.execute(statement)
@@ -72,9 +73,13 @@ class SubjectKeyStore:
         path = directory / SUBJECT_KEYS_FILE
         if not path.exists():
             raise KeyringError(f"no subject key store found in {directory}")
-        store = cls(path, _connect(path))
-        row = store._db.execute("SELECT value FROM store_info WHERE key='vault_id'").fetchone()
-        if row is None or row[0] != vault_id:
+        store = cls(path)
+        try:
+            rows = store._query("SELECT value FROM store_info WHERE key='vault_id'")
+        except BaseException:
+            store.close()
+            raise
+        if not rows or rows[0][0] != vault_id:
             store.close()
             raise KeyringError("the subject key store belongs to another vault")
         return store
@@ -83,36 +88,17 @@ class SubjectKeyStore:
     def path(self) -> Path:
         return self._path
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise KeyProviderUnavailable(
-                    f"subject key store write failed: {exc}"
-                ) from None
-
     def get_many(self, refs: Iterable[SubjectRef]) -> dict[SubjectRef, SecretBytes]:
         """Secrets of the given subjects that exist (missing ones are simply absent)."""
-        wanted = list(dict.fromkeys(refs))
+        by_tenant: dict[str, list[str]] = {}
+        for tenant, subject in dict.fromkeys(refs):
+            by_tenant.setdefault(tenant, []).append(subject)
         found: dict[SubjectRef, SecretBytes] = {}
         with self._lock:
-            for start in range(0, len(wanted), 400):
-                chunk = wanted[start:start + 400]
-                clause = " OR ".join(["(tenant = ? AND subject_id = ?)"] * len(chunk))
-                params = [value for ref in chunk for value in ref]
-                for tenant, subject, secret in self._query(
-                    f"SELECT tenant, subject_id, secret FROM subject_secrets WHERE {clause}",  # noqa: S608 - placeholders only
-                    params,
-                ):
-                    found[(tenant, subject)] = SecretBytes(secret)
+            for tenant, subjects in by_tenant.items():
+                secrets: dict[str, SecretBytes] = {}
+                self._read_tenant_secrets(tenant, subjects, secrets)
+                found.update(((tenant, subject), secret) for subject, secret in secrets.items())
         return found
 
     def for_tenant(self, tenant: str | None) -> dict[SubjectRef, SecretBytes]:
@@ -209,30 +195,9 @@ class SubjectKeyStore:
             rows = self._query("SELECT tenant, subject_id, NULL FROM subject_secrets", ())
         return [(t, s) for t, s, _ in rows]
 
-    def _query(self, sql: str, params: Iterable[object]) -> list[tuple[str, str, bytes]]:
-        try:
-            return self._db.execute(sql, tuple(params)).fetchall()
-        except sqlite3.Error as exc:
-            raise KeyProviderUnavailable(
-                f"subject key store read failed: {exc}"
-            ) from None
-
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._file.close()
 
     def __repr__(self) -> str:
         return f"<SubjectKeyStore {self._path.name}>"
 
-
-def _connect(path: Path) -> sqlite3.Connection:
-    try:
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        db.execute("PRAGMA journal_mode=DELETE")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA secure_delete=ON")
-    except sqlite3.Error as exc:
-        raise KeyProviderUnavailable(
-            f"cannot open the subject key store: {exc}"
-        ) from None
-    return db

@@ -24,9 +24,8 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
-def sift_down(vals: Any, idxs: Any, h: Any, m: Any, value: Any, row: Any) -> None:
-    # Replace the root of max-heap h (rows vals[h, :m]) by (value, row) and restore order.
-    pos = 0
+def sift(vals: Any, idxs: Any, h: Any, m: Any, pos: Any, value: Any, row: Any) -> None:
+    # Put (value, row) at position pos of max-heap h (rows vals[h, :m]) and sift it down.
     while True:
         child = 2 * pos + 1
         if child >= m:
@@ -41,25 +40,18 @@ def sift_down(vals: Any, idxs: Any, h: Any, m: Any, value: Any, row: Any) -> Non
     vals[h, pos] = value
     idxs[h, pos] = row
 
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def sift_down(vals: Any, idxs: Any, h: Any, m: Any, value: Any, row: Any) -> None:
+    # Replace the root of max-heap h by (value, row) and restore order.
+    sift(vals, idxs, h, m, 0, value, row)
+
+
 @njit(nogil=True, cache=True, boundscheck=False)
 def heapify(vals: Any, idxs: Any, h: Any, m: Any) -> None:
     for start in range(m // 2 - 1, -1, -1):
-        value = vals[h, start]
-        row = idxs[h, start]
-        pos = start
-        while True:
-            child = 2 * pos + 1
-            if child >= m:
-                break
-            if child + 1 < m and vals[h, child + 1] > vals[h, child]:
-                child += 1
-            if vals[h, child] <= value:
-                break
-            vals[h, pos] = vals[h, child]
-            idxs[h, pos] = idxs[h, child]
-            pos = child
-        vals[h, pos] = value
-        idxs[h, pos] = row
+        sift(vals, idxs, h, m, start, vals[h, start], idxs[h, start])
+
 
 @njit(parallel=True, nogil=True, cache=True, boundscheck=False)
 def scan_select(codes: Any, scale: Any, norms: Any, q16: Any, qscale: Any, qnorm: Any,

@@ -40,13 +40,11 @@ import json
 import logging
 import os
 import struct
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from io import BufferedReader
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -64,9 +62,8 @@ from faceseal.errors import (
 )
 from faceseal.keys.datakeys import DataKeyManager
 from faceseal.keys.files import (
-    PRIVATE_FILE_MODE,
     ensure_private_dir,
-    fsync_dir,
+    private_atomic_writer,
     write_private_atomic,
 )
 from faceseal.matching.gallery import Gallery
@@ -262,7 +259,7 @@ class SnapshotStore:
                       for _, _, sections in plan for _, section in sections
                       for start in range(0, section.nbytes, CHUNK_BYTES)]
             header = _HEADER.pack(MAGIC, key_id, snapshot_id, len(manifest) + TAG_BYTES)
-            with _atomic_file(target) as handle:
+            with private_atomic_writer(target) as handle:
                 handle.write(header)
                 handle.write(_seal(aead, header, 0, not chunks, manifest))
                 for index, (section, start, end) in enumerate(chunks, start=1):
@@ -433,24 +430,6 @@ def _manifest(vault_id: str, tenant: str, state: str,
             for model_id, gallery, sections in plan
         ],
     }).encode()
-
-
-@contextlib.contextmanager
-def _atomic_file(path: Path) -> Iterator[BinaryIO]:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        os.fchmod(fd, PRIVATE_FILE_MODE)
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
 
 
 class IndexKeeper:
