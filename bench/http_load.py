@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -103,6 +104,13 @@ def main() -> None:
     levels = [int(c) for c in args.concurrency.split(",")]
 
     root = Path(tempfile.mkdtemp(prefix="faceseal-bench-http-"))
+    try:
+        _run(args, levels, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, levels: list[int], root: Path) -> None:
     home = root / "vault"
     rng = np.random.default_rng(0)
     encodings = rng.standard_normal((args.subjects, 128)) * 0.1
