@@ -219,17 +219,6 @@ def test_replace_records_moves_key_versions(store: TemplateStore) -> None:
     assert store.replace_records([ghost]) == 0
 
 
-def test_templates_below_version_pages_in_template_id_order(store: TemplateStore) -> None:
-    old = [row(tenant=f"t{i % 3}", subject=f"s{i % 5}", key_version=1) for i in range(23)]
-    store.add_templates(old + [row(key_version=2) for _ in range(4)])
-    pages, after = [], ""
-    while page := store.templates_below_version(2, after, limit=5):
-        pages.append([r.template_id for r in page])
-        after = page[-1].template_id
-    assert [len(p) for p in pages] == [5, 5, 5, 5, 3]
-    assert [t for p in pages for t in p] == sorted(r.template_id for r in old)
-
-
 # --- data keys -----------------------------------------------------------------------------------
 
 

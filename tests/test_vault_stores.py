@@ -237,27 +237,3 @@ def test_a_sqlite_vault_from_schema_2_migrates_to_the_gallery_index(
     db.close()
     assert "templates_by_tenant" in str(plan)
     assert "TEMP B-TREE" not in str(plan)
-
-
-def test_key_rotation_retirement_and_audit_on_each_store(tmp_path: Path, store_url: str) -> None:
-    """Key custody and the audit chain work the same whatever holds the templates."""
-    home, keys = tmp_path / "vault", tmp_path / "keys"
-    encodings = np.random.default_rng(4).standard_normal((6, 128)) * 0.1
-    with make_vault(home, keys, store_url=store_url) as vault:
-        for i in range(3):
-            vault.enroll(f"s{i}", [encodings[2 * i: 2 * i + 2]])
-        assert vault.rotate_kek().data_keys_rewrapped == 1
-        rotation = vault.rotate_data_keys(batch_size=2)
-        assert (rotation.records_reencrypted, rotation.records_remaining) == (6, 0)
-        assert vault.retire_data_keys(rotation.target_version).min_decrypt_version == (
-            rotation.target_version)
-        vault.erase("s1")
-    with reopen_vault(home) as vault:
-        status = vault.key_status()
-        assert [(d.version, d.records) for d in status.data_keys if d.records] == [
-            (rotation.target_version, 4)]
-        for i in (0, 2):
-            assert vault.verify(f"s{i}", encodings[2 * i]).distance == 0.0
-        assert vault.check().damaged == []
-        report = vault.audit_verify()
-        assert report.ok

@@ -138,6 +138,27 @@ class RateLimited(UserError):
     exit_code = 3
 
 
+class MalformedRequest(UserError):
+    """A request the HTTP service cannot parse (not JSON, not multipart, a bad header)."""
+
+    code = "malformed_request"
+    http_status = 400
+
+
+class UnsupportedMediaType(UserError):
+    """The request body is not of the media type the operation takes."""
+
+    code = "unsupported_media_type"
+    http_status = 415
+
+
+class RequestTooLarge(UserError):
+    """The request body is larger than the service accepts (refused before it is all read)."""
+
+    code = "request_too_large"
+    http_status = 413
+
+
 # --- internal errors -----------------------------------------------------------------------------
 
 
@@ -182,6 +203,22 @@ class IntegrityFailure(InternalError):
     """Stored data failed its integrity check and nothing usable remained for the request."""
 
     code = "integrity_failure"
+
+
+class ServiceTimeout(InternalError):
+    """The service did not finish the request within its time limit. The operation may still
+    have been carried out: look its request id up in the audit log."""
+
+    code = "timeout"
+    http_status = 503
+
+
+class ServiceUnavailable(InternalError):
+    """The HTTP service cannot be reached or answered with something that is not faceseal's
+    (raised by :mod:`faceseal.client`; never a bad key)."""
+
+    code = "service_unavailable"
+    http_status = 503
 
 
 # --- the opaque one ---------------------------------------------------------------------------

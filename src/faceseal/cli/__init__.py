@@ -10,6 +10,7 @@ from faceseal.cli.audit_commands import audit
 from faceseal.cli.bench_command import bench
 from faceseal.cli.demo_command import demo
 from faceseal.cli.keys_commands import keys
+from faceseal.cli.serve_command import serve
 from faceseal.cli.storage_commands import db, import_legacy
 from faceseal.cli.vault_commands import (
     check,
@@ -39,6 +40,7 @@ for _command in (init, enroll, verify, identify, erase, subjects, check, migrate
     cli.add_command(_command)
 for _command in (principals, tenants, purge, audit):
     cli.add_command(_command)
+cli.add_command(serve)
 
 
 def main() -> None:

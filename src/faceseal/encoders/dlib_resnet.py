@@ -88,19 +88,26 @@ class DlibResNetEncoder:
     ``upsample`` (0..3) enlarges the image that many times before detection to find smaller
     faces; ``num_jitters`` (1..100) averages the encoding over that many jittered crops (slower,
     slightly more stable); ``landmarks`` picks the 5-point (default, as ``face_recognition``'s
-    "small" model) or the 68-point predictor used to align the face.
+    "small" model) or the 68-point predictor used to align the face. ``max_pixels`` and
+    ``max_bytes`` are the photo limits :meth:`encode_photo` applies unless given others (a
+    service lowers them: see :func:`~faceseal.encoders.images.load_image`).
     """
 
     def __init__(
-        self, *, upsample: int = 1, num_jitters: int = 1, landmarks: Landmarks = "5"
+        self, *, upsample: int = 1, num_jitters: int = 1, landmarks: Landmarks = "5",
+        max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         _check_option("upsample", upsample, 0, MAX_UPSAMPLE)
         _check_option("num_jitters", num_jitters, 1, MAX_NUM_JITTERS)
         if landmarks not in _PREDICTOR_FILES:
             raise InvalidInput('landmarks must be "5" or "68"')
+        _check_limit("max_pixels", max_pixels)
+        _check_limit("max_bytes", max_bytes)
         self._upsample = upsample
         self._num_jitters = num_jitters
         self._landmarks: Landmarks = landmarks
+        self._max_pixels = max_pixels
+        self._max_bytes = max_bytes
 
     def __repr__(self) -> str:
         return (
@@ -150,14 +157,18 @@ class DlibResNetEncoder:
         source: ImageSource,
         *,
         face_index: int | None = None,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_pixels: int | None = None,
+        max_bytes: int | None = None,
     ) -> NDArray[np.float64]:
         """Load a photo (path or bytes, see :func:`~faceseal.encoders.images.load_image`) and
-        :meth:`encode` it."""
+        :meth:`encode` it. The limits default to the encoder's (see the class)."""
         _check_face_index(face_index)
         self.load()  # a missing dlib is reported before the photo is decoded for nothing
-        image = load_image(source, max_pixels=max_pixels, max_bytes=max_bytes)
+        image = load_image(
+            source,
+            max_pixels=self._max_pixels if max_pixels is None else max_pixels,
+            max_bytes=self._max_bytes if max_bytes is None else max_bytes,
+        )
         return self.encode(image, face_index=face_index)
 
     def _detect(self, pixels: NDArray[np.uint8]) -> list[_Face]:
@@ -206,6 +217,11 @@ class DlibResNetEncoder:
 def _check_option(name: str, value: int, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InvalidInput(f"{name} must be an integer from {low} to {high}")
+
+
+def _check_limit(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInput(f"{name} must be a positive whole number")
 
 
 def _check_face_index(face_index: int | None) -> None:

@@ -192,12 +192,15 @@ class TemplateStore(ABC):
         """Up to ``limit`` templates sealed under a data-key version below ``version``, in
         template-id order after ``after`` (for re-encryption in batches).
 
-        This default scans the whole gallery (which promises no order) on every call; backends
-        override it with an indexed query."""
-        found = [row for batch in self.gallery(None) for row in batch
-                 if row.template_id > after and row.key_version < version]
-        found.sort(key=lambda row: row.template_id)
-        return found[:limit]
+        This default scans the gallery; backends override it with an indexed query."""
+        found: list[TemplateRow] = []
+        for batch in self.gallery(None):
+            for row in batch:
+                if row.template_id > after and row.key_version < version:
+                    found.append(row)
+                    if len(found) >= limit:
+                        return found
+        return found
 
     # --- data keys (the DataKeyRepository protocol) ----------------------------------------------
 

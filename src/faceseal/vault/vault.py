@@ -98,6 +98,7 @@ from faceseal.vault.results import (
     SubjectInfo,
     VerifyResult,
 )
+from faceseal.vault.service_ops import ServiceOperations
 from faceseal.vault.snapshot import IndexKeeper, SnapshotStore
 from faceseal.vault.sources import Progress, Source, SourceReader
 
@@ -165,7 +166,7 @@ def _create_store(
 ApiKeyInput = str | bytes | SecretBytes
 
 
-class Vault(AccessOperations):
+class Vault(AccessOperations, ServiceOperations):
     """A vault of sealed face encodings. Create with :meth:`create`, open with :meth:`open`."""
 
     #: The first admin's API key, set only on the object :meth:`create` returns: shown once.

@@ -1,0 +1,322 @@
+"""The JSON shapes of the API: strict request models (unknown fields, NaN and infinities refused)
+and response models (what the OpenAPI document promises and schemathesis checks)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from faceseal.encoders.validation import MAX_DIMENSION, MIN_DIMENSION
+from faceseal.vault.vault import MAX_ID_LENGTH, MAX_TOP_K
+
+#: An id in a URL path: what the vault accepts (1-256 characters, no control characters), minus
+#: what a path segment cannot carry: ``/``, and the dot segments ``.`` and ``..``.
+_ID_CHAR = r"[^\x00-\x1f\x7f/]"
+_ID_START = r"[^\x00-\x1f\x7f/.]"
+PATH_ID_PATTERN = (rf"^(?:{_ID_START}{_ID_CHAR}*|\.{_ID_START}{_ID_CHAR}*|\.\.{_ID_CHAR}+)$")
+#: An id in a JSON body or a query: 1-256 characters, no control characters.
+ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+REQUEST_ID_PATTERN = r"^[!-~]+$"
+PRINCIPAL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
+MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+MAX_ENCODINGS = 100
+#: Templates per bulk enrolment request and probes per batch identify: what fits the default
+#: 8 MiB body at worst (a 128-d encoding written out in full is about 3.3 kB of JSON).
+MAX_BULK = 1000
+MAX_BATCH_PROBES = 256
+
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
+ModelId = Annotated[str, Field(min_length=1, max_length=128, pattern=MODEL_PATTERN,
+                               description="Encoder model id (default dlib-resnet-v1).")]
+#: Largest magnitude of an encoding value over HTTP. Encoders produce values near 0 (dlib: within
+#: about +-0.5; unnormalised 512-d embeddings: a few units); the bound keeps every distance finite.
+MAX_ABS_VALUE = 1000.0
+Value = Annotated[float, Field(ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
+Encoding = Annotated[
+    list[Value],
+    Field(min_length=MIN_DIMENSION, max_length=MAX_DIMENSION,
+          description="One face encoding: finite numbers within +-1000 (128 of them for "
+                      "dlib-resnet-v1)."),
+]
+Threshold = Annotated[float, Field(gt=0, le=1e6, description="Distance threshold override; a "
+                                   "match is distance <= threshold.")]
+
+RoleName = Literal["admin", "enroller", "verifier", "identifier", "auditor"]
+
+
+def _integral(value: object) -> object:
+    """JSON Schema counts 5.0 as an integer: accept it as 5 (and nothing else that is not an
+    int: strings and booleans stay refused)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
+Integer = Annotated[int, BeforeValidator(_integral)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- requests ------------------------------------------------------------------------------------
+
+
+class EnrollEncodingsRequest(_Request):
+    encodings: list[Encoding] = Field(min_length=1, max_length=MAX_ENCODINGS,
+                                      description="Encodings to seal as templates of the subject.")
+    model: ModelId | None = None
+
+
+class VerifyEncodingRequest(_Request):
+    encoding: Encoding
+    threshold: Threshold | None = None
+    model: ModelId | None = None
+
+
+class IdentifyEncodingRequest(_Request):
+    encoding: Encoding
+    top_k: Integer = Field(default=5, ge=1, le=MAX_TOP_K)
+    threshold: Threshold | None = None
+    model: ModelId | None = None
+
+
+
+class BulkTemplate(_Request):
+    subject_id: Id
+    encoding: Encoding
+
+
+class BulkEnrollRequest(_Request):
+    templates: list[BulkTemplate] = Field(
+        min_length=1, max_length=MAX_BULK,
+        description="One template per item; a subject may appear several times. All or "
+                    "nothing.")
+    model: ModelId | None = None
+
+
+class IdentifyBatchRequest(_Request):
+    encodings: list[Encoding] = Field(min_length=1, max_length=MAX_BATCH_PROBES,
+                                      description="Probes, answered in this order.")
+    top_k: Integer = Field(default=5, ge=1, le=MAX_TOP_K)
+    threshold: Threshold | None = None
+    model: ModelId | None = None
+
+
+class AddPrincipalRequest(_Request):
+    name: str = Field(pattern=PRINCIPAL_NAME_PATTERN, description="Unique for the life of the "
+                      "vault: a revoked principal's name is never reused.")
+    roles: list[RoleName] = Field(min_length=1, max_length=5)
+    tenant: Id | None = Field(default=None, description="Scope the principal to this tenant.")
+    all_tenants: bool = Field(default=False, description="Scope it to every tenant (not with "
+                              "tenant).")
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, json_schema_extra={
+        "not": {"required": ["tenant", "all_tenants"],
+                "properties": {"tenant": {"type": "string"}, "all_tenants": {"const": True}}},
+    })
+
+
+# --- responses -----------------------------------------------------------------------------------
+
+
+class EnrollResponse(_Response):
+    tenant: str
+    subject_id: str
+    model_id: str
+    template_ids: list[str]
+    sources: list[str]
+
+
+class VerifyResponse(_Response):
+    tenant: str
+    subject_id: str
+    match: bool
+    distance: float
+    threshold: float
+    model_id: str
+    template_id: str
+    damaged_template_ids: list[str]
+
+
+class CandidateModel(_Response):
+    subject_id: str
+    distance: float
+    match: bool
+    template_id: str
+
+
+class IdentifyResponse(_Response):
+    tenant: str
+    model_id: str
+    threshold: float
+    top_k: int
+    candidates: list[CandidateModel]
+    gallery_size: int
+    damaged_templates: int
+
+
+class BulkEnrollResponse(_Response):
+    tenant: str
+    model_id: str
+    templates: int
+    subjects: int
+    template_ids: list[str]
+
+
+class IdentifyBatchResponse(_Response):
+    results: list[IdentifyResponse]
+
+
+class SubjectModel(_Response):
+    tenant: str
+    subject_id: str
+    templates: int
+    created_at: float
+    last_seen_at: float
+
+
+class SubjectsResponse(_Response):
+    tenant: str
+    subjects: list[SubjectModel]
+
+
+class EraseResponse(_Response):
+    tenant: str
+    subject_id: str
+    templates_erased: int
+    key_material_destroyed: bool
+
+
+class PrincipalModel(_Response):
+    name: str
+    roles: list[RoleName]
+    tenant: str | None
+    all_tenants: bool
+    key_id: str
+    created_at: float
+    revoked_at: float | None
+    active: bool
+
+
+class NewPrincipalResponse(PrincipalModel):
+    api_key: str = Field(description="The principal's API key, shown this once; faceseal keeps "
+                         "only a hash of it.")
+
+
+class PrincipalsResponse(_Response):
+    principals: list[PrincipalModel]
+
+
+class AuditEventModel(_Response):
+    seq: int
+    event_id: str
+    time: str
+    occurred_at: float
+    principal: str
+    role: str
+    action: str
+    tenant: str | None
+    subject_id: str | None
+    template_ids: list[str]
+    outcome: str
+    request_id: str
+    detail: dict[str, Any]
+    prev_mac: str
+    mac: str
+
+
+class AuditEventsResponse(_Response):
+    events: list[AuditEventModel]
+
+
+class ChainReportModel(_Response):
+    ok: bool
+    events: int
+    head_seq: int
+    checkpoint_seq: int
+    first_broken_seq: int | None
+    first_broken_event_id: str | None
+    problem: str | None
+    checkpoints_checked: int
+    notes: list[str]
+
+
+class RetireRequest(_Request):
+    below: Integer = Field(ge=1, le=2**31 - 1, description="Refuse data-key versions below this "
+                           "one from now on (once no record needs them).")
+
+
+class DataKeyModel(_Response):
+    version: int
+    created_at: float
+    encryptions: int
+    records: int
+    kek_version: int | None
+    active: bool
+    retired: bool
+
+
+class KeyStatusResponse(_Response):
+    key_uri: str
+    provider: str
+    provider_location: str
+    kek_versions: list[int]
+    active_kek_version: int
+    provider_details: dict[str, str]
+    data_keys: list[DataKeyModel]
+    active_data_key: int
+    min_decrypt_version: int
+    max_encryptions_per_key: int
+    key_store_dir: str
+    rotation_in_progress: dict[str, int] | None
+
+
+class KekRotationResponse(_Response):
+    kek_version_before: int
+    kek_version: int
+    data_keys_rewrapped: int
+    records_reencrypted: int
+
+
+class DataRotationResponse(_Response):
+    target_version: int
+    resumed: bool
+    records_reencrypted: int
+    records_remaining: int
+    damaged_template_ids: list[str]
+
+
+class RetirementResponse(_Response):
+    min_decrypt_version_before: int
+    min_decrypt_version: int
+
+
+class HealthResponse(_Response):
+    status: str = Field(description='"ok" while the process serves requests.')
+
+
+class ReadinessResponse(_Response):
+    ready: bool
+    checks: dict[str, str] = Field(description='"store", "key_provider", "audit": "ok" or '
+                                   '"unavailable".')
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    code: str = Field(description="Stable machine-readable error code.")
+    request_id: str
+
