@@ -95,6 +95,7 @@ BAD_INPUTS = {
                         "dimension"),
     "NaN": ("nan.npy", lambda faces: npy_bytes(np.full(128, np.nan)), "finite"),
     "infinite": ("inf.npy", lambda faces: npy_bytes(np.full(128, np.inf)), "finite"),
+    "huge values": ("huge.npy", lambda faces: npy_bytes(np.full(128, 1e300)), "beyond"),
     "integer dtype": ("ints.npy", lambda faces: npy_bytes(np.zeros(128, dtype=np.int64)), "dtype"),
     "pickled object": ("obj.npy", lambda faces: b"\x93NUMPY\x01\x00v\x00{'descr': '|O', "
                        b"'fortran_order': False, 'shape': (1,), }" + b" " * 60 + b"\n", "obj.npy"),

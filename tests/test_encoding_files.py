@@ -18,7 +18,7 @@ from faceseal.encoders import (
 )
 from faceseal.errors import InvalidEncoding, InvalidInput
 
-SECRET = 1234.5678  # planted in bad encodings: must never show up in an error message
+SECRET = 123.4567  # planted in bad encodings: must never show up in an error message
 
 
 def sample(dim: int = 128, dtype: str = "float64", seed: int = 0) -> np.ndarray:
@@ -78,6 +78,8 @@ def test_result_is_an_independent_contiguous_native_copy() -> None:
         (planted(bad=float("inf")), None, "NaN or infinite"),
         (planted(bad=float("-inf")), None, "NaN or infinite"),
         (planted().astype(np.float32) * np.float32("nan"), None, "NaN or infinite"),
+        (planted(bad=1e300), None, "beyond"),
+        (planted(bad=-1000.5), None, "beyond"),
         (planted(), 512, "expected 512, got 128"),
         (planted().reshape(2, 64), None, "1-D"),
         (planted().reshape(1, 128), 128, "1-D"),
@@ -103,6 +105,8 @@ def test_result_is_an_independent_contiguous_native_copy() -> None:
         "inf",
         "-inf",
         "nan-float32",
+        "huge",
+        "just-beyond",
         "wrong-dim",
         "2-D",
         "row-vector",
@@ -130,6 +134,7 @@ def test_invalid_encodings(value: object, expected_dim: int | None, fragment: st
     message = str(caught.value)
     assert fragment in message
     assert "1234" not in message
+    assert "123.45" not in message
     assert "5678" not in message
 
 
@@ -319,6 +324,7 @@ def test_bad_files_are_refused(tmp_path: Path, case: str) -> None:
     assert message.startswith(f"{name}: ")  # the file name, not its directory
     assert str(tmp_path) not in message
     assert "1234" not in message
+    assert "123.45" not in message
     assert "5678" not in message
 
 
@@ -336,6 +342,7 @@ def test_expected_dim(tmp_path: Path, filename: str, document: np.ndarray | list
     with pytest.raises(InvalidEncoding, match="expected 128, got 64") as caught:
         load_encodings_file(path, expected_dim=128)
     assert "1234" not in str(caught.value)
+    assert "123.45" not in str(caught.value)
 
 
 def test_missing_file(tmp_path: Path) -> None:

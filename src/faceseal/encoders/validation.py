@@ -16,11 +16,21 @@ from numpy.typing import NDArray
 
 from faceseal.errors import InvalidEncoding
 
-__all__ = ["MAX_DIMENSION", "MIN_DIMENSION", "SUPPORTED_DTYPES", "validate_encoding"]
+__all__ = [
+    "MAX_ABS_VALUE",
+    "MAX_DIMENSION",
+    "MIN_DIMENSION",
+    "SUPPORTED_DTYPES",
+    "check_values",
+    "validate_encoding",
+]
 
 SUPPORTED_DTYPES: tuple[str, ...] = ("float32", "float64")
 MIN_DIMENSION = 2
 MAX_DIMENSION = 4096
+#: Face encodings are small numbers (dlib's lie within about +-0.5; normalised 512-d ones within
+#: +-1). Anything beyond this is not an encoding, and squaring such values overflows distances.
+MAX_ABS_VALUE = 1000.0
 
 _FloatArray = NDArray[np.floating[Any]]
 
@@ -31,11 +41,12 @@ def validate_encoding(array: object, *, expected_dim: int | None = None) -> _Flo
     ``array`` is a 1-D numpy array of dtype float32 or float64 (the dtype is kept) or a list or
     tuple of real numbers (converted to float64). Raises :class:`~faceseal.errors.InvalidEncoding`
     for anything else: another dtype (integers included), not 1-D, empty, a dimension outside
-    ``MIN_DIMENSION..MAX_DIMENSION`` or different from ``expected_dim``, NaN or infinite values.
+    ``MIN_DIMENSION..MAX_DIMENSION`` or different from ``expected_dim``, NaN or infinite values,
+    values beyond +-``MAX_ABS_VALUE``.
     """
     arr = _as_float_array(array)
     _check_shape(arr, expected_dim)
-    _check_finite(arr)
+    check_values(arr)
     # A copy, so later changes to the caller's buffer cannot alter what gets sealed; native byte
     # order, so the bytes sealed for "float64" mean the same thing on every machine that opens them.
     return np.array(arr, dtype=arr.dtype.newbyteorder("="), order="C", copy=True)
@@ -89,8 +100,13 @@ def _check_shape(arr: _FloatArray, expected_dim: int | None) -> None:
         )
 
 
-def _check_finite(arr: _FloatArray) -> None:
+def check_values(arr: _FloatArray) -> None:
+    """Refuse NaN, infinite, and out-of-range values (beyond +-:data:`MAX_ABS_VALUE`)."""
     bad = int(np.count_nonzero(~np.isfinite(arr)))
     if bad:
         # The count and nothing else: not the values, not even their positions.
         raise InvalidEncoding(f"the encoding contains {bad} NaN or infinite value(s)")
+    huge = int(np.count_nonzero(np.abs(arr) > MAX_ABS_VALUE))
+    if huge:
+        raise InvalidEncoding(f"the encoding contains {huge} value(s) beyond +-{MAX_ABS_VALUE:g}, "
+                              "which no face encoding has")

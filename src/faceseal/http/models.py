@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from faceseal.encoders.validation import MAX_DIMENSION, MIN_DIMENSION
+from faceseal.encoders.validation import MAX_ABS_VALUE, MAX_DIMENSION, MIN_DIMENSION
 from faceseal.vault.vault import MAX_ID_LENGTH, MAX_TOP_K
 
 #: An id in a URL path: what the vault accepts (1-256 characters, no control characters), minus
@@ -31,7 +31,6 @@ ModelId = Annotated[str, Field(min_length=1, max_length=128, pattern=MODEL_PATTE
                                description="Encoder model id (default dlib-resnet-v1).")]
 #: Largest magnitude of an encoding value over HTTP. Encoders produce values near 0 (dlib: within
 #: about +-0.5; unnormalised 512-d embeddings: a few units); the bound keeps every distance finite.
-MAX_ABS_VALUE = 1000.0
 Value = Annotated[float, Field(ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
 Encoding = Annotated[
     list[Value],

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from faceseal.crypto.batch import seal_batch
+from faceseal.encoders.validation import check_values
 from faceseal.errors import Conflict, InvalidEncoding, InvalidInput
 from faceseal.keys.datakeys import DataKeyManager
 from faceseal.keys.subject_keys import SubjectKeyStore
@@ -84,9 +85,7 @@ def check_batch(
             _CONTROL.search(s) for s in unique):
         for subject in unique:  # the per-id check names the rule that was broken
             check_id("subject id", subject)
-    bad = int(np.count_nonzero(~np.isfinite(encodings)))
-    if bad:
-        raise InvalidEncoding(f"the encodings contain {bad} NaN or infinite value(s)")
+    check_values(encodings)
     # Native byte order, C order: the caller's array itself when it already is (no copy of a
     # large import); the caller must not change it while enroll_many runs.
     matrix = np.ascontiguousarray(encodings, dtype=encodings.dtype.newbyteorder("="))
