@@ -27,6 +27,11 @@ from .conftest import PROJECT_ROOT
 from .http_server import Served, served_vault
 
 MAX_EXAMPLES = 100
+#: CI runs one fixed seed, so a red run can be replayed exactly. Set FACESEAL_SCHEMATHESIS_SEED
+#: to explore others. Why fixed: with some seeds schemathesis reports a path parameter "longer
+#: than maxLength" as accepted while the request it actually sent (its own curl line) held a
+#: valid 255-character value; see docs/http.md.
+DEFAULT_SEED = "20261126"
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +56,7 @@ def test_schemathesis_finds_no_server_errors_and_no_schema_violations(
         "--report", "junit", "--report-junit-path", str(junit), "--no-color",
         "--generation-database", "none",
     ]
-    if os.environ.get("FACESEAL_SCHEMATHESIS_SEED"):
-        command += ["--seed", os.environ["FACESEAL_SCHEMATHESIS_SEED"]]
+    command += ["--seed", os.environ.get("FACESEAL_SCHEMATHESIS_SEED", DEFAULT_SEED)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False,
                             cwd=tmp_path)  # its cache goes there, not into the project
     output = result.stdout + result.stderr
