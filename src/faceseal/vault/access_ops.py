@@ -37,6 +37,7 @@ from faceseal.errors import Conflict, InvalidInput, NotFound
 from faceseal.vault.config import DEFAULT_TENANT
 from faceseal.vault.durations import BIPA_MAX_SECONDS
 from faceseal.vault.guard import Caller, Guard, Operation, detail_of
+from faceseal.vault.results import Result
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -50,14 +51,11 @@ _WORKER_ROLES = frozenset({Role.ENROLLER, Role.VERIFIER, Role.IDENTIFIER})
 
 
 @dataclass(frozen=True)
-class TenantInfo:
+class TenantInfo(Result):
     tenant: str
     retention_seconds: float | None
     #: Set when the retention is longer than Illinois BIPA allows (3 years).
     warning: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,6 +47,7 @@ from faceseal.matching.models import ModelSpec
 from faceseal.storage.base import TemplateRow, TemplateStore
 from faceseal.storage.legacy_source import DEFAULT_TABLE, LegacyRow, LegacySource
 from faceseal.vault.records import NewTemplate, RecordSealer
+from faceseal.vault.results import Result
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class FailedRow:
 
 
 @dataclass(frozen=True)
-class LegacyImportResult:
+class LegacyImportResult(Result):
     source: str
     table: str
     tenant: str
@@ -111,9 +112,6 @@ class LegacyImportResult:
     failed: list[FailedRow] = field(default_factory=list)
     #: The last legacy id a previous, interrupted run had committed (None: started afresh).
     resumed_after: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     @property
     def complete(self) -> bool:

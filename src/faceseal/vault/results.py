@@ -7,13 +7,15 @@ from typing import Any
 
 
 @dataclass(frozen=True)
-class _Result:
+class Result:
+    """Base of every typed result: a frozen dataclass that turns into a JSON-ready dict."""
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 @dataclass(frozen=True)
-class EnrollResult(_Result):
+class EnrollResult(Result):
     tenant: str
     subject_id: str
     model_id: str
@@ -22,7 +24,7 @@ class EnrollResult(_Result):
 
 
 @dataclass(frozen=True)
-class VerifyResult(_Result):
+class VerifyResult(Result):
     """1:1: is the probe the claimed subject?"""
 
     tenant: str
@@ -37,7 +39,7 @@ class VerifyResult(_Result):
 
 
 @dataclass(frozen=True)
-class Candidate(_Result):
+class Candidate(Result):
     subject_id: str
     distance: float
     match: bool
@@ -45,7 +47,7 @@ class Candidate(_Result):
 
 
 @dataclass(frozen=True)
-class IdentifyResult(_Result):
+class IdentifyResult(Result):
     """1:N: who among the tenant's subjects is closest to the probe?"""
 
     tenant: str
@@ -65,7 +67,7 @@ class IdentifyResult(_Result):
 
 
 @dataclass(frozen=True)
-class EraseResult(_Result):
+class EraseResult(Result):
     tenant: str
     subject_id: str
     templates_erased: int
@@ -73,7 +75,7 @@ class EraseResult(_Result):
 
 
 @dataclass(frozen=True)
-class SubjectInfo(_Result):
+class SubjectInfo(Result):
     tenant: str
     subject_id: str
     templates: int
@@ -82,7 +84,7 @@ class SubjectInfo(_Result):
 
 
 @dataclass(frozen=True)
-class CheckResult(_Result):
+class CheckResult(Result):
     """An integrity scan: every record opened once."""
 
     records: int

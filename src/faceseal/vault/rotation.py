@@ -28,7 +28,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from faceseal.keys.registry import (
 from faceseal.storage.base import TemplateRow, TemplateStore
 from faceseal.vault.config import VaultConfig
 from faceseal.vault.records import RecordSealer
+from faceseal.vault.results import Result
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +59,7 @@ Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
-class _Result:
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class DataKeyState(_Result):
+class DataKeyState(Result):
     version: int
     created_at: float
     encryptions: int
@@ -76,7 +71,7 @@ class DataKeyState(_Result):
 
 
 @dataclass(frozen=True)
-class KeyStatus(_Result):
+class KeyStatus(Result):
     key_uri: str
     provider: str
     provider_location: str
@@ -93,7 +88,7 @@ class KeyStatus(_Result):
 
 
 @dataclass(frozen=True)
-class KekRotation(_Result):
+class KekRotation(Result):
     kek_version_before: int
     kek_version: int
     data_keys_rewrapped: int
@@ -101,7 +96,7 @@ class KekRotation(_Result):
 
 
 @dataclass(frozen=True)
-class DataRotation(_Result):
+class DataRotation(Result):
     target_version: int
     resumed: bool
     records_reencrypted: int
@@ -110,13 +105,13 @@ class DataRotation(_Result):
 
 
 @dataclass(frozen=True)
-class Retirement(_Result):
+class Retirement(Result):
     min_decrypt_version_before: int
     min_decrypt_version: int
 
 
 @dataclass(frozen=True)
-class Migration(_Result):
+class Migration(Result):
     from_uri: str
     to_uri: str
     data_keys_rewrapped: int
