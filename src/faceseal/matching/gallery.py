@@ -87,8 +87,6 @@ class Gallery:
         self._max_norm = 0.0
         # Rows by subject for 1:1 verify, built on first use: rows sorted by subject code, and
         # rows added since then. Dropped on removal (rows move) and rebuilt when next needed.
-        self._by_subject: tuple[npt.NDArray[np.int64], npt.NDArray[np.int32]] | None = None
-        self._added_since: dict[int, list[int]] = {}
         self._scratch = kernels.Scratch()
         self._lock = threading.RLock()
         self._allocate(max(capacity, 1))
@@ -193,12 +191,6 @@ class Gallery:
             self._quantize_into(prepared, start)
             self._subj[start:start + count] = codes
             self._tids[start:start + count] = encoded_ids
-            if self._by_subject is not None:
-                if count > max(1024, start // 8):
-                    self._forget_subject_index()
-                else:
-                    for offset, code in enumerate(codes):
-                        self._added_since.setdefault(code, []).append(start + offset)
             self._size = start + count
         prepared.fill(0.0)
 
@@ -241,32 +233,17 @@ class Gallery:
             code = self._code_of.pop(subject_id, None)
             if code is None:
                 return 0
-            if self._by_subject is not None:
-                rows = self._rows_of(code)
-            else:
-                rows = np.flatnonzero(self._subj[: self._size] == code)
-            self._forget_subject_index()
+            rows = self._rows_of(code)
             for row in np.sort(rows)[::-1]:
                 self._swap_remove(int(row))
             if not self._code_of:
                 self._names.clear()
             return len(rows)
 
-    def _forget_subject_index(self) -> None:
-        self._by_subject = None
-        self._added_since = {}
-
     def _rows_of(self, code: int) -> npt.NDArray[np.int64]:
-        """The rows of one subject (O(log n) once the index is built; built in O(n log n))."""
-        if self._by_subject is None:
-            order = np.argsort(self._subj[: self._size], kind="stable").astype(np.int64)
-            self._by_subject = (order, self._subj[order])
-            self._added_since = {}
-        order, sorted_codes = self._by_subject
-        lo, hi = np.searchsorted(sorted_codes, [code, code + 1])
-        rows = order[lo:hi]
-        extra = self._added_since.get(code)
-        return np.concatenate([rows, np.asarray(extra, dtype=np.int64)]) if extra else rows
+        """The rows of one subject: one vectorised pass (erasure and 1:1 are rare next to 1:N,
+        and the vault verifies from the subject's records, not from here)."""
+        return np.flatnonzero(self._subj[: self._size] == code).astype(np.int64)
 
     def _swap_remove(self, row: int) -> None:
         last = self._size - 1
@@ -298,7 +275,6 @@ class Gallery:
             self._names.clear()
             self._code_of.clear()
             self._max_err = self._max_norm = 0.0
-            self._forget_subject_index()
             self._scratch.release()
             self._allocate(1)
 
@@ -531,7 +507,6 @@ class Gallery:
         if rows and (subj.min() < 0 or subj.max() >= len(names)):
             raise ValueError("subject codes out of range")
         self._size = rows
-        self._forget_subject_index()
         self._names = names
         self._code_of = {name: code for code, name in enumerate(names)}
         if len(self._code_of) != len(names):
