@@ -78,7 +78,8 @@ def main() -> None:
                          args.ops)
         scratch.close()
         store = vault._store
-        check_key = _per_op(lambda _i: authenticate(store, worker_key), args.ops)
+        seal = vault._guard.seal
+        check_key = _per_op(lambda _i: authenticate(store, seal, worker_key), args.ops)
 
         # Grow the log to --events with cheap audited reads, then verify it.
         while True:

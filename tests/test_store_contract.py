@@ -359,7 +359,7 @@ def test_concurrent_appends_from_two_handles_stay_one_chain(store: TemplateStore
 
 def principal(name: str, tenant: str | None = "t1") -> PrincipalRow:
     return PrincipalRow(os.urandom(8).hex(), name, "enroller", tenant, os.urandom(6).hex(),
-                        os.urandom(32), 10.0, None)
+                        os.urandom(32), 10.0, None, os.urandom(36))
 
 
 def test_principals_add_find_list_revoke(store: TemplateStore) -> None:
@@ -371,10 +371,19 @@ def test_principals_add_find_list_revoke(store: TemplateStore) -> None:
     assert store.principal_by_key_id(bob.key_id) == bob
     assert store.principal_by_key_id("nope") is None
     assert [p.name for p in store.principals()] == ["alice", "bob"]
-    assert store.revoke_principal("bob", 20.0)
-    assert not store.revoke_principal("bob", 30.0)
+    assert store.revoke_principal("bob", 20.0, b"new-mac")
+    assert not store.revoke_principal("bob", 30.0, b"other")
     assert not store.revoke_principal("nobody", 30.0)
-    assert store.principal_by_key_id(bob.key_id) == replace(bob, revoked_at=20.0)
+    assert store.principal_by_key_id(bob.key_id) == replace(bob, revoked_at=20.0, mac=b"new-mac")
+
+
+def test_principal_macs_are_kept_and_replaced(store: TemplateStore) -> None:
+    carol = replace(principal("carol", None), mac=b"")
+    store.add_principal(carol)
+    assert store.principal_by_key_id(carol.key_id) == carol  # an unsigned (legacy) row
+    assert store.set_principal_mac(carol.principal_id, b"signed")
+    assert not store.set_principal_mac("nobody", b"signed")
+    assert store.principals()[0].mac == b"signed"
 
 
 # --- tenants and retention -------------------------------------------------------------------

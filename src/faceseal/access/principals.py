@@ -23,6 +23,7 @@ from faceseal.access.apikeys import (
     parse_api_key,
 )
 from faceseal.access.roles import PERMISSIONS, Role, format_roles, parse_roles
+from faceseal.access.sealing import PrincipalSeal
 from faceseal.crypto.secret import SecretBytes
 from faceseal.errors import InvalidInput
 from faceseal.storage.base import PrincipalRow, TemplateStore
@@ -34,6 +35,8 @@ NO_KEY = "no key"
 MALFORMED = "malformed key"
 UNKNOWN = "unknown key"
 REVOKED = "revoked key"
+#: The row matched the key but its MAC did not verify: it was forged or edited in the store.
+TAMPERED = "principal row fails its integrity check"
 
 
 def check_principal_name(name: str) -> str:
@@ -56,11 +59,27 @@ class Principal:
     key_id: str
     created_at: float
     revoked_at: float | None
+    #: False when the stored row's MAC does not verify (listed, never authenticated).
+    verified: bool = True
 
     @classmethod
-    def from_row(cls, row: PrincipalRow) -> Principal:
-        return cls(row.principal_id, row.name, parse_roles([row.role]), row.tenant, row.key_id,
-                   row.created_at, row.revoked_at)
+    def from_row(cls, row: PrincipalRow, seal: PrincipalSeal | None = None, *,
+                 verified: bool | None = None) -> Principal:
+        """The principal a row describes; with ``seal``, its MAC checked (unless the caller
+        just did: ``verified``) and its revocation taken from the key side."""
+        if seal is None:
+            return cls(row.principal_id, row.name, parse_roles([row.role]), row.tenant,
+                       row.key_id, row.created_at, row.revoked_at)
+        if verified is None:
+            verified = seal.verifies(row)
+        try:
+            roles = parse_roles([row.role])
+        except InvalidInput:
+            if verified:
+                raise
+            roles = frozenset()  # a forged row may name anything; it grants nothing
+        return cls(row.principal_id, row.name, roles, row.tenant, row.key_id, row.created_at,
+                   seal.revoked_at(row), verified)
 
     @property
     def active(self) -> bool:
@@ -83,7 +102,7 @@ class Principal:
             "name": self.name, "roles": sorted(r.value for r in self.roles),
             "tenant": self.tenant, "all_tenants": self.tenant is None, "key_id": self.key_id,
             "created_at": self.created_at, "revoked_at": self.revoked_at,
-            "active": self.active,
+            "active": self.active, "verified": self.verified,
         }
 
 
@@ -162,8 +181,10 @@ class AuthResult:
     key_id: str | None  # the public key id, when the key was well-formed
 
 
-def authenticate(store: TemplateStore, api_key: str | bytes | SecretBytes | None) -> AuthResult:
-    """Look up a key's principal; constant-time hash comparison, revoked keys refused."""
+def authenticate(store: TemplateStore, seal: PrincipalSeal,
+                 api_key: str | bytes | SecretBytes | None) -> AuthResult:
+    """Look up a key's principal; constant-time hash comparison, then the row's MAC; revoked
+    keys (on the key side or in the row) refused."""
     if api_key is None or (isinstance(api_key, str | bytes | SecretBytes) and len(api_key) == 0):
         return AuthResult(None, None, NO_KEY, None)
     parsed = parse_api_key(api_key)
@@ -171,17 +192,23 @@ def authenticate(store: TemplateStore, api_key: str | bytes | SecretBytes | None
         return AuthResult(None, None, MALFORMED, None)
     presented = parsed.hash()
     credential = Credential(parsed.key_id, presented)
-    return check_credential(store, credential)
+    return check_credential(store, seal, credential)
 
 
-def check_credential(store: TemplateStore, credential: Credential) -> AuthResult:
-    """Re-check a remembered credential against the store (revocation takes effect at once)."""
+def check_credential(store: TemplateStore, seal: PrincipalSeal,
+                     credential: Credential) -> AuthResult:
+    """Re-check a remembered credential against the store (revocation takes effect at once).
+
+    The row must match the key's hash *and* carry a valid MAC: a row forged or edited in the
+    store is refused as ``TAMPERED`` (and the guard audits it), never trusted."""
     row = store.principal_by_key_id(credential.key_id)
     stored = row.key_hash if row is not None else DUMMY_HASH
     matches = hashes_equal(stored, credential.key_hash)
     if row is None or not matches:
         return AuthResult(None, None, UNKNOWN, credential.key_id)
-    principal = Principal.from_row(row)
+    if not seal.verifies(row):
+        return AuthResult(None, None, TAMPERED, credential.key_id)
+    principal = Principal.from_row(row, seal, verified=True)
     if not principal.active:
         return AuthResult(principal, None, REVOKED, credential.key_id)
     return AuthResult(principal, credential, None, credential.key_id)

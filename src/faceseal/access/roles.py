@@ -49,6 +49,7 @@ KEYS_STATUS = "keys.status"
 KEYS_ROTATE = "keys.rotate"
 KEYS_RETIRE = "keys.retire"
 KEYS_MIGRATE = "keys.migrate"
+CONFIG_SAVE = "config.save"
 #: Not a permission: the action recorded when a credential is refused.
 AUTHENTICATE = "authenticate"
 
@@ -76,11 +77,12 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     KEYS_ROTATE: frozenset({_A}),
     KEYS_RETIRE: frozenset({_A}),
     KEYS_MIGRATE: frozenset({_A}),
+    CONFIG_SAVE: frozenset({_A}),
 }
 
 #: Actions that always span every tenant (asked for with ``tenant=None``).
 GLOBAL_ACTIONS: frozenset[str] = frozenset({
-    CHECK, AUDIT_VERIFY, KEYS_STATUS, KEYS_ROTATE, KEYS_RETIRE, KEYS_MIGRATE,
+    CHECK, AUDIT_VERIFY, KEYS_STATUS, KEYS_ROTATE, KEYS_RETIRE, KEYS_MIGRATE, CONFIG_SAVE,
 })
 
 

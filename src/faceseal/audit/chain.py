@@ -29,6 +29,7 @@ from faceseal.storage.base import AuditRecord
 
 _EVENT_LABEL = b"faceseal-audit-event-v1\x00"
 _CHECKPOINT_LABEL = b"faceseal-audit-checkpoint-v1\x00"
+_ROW_LABEL = b"faceseal-row-v1\x00"
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _F64 = struct.Struct(">d")
@@ -67,7 +68,7 @@ def event_content(keyset_id: bytes, record: AuditRecord) -> bytes:
 class AuditKey:
     """The audit MAC key of one vault (one version). Never printed, pickled or copied."""
 
-    __slots__ = ("__checkpoint_key", "__event_key", "_keyset_id", "version")
+    __slots__ = ("__checkpoint_key", "__event_key", "__row_key", "_keyset_id", "version")
 
     def __init__(self, key: SecretBytes, version: int, keyset_id: bytes) -> None:
         if len(key) != 32:
@@ -75,6 +76,9 @@ class AuditKey:
         raw = key.reveal()
         self.__event_key = hmac.digest(raw, b"faceseal-audit-subkey/event", "sha256")
         self.__checkpoint_key = hmac.digest(raw, b"faceseal-audit-subkey/checkpoint", "sha256")
+        # A third subkey authenticates rows the vault must be able to trust in a store it does
+        # not trust (principals, see faceseal.audit.integrity); distinct label, distinct key.
+        self.__row_key = hmac.digest(raw, b"faceseal-audit-subkey/rows", "sha256")
         self.version = version
         self._keyset_id = keyset_id
 
@@ -86,6 +90,12 @@ class AuditKey:
         message = (_CHECKPOINT_LABEL + length_prefixed(self._keyset_id) + _U64.pack(seq)
                    + length_prefixed(mac) + _F64.pack(written_at))
         return _U32.pack(self.version) + hmac.digest(self.__checkpoint_key, message, "sha256")
+
+    def row_mac(self, domain: bytes, content: bytes) -> bytes:
+        """``version || HMAC(K_rows, label || keyset || domain || content)``."""
+        message = (_ROW_LABEL + length_prefixed(self._keyset_id) + length_prefixed(domain)
+                   + content)
+        return _U32.pack(self.version) + hmac.digest(self.__row_key, message, "sha256")
 
     def __repr__(self) -> str:
         return f"AuditKey(version={self.version}, <redacted>)"

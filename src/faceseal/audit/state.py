@@ -8,7 +8,16 @@ subject key store, never beside the template database. It holds:
   someone who holds the database alone;
 * ``checkpoints``: ``(seq, mac, written_at, tag)`` of the log's head at moments in time, MACed with
   the checkpoint subkey; only ever advanced (a checkpoint older than the newest is not written), and
-  the newest :data:`KEEP_CHECKPOINTS` are kept.
+  the newest :data:`KEEP_CHECKPOINTS` are kept;
+* ``revocations``: the principal ids revoked, and when. Revocation is recorded here before the
+  store's row changes, so editing (or replaying an older copy of) a principal row in the template
+  store cannot bring a revoked key back;
+* ``settings``: values that must only ever advance and that the template store must not be able
+  to lower or forge: the minimum decryption version, the integrity format marker, the signed copy
+  of ``vault.json`` (see :mod:`faceseal.vault.config_seal`).
+
+The key directory is the trusted side: whoever can write it can also delete checkpoints and
+revocations (docs/threat-model.md). The store is not.
 """
 
 from __future__ import annotations
@@ -30,6 +39,10 @@ from faceseal.keys.private_db import PrivateDatabase
 from faceseal.keys.provider import KeyProvider
 
 AUDIT_STATE_FILE = "audit-state.db"
+#: The setting that says which integrity format the vault's rows are in (absent: a vault made
+#: before principals and configuration were signed; `faceseal migrate` upgrades it).
+INTEGRITY_SETTING = "integrity_version"
+INTEGRITY_VERSION = 1
 KEEP_CHECKPOINTS = 1000
 
 _SCHEMA = """
@@ -44,7 +57,12 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     mac         BLOB NOT NULL,
     written_at  REAL NOT NULL,
     tag         BLOB NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS revocations (
+    principal_id  TEXT PRIMARY KEY,
+    revoked_at    REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)
 """
 
 
@@ -70,9 +88,13 @@ class AuditState:
 
     @classmethod
     def create(
-        cls, directory: Path, vault_id: str, provider: KeyProvider, keyset_id: bytes
+        cls, directory: Path, vault_id: str, provider: KeyProvider, keyset_id: bytes, *,
+        signed: bool = True,
     ) -> AuditState:
-        """Make the state file with a fresh audit key (version 1) wrapped by ``provider``."""
+        """Make the state file with a fresh audit key (version 1) wrapped by ``provider``.
+
+        ``signed=False`` for an older vault that gets its audit key late: its rows and
+        configuration are unsigned until ``faceseal migrate`` signs them."""
         ensure_private_dir(directory)
         path = directory / AUDIT_STATE_FILE
         if path.exists():
@@ -85,6 +107,9 @@ class AuditState:
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     db.execute(statement)
                 db.execute("INSERT INTO info VALUES ('vault_id', ?)", (vault_id,))
+                if signed:  # a new vault signs everything from the start
+                    db.execute("INSERT INTO settings VALUES (?, ?)",
+                               (INTEGRITY_SETTING, str(INTEGRITY_VERSION)))
                 db.execute("INSERT INTO audit_keys VALUES (1, ?, ?)", (wrapped, time.time()))
         except BaseException:
             state.close()
@@ -109,6 +134,14 @@ class AuditState:
         if not row or row[0][0] != vault_id:
             state.close()
             raise KeyringError("the audit state file belongs to another vault")
+        try:
+            # Files made before revocations and settings existed get the new (empty) tables.
+            with state._write() as db:
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    db.execute(statement)
+        except BaseException:
+            state.close()
+            raise
         return state
 
     @property
@@ -205,3 +238,50 @@ class AuditState:
             return None
         s, m, w, t = rows[0]
         return Checkpoint(int(s), bytes(m), float(w), bytes(t))
+
+    # --- revocations -----------------------------------------------------------------------------
+
+    def revoke(self, principal_id: str, when: float) -> float:
+        """Record ``principal_id`` as revoked (idempotent); returns when it was first revoked."""
+        with self._write() as db:
+            db.execute("INSERT INTO revocations (principal_id, revoked_at) VALUES (?, ?) "
+                       "ON CONFLICT (principal_id) DO NOTHING", (principal_id, when))
+            row = db.execute("SELECT revoked_at FROM revocations WHERE principal_id = ?",
+                             (principal_id,)).fetchone()
+        return float(row[0])
+
+    def revoked_at(self, principal_id: str) -> float | None:
+        rows = self._query("SELECT revoked_at FROM revocations WHERE principal_id = ?",
+                           (principal_id,))
+        return float(rows[0][0]) if rows else None
+
+    def revocations(self) -> dict[str, float]:
+        return {str(p): float(w) for p, w in self._query(
+            "SELECT principal_id, revoked_at FROM revocations")}
+
+    # --- settings --------------------------------------------------------------------------------
+
+    def setting(self, key: str) -> str | None:
+        rows = self._query("SELECT value FROM settings WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self._write() as db:
+            db.execute("INSERT INTO settings (key, value) VALUES (?, ?) "
+                       "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+
+    def raise_floor(self, key: str, value: int) -> int:
+        """Advance an integer setting to ``value`` unless it is higher already; returns it."""
+        with self._write() as db:
+            row = db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+            current = int(row[0]) if row else 0
+            if value > current:
+                db.execute("INSERT INTO settings (key, value) VALUES (?, ?) "
+                           "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                           (key, str(value)))
+                current = value
+        return current
+
+    def floor(self, key: str) -> int:
+        value = self.setting(key)
+        return int(value) if value else 0

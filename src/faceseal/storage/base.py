@@ -98,7 +98,11 @@ class AuditRecord:
 
 @dataclass(frozen=True, slots=True)
 class PrincipalRow:
-    """A principal and the hash of its API key (never the key itself)."""
+    """A principal and the hash of its API key (never the key itself).
+
+    ``mac`` authenticates every other field under a key the store never holds (see
+    :mod:`faceseal.access.sealing`); empty on rows written before principals were signed.
+    """
 
     principal_id: str
     name: str
@@ -108,6 +112,11 @@ class PrincipalRow:
     key_hash: bytes
     created_at: float
     revoked_at: float | None
+    mac: bytes = b""
+
+    def __repr__(self) -> str:
+        return (f"PrincipalRow(name={self.name!r}, role={self.role!r}, tenant={self.tenant!r}, "
+                f"key_id={self.key_id!r}, <hash and mac redacted>)")
 
 
 class TemplateStore(ABC):
@@ -247,8 +256,13 @@ class TemplateStore(ABC):
     def principals(self) -> list[PrincipalRow]: ...
 
     @abstractmethod
-    def revoke_principal(self, name: str, when: float) -> bool:
-        """Mark a principal revoked; False if there is no such active principal."""
+    def revoke_principal(self, name: str, when: float, mac: bytes = b"") -> bool:
+        """Mark a principal revoked (storing the row's new ``mac``); False if there is no such
+        active principal."""
+
+    @abstractmethod
+    def set_principal_mac(self, principal_id: str, mac: bytes) -> bool:
+        """Store the MAC of an existing principal row (the upgrade that signs legacy rows)."""
 
     # --- tenants and retention -------------------------------------------------------------------
 

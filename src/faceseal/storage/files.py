@@ -93,8 +93,18 @@ def _create_layout(root: Path) -> None:
     fsync_dir(root)
 
 
-#: Versioned migrations of the directory layout. Append only.
-MIGRATIONS: list[tuple[int, Callable[[Path], None]]] = [(1, _create_layout)]
+def _signed_principals(root: Path) -> None:
+    """Principals carry a MAC from now on (``principals.json`` entries gain ``mac``; older
+    entries read as unsigned until `faceseal migrate` signs them). Nothing to rewrite here."""
+    del root
+
+
+#: Versioned migrations of the directory layout. Append only; a version missing from the list
+#: is no obstacle (``store.json`` records which steps were applied).
+MIGRATIONS: list[tuple[int, Callable[[Path], None]]] = [
+    (1, _create_layout),
+    (3, _signed_principals),
+]
 
 
 class FileStore(TemplateStore):
@@ -313,12 +323,17 @@ class FileStore(TemplateStore):
     def migrate(self) -> tuple[int, int]:
         with self._writing("migration"):
             before = self.schema_version()
+            document = self._read(self._root / STORE_FILE, None) or {}
+            # Stores written before "applied" was kept had every step up to their version.
+            applied = set(document.get("applied", range(1, before + 1)))
             for version, step in MIGRATIONS:
-                if version <= before:
+                if version in applied:
                     continue
                 step(self._root)
+                applied.add(version)
                 self._write(self._root / STORE_FILE,
-                            {"format": FORMAT, "schema_version": version})
+                            {"format": FORMAT, "schema_version": max(applied),
+                             "applied": sorted(applied)})
                 log.info("applied file-store migration %d", version)
             return before, self.schema_version()
 
@@ -610,12 +625,23 @@ class FileStore(TemplateStore):
             principals = self._read(self._root / PRINCIPALS_FILE, [])
         return sorted((_principal_row(p) for p in principals), key=lambda p: p.name)
 
-    def revoke_principal(self, name: str, when: float) -> bool:
+    def revoke_principal(self, name: str, when: float, mac: bytes = b"") -> bool:
         with self._writing("principal revocation"):
             principals = self._read(self._root / PRINCIPALS_FILE, [])
             for principal in principals:
                 if principal["name"] == name and principal["revoked_at"] is None:
                     principal["revoked_at"] = when
+                    principal["mac"] = _b64(mac)
+                    self._write(self._root / PRINCIPALS_FILE, principals)
+                    return True
+            return False
+
+    def set_principal_mac(self, principal_id: str, mac: bytes) -> bool:
+        with self._writing("principal signing"):
+            principals = self._read(self._root / PRINCIPALS_FILE, [])
+            for principal in principals:
+                if principal["principal_id"] == principal_id:
+                    principal["mac"] = _b64(mac)
                     self._write(self._root / PRINCIPALS_FILE, principals)
                     return True
             return False
@@ -706,10 +732,11 @@ def _audit_record(data: dict[str, Any]) -> AuditRecord:
 def _principal_json(row: PrincipalRow) -> dict[str, Any]:
     return {"principal_id": row.principal_id, "name": row.name, "role": row.role,
             "tenant": row.tenant, "key_id": row.key_id, "key_hash": _b64(row.key_hash),
-            "created_at": row.created_at, "revoked_at": row.revoked_at}
+            "created_at": row.created_at, "revoked_at": row.revoked_at, "mac": _b64(row.mac)}
 
 
 def _principal_row(data: dict[str, Any]) -> PrincipalRow:
     return PrincipalRow(data["principal_id"], data["name"], data["role"], data["tenant"],
                         data["key_id"], _unb64(data["key_hash"]), float(data["created_at"]),
-                        None if data["revoked_at"] is None else float(data["revoked_at"]))
+                        None if data["revoked_at"] is None else float(data["revoked_at"]),
+                        _unb64(data.get("mac", "")))

@@ -445,9 +445,11 @@ class PostgresStore(TemplateStore):
 
     def add_principal(self, row: PrincipalRow) -> None:
         try:
-            self._rows(self._q("SELECT {s}.fs_add_principal(%s, %s, %s, %s, %s, %s, %s, %s)"),
+            self._rows(self._q("SELECT {s}.fs_add_principal(%s, %s, %s, %s, %s, %s, %s, %s, "
+                               "%s)"),
                        (row.principal_id, row.name, row.role, row.tenant, row.key_id,
-                        row.key_hash, row.created_at, row.revoked_at), "adding a principal")
+                        row.key_hash, row.created_at, row.revoked_at, row.mac),
+                       "adding a principal")
         except Conflict:
             raise Conflict(f"a principal named {row.name!r} exists already") from None
 
@@ -459,9 +461,13 @@ class PostgresStore(TemplateStore):
         return [_principal(values) for values in self._rows(
             self._q("SELECT * FROM {s}.fs_principals()"))]
 
-    def revoke_principal(self, name: str, when: float) -> bool:
-        return bool(self._value(self._q("SELECT {s}.fs_revoke_principal(%s, %s)"),
-                                (name, when), "revoking a principal"))
+    def revoke_principal(self, name: str, when: float, mac: bytes = b"") -> bool:
+        return bool(self._value(self._q("SELECT {s}.fs_revoke_principal(%s, %s, %s)"),
+                                (name, when, mac), "revoking a principal"))
+
+    def set_principal_mac(self, principal_id: str, mac: bytes) -> bool:
+        return bool(self._value(self._q("SELECT {s}.fs_set_principal_mac(%s, %s)"),
+                                (principal_id, mac), "signing a principal"))
 
     # --- tenants and retention -------------------------------------------------------------------
 
@@ -516,4 +522,5 @@ def _audit_writable(conn: psycopg.Connection[Any], location: PgLocation) -> bool
 def _principal(values: Sequence[Any]) -> PrincipalRow:
     fields = list(values)
     fields[5] = bytes(fields[5])
+    fields[8] = bytes(fields[8] or b"")
     return PrincipalRow(*fields)

@@ -35,7 +35,9 @@ from faceseal.storage.postgres_url import PgLocation, parse_pg_url
 log = logging.getLogger(__name__)
 
 #: Versioned migrations: (version, SQL file in faceseal/storage/sql). Append only.
-MIGRATIONS: list[tuple[int, str]] = [(1, "postgres_0001.sql")]
+#: A version missing from the list is no obstacle: the runner applies every step not yet
+#: recorded in ``schema_migrations``, in list order.
+MIGRATIONS: list[tuple[int, str]] = [(1, "postgres_0001.sql"), (3, "postgres_0003.sql")]
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)
 
 Group = Literal["app", "auditor"]
@@ -71,6 +73,12 @@ def schema_version(conn: psycopg.Connection[Any], location: PgLocation) -> int:
                     .format(sql.Identifier(location.schema))) or 0)
 
 
+def _applied_versions(conn: psycopg.Connection[Any], location: PgLocation) -> set[int]:
+    return {int(r[0]) for r in conn.execute(
+        sql.SQL("SELECT version FROM {}.schema_migrations").format(
+            sql.Identifier(location.schema))).fetchall()}
+
+
 def _ensure_group_role(conn: psycopg.Connection[Any], name: str) -> None:
     row = conn.execute(
         "SELECT rolcanlogin, rolsuper, rolbypassrls FROM pg_catalog.pg_roles WHERE rolname = %s",
@@ -100,7 +108,8 @@ def migrate_schema(conn: psycopg.Connection[Any], location: PgLocation) -> tuple
                     f"the PostgreSQL schema {location.schema} is at version {before}, newer than "
                     f"this faceseal understands ({LATEST_VERSION}); upgrade faceseal"
                 )
-            if before == LATEST_VERSION:
+            applied = _applied_versions(conn, location) if before else set()
+            if all(version in applied for version, _ in MIGRATIONS):
                 return before, before
             for name in (roles.owner, roles.app, roles.auditor):
                 _ensure_group_role(conn, name)
@@ -123,7 +132,7 @@ def migrate_schema(conn: psycopg.Connection[Any], location: PgLocation) -> tuple
                 )
             conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(roles.owner)))
             for version, _ in MIGRATIONS:
-                if version <= before:
+                if version in applied:
                     continue
                 conn.execute(migration_sql(version, location).encode())
                 conn.execute(

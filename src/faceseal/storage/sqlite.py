@@ -39,7 +39,7 @@ _AUDIT_COLUMNS = (
     "outcome, request_id, detail, prev_mac, mac"
 )
 _PRINCIPAL_COLUMNS = (
-    "principal_id, name, role, tenant, key_id, key_hash, created_at, revoked_at"
+    "principal_id, name, role, tenant, key_id, key_hash, created_at, revoked_at, mac"
 )
 _TEMPLATE_COLUMNS = (
     "template_id, tenant, subject_id, model_id, dimension, dtype, key_version, record, created_at"
@@ -129,11 +129,18 @@ class SQLiteStore(TemplateStore):
             row = self._execute("SELECT MAX(version) FROM schema_migrations").fetchone()
             return int(row[0] or 0)
 
+    def _applied_versions(self) -> set[int]:
+        return {int(r[0]) for r in self._execute(
+            "SELECT version FROM schema_migrations").fetchall()}
+
     def migrate(self) -> tuple[int, int]:
         with self._lock, self.transaction():
             before = self.schema_version()
+            # Every step not yet recorded, in list order: a version number missing from the
+            # list (or a step merged in below one already applied) is no obstacle.
+            applied = self._applied_versions() if before else set()
             for version, script in MIGRATIONS:
-                if version <= before:
+                if version in applied:
                     continue
                 for statement in _statements(script):
                     self._execute(statement)
@@ -397,9 +404,10 @@ class SQLiteStore(TemplateStore):
             if taken.fetchone():
                 raise Conflict(f"a principal named {row.name!r} exists already")
             self._execute(
-                f"INSERT INTO principals ({_PRINCIPAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                f"INSERT INTO principals ({_PRINCIPAL_COLUMNS}) "  # noqa: S608
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (row.principal_id, row.name, row.role, row.tenant, row.key_id, row.key_hash,
-                 row.created_at, row.revoked_at),
+                 row.created_at, row.revoked_at, row.mac),
             )
 
     def principal_by_key_id(self, key_id: str) -> PrincipalRow | None:
@@ -416,12 +424,19 @@ class SQLiteStore(TemplateStore):
             )
         ]
 
-    def revoke_principal(self, name: str, when: float) -> bool:
+    def revoke_principal(self, name: str, when: float, mac: bytes = b"") -> bool:
         with self._lock, self.transaction():
             cursor = self._execute(
-                "UPDATE principals SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
-                (when, name),
+                "UPDATE principals SET revoked_at = ?, mac = ? "
+                "WHERE name = ? AND revoked_at IS NULL",
+                (when, mac, name),
             )
+            return cursor.rowcount == 1
+
+    def set_principal_mac(self, principal_id: str, mac: bytes) -> bool:
+        with self._lock, self.transaction():
+            cursor = self._execute("UPDATE principals SET mac = ? WHERE principal_id = ?",
+                                   (mac, principal_id))
             return cursor.rowcount == 1
 
     # --- tenants and retention -------------------------------------------------------------------
@@ -486,6 +501,7 @@ def _audit(values: tuple[Any, ...]) -> AuditRecord:
 def _principal(values: tuple[Any, ...]) -> PrincipalRow:
     fields = list(values)
     fields[5] = bytes(fields[5])
+    fields[8] = bytes(fields[8] or b"")
     return PrincipalRow(*fields)
 
 

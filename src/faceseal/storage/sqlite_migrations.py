@@ -91,4 +91,12 @@ CREATE TABLE tenants (
 CREATE INDEX IF NOT EXISTS templates_by_tenant ON templates (tenant, template_id)
 """,
     ),
+    (
+        5,
+        # Signed principals (issue 12): each row's MAC under a key the store never holds. Rows
+        # from before get an empty MAC and are refused until `faceseal migrate` signs them.
+        """
+ALTER TABLE principals ADD COLUMN mac BLOB NOT NULL DEFAULT x''
+""",
+    ),
 ]

@@ -7,6 +7,7 @@ authorised against the permission table, audited, fail-closed.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -158,6 +159,7 @@ class AccessOperations:
         if scope is not None:
             _check_id("tenant", scope)
         row, issued = new_principal_row(name, parsed, scope)
+        row = self._guard.seal.sign(row)
         details: dict[str, DetailValue] = {
             "target": name, "roles": sorted(r.value for r in parsed), "scope": scope or "*"}
         with self._operation(PRINCIPALS_ADD, tenant=scope, detail=details) as op:
@@ -171,7 +173,7 @@ class AccessOperations:
         self._check_open()
         scope = self._scope()
         with self._operation(PRINCIPALS_LIST, tenant=scope) as op:
-            found = [Principal.from_row(r) for r in self._store.principals()
+            found = [Principal.from_row(r, self._guard.seal) for r in self._store.principals()
                      if scope is None or r.tenant == scope]
             self._record(op, principals=len(found))
             return found
@@ -179,26 +181,35 @@ class AccessOperations:
     def revoke_principal(self, name: str) -> Principal:
         """Revoke a principal's key at once. The last active all-tenant admin cannot be revoked."""
         self._check_open()
+        seal = self._guard.seal
         rows = {r.name: r for r in self._store.principals()}
         target = rows.get(name)
-        scope = target.tenant if target is not None else self._scope()
+        # Only a row that verifies says whose scope it is; a forged one is revoked by an
+        # all-tenant admin (revoking it is harmless: it could never authenticate anyway).
+        scope = target.tenant if target is not None and seal.verifies(target) else (
+            None if target is not None else self._scope())
         details: dict[str, DetailValue] = {"target": name}
         with self._operation(PRINCIPALS_REVOKE, tenant=scope, detail=details) as op:
-            if target is None or target.revoked_at is not None:
+            principal = Principal.from_row(target, seal) if target is not None else None
+            if principal is None or target is None or not principal.active:
                 raise NotFound(f"no active principal named {name!r}")
-            principal = Principal.from_row(target)
+            others = [Principal.from_row(r, seal) for r in rows.values() if r.name != name]
             if Role.ADMIN in principal.roles and principal.tenant is None and not any(
-                    r.name != name and r.revoked_at is None and r.tenant is None
-                    and Role.ADMIN in parse_roles([r.role]) for r in rows.values()):
+                    p.verified and p.active and p.tenant is None and Role.ADMIN in p.roles
+                    for p in others):
                 raise Conflict("refusing to revoke the last active all-tenant admin; add "
                                "another admin first")
-            when = time.time()
+            # The key side first: once recorded there the key is refused, whatever the store's
+            # row says later (a replayed older row included).
+            when = seal.record_revocation(target.principal_id, time.time())
+            # A forged row stays unsigned: revoking it must not make it verify.
+            mac = (seal.sign(dataclasses.replace(target, revoked_at=when)).mac
+                   if principal.verified else target.mac)
             with op.transaction():
-                if not self._store.revoke_principal(name, when):
+                if not self._store.revoke_principal(name, when, mac):
                     raise NotFound(f"no active principal named {name!r}")
                 op.record(detail={**details, "key_id": principal.key_id})
-            return Principal(principal.principal_id, principal.name, principal.roles,
-                             principal.tenant, principal.key_id, principal.created_at, when)
+            return dataclasses.replace(principal, revoked_at=when)
 
     # --- tenants and retention -------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from faceseal.access.principals import (
     NO_KEY,
+    TAMPERED,
     Credential,
     Principal,
     authenticate,
@@ -33,6 +34,7 @@ from faceseal.access.principals import (
     check_credential,
 )
 from faceseal.access.roles import AUTHENTICATE
+from faceseal.access.sealing import PrincipalSeal
 from faceseal.audit.events import (
     ANONYMOUS,
     OUTCOME_DENIED,
@@ -53,6 +55,7 @@ from faceseal.errors import (
     FacesealError,
 )
 from faceseal.storage.base import AuditRecord, TemplateStore
+from faceseal.vault.integrity import NOT_UPGRADED
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +138,10 @@ class Operation:
 class Guard:
     """Authentication, authorisation and auditing for one open vault (shared by its views)."""
 
-    def __init__(self, store: TemplateStore, audit: AuditLog) -> None:
+    def __init__(self, store: TemplateStore, audit: AuditLog, seal: PrincipalSeal) -> None:
         self.store = store
         self.audit = audit
+        self.seal = seal
 
     # --- credentials -----------------------------------------------------------------------------
 
@@ -146,7 +150,9 @@ class Guard:
         """Authenticate ``api_key`` or audit the refusal and raise
         :class:`~faceseal.errors.AuthenticationFailed`."""
         request_id = check_request_id(request_id)
-        result = authenticate(self.store, api_key)
+        if not self.seal.current():
+            raise AuthenticationFailed(NOT_UPGRADED)
+        result = authenticate(self.store, self.seal, api_key)
         if result.failure is not None or result.principal is None or result.credential is None:
             self._refuse(AUTHENTICATE, result.failure or NO_KEY, key_id=result.key_id,
                          principal=result.principal, tenant=None, subject_id=None,
@@ -162,7 +168,7 @@ class Guard:
             self._refuse(action, NO_KEY, key_id=None, principal=None, tenant=tenant,
                          subject_id=subject_id, request_id=caller.request_id)
         assert caller.credential is not None
-        result = check_credential(self.store, caller.credential)
+        result = check_credential(self.store, self.seal, caller.credential)
         if result.failure is not None or result.principal is None:
             self._refuse(action, result.failure or NO_KEY, key_id=result.key_id,
                          principal=result.principal, tenant=tenant, subject_id=subject_id,
@@ -182,7 +188,11 @@ class Guard:
             action=action, outcome=OUTCOME_UNAUTHENTICATED, tenant=tenant,
             subject_id=subject_id, request_id=request_id or new_request_id(), detail=detail,
         ))
-        log.info("refused a credential for %s: %s", action, reason)
+        if reason == TAMPERED:
+            log.warning("refused a key whose principal row fails its integrity check (key id "
+                        "%s): the template store was written without the vault's key", key_id)
+        else:
+            log.info("refused a credential for %s: %s", action, reason)
         raise AuthenticationFailed(NO_KEY_MESSAGE if reason == NO_KEY else REFUSED_MESSAGE)
 
     # --- operations ------------------------------------------------------------------------------

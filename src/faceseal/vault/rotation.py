@@ -295,7 +295,8 @@ def check_key_dir(directory: Path, home: Path) -> None:
 
 def migrate(home: Path, config: VaultConfig, provider: KeyProvider, store: TemplateStore, *,
             to_uri: str, passphrase: PassphraseSource,
-            audit_state: AuditState | None = None) -> tuple[Migration, KeyProvider]:
+            audit_state: AuditState | None = None,
+            sign_config: Callable[[bool], None] | None = None) -> tuple[Migration, KeyProvider]:
     """Rewrap every DEK (and the audit key) under ``to_uri`` and switch the vault to it. Returns
     the result and the open target provider (the caller closes the old one)."""
     scheme = check_uri(to_uri)
@@ -326,10 +327,14 @@ def migrate(home: Path, config: VaultConfig, provider: KeyProvider, store: Templ
                 "audit_blobs": {str(v): b.hex() for v, b in audit_blobs.items()}}))
         config.key_uri = to_uri
         try:
+            if sign_config is not None:
+                sign_config(True)  # staged: a crash before the switch leaves both acceptable
             config.save(home)
         except BaseException:
             config.key_uri = from_uri
             raise
+        if sign_config is not None:
+            sign_config(False)
 
         def rewrap_late(version: int, wrapped: bytes) -> bytes:
             context = dek_context(config.keyset_id, version)

@@ -29,6 +29,7 @@ import numpy as np
 from faceseal.access.principals import Principal, new_principal_row
 from faceseal.access.roles import (
     CHECK,
+    CONFIG_SAVE,
     ENROLL,
     ERASE,
     IDENTIFY,
@@ -42,7 +43,9 @@ from faceseal.access.roles import (
     VERIFY,
     Role,
 )
+from faceseal.access.sealing import PrincipalSeal
 from faceseal.audit.events import OUTCOME_OK, SYSTEM, AuditEvent, DetailValue, new_request_id
+from faceseal.audit.integrity import RowAuthenticator
 from faceseal.audit.log import AuditLog
 from faceseal.audit.state import AUDIT_STATE_FILE, AuditState
 from faceseal.crypto.legacy_cbc import KEY_BYTES as LEGACY_KEY_BYTES
@@ -81,11 +84,13 @@ from faceseal.storage.urls import (
     open_store_url,
     prepare_store,
 )
-from faceseal.vault import rotation
+from faceseal.vault import integrity, rotation
 from faceseal.vault.access_ops import AccessOperations
 from faceseal.vault.bulk import BulkEnrollResult, check_batch, seal_and_store
 from faceseal.vault.config import CONFIG_FILE, DEFAULT_TENANT, VaultConfig
+from faceseal.vault.config_seal import check_config, seal_config
 from faceseal.vault.guard import Caller, Guard, Operation
+from faceseal.vault.integrity import IntegrityUpgrade
 from faceseal.vault.legacy_import import LegacyImportOptions, LegacyImportResult, import_table
 from faceseal.vault.paths import default_home, default_keyring_dir
 from faceseal.vault.records import NewTemplate, RecordSealer
@@ -203,12 +208,14 @@ class Vault(AccessOperations, ServiceOperations):
         self._lock = threading.RLock()
         self._closed = False
         self._audit_state = audit_state
+        audit_keys = audit_state.load_keys(provider, config.keyset_id)
         self._audit = AuditLog(
-            store, audit_state, audit_state.load_keys(provider, config.keyset_id),
+            store, audit_state, audit_keys,
             checkpoint_every=config.audit_checkpoint_every,
             checkpoint_seconds=config.audit_checkpoint_seconds,
         )
-        self._guard = Guard(store, self._audit)
+        self._guard = Guard(store, self._audit,
+                            PrincipalSeal(RowAuthenticator(audit_keys), audit_state))
         self._caller = Caller(None)
         self._principal: Principal | None = None
         self._root: Vault = self
@@ -296,6 +303,7 @@ class Vault(AccessOperations, ServiceOperations):
             vault = cls(home, config, provider, subject_keys, store, audit_state=audit_state)
             vault._data_keys.create_version()
             admin_key = vault._bootstrap_admin(admin_name)
+            vault._sign_config()
             config.save(home)
         except BaseException:
             if store is not None:
@@ -379,12 +387,58 @@ class Vault(AccessOperations, ServiceOperations):
         vault = cls.open(home, passphrase=passphrase)
         try:
             key = vault._bootstrap_admin(name)
+            vault._upgrade_integrity(key)  # a vault with no principal has nothing else to sign
             vault._bind(key)
             vault.bootstrap_admin_key = key
         except BaseException:
             vault.close()
             raise
         return vault
+
+    @classmethod
+    def upgrade_integrity(
+        cls,
+        home: Path | str | None = None,
+        *,
+        api_key: ApiKeyInput | None,
+        passphrase: PassphraseSource = _no_passphrase,
+    ) -> tuple[Vault, IntegrityUpgrade]:
+        """Sign the principals and configuration of a vault made before they were signed
+        (``faceseal migrate``); needs an all-tenant admin's key. A no-op on a signed vault.
+        Returns the vault bound to that key, and what was signed (see
+        :mod:`faceseal.vault.integrity`)."""
+        vault = cls.open(home, passphrase=passphrase)
+        try:
+            result = vault._upgrade_integrity(api_key)
+            vault._check_opens()
+            vault._caller, vault._principal = vault._guard.bind(api_key)
+        except BaseException:
+            vault.close()
+            raise
+        return vault, result
+
+    def _upgrade_integrity(self, api_key: ApiKeyInput | None) -> IntegrityUpgrade:
+        seal = self._guard.seal
+        return integrity.upgrade(store=self._store, state=self._audit_state, seal=seal,
+                                 auth=seal.authenticator, audit=self._audit,
+                                 config=self._config, api_key=api_key)
+
+    def save_config(self) -> None:
+        """Sign and write :attr:`config` as it is now (thresholds, models, tuning): the only way
+        to change ``vault.json`` that the vault will accept. Needs an all-tenant admin."""
+        self._check_open()
+        self._config.models()  # refuses out-of-bounds thresholds before anything is written
+        self._run_audited(CONFIG_SAVE, self._save_config)
+
+    def _save_config(self) -> None:
+        with self._lock:
+            self._sign_config()
+            self._config.save(self._home)
+            self._models = self._config.models()
+
+    def _sign_config(self, *, pending: bool = False) -> None:
+        seal_config(self._config, self._audit_state, self._guard.seal.authenticator,
+                    pending=pending)
 
     def as_key(self, api_key: ApiKeyInput | None, *, request_id: str | None = None) -> Vault:
         """Another view of this open vault, bound to the principal of ``api_key``.
@@ -412,6 +466,7 @@ class Vault(AccessOperations, ServiceOperations):
             raise Conflict("this vault has principals already; an admin adds more with "
                            "`faceseal principals add`")
         row, issued = new_principal_row(name, frozenset({Role.ADMIN}), None)
+        row = self._guard.seal.sign(row)
         event = AuditEvent(principal=SYSTEM, role="", action=PRINCIPALS_ADD, outcome=OUTCOME_OK,
                            request_id=new_request_id(),
                            detail={"target": name, "roles": ["admin"], "scope": "*",
@@ -439,6 +494,8 @@ class Vault(AccessOperations, ServiceOperations):
         _check_schema(self._store)
         if self._store.get_meta("vault_id") != self._config.vault_id:
             raise KeyringError("the template store belongs to another vault")
+        if self._guard.seal.current():  # a legacy vault refuses every key until it is signed
+            check_config(self._config, self._audit_state, self._guard.seal.authenticator)
         # One unwrap proves the keyring is this vault's (O(1) provider calls, whatever the size).
         keys = self._store.load_data_keys()
         if keys:
@@ -971,7 +1028,9 @@ class Vault(AccessOperations, ServiceOperations):
             old = self._data_keys.provider
             result, target = rotation.migrate(self._home, self._config, old, self._store,
                                               to_uri=to_uri, passphrase=passphrase,
-                                              audit_state=self._audit_state)
+                                              audit_state=self._audit_state,
+                                              sign_config=lambda pending: self._sign_config(
+                                                  pending=pending))
             self._data_keys.set_provider(target)
             old.close()
         return result
@@ -1103,7 +1162,8 @@ def _open_audit_state(config: VaultConfig, provider: KeyProvider,
         return AuditState.open(directory, config.vault_id)  # raises: the audit key is missing
     log.warning("vault %s has no %s yet; creating its audit key", config.vault_id,
                 AUDIT_STATE_FILE)
-    return AuditState.create(directory, config.vault_id, provider, config.keyset_id)
+    return AuditState.create(directory, config.vault_id, provider, config.keyset_id,
+                             signed=False)
 
 
 def _threshold(threshold: float | None, spec: ModelSpec) -> float:

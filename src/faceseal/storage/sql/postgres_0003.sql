@@ -1,0 +1,99 @@
+-- faceseal PostgreSQL schema, version 3: signed principals (issue 12).
+--
+-- Every principal row carries a MAC under a key derived from the vault's audit key, which lives
+-- only wrapped by the KEK in the key directory: a login that can call fs_add_principal (or an
+-- owner who edits the table) can insert a row, but not one the vault will accept. Rows from
+-- before this version get an empty MAC and are refused until `faceseal migrate` signs them.
+-- Placeholders as in postgres_0001.sql.
+
+ALTER TABLE @schema@.principals ADD COLUMN mac bytea NOT NULL DEFAULT ''::bytea;
+
+DROP FUNCTION @schema@.fs_add_principal(text, text, text, text, text, bytea, double precision,
+                                        double precision);
+CREATE FUNCTION @schema@.fs_add_principal(
+    p_principal_id text, p_name text, p_role text, p_tenant text, p_key_id text,
+    p_key_hash bytea, p_created_at double precision, p_revoked_at double precision, p_mac bytea
+) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @schema@, pg_temp AS $$
+BEGIN
+    IF p_tenant IS NULL THEN
+        PERFORM @schema@.fs_require_all_tenants();
+    ELSE
+        PERFORM @schema@.fs_require_tenant(p_tenant);
+    END IF;
+    INSERT INTO @schema@.principals (principal_id, name, role, tenant, key_id, key_hash,
+                                     created_at, revoked_at, mac)
+    VALUES (p_principal_id, p_name, p_role, p_tenant, p_key_id, p_key_hash, p_created_at,
+            p_revoked_at, coalesce(p_mac, ''::bytea));
+END
+$$;
+
+-- The row type of principals gained a column: name the columns so the result is explicit.
+DROP FUNCTION @schema@.fs_principal_by_key_id(text);
+CREATE FUNCTION @schema@.fs_principal_by_key_id(p_key_id text)
+RETURNS TABLE (principal_id text, name text, role text, tenant text, key_id text,
+               key_hash bytea, created_at double precision, revoked_at double precision,
+               mac bytea)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = @schema@, pg_temp AS $$
+    SELECT p.principal_id, p.name, p.role, p.tenant, p.key_id, p.key_hash, p.created_at,
+           p.revoked_at, p.mac
+    FROM @schema@.principals p WHERE p.key_id = p_key_id
+$$;
+
+DROP FUNCTION @schema@.fs_principals();
+CREATE FUNCTION @schema@.fs_principals()
+RETURNS TABLE (principal_id text, name text, role text, tenant text, key_id text,
+               key_hash bytea, created_at double precision, revoked_at double precision,
+               mac bytea)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = @schema@, pg_temp AS $$
+    SELECT p.principal_id, p.name, p.role, p.tenant, p.key_id, p.key_hash, p.created_at,
+           p.revoked_at, p.mac
+    FROM @schema@.principals p
+    WHERE @schema@.fs_scope_all() OR p.tenant = ANY (@schema@.fs_scope_tenants())
+    ORDER BY p.name
+$$;
+
+DROP FUNCTION @schema@.fs_revoke_principal(text, double precision);
+CREATE FUNCTION @schema@.fs_revoke_principal(p_name text, p_when double precision,
+                                             p_mac bytea)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @schema@, pg_temp AS $$
+DECLARE
+    found_tenant text;
+BEGIN
+    SELECT p.tenant INTO found_tenant FROM @schema@.principals p
+        WHERE p.name = p_name AND p.revoked_at IS NULL;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF found_tenant IS NULL THEN
+        PERFORM @schema@.fs_require_all_tenants();
+    ELSE
+        PERFORM @schema@.fs_require_tenant(found_tenant);
+    END IF;
+    UPDATE @schema@.principals p SET revoked_at = p_when, mac = coalesce(p_mac, ''::bytea)
+        WHERE p.name = p_name AND p.revoked_at IS NULL;
+    RETURN FOUND;
+END
+$$;
+
+-- Signing the rows of a vault made before version 3 (`faceseal migrate`): every tenant only.
+CREATE FUNCTION @schema@.fs_set_principal_mac(p_principal_id text, p_mac bytea)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @schema@, pg_temp AS $$
+BEGIN
+    PERFORM @schema@.fs_require_all_tenants();
+    UPDATE @schema@.principals p SET mac = p_mac WHERE p.principal_id = p_principal_id;
+    RETURN FOUND;
+END
+$$;
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @schema@ FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    @schema@.fs_add_principal(text, text, text, text, text, bytea, double precision,
+                              double precision, bytea),
+    @schema@.fs_principal_by_key_id(text),
+    @schema@.fs_principals(),
+    @schema@.fs_revoke_principal(text, double precision, bytea),
+    @schema@.fs_set_principal_mac(text, bytea)
+TO @app@;
