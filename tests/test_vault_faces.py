@@ -103,7 +103,7 @@ def test_512_dimension_model(vault_dirs: tuple[Path, Path]) -> None:
     with make_vault(home, keys) as vault:
         vault.config.extra_models.append(
             {"model_id": "arcface-512", "dimension": 512, "metric": "cosine", "threshold": 0.4})
-        vault.config.save(vault.home)
+        vault.save_config()
     with reopen_vault(home) as vault:
         gallery = random_encodings(3, dim=512, dtype="float32", seed=9)
         for i, row in enumerate(gallery):

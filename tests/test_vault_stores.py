@@ -15,8 +15,10 @@ import pytest
 from faceseal.errors import AccessDenied, Conflict, InvalidInput, StorageUnavailable
 from faceseal.storage.files import FileStore
 from faceseal.storage.postgres import PostgresStore
+from faceseal.storage.sqlite import SQLiteStore
 
-from .conftest import EncodingOf, make_vault, reopen_vault, run_cli
+from .conftest import EncodingOf, make_vault, reopen_vault, run_cli, vault_keys
+from .legacy_vaults import roll_back_to_unsigned
 from .pg_support import PgTestDatabase
 
 
@@ -159,7 +161,9 @@ def test_cli_init_migrate_grant_and_list(tmp_path: Path, pg_db: PgTestDatabase,
     assert json.loads(created.stdout)["store"] == PostgresStore(url).describe()
     migrated = run_cli("migrate", "--json", env=env)
     assert migrated.returncode == 0, migrated.stderr
-    assert json.loads(migrated.stdout) == {"schema_version_before": 1, "schema_version": 1}
+    current = PostgresStore.SCHEMA_VERSION
+    assert json.loads(migrated.stdout) == {"schema_version_before": current,
+                                           "schema_version": current, "integrity": None}
 
     clerk, reader = f"{pg_db.prefix}_login_clerk", f"{pg_db.prefix}_login_reader"
     granted = run_cli("db", "grant-app", clerk, "--tenant", "shop", "--json", env=env)
@@ -220,14 +224,19 @@ def test_a_sqlite_vault_from_schema_2_migrates_to_the_gallery_index(
     home, keys = tmp_path / "v", tmp_path / "k"
     with make_vault(home, keys) as vault:
         vault.enroll("obama", [encoding_of("obama-1.jpg")])
-    with sqlite3.connect(home / "templates.db") as db:  # as the previous release left it
+    roll_back_to_unsigned(home, keys)  # as the release before signed principals left it
+    with sqlite3.connect(home / "templates.db") as db:  # and the one before that
         db.execute("DROP INDEX templates_by_tenant")
         db.execute("DELETE FROM schema_migrations WHERE version = 3")
     db.close()
     with pytest.raises(StorageUnavailable, match="faceseal migrate"):
         reopen_vault(home)
-    done = run_cli("migrate", "--json", env={"FACESEAL_HOME": str(home)})
-    assert json.loads(done.stdout) == {"schema_version_before": 2, "schema_version": 3}
+    done = run_cli("migrate", "--json", env={"FACESEAL_HOME": str(home),
+                                             "FACESEAL_API_KEY": vault_keys(home).admin})
+    document = json.loads(done.stdout)
+    assert (document["schema_version_before"], document["schema_version"]) == (
+        2, SQLiteStore.SCHEMA_VERSION)
+    assert document["integrity"]["principals_signed"] == ["admin", "test-worker"]
     with reopen_vault(home) as vault:
         assert vault.verify("obama", encoding_of("obama-2.jpg")).match
     with sqlite3.connect(home / "templates.db") as db:

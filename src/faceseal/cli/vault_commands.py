@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from faceseal.cli.common import (
+    api_key_from_cli,
     common_options,
     open_vault,
     passphrase_from_env_or_prompt,
@@ -16,9 +17,11 @@ from faceseal.cli.common import (
 )
 from faceseal.cli.output import EXIT_NO_MATCH, EXIT_OK, Output
 from faceseal.cli.progress import progress_bar
+from faceseal.errors import AuthenticationFailed
 from faceseal.storage.urls import migrate_as_admin
 from faceseal.vault import DEFAULT_TENANT, Vault
 from faceseal.vault.config import VaultConfig
+from faceseal.vault.integrity import NOT_UPGRADED
 from faceseal.vault.paths import KEYRING_DIR_ENV, default_home
 from faceseal.vault.vault import open_store
 
@@ -237,5 +240,22 @@ def migrate(output: Output, vault_dir: Path | None, admin_url: str | None) -> No
     else:
         with open_store(config.store_url, home) as store:
             before, after = store.migrate()
-    output.emit({"schema_version_before": before, "schema_version": after},
-                lambda: click.echo(f"Schema version {before} -> {after}"))
+    with Vault.open(home, passphrase=passphrase_from_env_or_prompt) as vault:
+        if vault.integrity_current:
+            signed = None
+        else:
+            key = api_key_from_cli()
+            if key is None:
+                raise AuthenticationFailed(NOT_UPGRADED)
+            signed = vault.upgrade_integrity(key)
+
+    def human() -> None:
+        click.echo(f"Schema version {before} -> {after}")
+        if signed is not None:
+            click.echo(f"Signed {len(signed.principals_signed)} principal(s) and the "
+                       f"configuration; minimum decryption version {signed.min_decrypt_version}")
+            for name in signed.principals_refused:
+                click.echo(f"  left unsigned (refused from now on): {name}")
+
+    output.emit({"schema_version_before": before, "schema_version": after,
+                 "integrity": signed.to_dict() if signed is not None else None}, human)

@@ -395,27 +395,21 @@ class Vault(AccessOperations, ServiceOperations):
             raise
         return vault
 
-    @classmethod
-    def upgrade_integrity(
-        cls,
-        home: Path | str | None = None,
-        *,
-        api_key: ApiKeyInput | None,
-        passphrase: PassphraseSource = _no_passphrase,
-    ) -> tuple[Vault, IntegrityUpgrade]:
+    @property
+    def integrity_current(self) -> bool:
+        """Whether principals and configuration are signed (False: a vault made before they
+        were, which refuses every key until :meth:`upgrade_integrity`)."""
+        return self._guard.seal.current()
+
+    def upgrade_integrity(self, api_key: ApiKeyInput | None) -> IntegrityUpgrade:
         """Sign the principals and configuration of a vault made before they were signed
-        (``faceseal migrate``); needs an all-tenant admin's key. A no-op on a signed vault.
-        Returns the vault bound to that key, and what was signed (see
-        :mod:`faceseal.vault.integrity`)."""
-        vault = cls.open(home, passphrase=passphrase)
-        try:
-            result = vault._upgrade_integrity(api_key)
-            vault._check_opens()
-            vault._caller, vault._principal = vault._guard.bind(api_key)
-        except BaseException:
-            vault.close()
-            raise
-        return vault, result
+        (``faceseal migrate``); ``api_key`` must be an all-tenant admin's. Works on an unbound
+        vault; a no-op on a signed one (see :mod:`faceseal.vault.integrity`)."""
+        self._check_open()
+        with self._lock:
+            result = self._upgrade_integrity(api_key)
+            self._check_opens()
+        return result
 
     def _upgrade_integrity(self, api_key: ApiKeyInput | None) -> IntegrityUpgrade:
         seal = self._guard.seal
