@@ -43,5 +43,5 @@ def roll_back_to_unsigned(home: Path, keys: Path, *, pg_admin_url: str | None = 
     else:
         assert pg_admin_url is not None
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(f'UPDATE "{schema}".principals SET mac = \'\'::bytea')  # noqa: S608
+            conn.execute(f'UPDATE "{schema}".principals SET mac = \'\'::bytea')
     roll_back_key_side(keys)

@@ -60,6 +60,17 @@ class DataKeyRepository(Protocol):
     def get_meta(self, key: str) -> str | None: ...
 
 
+class VersionFloor(Protocol):
+    """The minimum decryption version as the key side keeps it, where the template store cannot
+    lower it (the vault keeps it in the audit state file of the key directory)."""
+
+    def get(self) -> int: ...
+
+    def raise_to(self, version: int) -> int:
+        """Advance the floor to ``version`` unless it is higher already; returns it."""
+        ...
+
+
 @dataclass(frozen=True)
 class Reservation:
     """Permission to perform ``count`` encryptions under DEK ``version``."""
@@ -86,6 +97,7 @@ class DataKeyManager:
         max_encryptions: int = DEFAULT_MAX_ENCRYPTIONS,
         cache_size: int = DEFAULT_CACHE_SIZE,
         cache_ttl: float = DEFAULT_CACHE_TTL_SECONDS,
+        floor: VersionFloor | None = None,
     ) -> None:
         if max_encryptions < 1:
             raise ValueError("max_encryptions must be at least 1")
@@ -98,6 +110,7 @@ class DataKeyManager:
         self._cache_ttl = cache_ttl
         self._lock = threading.RLock()
         self._min_version: int | None = None
+        self._floor = floor
 
     @property
     def max_encryptions(self) -> int:
@@ -108,11 +121,25 @@ class DataKeyManager:
         return self._provider
 
     def min_decrypt_version(self) -> int:
-        """Versions below this are retired and refused; read once, refreshed by :meth:`forget`."""
+        """Versions below this are retired and refused; read once, refreshed by :meth:`forget`.
+
+        The higher of the store's value and the key side's: a store whose value was lowered
+        (a replayed ``meta`` row) cannot bring a retired key back."""
         if self._min_version is None:
             value = self._repository.get_meta("min_decrypt_version")
-            self._min_version = int(value) if value else 1
+            stored = int(value) if value and value.isdigit() else 1
+            self._min_version = max(stored, self.key_side_floor(), 1)
         return self._min_version
+
+    def key_side_floor(self) -> int:
+        """The minimum decryption version the key side holds (0 when it keeps none)."""
+        return self._floor.get() if self._floor is not None else 0
+
+    def raise_floor(self, version: int) -> None:
+        """Record a retirement on the key side (before the store's copy changes)."""
+        if self._floor is not None:
+            self._floor.raise_to(version)
+        self._min_version = None
 
     # --- sealing ---------------------------------------------------------------------------------
 

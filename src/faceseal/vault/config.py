@@ -19,6 +19,10 @@ from faceseal.matching.models import BUILTIN_MODELS, ModelSpec
 CONFIG_FILE = "vault.json"
 FORMAT = "faceseal-vault/1"
 DEFAULT_TENANT = "default"
+#: The loosest threshold an extra model may declare, per metric. Cosine distance 1 means
+#: orthogonal encodings; Euclidean 1.5 is far beyond any published tolerance for unit-scale face
+#: encodings (dlib: 0.6). Beyond these a "match" says nothing.
+THRESHOLD_CEILINGS: dict[str, float] = {"cosine": 1.0, "euclidean": 1.5}
 
 
 @dataclass
@@ -46,15 +50,33 @@ class VaultConfig:
         return bytes.fromhex(self.vault_id)
 
     def models(self) -> dict[str, ModelSpec]:
+        """The models this vault knows, with their thresholds. Thresholds are bounded per model:
+        an extra model's by its metric (:data:`THRESHOLD_CEILINGS`), an override by the model's
+        own threshold -- the configuration may make a model stricter, never looser."""
         registry = dict(BUILTIN_MODELS)
         for spec in self.extra_models:
-            model = ModelSpec(**spec)
+            try:
+                model = ModelSpec(**spec)
+            except TypeError as exc:
+                raise InvalidInput(f"{CONFIG_FILE}: an extra model is malformed: {exc}") from None
+            ceiling = THRESHOLD_CEILINGS[model.metric]
+            if model.model_id in BUILTIN_MODELS or not model.threshold <= ceiling:
+                raise InvalidInput(
+                    f"{CONFIG_FILE}: model {model.model_id} must be new and its threshold at "
+                    f"most {ceiling} ({model.metric})")
             registry[model.model_id] = model
         for model_id, threshold in self.thresholds.items():
-            if model_id in registry:
-                base = registry[model_id]
-                registry[model_id] = ModelSpec(base.model_id, base.dimension, base.metric,
-                                               float(threshold), base.description)
+            base = registry.get(model_id)
+            if base is None:
+                raise InvalidInput(f"{CONFIG_FILE}: a threshold for unknown model {model_id!r}")
+            if isinstance(threshold, bool) or not isinstance(threshold, int | float) \
+                    or not 0 < float(threshold) <= base.threshold:
+                raise InvalidInput(
+                    f"{CONFIG_FILE}: the threshold of {model_id} must be within "
+                    f"(0, {base.threshold}]: the configuration may make a model stricter, "
+                    "never looser")
+            registry[model_id] = ModelSpec(base.model_id, base.dimension, base.metric,
+                                           float(threshold), base.description)
         return registry
 
     def save(self, home: Path) -> None:

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 UPGRADE_ACTION = "integrity.upgrade"
 _SNAPSHOT = "integrity_upgrade_rows"
-#: The key-side copy of the minimum decryption version (see :mod:`faceseal.vault.key_floor`).
+#: The key-side copy of the minimum decryption version (see :class:`KeySideFloor`).
 MIN_VERSION_SETTING = "min_decrypt_version"
 NOT_UPGRADED = (
     "this vault predates signed principals and configuration: run `faceseal migrate` with an "
@@ -60,6 +60,20 @@ class IntegrityUpgrade(Result):
     principals_refused: list[str]  # rows carrying a MAC that does not verify (left alone)
     config_signed: bool
     min_decrypt_version: int
+
+
+class KeySideFloor:
+    """The minimum decryption version kept in the audit state file (the key directory): the
+    template store's ``meta`` copy can be edited or replayed, this one only ever rises."""
+
+    def __init__(self, state: AuditState) -> None:
+        self._state = state
+
+    def get(self) -> int:
+        return self._state.floor(MIN_VERSION_SETTING)
+
+    def raise_to(self, version: int) -> int:
+        return self._state.raise_floor(MIN_VERSION_SETTING, version)
 
 
 def _admin_row(store: TemplateStore, seal: PrincipalSeal,

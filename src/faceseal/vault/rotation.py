@@ -121,6 +121,8 @@ class Migration(Result):
 
 
 def min_decrypt_version(store: TemplateStore) -> int:
+    """The store's copy only (see :meth:`DataKeyManager.min_decrypt_version` for the one that
+    counts); writers compare against it inside their transaction to catch a concurrent retire."""
     value = store.get_meta(META_MIN_VERSION)
     return int(value) if value else 1
 
@@ -163,7 +165,7 @@ def key_status(config: VaultConfig, provider: KeyProvider, store: TemplateStore,
                data_keys: DataKeyManager) -> KeyStatus:
     described = provider.describe()
     counts = store.key_version_counts()
-    minimum = min_decrypt_version(store)
+    minimum = max(min_decrypt_version(store), data_keys.key_side_floor())
     infos = store.load_data_keys()
     active = max((i.version for i in infos), default=0)
     states = []
@@ -258,7 +260,7 @@ def retire(store: TemplateStore, data_keys: DataKeyManager, below: int) -> Retir
     if isinstance(below, bool) or not isinstance(below, int) or below < 1:
         raise InvalidInput("the version to retire below must be a positive integer")
     with store.transaction():
-        before = min_decrypt_version(store)
+        before = max(min_decrypt_version(store), data_keys.key_side_floor())
         active = max((i.version for i in store.load_data_keys()), default=0)
         if below > active:
             raise Conflict(f"data-key version {active} is active and cannot be retired; "
@@ -274,6 +276,8 @@ def retire(store: TemplateStore, data_keys: DataKeyManager, below: int) -> Retir
         if _json_meta(store, META_ROTATION) is not None:
             raise Conflict("a data-key rotation is unfinished; run `faceseal keys rotate "
                            "--data` to finish it first")
+        # The key side first: once there, no edit of the store's meta can lower it again.
+        data_keys.raise_floor(below)
         store.set_meta(META_MIN_VERSION, str(below))
     data_keys.forget()
     log.info("data keys below version %d retired", below)

@@ -187,14 +187,15 @@ class Vault(AccessOperations, ServiceOperations):
         *,
         audit_state: AuditState,
         encoder_factory: Callable[[], Any] | None = None,
+        verify_config: bool = True,
     ) -> None:
         self._home = home
         self._config = config
         self._subject_keys = subject_keys
         self._store = store
-        self._models = config.models()
         self._data_keys = DataKeyManager(
-            provider, store, config.keyset_id, max_encryptions=config.max_encryptions_per_key
+            provider, store, config.keyset_id, max_encryptions=config.max_encryptions_per_key,
+            floor=integrity.KeySideFloor(audit_state),
         )
         self._sealer = RecordSealer(config.keyset_id, self._data_keys, subject_keys)
         self._encoder_factory = encoder_factory
@@ -216,6 +217,10 @@ class Vault(AccessOperations, ServiceOperations):
         )
         self._guard = Guard(store, self._audit,
                             PrincipalSeal(RowAuthenticator(audit_keys), audit_state))
+        if verify_config and self._guard.seal.current():
+            # Before the settings are used: an edited file is named as such, not misread.
+            check_config(config, audit_state, self._guard.seal.authenticator)
+        self._models = config.models()
         self._caller = Caller(None)
         self._principal: Principal | None = None
         self._root: Vault = self
@@ -300,7 +305,8 @@ class Vault(AccessOperations, ServiceOperations):
                                                 vault_id)
             audit_state = AuditState.create(keys_dir, vault_id, provider, config.keyset_id)
             created.append(audit_state.path)
-            vault = cls(home, config, provider, subject_keys, store, audit_state=audit_state)
+            vault = cls(home, config, provider, subject_keys, store, audit_state=audit_state,
+                        verify_config=False)  # signed below, once the vault is complete
             vault._data_keys.create_version()
             admin_key = vault._bootstrap_admin(admin_name)
             vault._sign_config()
@@ -490,6 +496,7 @@ class Vault(AccessOperations, ServiceOperations):
             raise KeyringError("the template store belongs to another vault")
         if self._guard.seal.current():  # a legacy vault refuses every key until it is signed
             check_config(self._config, self._audit_state, self._guard.seal.authenticator)
+            self._models = self._config.models()
         # One unwrap proves the keyring is this vault's (O(1) provider calls, whatever the size).
         keys = self._store.load_data_keys()
         if keys:
