@@ -22,14 +22,15 @@ def roll_back_key_side(keys: Path) -> None:
 
 def roll_back_to_unsigned(home: Path, keys: Path, *, pg_admin_url: str | None = None,
                           schema: str = "faceseal") -> None:
-    """Unsigned principal rows in the store (SQLite and file stores: the previous schema too;
-    PostgreSQL: the current schema, rows unsigned, as `migrate --admin-url` leaves them before
-    the vault signs them) and the key side as it was."""
+    """Unsigned principal rows and no subject inventories in the store (SQLite and file
+    stores: the previous schema too; PostgreSQL: the current schema, rows unsigned, as `migrate
+    --admin-url` leaves them before the vault signs them) and the key side as it was."""
     config = json.loads((home / "vault.json").read_bytes())
     store_url: str = config["store_url"]
     if store_url.startswith("sqlite:"):
         with sqlite3.connect(home / store_url.partition(":")[2]) as conn:
             conn.execute("ALTER TABLE principals DROP COLUMN mac")
+            conn.execute("ALTER TABLE subjects DROP COLUMN inventory")
             conn.execute("DELETE FROM schema_migrations WHERE version = 5")
         conn.close()
     elif store_url.startswith("files:"):
@@ -38,6 +39,10 @@ def roll_back_to_unsigned(home: Path, keys: Path, *, pg_admin_url: str | None = 
         for entry in principals:
             entry.pop("mac", None)
         (root / "principals.json").write_text(json.dumps(principals))
+        for path in (root / "tenants").glob("*/*.json"):
+            document = json.loads(path.read_bytes())
+            if document.pop("inventory", None) is not None:
+                path.write_text(json.dumps(document))
         (root / "store.json").write_text(json.dumps({"format": "faceseal-files",
                                                      "schema_version": 1}))
     else:

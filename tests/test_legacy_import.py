@@ -34,7 +34,14 @@ from faceseal.vault.legacy_import import (
     read_legacy_key,
 )
 
-from .conftest import CliVault, EncodingOf, make_vault, random_encodings, reopen_vault
+from .conftest import (
+    CliVault,
+    EncodingOf,
+    make_vault,
+    random_encodings,
+    reopen_vault,
+    vault_keys,
+)
 from .pg_support import PgTestDatabase
 
 PHOTOS = ["obama-1.jpg", "obama-2.jpg", "obama-3.jpg", "obama-small.jpg", "biden-1.jpg",
@@ -444,11 +451,10 @@ def test_a_tenant_scoped_postgres_login_is_refused_before_importing(
     login = pg_schema.create_login("svc")
     scoped = pg_schema.create_login("shop", tenants=["shop"])
     url, table = small_source
-    with make_vault(tmp_path / "v", tmp_path / "k", store_url=pg_schema.store_url(login)):
-        pass
-    config = json.loads((tmp_path / "v" / "vault.json").read_text())
-    config["store_url"] = pg_schema.store_url(scoped)
-    (tmp_path / "v" / "vault.json").write_text(json.dumps(config))
+    with make_vault(tmp_path / "v", tmp_path / "k", store_url=pg_schema.store_url(login)) as made:
+        admin = made.as_key(vault_keys(made.home).admin)
+        admin.config.store_url = pg_schema.store_url(scoped)
+        admin.save_config()  # vault.json is signed: an admin changes it through the vault
     with reopen_vault(tmp_path / "v") as vault:
         with pytest.raises(AccessDenied):
             vault.import_legacy(url, SecretBytes(table.key), tenant="shop")

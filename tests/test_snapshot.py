@@ -4,7 +4,6 @@ subject."""
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import stat
@@ -17,7 +16,7 @@ import pytest
 from faceseal.crypto.secret import SecretBytes
 from faceseal.vault import Vault
 from faceseal.vault.snapshot import KEYS_FILE, SNAPSHOT_DIR, tenant_tag
-from tests.conftest import make_vault, random_encodings, reopen_vault
+from tests.conftest import make_vault, random_encodings, reopen_vault, vault_keys
 from tests.pg_support import PgTestDatabase
 from tests.test_legacy_import import build_table, write_sqlite
 
@@ -239,11 +238,10 @@ def test_a_tenant_scoped_postgres_login_works_without_snapshots(
     login = pg_schema.create_login("svc_snap")
     scoped = pg_schema.create_login("shop_snap", tenants=["shop"])
     home = tmp_path / "v"
-    with make_vault(home, tmp_path / "k", store_url=pg_schema.store_url(login)):
-        pass
-    config = json.loads((home / "vault.json").read_text())
-    config["store_url"] = pg_schema.store_url(scoped)
-    (home / "vault.json").write_text(json.dumps(config))
+    with make_vault(home, tmp_path / "k", store_url=pg_schema.store_url(login)) as made:
+        admin = made.as_key(vault_keys(home).admin)
+        admin.config.store_url = pg_schema.store_url(scoped)
+        admin.save_config()  # vault.json is signed: an admin changes it through the vault
     encodings = random_encodings(6, seed=21)
     with reopen_vault(home) as vault:
         vault.enroll_many(["a", "a", "b", "b", "c", "c"], encodings, tenant="shop")

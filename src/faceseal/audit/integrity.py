@@ -34,6 +34,16 @@ class RowAuthenticator:
     def sign(self, domain: bytes, content: bytes) -> bytes:
         return self._active.row_mac(domain, content)
 
+    @property
+    def version(self) -> int:
+        """The audit-key version that signs now."""
+        return self._active.version
+
+    def prf(self, version: int, domain: bytes, content: bytes) -> bytes | None:
+        """32 pseudo-random bytes keyed by audit-key ``version`` (None: no such version)."""
+        key = self._keys.get(version)
+        return None if key is None else key.row_mac(domain, content)[4:]
+
     def verifies(self, domain: bytes, content: bytes, mac: bytes) -> bool:
         version = mac_version(mac)
         key = self._keys.get(version) if version is not None else None

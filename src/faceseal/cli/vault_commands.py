@@ -211,7 +211,7 @@ def subjects(output: Output, vault_dir: Path | None, tenant: str) -> None:
 @click.command()
 @common_options
 def check(output: Output, vault_dir: Path | None) -> None:
-    """Open every record once and report damaged ones (exit 5 if any)."""
+    """Open every record once; check inventories and principal rows (exit 5 on any problem)."""
     with open_vault(vault_dir) as vault:
         result = vault.check()
 
@@ -219,9 +219,18 @@ def check(output: Output, vault_dir: Path | None) -> None:
         click.echo(f"{result.records} record(s) checked, {len(result.damaged)} damaged")
         for item in result.damaged:
             click.echo(f"  damaged: {item['template_id']} ({item['tenant']}/{item['subject_id']})")
+        for mismatch in result.inventory_mismatches:
+            click.echo(f"  inventory mismatch: {mismatch['tenant']}/{mismatch['subject_id']} "
+                       f"(signed {mismatch['inventory_templates']} template(s), stored "
+                       f"{mismatch['stored_templates']})")
+        if result.orphan_subject_keys:
+            click.echo(f"  {result.orphan_subject_keys} subject key(s) without a subject (deleted "
+                       "outside the vault, or an interrupted erase: erase again to finish it)")
+        for name in result.unverified_principals:
+            click.echo(f"  principal row fails its MAC (refused): {name}")
 
-    output.emit(result.to_dict(), human)
-    if result.damaged:
+    output.emit({**result.to_dict(), "ok": result.ok}, human)
+    if not result.ok:
         raise SystemExit(5)
 
 

@@ -63,13 +63,17 @@ class TemplateBatch:
 
 @dataclass(frozen=True, slots=True)
 class SubjectRow:
-    """A subject and how many templates it has."""
+    """A subject and how many templates it has.
+
+    ``inventory`` authenticates the set of its template ids under a key the store never holds
+    (see :mod:`faceseal.vault.inventory`); empty on subjects from before inventories existed."""
 
     tenant: str
     subject_id: str
     created_at: float
     last_seen_at: float
     templates: int
+    inventory: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +182,14 @@ class TemplateStore(ABC):
 
     @abstractmethod
     def subject_exists(self, tenant: str, subject_id: str) -> bool: ...
+
+    @abstractmethod
+    def inventories(self, tenant: str, subject_ids: Sequence[str]) -> dict[str, bytes]:
+        """The stored inventory of each existing subject among ``subject_ids``."""
+
+    @abstractmethod
+    def set_inventories(self, tenant: str, inventories: dict[str, bytes]) -> None:
+        """Store the inventory of existing subjects (in the caller's transaction)."""
 
     @abstractmethod
     def touch_subject(self, tenant: str, subject_id: str, when: float) -> None:

@@ -414,13 +414,32 @@ class FileStore(TemplateStore):
         with self._locked():
             documents = [self._read(path, None) for path in self._subject_files(tenant)]
         found = [SubjectRow(d["tenant"], d["subject_id"], float(d["created_at"]),
-                            float(d["last_seen_at"]), len(d["templates"]))
+                            float(d["last_seen_at"]), len(d["templates"]),
+                            _unb64(d.get("inventory", "")))
                  for d in documents if d is not None]
         return sorted(found, key=lambda s: s.subject_id)
 
     def subject_exists(self, tenant: str, subject_id: str) -> bool:
         with self._locked():
             return self._subject_path(tenant, subject_id).exists()
+
+    def inventories(self, tenant: str, subject_ids: Sequence[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        with self._locked():
+            for subject in dict.fromkeys(subject_ids):
+                document = self._read(self._subject_path(tenant, subject), None)
+                if document is not None:
+                    found[subject] = _unb64(document.get("inventory", ""))
+        return found
+
+    def set_inventories(self, tenant: str, inventories: dict[str, bytes]) -> None:
+        with self._writing("inventory write"):
+            for subject, blob in inventories.items():
+                path = self._subject_path(tenant, subject)
+                document = self._read(path, None)
+                if document is not None:
+                    document["inventory"] = _b64(blob)
+                    self._write(path, document)
 
     def touch_subject(self, tenant: str, subject_id: str, when: float) -> None:
         with self._writing("touch"):

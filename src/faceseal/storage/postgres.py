@@ -354,8 +354,20 @@ class PostgresStore(TemplateStore):
                 raise map_error(exc, "gallery streaming", self._loc) from None
 
     def subjects(self, tenant: str) -> list[SubjectRow]:
-        return [SubjectRow(t, s, float(c), float(last), int(n)) for t, s, c, last, n in self._rows(
-            self._q("SELECT * FROM {s}.fs_subjects(%s)"), (tenant,))]
+        return [SubjectRow(t, s, float(c), float(last), int(n), bytes(inv or b""))
+                for t, s, c, last, n, inv in self._rows(
+                    self._q("SELECT * FROM {s}.fs_subjects(%s)"), (tenant,))]
+
+    def inventories(self, tenant: str, subject_ids: Sequence[str]) -> dict[str, bytes]:
+        return {str(subject): bytes(blob or b"") for subject, blob in self._rows(
+            self._q("SELECT * FROM {s}.fs_inventories(%s, %s::text[])"),
+            (tenant, list(dict.fromkeys(subject_ids))))}
+
+    def set_inventories(self, tenant: str, inventories: dict[str, bytes]) -> None:
+        if inventories:
+            self._rows(self._q("SELECT {s}.fs_set_inventories(%s, %s::text[], %s::bytea[])"),
+                       (tenant, list(inventories), list(inventories.values())),
+                       "writing subject inventories")
 
     def subject_exists(self, tenant: str, subject_id: str) -> bool:
         return bool(self._value(self._q("SELECT {s}.fs_subject_exists(%s, %s)"),

@@ -244,11 +244,11 @@ class SQLiteStore(TemplateStore):
 
     def subjects(self, tenant: str) -> list[SubjectRow]:
         return [
-            SubjectRow(*values)
-            for values in self._fetchall(
+            SubjectRow(t, s, float(c), float(last), int(n), bytes(inventory))
+            for t, s, c, last, n, inventory in self._fetchall(
                 "SELECT s.tenant, s.subject_id, s.created_at, s.last_seen_at, "
                 "(SELECT COUNT(*) FROM templates t WHERE t.tenant = s.tenant "
-                " AND t.subject_id = s.subject_id) "
+                " AND t.subject_id = s.subject_id), s.inventory "
                 "FROM subjects s WHERE s.tenant = ? ORDER BY s.subject_id",
                 (tenant,),
             )
@@ -260,6 +260,24 @@ class SQLiteStore(TemplateStore):
                 "SELECT 1 FROM subjects WHERE tenant = ? AND subject_id = ?", (tenant, subject_id)
             )
         )
+
+    def inventories(self, tenant: str, subject_ids: Sequence[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        wanted = list(dict.fromkeys(subject_ids))
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for subject, blob in self._fetchall(
+                    f"SELECT subject_id, inventory FROM subjects WHERE tenant = ? "  # noqa: S608 - placeholders only
+                    f"AND subject_id IN ({marks})", (tenant, *chunk)):
+                found[str(subject)] = bytes(blob)
+        return found
+
+    def set_inventories(self, tenant: str, inventories: dict[str, bytes]) -> None:
+        with self._lock, self.transaction():
+            self._executemany(
+                "UPDATE subjects SET inventory = ? WHERE tenant = ? AND subject_id = ?",
+                [(blob, tenant, subject) for subject, blob in inventories.items()])
 
     def touch_subject(self, tenant: str, subject_id: str, when: float) -> None:
         with self._lock, self.transaction():

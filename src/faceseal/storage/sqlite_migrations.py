@@ -93,10 +93,11 @@ CREATE INDEX IF NOT EXISTS templates_by_tenant ON templates (tenant, template_id
     ),
     (
         5,
-        # Signed principals (issue 12): each row's MAC under a key the store never holds. Rows
-        # from before get an empty MAC and are refused until `faceseal migrate` signs them.
+        # Signed principals and subject inventories (issue 12): MACs under a key the store never
+        # holds. Rows from before get empty ones until `faceseal migrate` signs them.
         """
-ALTER TABLE principals ADD COLUMN mac BLOB NOT NULL DEFAULT x''
+ALTER TABLE principals ADD COLUMN mac BLOB NOT NULL DEFAULT x'';
+ALTER TABLE subjects ADD COLUMN inventory BLOB NOT NULL DEFAULT x''
 """,
     ),
 ]

@@ -37,6 +37,7 @@ from faceseal.errors import AccessDenied, AuthenticationFailed, InvalidInput
 from faceseal.storage.base import PrincipalRow, TemplateStore
 from faceseal.vault.config import VaultConfig
 from faceseal.vault.config_seal import seal_config
+from faceseal.vault.inventory import InventorySigner
 from faceseal.vault.results import Result
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class IntegrityUpgrade(Result):
     principals_refused: list[str]  # rows carrying a MAC that does not verify (left alone)
     config_signed: bool
     min_decrypt_version: int
+    inventories_signed: int = 0
 
 
 class KeySideFloor:
@@ -74,6 +76,23 @@ class KeySideFloor:
 
     def raise_to(self, version: int) -> int:
         return self._state.raise_floor(MIN_VERSION_SETTING, version)
+
+
+def _sign_inventories(store: TemplateStore, inventory: InventorySigner) -> int:
+    """Sign the inventory of every subject that has none yet, from its rows as they are now
+    (the upgrade is the moment the vault starts vouching for them)."""
+    signed = 0
+    for tenant in store.tenants():
+        unsigned = [s.subject_id for s in store.subjects(tenant) if not s.inventory]
+        for start in range(0, len(unsigned), 1000):
+            chunk = unsigned[start:start + 1000]
+            store.set_inventories(tenant, {
+                subject: inventory.seal(tenant, subject, inventory.tally(
+                    tenant, subject, [r.template_id
+                                      for r in store.subject_templates(tenant, subject)]))
+                for subject in chunk})
+            signed += len(chunk)
+    return signed
 
 
 def _admin_row(store: TemplateStore, seal: PrincipalSeal,
@@ -96,10 +115,11 @@ def _admin_row(store: TemplateStore, seal: PrincipalSeal,
 
 def upgrade(*, store: TemplateStore, state: AuditState, seal: PrincipalSeal,
             auth: RowAuthenticator, audit: AuditLog, config: VaultConfig,
-            api_key: str | bytes | SecretBytes | None) -> IntegrityUpgrade:
+            api_key: str | bytes | SecretBytes | None,
+            inventory: InventorySigner) -> IntegrityUpgrade:
     """Sign a legacy vault's principals and configuration (see the module doc)."""
     if seal.current():
-        return IntegrityUpgrade(False, [], [], False, state.floor(MIN_VERSION_SETTING) or 1)
+        return IntegrityUpgrade(False, [], [], False, state.floor(MIN_VERSION_SETTING) or 1, 0)
     admin = _admin_row(store, seal, api_key)
     snapshot = state.setting(_SNAPSHOT)
     if snapshot:
@@ -115,10 +135,12 @@ def upgrade(*, store: TemplateStore, state: AuditState, seal: PrincipalSeal,
     with store.transaction():
         for row in to_sign:
             store.set_principal_mac(row.principal_id, seal.sign(row).mac)
+        subjects = _sign_inventories(store, inventory)
         record = audit.append(AuditEvent(
             principal=admin.name, role=Role.ADMIN.value, action=UPGRADE_ACTION,
             outcome=OUTCOME_OK, request_id=new_request_id(),
-            detail={"signed": sorted(r.name for r in to_sign), "refused": refused}))
+            detail={"signed": sorted(r.name for r in to_sign), "refused": refused,
+                    "inventories": subjects}))
     audit.committed(record)
     seal_config(config, state, auth)
     meta = store.get_meta(MIN_VERSION_SETTING)
@@ -130,4 +152,5 @@ def upgrade(*, store: TemplateStore, state: AuditState, seal: PrincipalSeal,
     state.set_setting(_SNAPSHOT, "")
     log.info("signed %d principal(s) and the configuration; %d row(s) left unsigned",
              len(to_sign), len(refused))
-    return IntegrityUpgrade(True, sorted(r.name for r in to_sign), refused, True, minimum)
+    return IntegrityUpgrade(True, sorted(r.name for r in to_sign), refused, True, minimum,
+                            subjects)

@@ -90,3 +90,13 @@ class CheckResult(Result):
     records: int
     damaged: list[dict[str, str]]
     orphan_subject_keys: int
+    #: Subjects whose rows do not match their authenticated inventory (templates deleted,
+    #: added or moved outside the vault), with what the inventory and the rows say.
+    inventory_mismatches: list[dict[str, str | int | None]] = field(default_factory=list)
+    #: Principal rows whose MAC does not verify (refused at authentication), by name.
+    unverified_principals: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.damaged or self.orphan_subject_keys or self.inventory_mismatches
+                    or self.unverified_principals)

@@ -84,13 +84,14 @@ from faceseal.storage.urls import (
     open_store_url,
     prepare_store,
 )
-from faceseal.vault import integrity, rotation
+from faceseal.vault import integrity, integrity_scan, rotation
 from faceseal.vault.access_ops import AccessOperations
 from faceseal.vault.bulk import BulkEnrollResult, check_batch, seal_and_store
 from faceseal.vault.config import CONFIG_FILE, DEFAULT_TENANT, VaultConfig
 from faceseal.vault.config_seal import check_config, seal_config
 from faceseal.vault.guard import Caller, Guard, Operation
 from faceseal.vault.integrity import IntegrityUpgrade
+from faceseal.vault.inventory import InventorySigner
 from faceseal.vault.legacy_import import LegacyImportOptions, LegacyImportResult, import_table
 from faceseal.vault.paths import default_home, default_keyring_dir
 from faceseal.vault.records import NewTemplate, RecordSealer
@@ -217,6 +218,7 @@ class Vault(AccessOperations, ServiceOperations):
         )
         self._guard = Guard(store, self._audit,
                             PrincipalSeal(RowAuthenticator(audit_keys), audit_state))
+        self._inventory = InventorySigner(self._guard.seal.authenticator)
         if verify_config and self._guard.seal.current():
             # Before the settings are used: an edited file is named as such, not misread.
             check_config(config, audit_state, self._guard.seal.authenticator)
@@ -421,7 +423,8 @@ class Vault(AccessOperations, ServiceOperations):
         seal = self._guard.seal
         return integrity.upgrade(store=self._store, state=self._audit_state, seal=seal,
                                  auth=seal.authenticator, audit=self._audit,
-                                 config=self._config, api_key=api_key)
+                                 config=self._config, api_key=api_key,
+                                 inventory=self._inventory)
 
     def save_config(self) -> None:
         """Sign and write :attr:`config` as it is now (thresholds, models, tuning): the only way
@@ -603,6 +606,7 @@ class Vault(AccessOperations, ServiceOperations):
             # The templates, the subject's last_seen_at and the audit event commit together.
             with op.transaction():
                 rotation.store_rows(self._store, rows)
+                self._inventory.record_additions(self._store, rows)
                 op.record(template_ids=template_ids, detail={"model": spec.model_id})
             gallery = self._galleries.get((tenant, spec.model_id))
             if gallery is not None or tenant in self._loaded_tenants:
@@ -666,8 +670,14 @@ class Vault(AccessOperations, ServiceOperations):
         self, tenant: str, subject_id: str, spec: ModelSpec, probe: np.ndarray[Any, Any]
     ) -> tuple[tuple[str, float] | None, list[str], bool]:
         rows = self._store.subject_templates(tenant, subject_id)
-        if not rows:
-            return None, [], self._store.subject_exists(tenant, subject_id)
+        if not rows and not self._store.subject_exists(tenant, subject_id):
+            return None, [], False
+        blob = self._store.inventories(tenant, [subject_id]).get(subject_id, b"")
+        if not self._inventory.matches(tenant, subject_id, blob, [r.template_id for r in rows]):
+            raise IntegrityFailure(
+                f"the templates of subject {subject_id!r} do not match its authenticated "
+                "inventory: templates were deleted, added or moved outside the vault (see "
+                "`faceseal check`)")
         opened, damaged = self._sealer.open(rows)
         for row in damaged:
             self._damaged[row.template_id] = row
@@ -762,6 +772,7 @@ class Vault(AccessOperations, ServiceOperations):
                     by_subject: dict[str, list[str]] = {}
                     for subject, template_id in zip(ids, template_ids, strict=True):
                         by_subject.setdefault(subject, []).append(template_id)
+                    self._inventory.record(self._store, tenant, by_subject)
                     names = list(by_subject)
                     for lo in range(0, len(names), AUDIT_SUBJECTS_PER_EVENT):
                         chunk = names[lo:lo + AUDIT_SUBJECTS_PER_EVENT]
@@ -935,18 +946,13 @@ class Vault(AccessOperations, ServiceOperations):
         admin scoped to every tenant."""
         self._check_open()
         with self._operation(CHECK, tenant=None) as op:
-            secrets = self._subject_keys.for_tenant(None)
-            records = 0
-            damaged: list[dict[str, str]] = []
-            for batch in self._store.gallery(None):
-                records += len(batch)
-                _, bad = self._sealer.open(batch, secrets)
-                damaged.extend({"tenant": r.tenant, "subject_id": r.subject_id,
-                                "template_id": r.template_id} for r in bad)
-            orphans = sum(1 for tenant, subject in secrets
-                          if not self._store.subject_exists(tenant, subject))
-            self._record(op, records=records, damaged=len(damaged), orphan_subject_keys=orphans)
-            return CheckResult(records, damaged, orphans)
+            result = integrity_scan.scan(self._store, self._sealer, self._subject_keys,
+                                         self._inventory, self._guard.seal)
+            self._record(op, records=result.records, damaged=len(result.damaged),
+                         orphan_subject_keys=result.orphan_subject_keys,
+                         inventory_mismatches=len(result.inventory_mismatches),
+                         unverified_principals=len(result.unverified_principals))
+            return result
 
     # --- key custody (the logic lives in faceseal.vault.rotation) --------------------------------
 
@@ -1052,6 +1058,7 @@ class Vault(AccessOperations, ServiceOperations):
             self._index.before_change(tenant, tenant in self._loaded_tenants)
             with op.transaction():
                 self._store.add_templates(rows)
+                self._inventory.record_additions(self._store, rows)
                 self._store.set_meta(marker, marker_value)
                 op.record(template_ids=[r.template_id for r in rows], detail=detail)
             if rows and ((tenant, spec.model_id) in self._galleries

@@ -97,3 +97,60 @@ GRANT EXECUTE ON FUNCTION
     @schema@.fs_revoke_principal(text, double precision, bytea),
     @schema@.fs_set_principal_mac(text, bytea)
 TO @app@;
+
+-- --- subject inventories ---------------------------------------------------------------------
+-- Each subject's set of template ids, authenticated by the vault (count, a keyed set digest and
+-- a MAC): a template deleted, added or moved behind the vault's back no longer matches it.
+
+ALTER TABLE @schema@.subjects ADD COLUMN inventory bytea NOT NULL DEFAULT ''::bytea;
+
+DROP FUNCTION @schema@.fs_subjects(text);
+CREATE FUNCTION @schema@.fs_subjects(p_tenant text)
+RETURNS TABLE (tenant text, subject_id text, created_at double precision,
+               last_seen_at double precision, templates bigint, inventory bytea)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = @schema@, pg_temp AS $$
+BEGIN
+    PERFORM @schema@.fs_require_tenant(p_tenant);
+    RETURN QUERY
+        SELECT s.tenant, s.subject_id, s.created_at, s.last_seen_at,
+               (SELECT count(*) FROM @schema@.templates t
+                WHERE t.tenant = s.tenant AND t.subject_id = s.subject_id),
+               s.inventory
+        FROM @schema@.subjects s
+        WHERE s.tenant = p_tenant
+        ORDER BY s.subject_id;
+END
+$$;
+
+CREATE FUNCTION @schema@.fs_inventories(p_tenant text, p_subject_ids text[])
+RETURNS TABLE (subject_id text, inventory bytea)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = @schema@, pg_temp AS $$
+BEGIN
+    PERFORM @schema@.fs_require_tenant(p_tenant);
+    RETURN QUERY
+        SELECT s.subject_id, s.inventory FROM @schema@.subjects s
+        WHERE s.tenant = p_tenant AND s.subject_id = ANY (p_subject_ids);
+END
+$$;
+
+CREATE FUNCTION @schema@.fs_set_inventories(p_tenant text, p_subject_ids text[],
+                                            p_inventories bytea[]) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @schema@, pg_temp AS $$
+BEGIN
+    PERFORM @schema@.fs_require_tenant(p_tenant);
+    IF coalesce(cardinality(p_subject_ids), 0) <> coalesce(cardinality(p_inventories), 0) THEN
+        RAISE EXCEPTION 'fs_set_inventories: the arrays differ in length'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE @schema@.subjects s SET inventory = x.inventory
+        FROM unnest(p_subject_ids, p_inventories) AS x (subject_id, inventory)
+        WHERE s.tenant = p_tenant AND s.subject_id = x.subject_id;
+END
+$$;
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @schema@ FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    @schema@.fs_subjects(text),
+    @schema@.fs_inventories(text, text[]),
+    @schema@.fs_set_inventories(text, text[], bytea[])
+TO @app@;
