@@ -131,8 +131,28 @@ class Checkpoint:
 
 
 @dataclass(frozen=True)
+class Break:
+    """One place where the log is broken: the event (None for a gap) and what is wrong."""
+
+    seq: int
+    event_id: str | None
+    problem: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"seq": self.seq, "event_id": self.event_id, "problem": self.problem}
+
+
+#: At most this many breaks are listed (all are counted): a wholesale rewrite stays readable.
+MAX_LISTED_BREAKS = 1000
+
+
+@dataclass(frozen=True)
 class ChainReport:
-    """The outcome of verifying the audit chain (no event content, only positions)."""
+    """The outcome of verifying the audit chain (no event content, only positions).
+
+    Every event is checked on its own (its MAC) and against its predecessor (its link), and
+    the walk goes on past a break: ``breaks`` lists each one, ``first_broken_*`` and
+    ``problem`` name the first. ``verified_events`` counts the events whose own MAC holds."""
 
     ok: bool
     events: int
@@ -143,6 +163,9 @@ class ChainReport:
     problem: str | None = None
     checkpoints_checked: int = 0
     notes: list[str] = field(default_factory=list)
+    breaks: list[Break] = field(default_factory=list)
+    break_count: int = 0
+    verified_events: int = 0
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -150,15 +173,68 @@ class ChainReport:
             "checkpoint_seq": self.checkpoint_seq, "first_broken_seq": self.first_broken_seq,
             "first_broken_event_id": self.first_broken_event_id, "problem": self.problem,
             "checkpoints_checked": self.checkpoints_checked, "notes": list(self.notes),
+            "breaks": [b.to_dict() for b in self.breaks], "break_count": self.break_count,
+            "verified_events": self.verified_events,
         }
 
 
-def verify_chain(  # noqa: PLR0911 - one return per kind of break, each says what broke
+def event_verifies(record: AuditRecord, keys: dict[int, AuditKey]) -> bool:
+    """Whether one event's own MAC holds (whatever the events around it say)."""
+    version = mac_version(record.mac)
+    key = keys.get(version) if version is not None else None
+    return key is not None and hmac.compare_digest(record.mac, key.event_mac(record))
+
+
+class _Walk:
+    """The state of one pass over the log: where it should be, and what it found."""
+
+    def __init__(self, keys: dict[int, AuditKey], checkpoints: dict[int, bytes]) -> None:
+        self.keys, self.checkpoints = keys, checkpoints
+        self.expected, self.prev_mac, self.count, self.verified = 1, b"", 0, 0
+        self.breaks: list[Break] = []
+        self.total = 0
+
+    def broken(self, seq: int, event_id: str | None, problem: str) -> None:
+        self.total += 1
+        if len(self.breaks) < MAX_LISTED_BREAKS:
+            self.breaks.append(Break(seq, event_id, problem))
+
+    def check(self, record: AuditRecord) -> None:
+        expected, gap = self.expected, False
+        if record.seq > expected:
+            missing = (f"event {expected} is missing" if record.seq == expected + 1 else
+                       f"events {expected}..{record.seq - 1} are missing")
+            self.broken(expected, None, f"{missing}: the log jumps from event {expected - 1} "
+                        f"to event {record.seq} ({record.event_id}); events were deleted")
+            gap = True  # the link of the next event is the same break, not another
+        elif record.seq < expected:
+            self.broken(record.seq, record.event_id, f"event {record.seq} ({record.event_id}) "
+                        f"is out of order after event {expected - 1}")
+        if not gap and not hmac.compare_digest(record.prev_mac, self.prev_mac):
+            self.broken(record.seq, record.event_id,
+                        f"event {record.seq} ({record.event_id}) does not chain to event "
+                        f"{record.seq - 1}: events were deleted, inserted or reordered")
+        if event_verifies(record, self.keys):
+            self.verified += 1
+        else:
+            self.broken(record.seq, record.event_id, f"event {record.seq} ({record.event_id}) "
+                        "fails its MAC: it was edited, forged or moved")
+        want = self.checkpoints.get(record.seq)
+        if want is not None and not hmac.compare_digest(want, record.mac):
+            self.broken(record.seq, record.event_id,
+                        f"event {record.seq} ({record.event_id}) differs from the checkpoint "
+                        "taken at that position: the log was cut and rewritten")
+        self.prev_mac = record.mac
+        self.expected = max(expected, record.seq) + 1
+        self.count += 1
+
+
+def verify_chain(
     records: Iterable[AuditRecord],
     keys: dict[int, AuditKey],
     checkpoints: list[Checkpoint],
 ) -> ChainReport:
-    """Walk the whole log once and report the first event that breaks the chain.
+    """Walk the whole log once, checking every event's MAC and link, and report every break.
 
     ``keys`` maps audit-key versions to keys; ``checkpoints`` are every stored checkpoint.
     """
@@ -170,59 +246,34 @@ def verify_chain(  # noqa: PLR0911 - one return per kind of break, each says wha
                                                                              cp.written_at)):
             return ChainReport(False, 0, 0, cp.seq, None, None,
                                f"the checkpoint at event {cp.seq} fails its MAC: the key "
-                               "directory's audit state was tampered with")
+                               "directory's audit state was tampered with", break_count=1)
         valid_checkpoints[cp.seq] = cp.mac
     checkpoint_seq = max(valid_checkpoints, default=0)
 
-    expected, prev_mac, count = 1, b"", 0
-
-    def broken(seq: int, event_id: str | None, problem: str) -> ChainReport:
-        return ChainReport(False, count, expected - 1, checkpoint_seq, seq, event_id, problem,
-                           len(valid_checkpoints))
-
+    walk = _Walk(keys, valid_checkpoints)
     for record in records:
-        if record.seq != expected:
-            if record.seq > expected:
-                missing = (f"event {expected} is missing" if record.seq == expected + 1 else
-                           f"events {expected}..{record.seq - 1} are missing")
-                return broken(expected, None, f"{missing}: the log jumps from event "
-                              f"{expected - 1} to event {record.seq} ({record.event_id}); "
-                              "events were deleted")
-            return broken(record.seq, record.event_id,
-                          f"event {record.seq} ({record.event_id}) is out of order after event "
-                          f"{expected - 1}")
-        if not hmac.compare_digest(record.prev_mac, prev_mac):
-            return broken(record.seq, record.event_id,
-                          f"event {record.seq} ({record.event_id}) does not chain to event "
-                          f"{record.seq - 1}: events were deleted, inserted or reordered")
-        version = mac_version(record.mac)
-        key = keys.get(version) if version is not None else None
-        if key is None or not hmac.compare_digest(record.mac, key.event_mac(record)):
-            return broken(record.seq, record.event_id,
-                          f"event {record.seq} ({record.event_id}) fails its MAC: it was edited, "
-                          "forged or moved")
-        want = valid_checkpoints.get(record.seq)
-        if want is not None and not hmac.compare_digest(want, record.mac):
-            return broken(record.seq, record.event_id,
-                          f"event {record.seq} ({record.event_id}) differs from the checkpoint "
-                          "taken at that position: the log was cut and rewritten")
-        prev_mac = record.mac
-        expected += 1
-        count += 1
+        walk.check(record)
+    breaks, total_breaks, count, verified = walk.breaks, walk.total, walk.count, walk.verified
+    expected = walk.expected
     head = expected - 1
     if checkpoint_seq > head:
         missing = (f"event {head + 1} is missing" if checkpoint_seq == head + 1 else
                    f"events {head + 1}..{checkpoint_seq} are missing")
-        return ChainReport(False, count, head, checkpoint_seq, head + 1, None,
-                           f"{missing}: the log ends at event {head} but a checkpoint records "
-                           f"event {checkpoint_seq}; the newest events were cut off",
-                           len(valid_checkpoints))
+        walk.broken(head + 1, None, f"{missing}: the log ends at event {head} but a checkpoint "
+                    f"records event {checkpoint_seq}; the newest events were cut off")
+        total_breaks = walk.total
+    first = breaks[0] if breaks else None
+    if first is not None:
+        return ChainReport(False, count, head, checkpoint_seq, first.seq, first.event_id,
+                           first.problem, len(valid_checkpoints), breaks=breaks,
+                           break_count=total_breaks, verified_events=verified)
     if count and not valid_checkpoints:
         return ChainReport(False, count, head, 0, None, None,
                            "no checkpoint of the log exists in the key directory: the audit "
-                           "state was removed, so cutting off events cannot be ruled out")
+                           "state was removed, so cutting off events cannot be ruled out",
+                           len(valid_checkpoints), break_count=1, verified_events=verified)
     notes = []
     if head > checkpoint_seq:
         notes.append(f"events {checkpoint_seq + 1}..{head} are newer than the last checkpoint")
     return ChainReport(True, count, head, checkpoint_seq, checkpoints_checked=len(
-        valid_checkpoints), notes=notes)
+        valid_checkpoints), notes=notes, verified_events=verified)

@@ -15,7 +15,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from faceseal.audit.chain import AuditKey, ChainReport, Checkpoint, verify_chain
+from faceseal.audit.chain import (
+    AuditKey,
+    ChainReport,
+    Checkpoint,
+    event_verifies,
+    verify_chain,
+)
 from faceseal.audit.events import AuditEvent, decode_detail
 from faceseal.audit.state import AuditState
 from faceseal.errors import FacesealError
@@ -128,14 +134,20 @@ class AuditLog:
                 del newest[0]
         return newest
 
+    def event_verifies(self, record: AuditRecord) -> bool:
+        """Whether one event's own MAC holds (``audit tail`` marks those that do not)."""
+        return event_verifies(record, self._keys)
+
     def verify(self) -> ChainReport:
         """Check the whole chain and every checkpoint; the report names the first broken event."""
         return verify_chain(self._store.audit_events(), self._keys, self._state.checkpoints())
 
 
-def record_to_json(record: AuditRecord) -> dict[str, Any]:
-    """One event as a JSON object (for ``audit tail --json`` and ``audit export``)."""
-    return {
+def record_to_json(record: AuditRecord, verified: bool | None = None) -> dict[str, Any]:
+    """One event as a JSON object (for ``audit tail --json`` and ``audit export``), with
+    ``verified`` (whether its own MAC holds) when the caller checked it."""
+    marks = {} if verified is None else {"verified": verified}
+    return {**marks,
         "seq": record.seq,
         "event_id": record.event_id,
         "time": datetime.fromtimestamp(record.occurred_at, UTC).isoformat(timespec="microseconds")

@@ -22,6 +22,7 @@ revocations (docs/threat-model.md). The store is not.
 
 from __future__ import annotations
 
+import json
 import struct
 import time
 from pathlib import Path
@@ -110,6 +111,7 @@ class AuditState:
                 if signed:  # a new vault signs everything from the start
                     db.execute("INSERT INTO settings VALUES (?, ?)",
                                (INTEGRITY_SETTING, str(INTEGRITY_VERSION)))
+                    db.execute("INSERT INTO settings VALUES ('data_key_versions', '[]')")
                 db.execute("INSERT INTO audit_keys VALUES (1, ?, ?)", (wrapped, time.time()))
         except BaseException:
             state.close()
@@ -285,3 +287,18 @@ class AuditState:
     def floor(self, key: str) -> int:
         value = self.setting(key)
         return int(value) if value else 0
+
+    def versions(self, key: str) -> frozenset[int] | None:
+        """A set of integers kept as a setting (None when the setting does not exist)."""
+        value = self.setting(key)
+        return None if value is None else frozenset(int(v) for v in json.loads(value))
+
+    def add_version(self, key: str, version: int) -> None:
+        with self._write() as db:
+            row = db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+            known = set(json.loads(row[0])) if row else set()
+            if version not in known:
+                known.add(version)
+                db.execute("INSERT INTO settings (key, value) VALUES (?, ?) "
+                           "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                           (key, json.dumps(sorted(known))))

@@ -26,8 +26,10 @@ def audit() -> None:
 def _line(event: dict[str, Any]) -> str:
     where = event["tenant"] or "*"
     subject = f" subject {event['subject_id']}" if event["subject_id"] else ""
+    # An event whose own MAC fails was written without the audit key: say so on its line.
+    forged = "" if event.get("verified", True) else "  !! FAILS ITS MAC (forged or edited)"
     return (f"{event['seq']:>6} {event['time']} {event['principal']} ({event['role'] or '-'}) "
-            f"{event['action']} [{where}]{subject} -> {event['outcome']}")
+            f"{event['action']} [{where}]{subject} -> {event['outcome']}{forged}")
 
 
 @audit.command("tail")
@@ -50,7 +52,7 @@ def audit_tail(output: Output, vault_dir: Path | None, count: int, tenant: str |
 @audit.command("verify")
 @common_options
 def audit_verify(output: Output, vault_dir: Path | None) -> None:
-    """Verify the MAC chain and the checkpoints; exit 5 naming the first broken event.
+    """Verify every event's MAC, the chain and the checkpoints; exit 5 listing every break.
     Needs an auditor scoped to every tenant."""
     with open_vault(vault_dir) as vault:
         report = vault.audit_verify()
@@ -65,8 +67,12 @@ def audit_verify(output: Output, vault_dir: Path | None) -> None:
             where = (f"event {report.first_broken_seq}" if report.first_broken_seq is not None
                      else "the checkpoints")
             click.echo(f"Audit log BROKEN at {where}: {report.problem}")
-            click.echo(f"  {report.events} event(s) verified before it; last checkpoint at event "
-                       f"{report.checkpoint_seq}.")
+            for item in report.breaks[1:]:
+                click.echo(f"  also broken at event {item.seq}: {item.problem}")
+            if report.break_count > len(report.breaks):
+                click.echo(f"  ... {report.break_count - len(report.breaks)} more break(s)")
+            click.echo(f"  {report.verified_events} of {report.events} event(s) verify on their "
+                       f"own; last checkpoint at event {report.checkpoint_seq}.")
 
     output.emit(report.to_dict(), human)
     if not report.ok:

@@ -201,6 +201,8 @@ class PrincipalModel(_Response):
     created_at: float
     revoked_at: float | None
     active: bool
+    verified: bool = Field(description="False when the stored row's MAC does not verify: it "
+                           "was written without the vault's key and is refused.")
 
 
 class NewPrincipalResponse(PrincipalModel):
@@ -228,10 +230,18 @@ class AuditEventModel(_Response):
     detail: dict[str, Any]
     prev_mac: str
     mac: str
+    verified: bool = Field(description="Whether the event's own MAC holds; false marks an event "
+                           "written without the audit key (forged or edited).")
 
 
 class AuditEventsResponse(_Response):
     events: list[AuditEventModel]
+
+
+class ChainBreakModel(_Response):
+    seq: int
+    event_id: str | None
+    problem: str
 
 
 class ChainReportModel(_Response):
@@ -244,6 +254,10 @@ class ChainReportModel(_Response):
     problem: str | None
     checkpoints_checked: int
     notes: list[str]
+    breaks: list[ChainBreakModel] = Field(description="Every break found (up to 1000), in log "
+                                          "order; the walk goes on past each one.")
+    break_count: int
+    verified_events: int = Field(description="Events whose own MAC holds.")
 
 
 class RetireRequest(_Request):

@@ -52,7 +52,8 @@ class DataKeyRepository(Protocol):
         ...
 
     def reserve_encryptions(self, version: int, count: int, limit: int) -> bool:
-        """Atomically add ``count`` to the counter if the total stays within ``limit``."""
+        """Atomically add ``count`` to the counter of ``version`` if the total stays within
+        ``limit`` (False also when there is no such version)."""
         ...
 
     def replace_wrapped(self, version: int, wrapped: bytes) -> None: ...
@@ -69,6 +70,18 @@ class VersionFloor(Protocol):
     def raise_to(self, version: int) -> int:
         """Advance the floor to ``version`` unless it is higher already; returns it."""
         ...
+
+
+class DataKeyLedger(Protocol):
+    """The data-key versions this vault created, kept on the key side: a row the template store
+    gained any other way (a bogus "newest" key inserted by whoever can write the store) is
+    ignored instead of taking the vault down."""
+
+    def known(self) -> frozenset[int] | None:
+        """The versions created (None: no ledger yet -- a vault still to be upgraded)."""
+        ...
+
+    def add(self, version: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,7 @@ class DataKeyManager:
         cache_size: int = DEFAULT_CACHE_SIZE,
         cache_ttl: float = DEFAULT_CACHE_TTL_SECONDS,
         floor: VersionFloor | None = None,
+        ledger: DataKeyLedger | None = None,
     ) -> None:
         if max_encryptions < 1:
             raise ValueError("max_encryptions must be at least 1")
@@ -111,6 +125,7 @@ class DataKeyManager:
         self._lock = threading.RLock()
         self._min_version: int | None = None
         self._floor = floor
+        self._ledger = ledger
 
     @property
     def max_encryptions(self) -> int:
@@ -141,16 +156,31 @@ class DataKeyManager:
             self._floor.raise_to(version)
         self._min_version = None
 
+    def live_keys(self) -> list[DataKeyInfo]:
+        """The stored data keys this vault created (see :class:`DataKeyLedger`), by version."""
+        keys = self._repository.load_data_keys()
+        known = self._ledger.known() if self._ledger is not None else None
+        if known is None:
+            return keys
+        ignored = [k.version for k in keys if k.version not in known]
+        if ignored:
+            log.warning("ignoring data key row(s) %s: not created by this vault (the template "
+                        "store was written without the vault's key)", ignored)
+        return [k for k in keys if k.version in known]
+
     # --- sealing ---------------------------------------------------------------------------------
 
     def create_version(self) -> int:
         """Start a new DEK version (a new random key wrapped by the KEK); returns its number."""
         with self._lock:
             while True:
+                # Above every stored row, planted ones included, so the number is free.
                 keys = self._repository.load_data_keys()
                 version = max((k.version for k in keys), default=0) + 1
                 key, wrapped = self._provider.generate_data_key(
                     dek_context(self._keyset_id, version))
+                if self._ledger is not None:
+                    self._ledger.add(version)  # the key side first: the row is then trusted
                 if self._repository.insert_data_key(version, wrapped, time.time()):
                     self._remember(version, key)
                     log.info("created data key version %d", version)
@@ -181,10 +211,10 @@ class DataKeyManager:
         return reservations
 
     def _active_info(self) -> DataKeyInfo:
-        keys = self._repository.load_data_keys()
+        keys = self.live_keys()
         if not keys:
             self.create_version()
-            keys = self._repository.load_data_keys()
+            keys = self.live_keys()
         return max(keys, key=lambda k: k.version)
 
     # --- opening ---------------------------------------------------------------------------------
@@ -204,7 +234,7 @@ class DataKeyManager:
             return key
 
     def _info(self, version: int) -> DataKeyInfo:
-        for info in self._repository.load_data_keys():
+        for info in self.live_keys():
             if info.version == version:
                 return info
         raise DecryptionError()
@@ -231,7 +261,7 @@ class DataKeyManager:
         minimum = self.min_decrypt_version()
         with self._lock:
             now = time.monotonic()
-            infos = [i for i in self._repository.load_data_keys()
+            infos = [i for i in self.live_keys()
                      if i.version >= minimum and (versions is None or i.version in versions)
                      and not (i.version in self._cache and self._cache[i.version][1] > now)]
             if not infos:
@@ -259,7 +289,7 @@ class DataKeyManager:
         active_kek = self._provider.describe().active_version
         changed = 0
         with self._lock:
-            for info in self._repository.load_data_keys():
+            for info in self.live_keys():
                 if self._provider.kek_version_of(info.wrapped) == active_kek:
                     continue
                 context = dek_context(self._keyset_id, info.version)

@@ -232,7 +232,11 @@ class TemplateStore(ABC):
     def insert_data_key(self, version: int, wrapped: bytes, created_at: float) -> bool: ...
 
     @abstractmethod
-    def reserve_encryptions(self, version: int, count: int, limit: int) -> bool: ...
+    def reserve_encryptions(self, version: int, count: int, limit: int) -> bool:
+        """Add ``count`` to the counter of ``version`` if the total stays within ``limit``.
+
+        Any existing version may be counted, not only the newest row: which version is active
+        is the vault's decision (a row planted in the store must not block every enrolment)."""
 
     @abstractmethod
     def replace_wrapped(self, version: int, wrapped: bytes) -> None: ...

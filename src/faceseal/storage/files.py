@@ -515,9 +515,9 @@ class FileStore(TemplateStore):
     def reserve_encryptions(self, version: int, count: int, limit: int) -> bool:
         with self._writing("encryption count"):
             keys = self._read(self._root / DATA_KEYS_FILE, [])
-            if not keys or max(k["version"] for k in keys) != version:
+            key = next((k for k in keys if k["version"] == version), None)
+            if key is None:
                 return False
-            key = next(k for k in keys if k["version"] == version)
             if key["encryptions"] + count > limit:
                 return False
             key["encryptions"] += count

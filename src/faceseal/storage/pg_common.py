@@ -82,6 +82,12 @@ def map_error(exc: psycopg.Error, operation: str, location: PgLocation) -> Faces
         return AccessDenied(f"PostgreSQL refused {operation}: {message}")
     if isinstance(exc, psycopg.IntegrityError):  # SQLSTATE class 23
         return Conflict(f"PostgreSQL refused {operation}: {message}")
+    if isinstance(exc, pg_errors.LockNotAvailable | pg_errors.QueryCanceled):
+        # Our lock_timeout / statement_timeout: another session holds what we need, or the
+        # server is overloaded. An outage for this request, never a wait without end.
+        return StorageUnavailable(
+            f"PostgreSQL {operation} gave up: {message} (another session holds a lock faceseal "
+            "needs, or the server is overloaded; see lock_timeout_ms / statement_timeout_ms)")
     if isinstance(exc, psycopg.DataError):  # SQLSTATE class 22
         return InvalidInput(f"PostgreSQL refused {operation}: {message}")
     return StorageUnavailable(f"PostgreSQL {operation} failed: {message}")

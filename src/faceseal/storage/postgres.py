@@ -90,6 +90,16 @@ class PostgresStore(TemplateStore):
     def _open_connection(self) -> psycopg.Connection[Any]:
         conn = connect(self._loc)
         try:
+            # Every statement of this session, hence every faceseal transaction, waits for a
+            # lock and runs for a bounded time: another session holding the audit head (or any
+            # row we need) makes our calls fail fast instead of stalling every tenant. A
+            # faceseal session left idle inside a transaction is cut too.
+            conn.execute(
+                "SELECT set_config('lock_timeout', %s, false), "
+                "set_config('statement_timeout', %s, false), "
+                "set_config('idle_in_transaction_session_timeout', %s, false)",
+                (f"{self._loc.lock_timeout_ms}ms", f"{self._loc.statement_timeout_ms}ms",
+                 f"{max(self._loc.statement_timeout_ms, 60_000)}ms"))
             self._check_session(conn)
         except BaseException:
             conn.close()

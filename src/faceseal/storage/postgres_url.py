@@ -16,7 +16,12 @@ before the rest goes to libpq::
     with ``synchronous_commit=off`` (default ``false``);
 ``allow_superuser``
     open even when the login is a superuser or has BYPASSRLS, which defeats the row-level
-    security the schema relies on (default ``false``).
+    security the schema relies on (default ``false``);
+``lock_timeout_ms``, ``statement_timeout_ms``
+    how long any statement of the store waits for a lock, and runs at most (defaults 5000 and
+    60000): a session that holds a lock faceseal needs -- the audit chain's head, say -- makes
+    faceseal's calls fail fast with :class:`~faceseal.errors.StorageUnavailable` instead of
+    stalling every tenant.
 
 Credentials never leave this module in text meant for people: :meth:`PgLocation.describe` drops
 the password (and ``password``/``sslpassword`` parameters), and that is the only form logged,
@@ -38,7 +43,10 @@ _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _SECRET_PARAMS = {"password", "sslpassword"}
-_FACESEAL_PARAMS = {"schema", "roles", "allow_unsafe_durability", "allow_superuser"}
+_FACESEAL_PARAMS = {"schema", "roles", "allow_unsafe_durability", "allow_superuser",
+                    "lock_timeout_ms", "statement_timeout_ms"}
+DEFAULT_LOCK_TIMEOUT_MS = 5_000
+DEFAULT_STATEMENT_TIMEOUT_MS = 60_000
 
 
 def is_postgres_url(url: str) -> bool:
@@ -83,6 +91,8 @@ class PgLocation:
     roles: PgRoles
     allow_unsafe_durability: bool
     allow_superuser: bool
+    lock_timeout_ms: int
+    statement_timeout_ms: int
     user: str | None
     dbname: str | None
     has_password: bool
@@ -111,6 +121,13 @@ def _flag(name: str, value: str) -> bool:
     if lowered in _FALSE:
         return False
     raise InvalidInput(f"store URL parameter {name} must be true or false")
+
+
+def _milliseconds(name: str, value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 86_400_000:
+        raise InvalidInput(f"store URL parameter {name} must be a number of milliseconds "
+                           "within 1..86400000")
+    return int(value)
 
 
 def parse_pg_url(url: str) -> PgLocation:
@@ -148,6 +165,10 @@ def parse_pg_url(url: str) -> PgLocation:
         allow_unsafe_durability=_flag("allow_unsafe_durability",
                                       ours.get("allow_unsafe_durability", "false")),
         allow_superuser=_flag("allow_superuser", ours.get("allow_superuser", "false")),
+        lock_timeout_ms=_milliseconds("lock_timeout_ms", ours.get(
+            "lock_timeout_ms", str(DEFAULT_LOCK_TIMEOUT_MS))),
+        statement_timeout_ms=_milliseconds("statement_timeout_ms", ours.get(
+            "statement_timeout_ms", str(DEFAULT_STATEMENT_TIMEOUT_MS))),
         user=unquote(parts.username) if parts.username else None,
         dbname=dbname,
         has_password=parts.password is not None or any(k in _SECRET_PARAMS for k, _ in libpq),

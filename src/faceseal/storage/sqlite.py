@@ -353,8 +353,7 @@ class SQLiteStore(TemplateStore):
         with self._lock, self.transaction():
             cursor = self._execute(
                 "UPDATE data_keys SET encryptions = encryptions + ? "
-                "WHERE version = ? AND encryptions + ? <= ? "
-                "AND version = (SELECT MAX(version) FROM data_keys)",
+                "WHERE version = ? AND encryptions + ? <= ?",
                 (count, version, count, limit),
             )
             return cursor.rowcount == 1

@@ -301,7 +301,8 @@ class AccessOperations:
             raise InvalidInput(f"count must be an integer within 1..{MAX_TAIL}")
         target = self._audit_tenant(tenant)
         with self._operation(AUDIT_READ, tenant=target) as op:
-            events = [record_to_json(r) for r in self._audit.tail(count, tenant=target)]
+            events = [record_to_json(r, self._audit.event_verifies(r))
+                      for r in self._audit.tail(count, tenant=target)]
             self._record(op, events=len(events))
             return events
 
@@ -314,7 +315,8 @@ class AccessOperations:
         target = self._audit_tenant(tenant)
         with self._operation(AUDIT_EXPORT, tenant=target) as op:
             self._record(op, since=since)
-        return (record_to_json(r) for r in self._audit.events(tenant=target, since=since))
+        return (record_to_json(r, self._audit.event_verifies(r))
+                for r in self._audit.events(tenant=target, since=since))
 
     def audit_verify(self) -> ChainReport:
         """Verify the whole MAC chain and the checkpoints; the report names the first broken

@@ -46,6 +46,8 @@ UPGRADE_ACTION = "integrity.upgrade"
 _SNAPSHOT = "integrity_upgrade_rows"
 #: The key-side copy of the minimum decryption version (see :class:`KeySideFloor`).
 MIN_VERSION_SETTING = "min_decrypt_version"
+#: The key-side list of data-key versions the vault created (see :class:`KeySideLedger`).
+DATA_KEYS_SETTING = "data_key_versions"
 NOT_UPGRADED = (
     "this vault predates signed principals and configuration: run `faceseal migrate` with an "
     "all-tenant admin's key (--key-file FILE or $FACESEAL_API_KEY) to sign them"
@@ -76,6 +78,20 @@ class KeySideFloor:
 
     def raise_to(self, version: int) -> int:
         return self._state.raise_floor(MIN_VERSION_SETTING, version)
+
+
+class KeySideLedger:
+    """The data-key versions this vault created, kept in the audit state file (see
+    :class:`~faceseal.keys.datakeys.DataKeyLedger`)."""
+
+    def __init__(self, state: AuditState) -> None:
+        self._state = state
+
+    def known(self) -> frozenset[int] | None:
+        return self._state.versions(DATA_KEYS_SETTING)
+
+    def add(self, version: int) -> None:
+        self._state.add_version(DATA_KEYS_SETTING, version)
 
 
 def _sign_inventories(store: TemplateStore, inventory: InventorySigner) -> int:
@@ -148,6 +164,8 @@ def upgrade(*, store: TemplateStore, state: AuditState, seal: PrincipalSeal,
         minimum = state.raise_floor(MIN_VERSION_SETTING, int(meta) if meta else 1)
     except ValueError:
         raise InvalidInput("the store's min_decrypt_version is not a number") from None
+    for info in store.load_data_keys():  # what the store holds now is the vault's from here on
+        state.add_version(DATA_KEYS_SETTING, info.version)
     state.set_setting(INTEGRITY_SETTING, str(INTEGRITY_VERSION))
     state.set_setting(_SNAPSHOT, "")
     log.info("signed %d principal(s) and the configuration; %d row(s) left unsigned",

@@ -166,7 +166,7 @@ def key_status(config: VaultConfig, provider: KeyProvider, store: TemplateStore,
     described = provider.describe()
     counts = store.key_version_counts()
     minimum = max(min_decrypt_version(store), data_keys.key_side_floor())
-    infos = store.load_data_keys()
+    infos = data_keys.live_keys()
     active = max((i.version for i in infos), default=0)
     states = []
     for info in infos:
@@ -261,7 +261,7 @@ def retire(store: TemplateStore, data_keys: DataKeyManager, below: int) -> Retir
         raise InvalidInput("the version to retire below must be a positive integer")
     with store.transaction():
         before = max(min_decrypt_version(store), data_keys.key_side_floor())
-        active = max((i.version for i in store.load_data_keys()), default=0)
+        active = max((i.version for i in data_keys.live_keys()), default=0)
         if below > active:
             raise Conflict(f"data-key version {active} is active and cannot be retired; "
                            f"choose --below {active} or lower, or rotate first")
@@ -300,7 +300,8 @@ def check_key_dir(directory: Path, home: Path) -> None:
 def migrate(home: Path, config: VaultConfig, provider: KeyProvider, store: TemplateStore, *,
             to_uri: str, passphrase: PassphraseSource,
             audit_state: AuditState | None = None,
-            sign_config: Callable[[bool], None] | None = None) -> tuple[Migration, KeyProvider]:
+            sign_config: Callable[[bool], None] | None = None,
+            data_keys: DataKeyManager | None = None) -> tuple[Migration, KeyProvider]:
     """Rewrap every DEK (and the audit key) under ``to_uri`` and switch the vault to it. Returns
     the result and the open target provider (the caller closes the old one)."""
     scheme = check_uri(to_uri)
@@ -315,7 +316,8 @@ def migrate(home: Path, config: VaultConfig, provider: KeyProvider, store: Templ
     try:
         with store.transaction():  # no other writer can add a DEK while we stage
             staged: dict[str, str] = {}
-            for info in store.load_data_keys():
+            live = data_keys.live_keys() if data_keys is not None else store.load_data_keys()
+            for info in live:
                 context = dek_context(config.keyset_id, info.version)
                 key = provider.unwrap(info.wrapped, context)
                 blob = target.wrap(key, context)
@@ -348,7 +350,8 @@ def migrate(home: Path, config: VaultConfig, provider: KeyProvider, store: Templ
                 raise IntegrityFailure("the target provider returned a different data key")
             return blob
 
-        finish_pending_migration(store, config, rewrap_late, audit_state=audit_state)
+        finish_pending_migration(store, config, rewrap_late, audit_state=audit_state,
+                                 known={i.version for i in live})
     except BaseException:
         target.close()
         raise
@@ -360,6 +363,7 @@ def finish_pending_migration(
     store: TemplateStore, config: VaultConfig,
     rewrap_late: Callable[[int, bytes], bytes] | None = None,
     *, audit_state: AuditState | None = None,
+    known: set[int] | frozenset[int] | None = None,
 ) -> bool:
     """Complete (or discard) a migration a crash interrupted; True if one was completed.
 
@@ -375,8 +379,8 @@ def finish_pending_migration(
             return False
         blobs = {int(v): bytes.fromhex(b) for v, b in dict(pending["blobs"]).items()}
         for info in store.load_data_keys():
-            if info.version in blobs:
-                continue
+            if info.version in blobs or (known is not None and info.version not in known):
+                continue  # staged already, or a row this vault never created (ignored)
             if rewrap_late is None:
                 raise IntegrityFailure(
                     f"data key version {info.version} was created during a key migration and "

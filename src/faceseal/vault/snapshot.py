@@ -153,7 +153,7 @@ class SnapshotKeys:
         tag = tenant_tag(tenant)
         key_id, salt = os.urandom(16), os.urandom(32)
         minimum = self._data_keys.min_decrypt_version()
-        versions = [k.version for k in self._store.load_data_keys() if k.version >= minimum]
+        versions = [k.version for k in self._data_keys.live_keys() if k.version >= minimum]
         if not versions:
             raise KeyringError("no data key to derive a snapshot key from")
         version = max(versions)

@@ -197,6 +197,7 @@ class Vault(AccessOperations, ServiceOperations):
         self._data_keys = DataKeyManager(
             provider, store, config.keyset_id, max_encryptions=config.max_encryptions_per_key,
             floor=integrity.KeySideFloor(audit_state),
+            ledger=integrity.KeySideLedger(audit_state),
         )
         self._sealer = RecordSealer(config.keyset_id, self._data_keys, subject_keys)
         self._encoder_factory = encoder_factory
@@ -361,7 +362,9 @@ class Vault(AccessOperations, ServiceOperations):
         audit_state: AuditState | None = None
         try:
             audit_state = _open_audit_state(config, provider, store)
-            rotation.finish_pending_migration(store, config, audit_state=audit_state)
+            rotation.finish_pending_migration(
+                store, config, audit_state=audit_state,
+                known=integrity.KeySideLedger(audit_state).known())
             vault = cls(home, config, provider, subject_keys, store, audit_state=audit_state,
                         encoder_factory=encoder_factory)
         except BaseException:
@@ -501,7 +504,7 @@ class Vault(AccessOperations, ServiceOperations):
             check_config(self._config, self._audit_state, self._guard.seal.authenticator)
             self._models = self._config.models()
         # One unwrap proves the keyring is this vault's (O(1) provider calls, whatever the size).
-        keys = self._store.load_data_keys()
+        keys = self._data_keys.live_keys()
         if keys:
             # Every live data key in one provider call where the provider batches (transit).
             self._data_keys.preload()
@@ -1037,7 +1040,8 @@ class Vault(AccessOperations, ServiceOperations):
                                               to_uri=to_uri, passphrase=passphrase,
                                               audit_state=self._audit_state,
                                               sign_config=lambda pending: self._sign_config(
-                                                  pending=pending))
+                                                  pending=pending),
+                                              data_keys=self._data_keys)
             self._data_keys.set_provider(target)
             old.close()
         return result

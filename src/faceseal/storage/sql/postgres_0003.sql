@@ -154,3 +154,58 @@ GRANT EXECUTE ON FUNCTION
     @schema@.fs_inventories(text, text[]),
     @schema@.fs_set_inventories(text, text[], bytea[])
 TO @app@;
+
+-- --- data keys ---------------------------------------------------------------------------------
+-- Only a login granted every tenant may add a data key (rotation and key custody are global;
+-- a tenant's login never needs to). Counting no longer insists on the newest row: which version
+-- is active is the vault's decision, made from the versions its key side recorded, so a planted
+-- "newest" row cannot block every enrolment.
+
+CREATE OR REPLACE FUNCTION @schema@.fs_insert_data_key(p_version integer, p_wrapped bytea,
+                                                       p_created_at double precision)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @schema@, pg_temp AS $$
+BEGIN
+    PERFORM @schema@.fs_require_all_tenants();
+    INSERT INTO @schema@.data_keys (version, wrapped, created_at, encryptions)
+        VALUES (p_version, p_wrapped, p_created_at, 0)
+        ON CONFLICT (version) DO NOTHING;
+    RETURN FOUND;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION @schema@.fs_reserve_encryptions(p_version integer, p_count bigint,
+                                                           p_limit bigint) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @schema@, pg_temp AS $$
+BEGIN
+    IF p_count IS NULL OR p_count < 0 THEN
+        RAISE EXCEPTION 'fs_reserve_encryptions: the count must not be negative'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE @schema@.data_keys k SET encryptions = k.encryptions + p_count
+        WHERE k.version = p_version AND k.encryptions + p_count <= p_limit;
+    RETURN FOUND;
+END
+$$;
+
+-- --- audit appends ------------------------------------------------------------------------------
+-- A login appends events of its own tenants, or naming no tenant (refused credentials, global
+-- operations); a tenant-scoped login can no longer write events into another tenant's history.
+
+CREATE OR REPLACE FUNCTION @schema@.fs_audit_append(
+    p_seq bigint, p_event_id text, p_occurred_at double precision, p_principal text,
+    p_role text, p_action text, p_tenant text, p_subject_id text, p_template_ids text[],
+    p_outcome text, p_request_id text, p_detail text, p_prev_mac bytea, p_mac bytea
+) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = @schema@, pg_temp AS $$
+BEGIN
+    IF p_tenant IS NOT NULL THEN
+        PERFORM @schema@.fs_require_tenant(p_tenant);
+    END IF;
+    INSERT INTO @schema@.audit_events (seq, event_id, occurred_at, principal, role, action, tenant,
+                                       subject_id, template_ids, outcome, request_id, detail,
+                                       prev_mac, mac)
+    VALUES (p_seq, p_event_id, p_occurred_at, p_principal, p_role, p_action, p_tenant,
+            p_subject_id, p_template_ids, p_outcome, p_request_id, p_detail, p_prev_mac, p_mac);
+END
+$$;
