@@ -87,7 +87,9 @@ def _populate(vault: Vault, subjects: int) -> np.ndarray:
         rows = vault._sealer.seal([
             NewTemplate("default", f"subject-{start + i:06d}", "dlib-resnet-v1", encoding)
             for i, encoding in enumerate(chunk)])
-        rotation.store_rows(vault._store, rows)
+        with vault._store.transaction():  # rows and their subjects' inventories, as enroll does
+            rotation.store_rows(vault._store, rows)
+            vault._inventory.record_additions(vault._store, rows)
     return encodings
 
 

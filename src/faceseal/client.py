@@ -94,6 +94,8 @@ class PrincipalInfo:
     created_at: float
     revoked_at: float | None
     active: bool
+    #: False: the stored row's MAC fails (written without the vault's key); it is refused.
+    verified: bool = True
 
 
 @dataclass(frozen=True)

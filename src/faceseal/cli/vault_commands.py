@@ -238,10 +238,13 @@ def check(output: Output, vault_dir: Path | None) -> None:
 @admin_url_option
 @common_options
 def migrate(output: Output, vault_dir: Path | None, admin_url: str | None) -> None:
-    """Apply pending schema migrations to the vault's template store.
+    """Apply pending schema migrations to the vault's template store, and sign a vault made
+    before principals and configuration were signed.
 
     For PostgreSQL pass --admin-url (or $FACESEAL_DB_ADMIN_URL): migrations create roles and
-    schema objects, which the vault's own login may not do."""
+    schema objects, which the vault's own login may not do. Signing an older vault needs an
+    all-tenant admin's key (--key-file or $FACESEAL_API_KEY); it is done once, and refused
+    without a key."""
     home = (vault_dir or default_home()).expanduser().resolve()
     config = VaultConfig.load(home)
     if admin_url:
