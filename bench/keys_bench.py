@@ -70,7 +70,9 @@ def populate(vault: Vault, subjects: int) -> np.ndarray:
         rows = vault._sealer.seal([
             NewTemplate("default", f"subject-{start + i:07d}", "dlib-resnet-v1", encoding)
             for i, encoding in enumerate(encodings[start:start + 20_000])])
-        rotation.store_rows(vault._store, rows)
+        with vault._store.transaction():  # rows and their subjects' inventories, as enroll does
+            rotation.store_rows(vault._store, rows)
+            vault._inventory.record_additions(vault._store, rows)
     return encodings
 
 
