@@ -45,6 +45,7 @@ from faceseal.errors import (
 from faceseal.keys.datakeys import DataKeyInfo
 from faceseal.storage.base import (
     AuditRecord,
+    ChangeSummary,
     PrincipalRow,
     SubjectRow,
     TemplateRow,
@@ -369,6 +370,63 @@ class PostgresStore(TemplateStore):
         ids = self._value(self._q("SELECT {s}.fs_erase_subject(%s, %s)"),
                           (tenant, subject_id), "erasure")
         return [str(i) for i in ids or []]
+
+    # --- the change log --------------------------------------------------------------------------
+
+    def change_head(self, tenant: str) -> int:
+        return int(self._value(self._q("SELECT {s}.fs_change_head(%s)"), (tenant,)) or 0)
+
+    def changes(self, tenant: str, after: int, upto: int) -> ChangeSummary:
+        rows = self._rows(self._q("SELECT * FROM {s}.fs_changes(%s, %s, %s)"),
+                          (tenant, after, upto))
+        return ChangeSummary(
+            tenant, after, upto,
+            erased=tuple(str(s) for kind, s, _ in rows if kind == "erase"),
+            added=sum(int(n) for kind, _, n in rows if kind == "add"),
+        )
+
+    def templates_added(self, tenant: str, after: int, upto: int,
+                        batch_size: int = 10_000) -> Iterator[list[TemplateRow]]:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInput("batch_size must be a positive integer")
+        last_seq, last_id = after, None  # None: start just past the whole change `after`
+        while True:
+            statement = sql.SQL(
+                "COPY (SELECT * FROM {s}.fs_templates_added({tenant}, {seq}, {id}, {upto}, "
+                "{limit})) TO STDOUT (FORMAT BINARY)").format(
+                    s=self._schema, tenant=sql.Literal(tenant), seq=sql.Literal(last_seq),
+                    id=sql.Literal(last_id), upto=sql.Literal(upto),
+                    limit=sql.Literal(batch_size))
+            with self._lock:
+                conn = self._live()
+                try:
+                    with conn.cursor() as cursor, cursor.copy(statement) as copy:
+                        copy.set_types([*_TEMPLATE_TYPES, "int8"])
+                        page = list(copy.rows())
+                except psycopg.Error as exc:
+                    raise map_error(exc, "change streaming", self._loc) from None
+            if not page:
+                return
+            yield [TemplateRow(*values[:-1]) for values in page]
+            last_seq, last_id = int(page[-1][-1]), str(page[-1][0])
+
+    def changes_channel(self) -> str:
+        """The NOTIFY channel on which every committed change of this schema is announced."""
+        return str(self._value(self._q("SELECT {s}.fs_changes_channel()")))
+
+    # --- shared counters -------------------------------------------------------------------------
+
+    def counter_take(self, key: str, limit: int | None, window: float, cost: int,
+                     now: float) -> float | None:
+        wait = self._value(self._q("SELECT {s}.fs_counter_take(%s, %s, %s, %s, %s)"),
+                           (key, limit, float(window), cost, now), "counting")
+        return None if wait is None else float(wait)
+
+    def counter_retry_after(self, key: str, limit: int, window: float,
+                            now: float) -> float | None:
+        wait = self._value(self._q("SELECT {s}.fs_counter_retry_after(%s, %s, %s, %s)"),
+                           (key, limit, float(window), now))
+        return None if wait is None else float(wait)
 
     def replace_records(self, rows: Sequence[TemplateRow]) -> int:
         if not rows:

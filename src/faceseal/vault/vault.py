@@ -70,7 +70,6 @@ from faceseal.keys.registry import (
 from faceseal.keys.subject_keys import SubjectKeyStore
 from faceseal.matching import kernels
 from faceseal.matching.exact import closest_exact
-from faceseal.matching.gallery import Gallery
 from faceseal.matching.memory import lock_status
 from faceseal.matching.models import DEFAULT_MODEL_ID, ModelSpec, resolve_model
 from faceseal.storage.base import TemplateRow, TemplateStore
@@ -85,6 +84,7 @@ from faceseal.vault import rotation
 from faceseal.vault.access_ops import AccessOperations
 from faceseal.vault.bulk import BulkEnrollResult, check_batch, seal_and_store
 from faceseal.vault.config import CONFIG_FILE, DEFAULT_TENANT, VaultConfig
+from faceseal.vault.gallery_cache import GalleryCache
 from faceseal.vault.guard import Caller, Guard, Operation
 from faceseal.vault.legacy_import import LegacyImportOptions, LegacyImportResult, import_table
 from faceseal.vault.paths import default_home, default_keyring_dir
@@ -99,7 +99,7 @@ from faceseal.vault.results import (
     VerifyResult,
 )
 from faceseal.vault.service_ops import ServiceOperations
-from faceseal.vault.snapshot import IndexKeeper, SnapshotStore
+from faceseal.vault.snapshot import SnapshotStore
 from faceseal.vault.sources import Progress, Source, SourceReader
 
 log = logging.getLogger(__name__)
@@ -193,13 +193,11 @@ class Vault(AccessOperations, ServiceOperations):
         )
         self._sealer = RecordSealer(config.keyset_id, self._data_keys, subject_keys)
         self._encoder_factory = encoder_factory
-        self._galleries: dict[tuple[str, str], Gallery] = {}
-        self._loaded_tenants: set[str] = set()
-        self._damaged: dict[str, TemplateRow] = {}
-        self._index = IndexKeeper(SnapshotStore(home, Path(config.key_store_dir), self._data_keys,
-                                                store,
-                                                vault_id=config.vault_id,
-                                                keyset_id=config.keyset_id))
+        self._cache = GalleryCache(
+            store, self._sealer, subject_keys,
+            SnapshotStore(home, Path(config.key_store_dir), self._data_keys, store,
+                          vault_id=config.vault_id, keyset_id=config.keyset_id),
+            self._models)
         self._lock = threading.RLock()
         self._closed = False
         self._audit_state = audit_state
@@ -462,13 +460,9 @@ class Vault(AccessOperations, ServiceOperations):
             if self._closed:
                 return
             self._closed = True
-            for tenant in sorted(self._loaded_tenants):
-                self._persist_index(tenant)
+            self._cache.close()
             self._audit.checkpoint(best_effort=True)
             self._audit_state.close()
-            for gallery in self._galleries.values():
-                gallery.clear()
-            self._galleries.clear()
             self._data_keys.forget()
             self._store.close()
             self._subject_keys.close()
@@ -538,19 +532,14 @@ class Vault(AccessOperations, ServiceOperations):
         reader = self._reader(face_index)
         encodings = reader.read_all(sources, spec, progress)
         items = [NewTemplate(tenant, subject_id, spec.model_id, e.encoding) for e in encodings]
-        with self._lock:
-            rows = self._sealer.seal(items)
-            template_ids = [r.template_id for r in rows]
-            self._index.before_change(tenant, tenant in self._loaded_tenants)
-            # The templates, the subject's last_seen_at and the audit event commit together.
-            with op.transaction():
-                rotation.store_rows(self._store, rows)
-                op.record(template_ids=template_ids, detail={"model": spec.model_id})
-            gallery = self._galleries.get((tenant, spec.model_id))
-            if gallery is not None or tenant in self._loaded_tenants:
-                gallery = self._gallery(tenant, spec)
-                gallery.add_many([r.subject_id for r in rows], template_ids,
-                                 np.stack([i.encoding for i in items]))
+        rows = self._sealer.seal(items)
+        template_ids = [r.template_id for r in rows]
+        # The templates, the change-log entry, the subject's last_seen_at and the audit event
+        # commit together; every process's gallery picks the change up from the log.
+        with op.transaction():
+            rotation.store_rows(self._store, rows)
+            op.record(template_ids=template_ids, detail={"model": spec.model_id})
+        self._cache.after_write(tenant)
         log.debug("enrolled %d template(s)", len(rows))
         return EnrollResult(tenant, subject_id, spec.model_id, template_ids,
                             [e.label for e in encodings])
@@ -611,8 +600,7 @@ class Vault(AccessOperations, ServiceOperations):
         if not rows:
             return None, [], self._store.subject_exists(tenant, subject_id)
         opened, damaged = self._sealer.open(rows)
-        for row in damaged:
-            self._damaged[row.template_id] = row
+        self._cache.note_damaged(damaged)
         usable = [o for o in opened if o.row.model_id == spec.model_id]
         best = closest_exact([o.encoding for o in usable], [o.row.template_id for o in usable],
                              probe, spec.metric)
@@ -646,12 +634,11 @@ class Vault(AccessOperations, ServiceOperations):
         spec = self.model(model)
         limit = _threshold(threshold, spec)
         encoding = self._reader(face_index).read_probe(probe, spec).encoding
-        with self._lock:
-            self._load_tenant(tenant)
-            gallery = self._galleries.get((tenant, spec.model_id))
+        with self._cache.holding():
+            # Every change committed by any process is applied before the gallery answers.
+            gallery, damaged = self._cache.fresh(tenant, spec)
             matches = gallery.search(encoding, top_k) if gallery else []
             size = len(gallery) if gallery else 0
-            damaged = sum(1 for row in self._damaged.values() if row.tenant == tenant)
         candidates = [Candidate(m.subject_id, m.distance, m.distance <= limit, m.template_id)
                       for m in matches]
         result = IdentifyResult(tenant, spec.model_id, limit, top_k, candidates, size, damaged)
@@ -692,27 +679,23 @@ class Vault(AccessOperations, ServiceOperations):
         spec = self.model(model)
         ids, matrix = check_batch(subject_ids, encodings, spec, _check_id)
         try:
-            with self._lock:
-                loaded = tenant in self._loaded_tenants
-                self._index.before_change(tenant, loaded)
-                with op.transaction():
-                    template_ids = seal_and_store(
-                        keyset_id=self._config.keyset_id, data_keys=self._data_keys,
-                        subject_keys=self._subject_keys, store=self._store, tenant=tenant,
-                        spec=spec, subject_ids=ids, encodings=matrix,
-                    )
-                    by_subject: dict[str, list[str]] = {}
-                    for subject, template_id in zip(ids, template_ids, strict=True):
-                        by_subject.setdefault(subject, []).append(template_id)
-                    names = list(by_subject)
-                    for lo in range(0, len(names), AUDIT_SUBJECTS_PER_EVENT):
-                        chunk = names[lo:lo + AUDIT_SUBJECTS_PER_EVENT]
-                        op.record(subject_id=chunk[0] if len(chunk) == 1 else None,
-                                  template_ids=[t for name in chunk for t in by_subject[name]],
-                                  detail={"model": spec.model_id, "bulk": True,
-                                          "subjects": chunk})
-                if loaded:
-                    self._gallery(tenant, spec).add_many(ids, template_ids, matrix)
+            with op.transaction():
+                template_ids = seal_and_store(
+                    keyset_id=self._config.keyset_id, data_keys=self._data_keys,
+                    subject_keys=self._subject_keys, store=self._store, tenant=tenant,
+                    spec=spec, subject_ids=ids, encodings=matrix,
+                )
+                by_subject: dict[str, list[str]] = {}
+                for subject, template_id in zip(ids, template_ids, strict=True):
+                    by_subject.setdefault(subject, []).append(template_id)
+                names = list(by_subject)
+                for lo in range(0, len(names), AUDIT_SUBJECTS_PER_EVENT):
+                    chunk = names[lo:lo + AUDIT_SUBJECTS_PER_EVENT]
+                    op.record(subject_id=chunk[0] if len(chunk) == 1 else None,
+                              template_ids=[t for name in chunk for t in by_subject[name]],
+                              detail={"model": spec.model_id, "bulk": True,
+                                      "subjects": chunk})
+            self._cache.after_write(tenant)
         finally:
             if not np.shares_memory(matrix, encodings):
                 matrix.fill(0.0)  # our converted copy; never the caller's array
@@ -759,12 +742,10 @@ class Vault(AccessOperations, ServiceOperations):
         matrix = np.stack([reader.read_probe(item, spec).encoding.astype(np.float64)
                            for item in items])
         try:
-            with self._lock:
-                self._load_tenant(tenant)
-                gallery = self._galleries.get((tenant, spec.model_id))
+            with self._cache.holding():
+                gallery, damaged = self._cache.fresh(tenant, spec)
                 found = gallery.search_many(matrix, top_k) if gallery else [[] for _ in matrix]
                 size = len(gallery) if gallery else 0
-                damaged = sum(1 for row in self._damaged.values() if row.tenant == tenant)
         finally:
             matrix.fill(0.0)
         results = [
@@ -792,15 +773,16 @@ class Vault(AccessOperations, ServiceOperations):
     def index_status(self) -> dict[str, Any]:
         """How the in-memory galleries were loaded and whether their memory is locked.
         Holds no biometric data (counts, timings and flags only)."""
-        with self._lock:
-            tenants = {
-                tenant: {
-                    **self._index.loads.get(tenant, {}),
-                    "memory_locked": all(g.memory_locked for (t, _), g in self._galleries.items()
-                                         if t == tenant),
-                }
-                for tenant in sorted(self._loaded_tenants)
+        states = self._cache.states()
+        tenants = {
+            tenant: {
+                **self._cache.loads.get(tenant, {}),
+                "applied_change": state.applied,
+                "memory_locked": all(g.memory_locked
+                                     for g in self._cache.galleries_of(tenant).values()),
             }
+            for tenant, state in states.items()
+        }
         return {"scan_backend": kernels.backend_name(), "memory": lock_status().to_dict(),
                 "tenants": tenants}
 
@@ -818,21 +800,16 @@ class Vault(AccessOperations, ServiceOperations):
         """Erase one subject under ``op``: rows and event commit together, then the subject's
         secret is destroyed. If that fails the rows are gone but the secret stays, and the error
         propagates; erasing again finishes the job."""
-        with self._lock:
-            self._index.before_erase(tenant, tenant in self._loaded_tenants)
-            with op.transaction():
-                template_ids = self._store.erase_subject(tenant, subject_id)
-                has_secret = bool(self._subject_keys.get_many([(tenant, subject_id)]))
-                if not template_ids and not has_secret:
-                    raise NotFound(f"no subject {subject_id!r} in tenant {tenant!r}")
-                op.record(subject_id=subject_id, template_ids=template_ids,
-                          detail={"templates": len(template_ids)})
-            for (gallery_tenant, _), gallery in self._galleries.items():
-                if gallery_tenant == tenant:
-                    gallery.remove_subject(subject_id)
-            for template_id in template_ids:
-                self._damaged.pop(template_id, None)
-            destroyed = self._subject_keys.destroy(tenant, subject_id)
+        self._cache.before_erase(tenant)
+        with op.transaction():
+            template_ids = self._store.erase_subject(tenant, subject_id)
+            has_secret = bool(self._subject_keys.get_many([(tenant, subject_id)]))
+            if not template_ids and not has_secret:
+                raise NotFound(f"no subject {subject_id!r} in tenant {tenant!r}")
+            op.record(subject_id=subject_id, template_ids=template_ids,
+                      detail={"templates": len(template_ids)})
+        self._cache.after_erase(tenant, subject_id, template_ids)
+        destroyed = self._subject_keys.destroy(tenant, subject_id)
         log.debug("erased a subject: %d template(s)", len(template_ids))
         return len(template_ids), destroyed
 
@@ -988,21 +965,15 @@ class Vault(AccessOperations, ServiceOperations):
 
         def save(rows: list[TemplateRow], encodings: list[Any], marker: str, marker_value: str,
                  detail: dict[str, Any]) -> None:
-            # The rows, the progress marker and the batch's audit event commit together.
-            self._index.before_change(tenant, tenant in self._loaded_tenants)
+            # The rows, their change-log entry, the progress marker and the batch's audit event
+            # commit together.
             with op.transaction():
                 self._store.add_templates(rows)
                 self._store.set_meta(marker, marker_value)
                 op.record(template_ids=[r.template_id for r in rows], detail=detail)
-            if rows and ((tenant, spec.model_id) in self._galleries
-                         or tenant in self._loaded_tenants):
-                self._gallery(tenant, spec).add_many(
-                    [r.subject_id for r in rows], [r.template_id for r in rows],
-                    np.stack(encodings))
+            self._cache.after_write(tenant)
 
-        # The vault lock is held throughout so that a gallery loaded meanwhile cannot miss or
-        # double a batch; other processes are not held up.
-        with self._lock, open_legacy_source(source, options.table) as table:
+        with open_legacy_source(source, options.table) as table:
             result = import_table(table, key, store=self._store, sealer=self._sealer,
                                   tenant=tenant, spec=spec, options=options, save=save,
                                   progress=progress)
@@ -1018,62 +989,6 @@ class Vault(AccessOperations, ServiceOperations):
         if self._encoder_factory is None:
             return SourceReader(self._models, face_index=face_index)
         return SourceReader(self._models, self._encoder_factory, face_index=face_index)
-
-    def _gallery(self, tenant: str, spec: ModelSpec) -> Gallery:
-        key = (tenant, spec.model_id)
-        gallery = self._galleries.get(key)
-        if gallery is None:
-            gallery = self._galleries[key] = Gallery(spec.dimension, spec.metric)
-        return gallery
-
-    def _load_tenant(self, tenant: str) -> None:
-        """Decrypt a tenant's templates into memory, once."""
-        if tenant in self._loaded_tenants:
-            return
-        started = time.perf_counter()
-        _, snapshot = self._index.load(tenant, self._models)
-        if snapshot is not None:
-            for model_id, loaded in snapshot.galleries.items():
-                self._galleries[(tenant, model_id)] = loaded
-            self._loaded_tenants.add(tenant)
-            self._index.loads[tenant] = {"source": "snapshot", "templates": snapshot.templates,
-                                         "seconds": time.perf_counter() - started}
-            return
-        secrets = self._subject_keys.for_tenant(tenant)
-        count = 0
-        for batch in self._store.gallery(tenant):
-            opened, damaged = self._sealer.open(batch, secrets)
-            for row in damaged:
-                self._damaged[row.template_id] = row
-            by_model: dict[str, list[Any]] = {}
-            for item in opened:
-                by_model.setdefault(item.row.model_id, []).append(item)
-            for model_id, items in by_model.items():
-                spec = self._models.get(model_id)
-                if spec is None:
-                    log.warning("templates of unknown model %s left out of the gallery", model_id)
-                    continue
-                stacked = np.stack([i.encoding for i in items])
-                self._gallery(tenant, spec).add_many(
-                    [i.row.subject_id for i in items], [i.row.template_id for i in items],
-                    stacked)
-                count += len(items)
-                stacked.fill(0.0)  # best effort: the decrypted copies are overwritten
-            for item in opened:
-                item.encoding.fill(0)
-        self._loaded_tenants.add(tenant)
-        self._index.loads[tenant] = {"source": "records", "templates": count,
-                                     "seconds": time.perf_counter() - started}
-        log.debug("loaded gallery: %d template(s) in %.3f s", count,
-                  time.perf_counter() - started)
-        self._persist_index(tenant)
-
-    def _persist_index(self, tenant: str) -> None:
-        """Write the tenant's gallery snapshot when it is current and complete."""
-        if any(row.tenant == tenant for row in self._damaged.values()):
-            return  # a snapshot would hide the damage; the records path reports it each time
-        galleries = {model_id: g for (t, model_id), g in self._galleries.items() if t == tenant}
-        self._index.persist(tenant, galleries)
 
 
 def _check_schema(store: TemplateStore) -> None:
