@@ -161,7 +161,8 @@ def test_cli_init_migrate_grant_and_list(tmp_path: Path, pg_db: PgTestDatabase,
     migrated = run_cli("migrate", "--json", env=env)
     assert migrated.returncode == 0, migrated.stderr
     latest = PostgresStore.SCHEMA_VERSION
-    assert json.loads(migrated.stdout) == {"schema_version_before": latest, "schema_version": latest}
+    assert json.loads(migrated.stdout) == {"schema_version_before": latest,
+                                           "schema_version": latest}
 
     clerk, reader = f"{pg_db.prefix}_login_clerk", f"{pg_db.prefix}_login_reader"
     granted = run_cli("db", "grant-app", clerk, "--tenant", "shop", "--json", env=env)
