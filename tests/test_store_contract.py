@@ -474,9 +474,13 @@ def test_a_failed_write_logs_no_change(store: TemplateStore) -> None:
     with pytest.raises(Conflict):
         store.add_templates([row("t1", "bob"), taken])
     assert store.change_head("t1") == 1
-    with pytest.raises(RuntimeError), store.transaction():
-        store.erase_subject("t1", "alice")
-        raise RuntimeError("rolled back")
+    def erase_then_fail() -> None:
+        with store.transaction():
+            store.erase_subject("t1", "alice")
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        erase_then_fail()
     assert store.change_head("t1") == 1
     assert store.changes("t1", 0, 5).erased == ()
 
