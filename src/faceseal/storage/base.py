@@ -10,6 +10,7 @@ contract tests.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -132,6 +133,23 @@ class PrincipalRow:
     revoked_at: float | None
 
 
+class ChangeListener:
+    """Wakes a waiting thread when the store may hold new changes. This default polls: it just
+    sleeps for the timeout (SQLite and the file store have no notifications; a head read per
+    tick is cheap). PostgreSQL overrides it with LISTEN/NOTIFY."""
+
+    def __init__(self) -> None:
+        self._closed = threading.Event()
+
+    def wait(self, timeout: float) -> bool:
+        """Block until a change may have happened or ``timeout`` seconds passed; False once
+        closed."""
+        return not self._closed.wait(timeout)
+
+    def close(self) -> None:
+        self._closed.set()
+
+
 #: Counter events older than this are deleted whatever their key (no window may be longer).
 MAX_COUNTER_WINDOW = 7 * 24 * 3600.0
 
@@ -241,6 +259,10 @@ class TemplateStore(ABC):
                         batch_size: int = 10_000) -> Iterator[list[TemplateRow]]:
         """The templates of ``tenant`` still present that were added by changes numbered in
         ``(after, upto]`` (``after=FROM_START``: every template up to ``upto``), in batches."""
+
+    def change_listener(self) -> ChangeListener:
+        """A listener a follower thread waits on for changes (see :class:`ChangeListener`)."""
+        return ChangeListener()
 
     # --- shared counters (failed-authentication limits, budgets) ----------------------------------
 

@@ -45,6 +45,7 @@ from faceseal.errors import (
 from faceseal.keys.datakeys import DataKeyInfo
 from faceseal.storage.base import (
     AuditRecord,
+    ChangeListener,
     ChangeSummary,
     PrincipalRow,
     SubjectRow,
@@ -414,6 +415,9 @@ class PostgresStore(TemplateStore):
         """The NOTIFY channel on which every committed change of this schema is announced."""
         return str(self._value(self._q("SELECT {s}.fs_changes_channel()")))
 
+    def change_listener(self) -> ChangeListener:
+        return _NotifyListener(self._loc, self.changes_channel())
+
     # --- shared counters -------------------------------------------------------------------------
 
     def counter_take(self, key: str, limit: int | None, window: float, cost: int,
@@ -575,3 +579,52 @@ def _principal(values: Sequence[Any]) -> PrincipalRow:
     fields = list(values)
     fields[5] = bytes(fields[5])
     return PrincipalRow(*fields)
+
+
+class _NotifyListener(ChangeListener):
+    """LISTEN on the schema's change channel over a connection of its own. The payload is empty:
+    a notification only says "look"; the follower then reads each loaded tenant's head. A lost
+    connection degrades to polling (the timeout) and is reopened on the next wait."""
+
+    def __init__(self, location: PgLocation, channel: str) -> None:
+        super().__init__()
+        self._location = location
+        self._channel = channel
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            conn = connect(self._location)
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+            self._conn = conn
+        return self._conn
+
+    def wait(self, timeout: float) -> bool:
+        """(Called from one follower thread only; it also owns the connection.)"""
+        if self._closed.is_set():
+            self._drop()
+            return False
+        try:
+            conn = self._connection()
+            for _ in conn.notifies(timeout=timeout, stop_after=1):
+                pass
+        except (psycopg.Error, StorageUnavailable) as exc:
+            log.info("change notifications unavailable (%s); polling", type(exc).__name__)
+            self._drop()
+            self._closed.wait(timeout)
+        if self._closed.is_set():
+            self._drop()
+            return False
+        return True
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except psycopg.Error:
+                log.debug("closing the LISTEN connection failed", exc_info=True)
+
+    def close(self) -> None:
+        """Ask the waiting thread to stop; it closes the connection (within one timeout)."""
+        super().close()

@@ -84,6 +84,8 @@ from faceseal.vault import rotation
 from faceseal.vault.access_ops import AccessOperations
 from faceseal.vault.bulk import BulkEnrollResult, check_batch, seal_and_store
 from faceseal.vault.config import CONFIG_FILE, DEFAULT_TENANT, VaultConfig
+from faceseal.vault.follower import DEFAULT_INTERVAL as DEFAULT_FOLLOW_INTERVAL
+from faceseal.vault.follower import ChangeFollower
 from faceseal.vault.gallery_cache import GalleryCache
 from faceseal.vault.guard import Caller, Guard, Operation
 from faceseal.vault.legacy_import import LegacyImportOptions, LegacyImportResult, import_table
@@ -198,6 +200,7 @@ class Vault(AccessOperations, ServiceOperations):
             SnapshotStore(home, Path(config.key_store_dir), self._data_keys, store,
                           vault_id=config.vault_id, keyset_id=config.keyset_id),
             self._models)
+        self._follower: ChangeFollower | None = None
         self._lock = threading.RLock()
         self._closed = False
         self._audit_state = audit_state
@@ -460,6 +463,8 @@ class Vault(AccessOperations, ServiceOperations):
             if self._closed:
                 return
             self._closed = True
+            if self._follower is not None:
+                self._follower.stop()
             self._cache.close()
             self._audit.checkpoint(best_effort=True)
             self._audit_state.close()
@@ -499,6 +504,24 @@ class Vault(AccessOperations, ServiceOperations):
     def store_description(self) -> str:
         """Where the templates are kept (a path, or a URL without its password)."""
         return self._store.describe()
+
+    @property
+    def follower(self) -> ChangeFollower | None:
+        """The background change follower, once :meth:`follow_changes` started it."""
+        return self._root._follower
+
+    def follow_changes(self, interval: float = DEFAULT_FOLLOW_INTERVAL) -> None:
+        """Keep this process's loaded galleries caught up with every other process's writes in
+        the background (what a long-running server replica does): erased subjects leave memory
+        within about ``interval`` seconds even when no request comes (at once on PostgreSQL,
+        which notifies). Answers are fresh without it; see docs/architecture.md."""
+        self._check_open()
+        root = self._root
+        with root._lock:
+            if root._follower is None:
+                root._follower = ChangeFollower(root._cache, root._store.change_listener(),
+                                                interval)
+                root._follower.start()
 
     def model(self, model_id: str | None = None) -> ModelSpec:
         return resolve_model(model_id or DEFAULT_MODEL_ID, self._models)
