@@ -111,7 +111,10 @@ def test_an_idle_server_drops_an_erased_subject_from_memory(tmp_path: Path) -> N
 
 
 def test_a_copied_snapshot_dies_with_an_erasure(tmp_path: Path) -> None:
-    home, _, _ = prepare_vault(tmp_path)
+    """The CLI erases (no gallery in memory): before erase returns, the snapshot is replaced by
+    one without the subject under a fresh key, so a copy taken before no longer opens."""
+    home, _, keys = prepare_vault(tmp_path)
+    worker = vault_keys(home).worker
     encodings = random_encodings(30, seed=9)
     subjects = [f"p{i}" for i in range(30)]
     with reopen_vault(home) as vault:
@@ -120,22 +123,51 @@ def test_a_copied_snapshot_dies_with_an_erasure(tmp_path: Path) -> None:
     current = home / SNAPSHOT_DIR / f"index-{tenant_tag(TENANT)}.snap"
     copy = tmp_path / "copied.snap"
     shutil.copy2(current, copy)
+    _cli(home, worker, "erase", "--subject", "p0", "--tenant", TENANT)
     with reopen_vault(home) as vault:
         snapshots = vault._cache._snapshots
-        assert snapshots.load(TENANT, vault._models) is not None  # the copy's key is alive
-        vault.erase("p0", tenant=TENANT)  # returns only after the snapshot key is destroyed
-        shutil.copy2(copy, current)
-        assert snapshots.load(TENANT, vault._models) is None  # the copy no longer opens
-        current.unlink()
-    with reopen_vault(home) as vault:
-        vault.identify(encodings[1], tenant=TENANT)
-    with reopen_vault(home) as vault:
-        loaded = vault._cache._snapshots.load(TENANT, vault._models)
-        assert loaded is not None
+        loaded = snapshots.load(TENANT, vault._models)
+        assert loaded is not None  # the replacement opens ...
         held = {s for g in loaded.galleries.values() for s in g.subject_ids()}
-        assert held == set(subjects[1:])
+        assert held == set(subjects[1:])  # ... and does not hold the erased subject
         for gallery in loaded.galleries.values():
             gallery.clear()
+        shutil.copy2(copy, current)
+        assert snapshots.load(TENANT, vault._models) is None  # the copy no longer opens
+        found = vault.identify(encodings[0], tenant=TENANT)
+        assert "p0" not in {c.subject_id for c in found.candidates}
+    del keys
+
+
+def test_a_server_replaces_its_snapshot_after_an_erasure(tmp_path: Path) -> None:
+    """A server (follower running) destroys the snapshot at once and writes the replacement
+    in the background; the copy taken before never opens again."""
+    home, _, keys = prepare_vault(tmp_path)
+    encodings = random_encodings(20, seed=12)
+    with reopen_vault(home) as vault:
+        vault.enroll_many([f"p{i}" for i in range(20)], encodings, tenant=TENANT)
+    current = home / SNAPSHOT_DIR / f"index-{tenant_tag(TENANT)}.snap"
+    with _servers(home, tmp_path, 1, "--follow-interval", "0.2") as (url,), \
+            httpx.Client(base_url=url, timeout=30) as http:
+        _identified(http, keys["identifier"], encodings[0])  # loads from records, snapshots
+        copy = tmp_path / "copied.snap"
+        shutil.copy2(current, copy)
+        erased = http.delete(f"/v1/tenants/{TENANT}/subjects/p0",
+                             headers={"Authorization": f"Bearer {keys['enroller']}"})
+        assert erased.status_code == 200
+        deadline = time.monotonic() + 20
+        while not current.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert current.exists()
+    with reopen_vault(home) as vault:
+        snapshots = vault._cache._snapshots
+        loaded = snapshots.load(TENANT, vault._models)
+        assert loaded is not None
+        assert "p0" not in {s for g in loaded.galleries.values() for s in g.subject_ids()}
+        for gallery in loaded.galleries.values():
+            gallery.clear()
+        shutil.copy2(copy, current)
+        assert snapshots.load(TENANT, vault._models) is None
 
 
 # --- three replicas on PostgreSQL, the CLI beside them ------------------------------------------

@@ -53,6 +53,7 @@ class ChangeFollower:
         while self._listener.wait(self._interval):
             try:
                 self._cache.catch_up_all()
+                self._cache.persist_due()
             except Exception as exc:  # an outage: keep following, say so in /readyz
                 if self.healthy:
                     log.warning("change follower: catching up failed (%s)", type(exc).__name__)

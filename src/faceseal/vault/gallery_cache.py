@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 #: A snapshot is rewritten after a start whose delta added at least this many templates (or
 #: erased anyone), so that the next start is fast again.
 RESNAPSHOT_AFTER = 1000
+#: A follower rewrites a tenant's snapshot at most this often.
+RESNAPSHOT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,10 @@ class GalleryCache:
         self._applied: dict[str, int] = {}
         self._saved: dict[str, int] = {}
         self._damaged: dict[str, TemplateRow] = {}
+        self._last_persist: dict[str, float] = {}
         self._lock = threading.RLock()
+        #: A change follower writes snapshots in the background (see :meth:`shred_snapshot`).
+        self.background_persist = False
         #: How each tenant's galleries were loaded: source, seconds, templates, delta.
         self.loads: dict[str, dict[str, Any]] = {}
 
@@ -121,24 +126,75 @@ class GalleryCache:
             if tenant in self._applied:
                 self.catch_up(tenant)
 
-    def before_erase(self, tenant: str) -> None:
-        """Destroy the tenant's snapshot key and file before an erasure commits: no snapshot
-        made so far can be opened again (crypto-shredding of derived data)."""
-        self._snapshots.discard(tenant)
-
     def after_erase(self, tenant: str, subject_id: str, template_ids: Iterable[str]) -> None:
-        """The erasure committed: drop the subject from memory at once (overwritten), destroy
-        any snapshot written meanwhile, and catch up with the log."""
+        """The erasure committed: drop the subject from memory at once (overwritten) and catch
+        up with the log. Call :meth:`shred_snapshot` before the erasure returns."""
         with self._lock:
             for (gallery_tenant, _), gallery in self._galleries.items():
                 if gallery_tenant == tenant:
                     gallery.remove_subject(subject_id)
             for template_id in template_ids:
                 self._damaged.pop(template_id, None)
-            self._snapshots.discard(tenant)
-            self._saved.pop(tenant, None)
             if tenant in self._applied:
                 self.catch_up(tenant)
+
+    def shred_snapshot(self, tenant: str) -> str:
+        """After erasures: leave no readable snapshot of ``tenant`` that holds an erased subject.
+
+        The snapshot is *replaced* (a fresh key destroys the old one) by one that reflects the
+        erasures, so the next process still starts fast; when that is not cheap it is destroyed:
+
+        * this process holds the tenant: with a change follower running (a server), the old
+          snapshot is destroyed now and the follower writes the new one within a round or two
+          (writing a large snapshot per erasure would stall a busy server); otherwise the new
+          snapshot is written now;
+        * it does not (the CLI, cron's purge): the old snapshot is opened, the change log
+          applied, the result written under a fresh key and dropped from memory -- a sequential
+          read and write, never a decryption of every record; if the snapshot cannot be opened
+          it is destroyed.
+
+        Returns what was done: "replaced", "destroyed" or "none" (no snapshot).
+        """
+        with self._lock:
+            if tenant in self._applied:
+                self.catch_up(tenant)
+                if self.background_persist:
+                    self._snapshots.discard(tenant)
+                    self._saved.pop(tenant, None)
+                    return "destroyed"
+                self._saved.pop(tenant, None)
+                return "replaced" if self.persist(tenant) else self._destroy(tenant)
+            if not self._snapshots.exists(tenant):
+                return "none"
+            try:
+                loaded = self._load(tenant, snapshot_only=True)
+                if not loaded:
+                    return self._destroy(tenant)
+                if self._saved.get(tenant) != self._applied[tenant]:
+                    self._saved.pop(tenant, None)
+                    if not self.persist(tenant):
+                        return self._destroy(tenant)
+                return "replaced"
+            finally:
+                self._unload(tenant)
+
+    def _destroy(self, tenant: str) -> str:
+        self._snapshots.discard(tenant)
+        self._saved.pop(tenant, None)
+        return "destroyed"
+
+    def persist_due(self) -> None:
+        """What a change follower calls after each round: write the snapshot of every loaded
+        tenant that has none (destroyed by an erasure) or that lags by many additions, at most
+        once per :data:`RESNAPSHOT_SECONDS` per tenant."""
+        now = time.monotonic()
+        with self._lock:
+            due = [t for t, applied in self._applied.items()
+                   if now - self._last_persist.get(t, 0.0) >= RESNAPSHOT_SECONDS
+                   and (t not in self._saved or applied - self._saved[t] >= RESNAPSHOT_AFTER)]
+        for tenant in due:
+            self._last_persist[tenant] = now
+            self.persist(tenant)
 
     def note_damaged(self, rows: Iterable[TemplateRow]) -> None:
         with self._lock:
@@ -219,13 +275,15 @@ class GalleryCache:
             gallery = self._galleries[key] = Gallery(spec.dimension, spec.metric)
         return gallery
 
-    def _load(self, tenant: str) -> None:
+    def _load(self, tenant: str, *, snapshot_only: bool = False) -> bool:
         """First use of a tenant in this process: from its snapshot plus the delta since, or
-        from the records."""
+        from the records (unless ``snapshot_only``: then False when there is no usable
+        snapshot, and nothing is loaded)."""
         started = time.perf_counter()
         head = self._store.change_head(tenant)
         snapshot = self._snapshots.load(tenant, self._models)
-        if snapshot is not None and snapshot.seq <= head:
+        if snapshot is not None and snapshot.seq <= head \
+                and self._store.changes(tenant, snapshot.seq, head).complete:
             for model_id, loaded in snapshot.galleries.items():
                 self._galleries[(tenant, model_id)] = loaded
             self._applied[tenant] = self._saved[tenant] = snapshot.seq
@@ -238,10 +296,13 @@ class GalleryCache:
                                       "seconds": time.perf_counter() - started}
                 if delta[1] or delta[0] >= RESNAPSHOT_AFTER:
                     self.persist(tenant)
-                return
+                return True
         elif snapshot is not None:
             for gallery in snapshot.galleries.values():
                 gallery.clear()  # from a future the store does not know: not trusted
+        if snapshot_only:
+            self._unload(tenant)
+            return False
         count = self._decrypt_into(tenant, self._store.templates_added(tenant, FROM_START, head),
                                    whole_tenant=True)
         self._applied[tenant] = head
@@ -250,6 +311,7 @@ class GalleryCache:
         log.debug("loaded gallery: %d template(s) in %.3f s", count,
                   time.perf_counter() - started)
         self.persist(tenant)
+        return True
 
     def _apply(self, tenant: str, head: int) -> tuple[int, int]:
         """Apply the changes in (applied, head]; returns (templates added, subjects erased)."""

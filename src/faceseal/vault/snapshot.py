@@ -19,9 +19,12 @@ Safety rules (see ``docs/performance.md``):
   by any process, before answering. A missing, foreign, truncated or tampered file, or one whose
   key was replaced, is ignored (logged) and the gallery is rebuilt from the records, which are
   the source of truth.
-* **Shredded with the subject.** An erasure destroys the tenant's snapshot key before its
-  transaction and again after it commits; a process that writes a snapshot checks the change
-  log afterwards and destroys it if an erasure committed meanwhile. Updates of the key file are
+* **Shredded with the subject.** Every snapshot is sealed under a fresh key, which replaces
+  (and so destroys) the previous one. Before an erasure returns, the tenant's snapshot is
+  replaced by one without the subject (loaded from the old snapshot plus the change log, then
+  written under a fresh key), or destroyed when that cannot be done cheaply (see
+  :mod:`faceseal.vault.gallery_cache`). A process that writes a snapshot checks the change log
+  afterwards and destroys it if an erasure committed meanwhile. Updates of the key file are
   serialised across processes with ``flock``, so one process's new key never resurrects a key
   another process just destroyed.
 
@@ -235,9 +238,12 @@ class SnapshotStore:
     def path(self, tenant: str) -> Path:
         return self._dir / f"index-{tenant_tag(tenant)}.snap"
 
+    def exists(self, tenant: str) -> bool:
+        return self.path(tenant).exists()
+
     def discard(self, tenant: str) -> None:
-        """Destroy the tenant's snapshot key and file (before an erasure, or when the store
-        cannot record a change): no snapshot made so far can be opened again."""
+        """Destroy the tenant's snapshot key and file: no snapshot made so far can be opened
+        again."""
         self._keys.destroy(tenant)
         self._remove(tenant)
 
@@ -249,9 +255,9 @@ class SnapshotStore:
 
     def save(self, tenant: str, seq: int, galleries: dict[str, Gallery]) -> Path:
         """Seal the tenant's galleries (which reflect its changes up to ``seq``) into its
-        snapshot."""
-        current = self._keys.current(tenant)
-        key_id, key = current if current is not None else self._keys.create(tenant)
+        snapshot, under a fresh key: writing a snapshot destroys the previous key, so a copy of
+        any earlier snapshot (a backup, say) can never be opened again."""
+        key_id, key = self._keys.create(tenant)
         snapshot_id = os.urandom(16)
         aead = AESGCM(_subkey(key, snapshot_id))
         key.wipe()

@@ -521,6 +521,7 @@ class Vault(AccessOperations, ServiceOperations):
             if root._follower is None:
                 root._follower = ChangeFollower(root._cache, root._store.change_listener(),
                                                 interval)
+                root._cache.background_persist = True
                 root._follower.start()
 
     def model(self, model_id: str | None = None) -> ModelSpec:
@@ -819,11 +820,13 @@ class Vault(AccessOperations, ServiceOperations):
             erased, destroyed = self._erase_in(op, tenant, subject_id)
             return EraseResult(tenant, subject_id, erased, destroyed)
 
-    def _erase_in(self, op: Operation, tenant: str, subject_id: str) -> tuple[int, bool]:
-        """Erase one subject under ``op``: rows and event commit together, then the subject's
-        secret is destroyed. If that fails the rows are gone but the secret stays, and the error
-        propagates; erasing again finishes the job."""
-        self._cache.before_erase(tenant)
+    def _erase_in(self, op: Operation, tenant: str, subject_id: str, *,
+                  shred_snapshot: bool = True) -> tuple[int, bool]:
+        """Erase one subject under ``op``: rows, change-log entry and event commit together;
+        then the tenant's snapshot is replaced without the subject (unless the caller does that
+        once for many erasures: ``shred_snapshot=False``) and the subject's secret destroyed.
+        If that fails the rows are gone but the secret stays, and the error propagates; erasing
+        again finishes the job."""
         with op.transaction():
             template_ids = self._store.erase_subject(tenant, subject_id)
             has_secret = bool(self._subject_keys.get_many([(tenant, subject_id)]))
@@ -832,6 +835,8 @@ class Vault(AccessOperations, ServiceOperations):
             op.record(subject_id=subject_id, template_ids=template_ids,
                       detail={"templates": len(template_ids)})
         self._cache.after_erase(tenant, subject_id, template_ids)
+        if shred_snapshot:
+            self._cache.shred_snapshot(tenant)
         destroyed = self._subject_keys.destroy(tenant, subject_id)
         log.debug("erased a subject: %d template(s)", len(template_ids))
         return len(template_ids), destroyed
