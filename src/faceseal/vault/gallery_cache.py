@@ -40,8 +40,8 @@ from faceseal.vault.snapshot import SnapshotStore
 
 log = logging.getLogger(__name__)
 
-#: A snapshot is rewritten after a start whose delta added at least this many templates (or
-#: erased anyone), so that the next start is fast again.
+#: A follower rewrites a snapshot that lags this many changes behind its gallery (and a closing
+#: process any that lags at all), so that the next start is fast again.
 RESNAPSHOT_AFTER = 1000
 #: A follower rewrites a tenant's snapshot at most this often.
 RESNAPSHOT_SECONDS = 5.0
@@ -294,7 +294,7 @@ class GalleryCache:
                                       "snapshot_templates": snapshot.templates,
                                       "delta_added": delta[0], "delta_erased": delta[1],
                                       "seconds": time.perf_counter() - started}
-                if delta[1] or delta[0] >= RESNAPSHOT_AFTER:
+                if delta[1]:  # the snapshot holds erased subjects: replace it now
                     self.persist(tenant)
                 return True
         elif snapshot is not None:
