@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
+from faceseal.errors import IntegrityFailure
 from faceseal.vault import Vault
 from faceseal.vault.snapshot import SNAPSHOT_DIR, tenant_tag
 
@@ -289,3 +290,34 @@ def test_failed_auth_limits_hold_across_replicas(tmp_path: Path) -> None:
     assert statuses.count(429) == 50  # refused before their key was looked at
     assert statuses[100:] == [429] * 50
     del keys
+
+
+# --- key rotation and retirement made by another process ----------------------------------------
+
+
+def test_rotations_and_retirements_by_another_process_take_effect(tmp_path: Path) -> None:
+    home, _, _ = prepare_vault(tmp_path)
+    encodings = random_encodings(3, seed=13)
+    with reopen_vault(home) as a, reopen_vault(home) as b:
+        a.enroll_many(["x", "y"], encodings[:2], tenant=TENANT)
+        assert b.identify(encodings[0], tenant=TENANT).best.subject_id == "x"
+        old_record = a._store.subject_templates(TENANT, "x")[0]
+        a.rotate_kek()  # a new KEK version B has never seen
+        a.rotate_data_keys()
+        b._data_keys.forget()  # as when B's data-key cache expires
+        b.enroll("z", [encodings[2]], tenant=TENANT)  # B unwraps the rewrapped data key
+        assert a.identify(encodings[2], tenant=TENANT).best.subject_id == "z"
+        a.rotate_kek()  # B rotates next, from its stale view: A's versions must survive
+        b.rotate_kek()
+        assert b.key_status().kek_versions == [1, 2, 3, 4]
+        a._data_keys.forget()
+        assert a.verify("x", encodings[0], tenant=TENANT).match
+        retired = a.retire_data_keys(2)
+        assert retired.min_decrypt_version == 2
+        time.sleep(1.1)  # B re-reads the minimum within a second
+        assert b._data_keys.min_decrypt_version() == 2
+        # A record sealed under the retired key, put back by someone with database access, is
+        # refused by B as well.
+        b._store.replace_records([old_record])
+        with pytest.raises(IntegrityFailure, match=old_record.template_id):
+            b.verify("x", encodings[0], tenant=TENANT)
