@@ -88,6 +88,7 @@ from faceseal.vault.follower import DEFAULT_INTERVAL as DEFAULT_FOLLOW_INTERVAL
 from faceseal.vault.follower import ChangeFollower
 from faceseal.vault.gallery_cache import GalleryCache
 from faceseal.vault.guard import Caller, Guard, Operation
+from faceseal.vault.ids import check_id
 from faceseal.vault.legacy_import import LegacyImportOptions, LegacyImportResult, import_table
 from faceseal.vault.paths import default_home, default_keyring_dir
 from faceseal.vault.records import NewTemplate, RecordSealer
@@ -106,7 +107,6 @@ from faceseal.vault.sources import Progress, Source, SourceReader
 
 log = logging.getLogger(__name__)
 
-MAX_ID_LENGTH = 256
 MAX_TOP_K = 100
 MAX_PROBES = 10_000
 #: A bulk enrolment is audited in events naming up to this many subjects and all their templates.
@@ -115,14 +115,6 @@ AUDIT_SUBJECTS_PER_EVENT = 500
 
 def _no_passphrase() -> SecretBytes | None:
     return None
-
-
-def _check_id(kind: str, value: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
-        raise InvalidInput(f"{kind} must be a non-empty string of at most {MAX_ID_LENGTH} chars")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise InvalidInput(f"{kind} must not contain control characters")
-    return value
 
 
 def open_store(url: str, home: Path, *, create: bool = False) -> TemplateStore:
@@ -543,8 +535,8 @@ class Vault(AccessOperations, ServiceOperations):
         templates of ``subject_id``. All or nothing: one bad source and nothing is written.
         Needs the enroller role on ``tenant``."""
         self._check_open()
-        _check_id("subject id", subject_id)
-        _check_id("tenant", tenant)
+        check_id("subject id", subject_id)
+        check_id("tenant", tenant)
         with self._operation(ENROLL, tenant=tenant, subject_id=subject_id) as op:
             return self._enroll(op, subject_id, sources, tenant=tenant, model=model,
                                 face_index=face_index, progress=progress)
@@ -581,8 +573,8 @@ class Vault(AccessOperations, ServiceOperations):
         """1:1: compare ``probe`` with every template of ``subject_id``; the closest decides.
         Needs the verifier role on ``tenant``."""
         self._check_open()
-        _check_id("subject id", subject_id)
-        _check_id("tenant", tenant)
+        check_id("subject id", subject_id)
+        check_id("tenant", tenant)
         with self._operation(VERIFY, tenant=tenant, subject_id=subject_id) as op:
             return self._verify(op, subject_id, probe, tenant=tenant, threshold=threshold,
                                 model=model, face_index=face_index)
@@ -645,7 +637,7 @@ class Vault(AccessOperations, ServiceOperations):
         """1:N: the ``top_k`` subjects of ``tenant`` closest to ``probe``, closest first.
         Needs the identifier role on ``tenant``."""
         self._check_open()
-        _check_id("tenant", tenant)
+        check_id("tenant", tenant)
         with self._operation(IDENTIFY, tenant=tenant) as op:
             return self._identify(op, probe, tenant=tenant, top_k=top_k, threshold=threshold,
                                   model=model, face_index=face_index)
@@ -693,7 +685,7 @@ class Vault(AccessOperations, ServiceOperations):
         Much faster per template than :meth:`enroll` (see docs/performance.md). Needs the
         enroller role on ``tenant``."""
         self._check_open()
-        _check_id("tenant", tenant)
+        check_id("tenant", tenant)
         with self._operation(ENROLL, tenant=tenant) as op:
             return self._enroll_many(op, subject_ids, encodings, tenant=tenant, model=model)
 
@@ -701,7 +693,7 @@ class Vault(AccessOperations, ServiceOperations):
                      encodings: np.ndarray[Any, Any], *, tenant: str,
                      model: str | None) -> BulkEnrollResult:
         spec = self.model(model)
-        ids, matrix = check_batch(subject_ids, encodings, spec, _check_id)
+        ids, matrix = check_batch(subject_ids, encodings, spec, check_id)
         try:
             with op.transaction():
                 template_ids = seal_and_store(
@@ -742,7 +734,7 @@ class Vault(AccessOperations, ServiceOperations):
         order and identical to calling :meth:`identify` for each probe; one audit event per
         probe. Needs the identifier role on ``tenant``."""
         self._check_open()
-        _check_id("tenant", tenant)
+        check_id("tenant", tenant)
         with self._operation(IDENTIFY, tenant=tenant) as op:
             return self._identify_many(op, probes, tenant=tenant, top_k=top_k,
                                        threshold=threshold, model=model, face_index=face_index)
@@ -814,8 +806,8 @@ class Vault(AccessOperations, ServiceOperations):
         """Delete a subject's templates and destroy its key material (crypto-shredding).
         Needs the enroller role on ``tenant``."""
         self._check_open()
-        _check_id("subject id", subject_id)
-        _check_id("tenant", tenant)
+        check_id("subject id", subject_id)
+        check_id("tenant", tenant)
         with self._operation(ERASE, tenant=tenant, subject_id=subject_id) as op:
             erased, destroyed = self._erase_in(op, tenant, subject_id)
             return EraseResult(tenant, subject_id, erased, destroyed)
@@ -844,7 +836,7 @@ class Vault(AccessOperations, ServiceOperations):
     def subjects(self, *, tenant: str = DEFAULT_TENANT) -> list[SubjectInfo]:
         """The subjects of a tenant and how many templates each has (enroller role)."""
         self._check_open()
-        _check_id("tenant", tenant)
+        check_id("tenant", tenant)
         with self._operation(SUBJECTS, tenant=tenant) as op:
             found = [SubjectInfo(s.tenant, s.subject_id, s.templates, s.created_at,
                                  s.last_seen_at) for s in self._store.subjects(tenant)]
@@ -871,7 +863,7 @@ class Vault(AccessOperations, ServiceOperations):
         its audit event. See docs/legacy-import.md.
         """
         self._check_open()
-        _check_id("tenant", tenant)
+        check_id("tenant", tenant)
         with self._operation(IMPORT, tenant=tenant) as op:
             return self._import_legacy(op, source, key, tenant=tenant, model=model,
                                        options=options or LegacyImportOptions(),
