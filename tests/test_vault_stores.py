@@ -219,15 +219,23 @@ def test_cli_init_with_a_files_store(tmp_path: Path, encoding_of: EncodingOf) ->
     assert os.environ.get("FACESEAL_HOME") != str(tmp_path / "v")
 
 
-def test_a_sqlite_vault_from_schema_2_migrates_to_the_gallery_index(
+def _as_sqlite_schema_2(db: sqlite3.Connection) -> None:
+    """Undo migrations 4 (change log) and 3 (gallery index) in place."""
+    for statement in ("DROP INDEX templates_by_change", "ALTER TABLE templates DROP COLUMN "
+                      "change_seq", "DROP TABLE change_heads", "DROP TABLE changes",
+                      "DROP TABLE counter_events", "DROP INDEX templates_by_tenant",
+                      "DELETE FROM schema_migrations WHERE version IN (3, 4)"):
+        db.execute(statement)
+
+
+def test_a_sqlite_vault_from_schema_2_migrates_to_the_gallery_index_and_change_log(
         tmp_path: Path, encoding_of: EncodingOf) -> None:
     home, keys = tmp_path / "v", tmp_path / "k"
     with make_vault(home, keys) as vault:
         vault.enroll("obama", [encoding_of("obama-1.jpg")])
     roll_back_to_unsigned(home, keys)  # as the release before signed principals left it
-    with sqlite3.connect(home / "templates.db") as db:  # and the one before that
-        db.execute("DROP INDEX templates_by_tenant")
-        db.execute("DELETE FROM schema_migrations WHERE version = 3")
+    with sqlite3.connect(home / "templates.db") as db:  # and an earlier one
+        _as_sqlite_schema_2(db)
     db.close()
     with pytest.raises(StorageUnavailable, match="faceseal migrate"):
         reopen_vault(home)
@@ -239,6 +247,10 @@ def test_a_sqlite_vault_from_schema_2_migrates_to_the_gallery_index(
     assert document["integrity"]["principals_signed"] == ["admin", "test-worker"]
     with reopen_vault(home) as vault:
         assert vault.verify("obama", encoding_of("obama-2.jpg")).match
+        # Templates from before the change log carry change 0: loaded with everything else.
+        assert vault.identify(encoding_of("obama-2.jpg")).best.subject_id == "obama"
+        vault.enroll("biden", [encoding_of("biden-1.jpg")])
+        assert vault.identify(encoding_of("biden-2.jpg")).best.subject_id == "biden"
     with sqlite3.connect(home / "templates.db") as db:
         plan = db.execute("EXPLAIN QUERY PLAN SELECT template_id FROM templates WHERE "
                           "template_id > '' AND tenant = 'default' ORDER BY template_id "

@@ -93,6 +93,10 @@ class Reservation:
     count: int
 
 
+#: Seconds a process trusts its copy of the minimum decryption version.
+MIN_VERSION_TTL = 1.0
+
+
 def dek_context(keyset_id: bytes, version: int) -> bytes:
     """What a wrapped DEK is bound to: this vault's keyset and its version."""
     return b"faceseal-dek\x00" + keyset_id + struct.pack(">I", version)
@@ -126,6 +130,7 @@ class DataKeyManager:
         self._min_version: int | None = None
         self._floor = floor
         self._ledger = ledger
+        self._min_version_read = 0.0
 
     @property
     def max_encryptions(self) -> int:
@@ -136,14 +141,18 @@ class DataKeyManager:
         return self._provider
 
     def min_decrypt_version(self) -> int:
-        """Versions below this are retired and refused; read once, refreshed by :meth:`forget`.
+        """Versions below this are retired and refused. Re-read at most every
+        :data:`MIN_VERSION_TTL` seconds (and after :meth:`forget`), so that a retirement made by
+        another process (a replica, the CLI) takes effect here within that time.
 
         The higher of the store's value and the key side's: a store whose value was lowered
         (a replayed ``meta`` row) cannot bring a retired key back."""
-        if self._min_version is None:
+        now = time.monotonic()
+        if self._min_version is None or now - self._min_version_read >= MIN_VERSION_TTL:
             value = self._repository.get_meta("min_decrypt_version")
             stored = int(value) if value and value.isdigit() else 1
-            self._min_version = max(stored, self.key_side_floor(), 1)
+            self._min_version = max(stored, self.key_side_floor(), self._min_version or 1)
+            self._min_version_read = now
         return self._min_version
 
     def key_side_floor(self) -> int:
