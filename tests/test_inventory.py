@@ -100,8 +100,10 @@ def test_an_added_or_moved_template_is_reported(enrolled: tuple[Vault, Raw]) -> 
     vault, raw = enrolled
     bob_template = vault.verify("bob", BOB).template_id
     raw.run("UPDATE templates SET subject_id = ? WHERE template_id = ?", ("alice", bob_template))
-    raw.run("INSERT INTO templates SELECT ?, tenant, subject_id, model_id, dimension, dtype, "
-            "key_version, record, created_at FROM templates WHERE template_id = ?",
+    raw.run("INSERT INTO templates (template_id, tenant, subject_id, model_id, dimension, "
+            "dtype, key_version, record, created_at) SELECT ?, tenant, subject_id, model_id, "
+            "dimension, dtype, key_version, record, created_at FROM templates "
+            "WHERE template_id = ?",
             (os.urandom(16).hex(), vault.verify("carol", BOB * 0.5).template_id))
     result = vault.check()
     assert {m["subject_id"] for m in result.inventory_mismatches} == {"alice", "bob", "carol"}
