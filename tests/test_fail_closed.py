@@ -130,7 +130,7 @@ def test_100_operations_with_the_audit_log_unwritable_succeed_0_times_and_change
             # Every subject keeps its key material. A failed first enrolment may leave a secret
             # for a subject that was never stored: it seals nothing, and `check` reports it.
             assert set(before[part]) <= set(after[part])  # type: ignore[arg-type]
-            stored = {(t, s) for t, s, _, _ in after["subjects"]}  # type: ignore[attr-defined]
+            stored = {(r[0], r[1]) for r in after["subjects"]}  # type: ignore[attr-defined]
             extra = set(after[part]) - set(before[part])  # type: ignore[arg-type]
             assert all((t, s) not in stored for t, s, _ in extra)
         else:

@@ -127,3 +127,13 @@ def test_a_loose_threshold_in_the_file_no_longer_makes_strangers_match(
     edit_config(home, thresholds={"dlib-resnet-v1": 100.0})
     with pytest.raises(IntegrityFailure):
         reopen_vault(home)
+
+
+def test_an_edited_vault_json_is_refused_on_postgres_too(tmp_path: Path, pg_app_url: str) -> None:
+    home = tmp_path / "v"
+    make_vault(home, tmp_path / "k", store_url=pg_app_url).close()
+    original = edit_config(home, thresholds={"dlib-resnet-v1": 100.0})
+    with pytest.raises(IntegrityFailure, match="thresholds"):
+        reopen_vault(home)
+    restore_config(home, original)
+    reopen_vault(home).close()

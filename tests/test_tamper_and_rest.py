@@ -99,9 +99,10 @@ def test_record_moved_with_its_row_to_another_subject_fails(vault_dirs: tuple[Pa
     with reopen_vault(home) as vault:
         check = vault.check()
         assert [d["template_id"] for d in check.damaged] == [ids["b"]]
-        result = vault.verify("c", ENCODINGS[1])  # b's face does not become c's
-        assert result.damaged_template_ids == [ids["b"]]
-        assert result.distance > 0
+        # Both subjects' authenticated inventories say a template moved (issue 12).
+        assert {m["subject_id"] for m in check.inventory_mismatches} == {"b", "c"}
+        with pytest.raises(IntegrityFailure, match="authenticated inventory"):
+            vault.verify("c", ENCODINGS[1])  # b's face does not become c's
 
 
 def test_one_template_damaged_among_a_subjects_several(vault_dirs: tuple[Path, Path]) -> None:
