@@ -43,7 +43,8 @@ def test_older_schema_asks_for_migrate_and_migrate_fixes_it(vault_dirs: tuple[Pa
         for table in tables:
             db.execute(f"DROP TABLE {table}")
         for statement in ("DROP INDEX templates_by_change", "DROP INDEX templates_by_tenant",
-                          "ALTER TABLE templates DROP COLUMN change_seq"):
+                          "ALTER TABLE templates DROP COLUMN change_seq",
+                          "ALTER TABLE subjects DROP COLUMN inventory"):
             db.execute(statement)
     with pytest.raises(StorageUnavailable, match="faceseal migrate"):
         reopen_vault(home)
