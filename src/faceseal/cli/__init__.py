@@ -22,6 +22,7 @@ from faceseal.cli.vault_commands import (
     subjects,
     verify,
 )
+from faceseal.keys.process_guard import protect_process
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,6 +34,8 @@ def cli() -> None:
     authenticates with the API key in --key-file FILE or $FACESEAL_API_KEY.
     Exit status: 0 success/match, 1 no match, 2 bad input, 3 denied, 4 not found, 5 internal.
     """
+    # Before any command reads a key, API key or passphrase (docs/threat-model.md).
+    protect_process()
 
 
 for _command in (init, enroll, verify, identify, erase, subjects, check, migrate, demo, keys, db,

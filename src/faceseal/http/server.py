@@ -26,6 +26,7 @@ from typing import Any
 
 from faceseal.errors import InvalidInput
 from faceseal.http.settings import Settings
+from faceseal.keys.process_guard import protect_process
 from faceseal.vault import Vault
 
 log = logging.getLogger("faceseal.http")
@@ -115,6 +116,7 @@ def serve_vault(
     from faceseal.http.app import create_app  # noqa: PLC0415
 
     options.check()
+    protect_process()
     sock = bind_socket(options.host, options.port)
 
     def encoder() -> DlibResNetEncoder:

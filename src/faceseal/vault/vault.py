@@ -58,6 +58,7 @@ from faceseal.errors import (
 )
 from faceseal.keys.datakeys import DataKeyManager
 from faceseal.keys.files import ensure_private_dir, is_within
+from faceseal.keys.process_guard import protect_process
 from faceseal.keys.provider import KeyProvider
 from faceseal.keys.registry import (
     PassphraseSource,
@@ -247,6 +248,7 @@ class Vault(AccessOperations, ServiceOperations):
         grant the store URL's login every tenant first; without it the schema must exist and the
         login be granted.
         """
+        protect_process()
         if store_url is not None:
             check_store_url(store_url)
         home = Path(home) if home is not None else default_home()
@@ -328,6 +330,7 @@ class Vault(AccessOperations, ServiceOperations):
         Without one the vault is unbound: every operation is refused until :meth:`as_key` gives a
         bound view (what a server holding one vault for many callers does).
         """
+        protect_process()
         home = (Path(home) if home is not None else default_home()).expanduser().resolve()
         config = VaultConfig.load(home)
         provider = open_provider(config.key_uri, passphrase)
