@@ -467,7 +467,7 @@ class Vault(AccessOperations, ServiceOperations):
             self._closed = True
             for tenant in sorted(self._loaded_tenants):
                 self._persist_index(tenant)
-            self._audit.checkpoint(best_effort=True)
+            self._audit.close()
             self._audit_state.close()
             for gallery in self._galleries.values():
                 gallery.clear()
