@@ -22,6 +22,7 @@ from pathlib import Path
 import platformdirs
 
 from faceseal.errors import InternalError
+from faceseal.keys.files import make_private_dirs
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def fetch_samples(target: Path, announce: Callable[[str], None] = print) -> None
     """Fetch the face_recognition 1.3.0 source archive with pip and keep its test photos."""
     announce(f"Sample photos not found locally; fetching the {ARCHIVE_REQUIREMENT} source "
              f"archive from PyPI into {target} (once) ...")
-    target.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(target)
     with tempfile.TemporaryDirectory() as download:
         command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
                    "--no-binary", ":all:", ARCHIVE_REQUIREMENT, "-d", download]
