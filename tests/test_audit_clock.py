@@ -35,7 +35,7 @@ def test_idle_events_are_covered_by_a_checkpoint_within_the_interval(tmp_path: P
         vault.enroll("alice", random_encodings(1, seed=1))
         vault.subjects()  # a second event right after: not covered by a count or age rule
         head = _head(tmp_path / "vault" / "templates.db")
-        state = vault._audit.state  # noqa: SLF001 - the test reads the checkpoint store
+        state = vault._audit.state
         latest = state.latest_checkpoint()
         assert latest is not None
         assert latest.seq < head, "the newest event should not be covered yet"

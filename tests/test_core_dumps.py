@@ -187,5 +187,5 @@ def test_vault_open_turns_core_dumps_off(tmp_path: Path) -> None:
     )
     env = {k: v for k, v in os.environ.items() if k != ALLOW_CORE_DUMPS_ENV}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         env=env, check=True, preexec_fn=_unlimited_core).stdout  # noqa: PLW1509
+                         env=env, check=True, preexec_fn=_unlimited_core).stdout
     assert out.split() == ["(-1,", "1)", "(0,", "0)"]

@@ -31,7 +31,7 @@ def _init(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[s
         os.umask(0)
 
     return subprocess.run([sys.executable, "-m", "faceseal", "init", *args], capture_output=True,
-                          text=True, env=env, preexec_fn=umask_000, timeout=300,  # noqa: PLW1509
+                          text=True, env=env, preexec_fn=umask_000, timeout=300,
                           check=False)
 
 
