@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from faceseal.encoders.deadline import holding
 from faceseal.encoders.detect_scale import (
     DEFAULT_MAX_DETECT_PIXELS,
     detection_view,
@@ -187,7 +188,7 @@ class DlibResNetEncoder:
         detector = self._detector()
         started = time.perf_counter()
         searched, factor = detection_view(pixels, self._max_detect_pixels)
-        with _dlib_lock:
+        with holding(_dlib_lock):  # no longer than the request's time limit allows
             rects = list(detector(searched, self._upsample))
         if factor != 1.0:
             rectangle = _import_dlib().rectangle
@@ -211,7 +212,7 @@ class DlibResNetEncoder:
         predictor = self._predictor()
         recognizer = self._recognizer()
         started = time.perf_counter()
-        with _dlib_lock:
+        with holding(_dlib_lock):
             shape = predictor(pixels, rect)
             descriptor = recognizer.compute_face_descriptor(pixels, shape, self._num_jitters)
         encoding = validate_encoding(np.array(descriptor, dtype=np.float64), expected_dim=DIMENSION)

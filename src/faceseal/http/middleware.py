@@ -133,6 +133,7 @@ class _Exchange:
                     close=True)
                 return
         timed_out = False
+        self.context.deadline = time.monotonic() + self.service.settings.request_timeout
         try:
             with anyio.fail_after(self.service.settings.request_timeout):
                 if self._needs_key() and not await self._authenticate(headers):

@@ -121,7 +121,8 @@ def serve_vault(
 
     def encoder() -> DlibResNetEncoder:
         return DlibResNetEncoder(max_pixels=settings.max_image_pixels,
-                                 max_bytes=settings.max_body_bytes)
+                                 max_bytes=settings.max_body_bytes,
+                                 max_detect_pixels=settings.max_detect_pixels)
 
     try:
         vault = Vault.open(home, passphrase=passphrase, encoder_factory=encoder)
