@@ -9,6 +9,7 @@ import click
 
 from faceseal.cli.common import (
     common_options,
+    no_password_in_argv,
     open_vault,
     passphrase_from_env_or_prompt,
     show_new_key,
@@ -34,6 +35,7 @@ store_option = click.option(
          "postgresql://LOGIN@HOST/DB[?schema=..&roles=..] (no password in the URL: use ~/.pgpass).")
 admin_url_option = click.option(
     "--admin-url", envvar="FACESEAL_DB_ADMIN_URL", default=None, metavar="URL",
+    callback=no_password_in_argv,
     help="PostgreSQL administrator URL (used once, never saved) to create roles and schema and "
          "grant the store's login; default $FACESEAL_DB_ADMIN_URL.")
 sources_argument = click.argument(

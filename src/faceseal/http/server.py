@@ -26,6 +26,7 @@ from typing import Any
 
 from faceseal.errors import InvalidInput
 from faceseal.http.settings import Settings
+from faceseal.keys.env_secrets import scrub_environment
 from faceseal.keys.process_guard import protect_process
 from faceseal.vault import Vault
 
@@ -151,6 +152,9 @@ def serve_vault(
             **options.extra,
         )
         server = uvicorn.Server(config)
+        # Every secret the environment gave us has been read (passphrase, TLS key password):
+        # a server lives long and starts children, so they leave the environment now.
+        scrub_environment()
         host, port = sock.getsockname()[:2]
         scheme = "https" if options.ssl_certfile else "http"
         shown = f"[{host}]" if ":" in host else host
