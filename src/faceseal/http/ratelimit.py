@@ -1,56 +1,87 @@
 """Rate limit on failed authentication: per API key id and per client address.
 
-Sliding windows of failures, counted through :class:`~faceseal.access.counters.WindowCounters`
-(in this process by default; a shared implementation lets replicas share them). Once ``limit``
-failures of one key id fall within the window, requests presenting that key id are refused
-with 429 *before their key is checked* (the correct key included: otherwise guessing one key
-could go on, answered by 429 instead of 401) until the oldest of those failures leaves the
-window; ``Retry-After`` says when.
+A sliding window: for each key id and each client address the limiter keeps the times of the
+last ``limit`` failures. Once ``limit`` failures of one key id fall within the window, further
+requests presenting that key id are refused with 429 *before their key is checked* (a correct
+key included: otherwise guessing one key could go on, answered by 429 instead of 401) until the
+oldest of those failures leaves the window; ``Retry-After`` says when.
 
-A client address over its limit is treated differently (see
-:mod:`faceseal.http.middleware`): its requests without a key are refused at once, and a key it
-presents is still checked, a valid one served and an invalid one refused with 429. Everyone
-behind one NAT or proxy shares an address, so locking the address out entirely would let one
-guesser lock out every principal behind it; guessing a 256-bit secret gets nowhere anyway, and
-each key id keeps its own limit.
+A client address over its limit is treated differently (see :mod:`faceseal.http.middleware`):
+its requests without a key are refused at once, and a key it presents is still checked, a valid
+one served and an invalid one refused with 429. Everyone behind one NAT or proxy shares an
+address, so locking the address out entirely would let one guesser lock out every principal
+behind it; guessing a 256-bit secret gets nowhere anyway, and each key id keeps its own limit.
 
-IPv6 clients are counted per /64 (one host usually holds a whole /64).
+Where the counts live is a :class:`~faceseal.access.counters.WindowCounters`: this process's
+memory (bounded: at most ``max_entries`` keys, the least recently failed forgotten first), the
+vault's store, or Redis. With the store or Redis, every replica of a vault counts against the same
+allowance (``faceseal serve --rate-limits``; docs/http.md, "Deployment"). IPv6 clients are counted
+per /64 (one host usually holds a whole /64).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import math
+import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 
 from faceseal.access.counters import MemoryCounters, WindowCounters
 
 Clock = Callable[[], float]
 
+CLIENT_PREFIX = "auth:client:"
+KEY_PREFIX = "auth:key:"
+
 
 class FailureWindow:
-    """Failures per key within a sliding window (one limit over a set of counters)."""
+    """Failures per key within a sliding window, with a bound on remembered keys."""
 
     def __init__(self, limit: int, window: float, *, max_entries: int = 100_000,
-                 clock: Clock = time.monotonic, counters: WindowCounters | None = None,
-                 prefix: str = "") -> None:
+                 clock: Clock = time.monotonic) -> None:
         self._limit = limit
         self._window = window
-        self._prefix = prefix
-        self._counters: WindowCounters = counters if counters is not None else MemoryCounters(
-            max_entries=max_entries, max_per_key=max(limit, 1), clock=clock)
+        self._max_entries = max_entries
+        self._clock = clock
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def retry_after(self, key: str) -> float | None:
         """Seconds until ``key`` may try again, or None when it is not blocked."""
-        return self._counters.retry_after(self._prefix + key, self._limit, self._window)
+        now = self._clock()
+        with self._lock:
+            times = self._failures.get(key)
+            if times is None:
+                return None
+            self._expire(times, now)
+            if not times:
+                del self._failures[key]
+                return None
+            if len(times) < self._limit:
+                return None
+            return max(times[0] + self._window - now, 0.0)
 
     def failed(self, key: str) -> None:
         """Record a failed authentication for ``key``."""
-        self._counters.record(self._prefix + key, self._window)
+        now = self._clock()
+        with self._lock:
+            times = self._failures.pop(key, None)
+            if times is None:
+                times = deque(maxlen=self._limit)
+            self._expire(times, now)
+            times.append(now)
+            self._failures[key] = times  # most recent last
+            while len(self._failures) > self._max_entries:
+                self._failures.popitem(last=False)
 
     def __len__(self) -> int:
-        return len(self._counters) if isinstance(self._counters, MemoryCounters) else 0
+        return len(self._failures)
+
+    def _expire(self, times: deque[float], now: float) -> None:
+        while times and times[0] <= now - self._window:
+            times.popleft()
 
 
 class AuthRateLimiter:
@@ -59,10 +90,11 @@ class AuthRateLimiter:
     def __init__(self, *, per_key: int, per_client: int, window: float,
                  max_entries: int = 100_000, clock: Clock = time.monotonic,
                  counters: WindowCounters | None = None) -> None:
-        self.by_key = FailureWindow(per_key, window, max_entries=max_entries, clock=clock,
-                                    counters=counters, prefix="auth:key:")
-        self.by_client = FailureWindow(per_client, window, max_entries=max_entries, clock=clock,
-                                       counters=counters, prefix="auth:client:")
+        self._per_key = per_key
+        self._per_client = per_client
+        self._window = window
+        self.counters: WindowCounters = counters if counters is not None else MemoryCounters(
+            max_entries=max_entries, max_per_key=max(per_key, per_client), clock=clock)
 
     def retry_after(self, client: str | None, key_id: str | None) -> int | None:
         """Whole seconds to wait (at least 1) if the client or the key id is blocked."""
@@ -72,16 +104,20 @@ class AuthRateLimiter:
 
     def key_retry_after(self, key_id: str | None) -> int | None:
         """Whole seconds to wait (at least 1) if ``key_id`` is blocked."""
-        return _seconds(self.by_key.retry_after(key_id) if key_id is not None else None)
+        if key_id is None:
+            return None
+        return _seconds(self.counters.retry_after(KEY_PREFIX + key_id, self._per_key,
+                                                  self._window))
 
     def client_retry_after(self, client: str | None) -> int | None:
         """Whole seconds to wait (at least 1) if the client address is blocked."""
-        return _seconds(self.by_client.retry_after(client_key(client)))
+        return _seconds(self.counters.retry_after(CLIENT_PREFIX + client_key(client),
+                                                  self._per_client, self._window))
 
     def failed(self, client: str | None, key_id: str | None) -> None:
-        self.by_client.failed(client_key(client))
+        self.counters.record(CLIENT_PREFIX + client_key(client), self._window)
         if key_id is not None:
-            self.by_key.failed(key_id)
+            self.counters.record(KEY_PREFIX + key_id, self._window)
 
 
 def _seconds(wait: float | None) -> int | None:
