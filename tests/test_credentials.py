@@ -102,3 +102,18 @@ def test_a_server_removes_the_passphrase_from_its_environment(tmp_path: Path) ->
     finally:
         stop_server(process)
     assert passphrase.encode() not in environ
+
+
+def test_init_refuses_plain_http_to_a_remote_key_server_without_the_flag(tmp_path: Path) -> None:
+    # 192.0.2.1 is TEST-NET-1: nothing answers there.
+    uri = "vault-transit:http://192.0.2.1:8200/transit/k?timeout=0.5&token-source=env:BAO_T"
+    env = {"FACESEAL_HOME": str(tmp_path / "v"), "BAO_T": "t"}
+    refused = invoke_cli("init", "--keyring-dir", str(tmp_path / "k"), "--key-uri", uri, env=env)
+    assert refused.returncode == 2
+    assert "insecure-http=yes" in refused.stdout + refused.stderr
+    flagged = invoke_cli("init", "--keyring-dir", str(tmp_path / "k"), "--key-uri", uri,
+                         "--insecure-key-server", env=env)
+    # Past the check: now it is the unreachable server that stops it.
+    assert flagged.returncode == 5, flagged.stdout + flagged.stderr
+    assert "unreachable" in flagged.stdout + flagged.stderr
+    assert not (tmp_path / "v" / "vault.json").exists()

@@ -17,6 +17,7 @@ from faceseal.cli.common import (
 )
 from faceseal.cli.output import EXIT_NO_MATCH, EXIT_OK, Output
 from faceseal.cli.progress import progress_bar
+from faceseal.keys.uri import with_insecure_http
 from faceseal.storage.urls import migrate_as_admin
 from faceseal.vault import DEFAULT_TENANT, Vault
 from faceseal.vault.config import VaultConfig
@@ -52,6 +53,10 @@ sources_argument = click.argument(
 @click.option("--key-uri", default=None, envvar="FACESEAL_KEY_URI",
               help="Where the KEK lives: local:DIR, pkcs11:..., vault-transit:..., aws-kms:... "
                    "(see docs/keys.md; default: a new local keyring in the key directory).")
+@click.option("--insecure-key-server", is_flag=True,
+              help="Accept a transit server or KMS endpoint reached over plain http:// off this "
+                   "machine (data keys cross the network in clear; adds insecure-http=yes to the "
+                   "key URI).")
 @click.option("--passphrase", "use_passphrase", is_flag=True,
               help="Seal the keyring with a passphrase (from $FACESEAL_PASSPHRASE or a prompt).")
 @click.option("--force-keyring-location", is_flag=True,
@@ -65,11 +70,16 @@ sources_argument = click.argument(
 @admin_url_option
 @common_options
 def init(output: Output, vault_dir: Path | None, keyring_dir: Path | None, key_uri: str | None,
-         use_passphrase: bool, force_keyring_location: bool, admin_name: str,
-         write_key: Path | None, store_url: str | None, admin_url: str | None) -> None:
+         insecure_key_server: bool, use_passphrase: bool, force_keyring_location: bool,
+         admin_name: str, write_key: Path | None, store_url: str | None,
+         admin_url: str | None) -> None:
     """Create a new vault, its keyring, and its first admin (whose API key is shown once)."""
     if write_key is not None and write_key.exists():
         raise click.UsageError(f"{write_key} exists already; refusing to overwrite it")
+    if insecure_key_server:
+        if key_uri is None:
+            raise click.UsageError("--insecure-key-server needs a --key-uri")
+        key_uri = with_insecure_http(key_uri)
 
     def passphrase() -> Any:
         if not use_passphrase:

@@ -66,6 +66,15 @@ def plain_http_allowed(url: str, params: dict[str, str], what: str) -> bool:
         f"trusted and you really mean it, add {INSECURE_HTTP}=yes to the key URI")
 
 
+def with_insecure_http(uri: str) -> str:
+    """``uri`` with ``insecure-http=yes`` added (what ``--insecure-key-server`` does)."""
+    if not uri.startswith(("vault-transit:", "aws-kms:")):
+        raise InvalidInput("--insecure-key-server applies to vault-transit: and aws-kms: key URIs")
+    if f"{INSECURE_HTTP}=" in uri:
+        return uri
+    return uri + ("&" if "?" in uri else "?") + f"{INSECURE_HTTP}=yes"
+
+
 def _is_loopback(host: str) -> bool:
     if host.lower() == "localhost":
         return True
