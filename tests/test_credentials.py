@@ -92,8 +92,10 @@ def test_a_server_removes_the_passphrase_from_its_environment(tmp_path: Path) ->
     make_vault(home, tmp_path / "keys", passphrase=source).close()
     with Vault.open(home, api_key=vault_keys(home).admin, passphrase=source) as admin:
         key = admin.add_principal("e", ["enroller"], tenant="acme").api_key
+    # Dumps on, so that /proc/PID/environ stays readable to a non-root test user too.
     process, url = start_server(home, tmp_path / "serve.log",
-                                env={"FACESEAL_PASSPHRASE": passphrase})
+                                env={"FACESEAL_PASSPHRASE": passphrase,
+                                     "FACESEAL_ALLOW_CORE_DUMPS": "1"})
     try:
         wait_healthy(url, process)
         with FacesealClient(url, key) as enroller:
