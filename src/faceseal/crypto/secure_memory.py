@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 #: Set to 0 to skip mlock of key material (and of the gallery: the same switch).
 MLOCK_ENV = "FACESEAL_MLOCK"
 CHUNK_BYTES = 64 * 1024
+#: Key material locked at most: keys, API keys and passphrases fit many times over, while a
+#: million subject secrets (32 MiB) would eat the memlock allowance the gallery needs more
+#: (``RLIMIT_MEMLOCK`` is often 8 MiB). Beyond it, chunks are still kept out of core dumps.
+MAX_LOCKED_BYTES = 4 * 2**20
 SLOT_CLASSES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 #: The slot class for each length (a table: allocation is on the hot path of gallery loads).
 _CLASS_OF = [next(k for k in SLOT_CLASSES if k >= n) for n in range(SLOT_CLASSES[-1] + 1)]
@@ -87,7 +91,9 @@ def _protected_map(size: int) -> mmap.mmap:
         except OSError:  # an old kernel: still usable, only a core dump could hold it
             log.debug("MADV_DONTDUMP refused for key material", exc_info=True)
     _status.mapped_bytes += size
-    if _locking_wanted():
+    if _locking_wanted() and _status.locked_bytes + size > MAX_LOCKED_BYTES:
+        _status.lock_refused = f"over the {MAX_LOCKED_BYTES}-byte cap for locked key material"
+    elif _locking_wanted():
         libc = _load_libc()
         if libc is not None:
             view = (ctypes.c_char * size).from_buffer(mapping)
