@@ -7,7 +7,8 @@ Same run, same machine, each figure beside its baseline:
   ``max_detect_pixels=None``) and at the default bound (2 MP), for a flat PNG (the issue's 46 KB
   attack file) and for a real face blown up to 16 MP;
 * the time to encode a genuine 0.7 MP photo alone, and while another thread keeps encoding 16 MP
-  photos (bounded, and for comparison unbounded).
+  photos (bounded, and for comparison unbounded; with the FIFO dlib lock, and for comparison a
+  plain ``threading.Lock``).
 
     .venv/bin/python bench/photo_bench.py [--rounds 3]
 """
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from faceseal.encoders import DlibResNetEncoder, load_image
+from faceseal.encoders import DlibResNetEncoder, dlib_resnet, load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 FACES = ROOT / "tests" / "data" / "faces"
@@ -110,9 +111,16 @@ def main() -> None:
     report["genuine_solo_s"] = round(solo, 3)
     print(f"genuine 0.7 MP encode alone: {solo:.2f} s")
     one_mp = DlibResNetEncoder(max_pixels=16_000_000, max_detect_pixels=1_000_000)
-    for name, flood, rounds in (("full", full, 2), ("bounded_2mp", bounded, args.rounds),
-                                ("bounded_1mp", one_mp, args.rounds)):
-        flooded = genuine_under_flood(bounded, flood, face, probe, rounds)
+    fair = dlib_resnet._dlib_lock
+    for name, flood, rounds, lock in (
+            ("full", full, 2, fair), ("bounded_2mp", bounded, args.rounds, fair),
+            ("bounded_2mp_plain_lock", bounded, args.rounds, threading.Lock()),
+            ("bounded_1mp", one_mp, args.rounds, fair)):
+        dlib_resnet._dlib_lock = lock  # the plain lock: the baseline for the FIFO lock
+        try:
+            flooded = genuine_under_flood(bounded, flood, face, probe, rounds)
+        finally:
+            dlib_resnet._dlib_lock = fair
         report[f"genuine_flood_{name}_s"] = round(flooded, 3)
         report[f"genuine_flood_{name}_ratio"] = round(flooded / solo, 2)
         print(f"  beside a flood of 16 MP photos searched {name}: {flooded:.2f} s "

@@ -12,6 +12,7 @@ import pytest
 
 from faceseal.encoders import DlibResNetEncoder, load_image
 from faceseal.encoders.deadline import call_with_deadline, holding
+from faceseal.encoders.fair_lock import FairLock
 from faceseal.errors import ServiceTimeout
 from faceseal.http.photo_slots import PhotoSlots
 
@@ -90,3 +91,40 @@ def test_an_abandoned_enrolment_stops_its_photo_work(tmp_path: Path, faces_dir: 
         time.sleep(10)  # on the old code, detection went on for every photo (about 1 s each)
         detections = server.log().count("detected 1 face(s)")
     assert detections <= 2, f"{detections} photos were still processed after the time limit"
+
+
+def test_the_dlib_lock_serves_waiters_in_arrival_order() -> None:
+    lock = FairLock()
+    order: list[int] = []
+    lock.acquire()
+    threads = []
+    for i in range(4):
+        def take(i: int = i) -> None:
+            with lock:
+                order.append(i)
+
+        thread = threading.Thread(target=take)
+        thread.start()
+        threads.append(thread)
+        time.sleep(0.05)  # each is waiting before the next arrives
+    lock.release()
+    for thread in threads:
+        thread.join(5)
+    assert order == [0, 1, 2, 3]
+
+
+def test_a_waiter_that_gives_up_does_not_block_the_line() -> None:
+    lock = FairLock()
+    lock.acquire()
+    assert not lock.acquire(timeout=0.1)
+    assert not lock.acquire(blocking=False)
+    got: list[bool] = []
+    thread = threading.Thread(target=lambda: got.append(lock.acquire(timeout=5)))
+    thread.start()
+    time.sleep(0.05)
+    lock.release()
+    thread.join(5)
+    assert got == [True]
+    lock.release()
+    with pytest.raises(RuntimeError):
+        lock.release()

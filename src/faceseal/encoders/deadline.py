@@ -11,16 +11,21 @@ before each dlib step and waits for the lock no longer than the time left, raisi
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from typing import ParamSpec, TypeVar
+from typing import ParamSpec, Protocol, TypeVar
 
 from faceseal.errors import ServiceTimeout
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+class TimedLock(Protocol):
+    def acquire(self, blocking: bool = ..., timeout: float = ...) -> bool: ...
+
+    def release(self) -> None: ...
+
 
 _deadline: ContextVar[float | None] = ContextVar("faceseal_photo_deadline", default=None)
 TIMED_OUT = "the photo work did not finish within the request's time limit"
@@ -50,7 +55,7 @@ def check_deadline() -> None:
 
 
 @contextlib.contextmanager
-def holding(lock: threading.Lock) -> Iterator[None]:
+def holding(lock: TimedLock) -> Iterator[None]:
     """Hold ``lock``, waiting no longer than the current deadline allows."""
     left = remaining()
     if left is None:

@@ -31,6 +31,7 @@ from faceseal.encoders.detect_scale import (
     detection_view,
     to_original,
 )
+from faceseal.encoders.fair_lock import FairLock
 from faceseal.encoders.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -65,7 +66,7 @@ _DETECTOR = "hog-frontal-face-detector"
 _log = logging.getLogger(__name__)
 
 _load_lock = threading.Lock()
-_dlib_lock = threading.Lock()
+_dlib_lock = FairLock()  # first come, first served: see fair_lock.py
 _loaded: dict[str, Any] = {}
 
 
