@@ -46,6 +46,8 @@ def ensure_private_dir(directory: Path) -> Path:
     :func:`check_safe_dir`). Returns the directory with symlinks resolved."""
     make_private_dirs(check_safe_dir(directory, must_exist=False))
     resolved = check_safe_dir(directory)
+    if os.name != "posix":  # no POSIX modes or O_DIRECTORY: the platform's ACLs apply
+        return resolved
     fd = os.open(resolved, os.O_RDONLY | os.O_DIRECTORY | _O_NOFOLLOW)
     try:
         _check_owner(resolved, os.fstat(fd))
