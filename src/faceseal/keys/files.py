@@ -113,6 +113,8 @@ def _walk_checked(absolute: Path, depth: int) -> None:
             parent_info = os.stat(current)
         except FileNotFoundError:
             return  # the rest will be created by us, 0700
+        except OSError as exc:
+            raise KeyringError(f"cannot check {current}: {exc.strerror}") from None
         if parent_info.st_mode & stat.S_IWOTH and not parent_info.st_mode & stat.S_ISVTX:
             raise KeyringError(
                 f"{current} is writable by every user (and not sticky): another user could "
@@ -122,6 +124,8 @@ def _walk_checked(absolute: Path, depth: int) -> None:
             info = os.lstat(candidate)
         except FileNotFoundError:
             return  # the rest will be created by us, 0700
+        except OSError as exc:
+            raise KeyringError(f"cannot check {candidate}: {exc.strerror}") from None
         if stat.S_ISLNK(info.st_mode):
             if not _trusted(info.st_uid):
                 raise KeyringError(
