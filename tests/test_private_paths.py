@@ -147,3 +147,10 @@ def test_own_links_are_followed(tmp_path: Path) -> None:
     link.symlink_to(real)
     assert ensure_private_dir(link / "keys") == (real / "keys").resolve()
     assert stat.S_IMODE((real / "keys").stat().st_mode) == 0o700
+
+
+def test_a_link_loop_is_refused_clearly(tmp_path: Path) -> None:
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(KeyringError, match="too many symbolic links"):
+        ensure_private_dir(tmp_path / "a" / "keys")
