@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 import click
 
-from faceseal.errors import FacesealError
+from faceseal.errors import BadSources, FacesealError
 
 EXIT_OK = 0
 EXIT_NO_MATCH = 1
@@ -50,7 +50,10 @@ class Output:
         if self.debug:
             traceback.print_exception(error, file=sys.stderr)
         if self.json:
-            click.echo(json.dumps({"error": {"code": code, "message": message}}, indent=2))
+            body: dict[str, Any] = {"code": code, "message": message}
+            if isinstance(error, BadSources):
+                body["problems"] = error.problems
+            click.echo(json.dumps({"error": body}, indent=2))
         click.echo(f"faceseal: error: {message}", err=True)
         raise SystemExit(status)
 

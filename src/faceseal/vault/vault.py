@@ -47,6 +47,7 @@ from faceseal.audit.log import AuditLog
 from faceseal.audit.state import AUDIT_STATE_FILE, AuditState
 from faceseal.crypto.legacy_cbc import KEY_BYTES as LEGACY_KEY_BYTES
 from faceseal.crypto.secret import SecretBytes
+from faceseal.encoders.dlib_resnet import FaceChoice
 from faceseal.errors import (
     Conflict,
     DecryptionError,
@@ -85,6 +86,8 @@ from faceseal.vault import rotation
 from faceseal.vault.access_ops import AccessOperations
 from faceseal.vault.bulk import BulkEnrollResult, check_batch, seal_and_store
 from faceseal.vault.config import CONFIG_FILE, DEFAULT_TENANT, VaultConfig
+from faceseal.vault.enrol_checks import subject_warnings
+from faceseal.vault.face_choice import FaceChoices
 from faceseal.vault.guard import Caller, Guard, Operation
 from faceseal.vault.legacy_import import LegacyImportOptions, LegacyImportResult, import_table
 from faceseal.vault.paths import default_home, default_keyring_dir
@@ -518,25 +521,31 @@ class Vault(AccessOperations, ServiceOperations):
         *,
         tenant: str = DEFAULT_TENANT,
         model: str | None = None,
-        face_index: int | None = None,
+        face_index: FaceChoice | FaceChoices = None,
         progress: Progress | None = None,
+        skip_bad: bool = False,
     ) -> EnrollResult:
         """Seal the encodings of ``sources`` (photos, folders, .npy/.json files, arrays) as
-        templates of ``subject_id``. All or nothing: one bad source and nothing is written.
-        Needs the enroller role on ``tenant``."""
+        templates of ``subject_id``. All or nothing: one bad source and nothing is written
+        (every bad one is named in the error); with ``skip_bad`` the good ones are enrolled and
+        the bad ones listed in the result. Needs the enroller role on ``tenant``."""
         self._check_open()
         _check_id("subject id", subject_id)
         _check_id("tenant", tenant)
         with self._operation(ENROLL, tenant=tenant, subject_id=subject_id) as op:
             return self._enroll(op, subject_id, sources, tenant=tenant, model=model,
-                                face_index=face_index, progress=progress)
+                                face_index=face_index, progress=progress, skip_bad=skip_bad)
 
     def _enroll(self, op: Operation, subject_id: str, sources: Sequence[Source], *, tenant: str,
-                model: str | None, face_index: int | None,
-                progress: Progress | None) -> EnrollResult:
+                model: str | None, face_index: FaceChoice | FaceChoices,
+                progress: Progress | None, skip_bad: bool) -> EnrollResult:
         spec = self.model(model)
-        reader = self._reader(face_index)
-        encodings = reader.read_all(sources, spec, progress)
+        batch = self._reader(face_index).read_batch(sources, spec, progress, skip_bad=skip_bad)
+        encodings = batch.encodings
+        with self._lock:
+            warnings = subject_warnings(self._store, self._sealer, tenant, subject_id, spec=spec,
+                                        labels=[e.label for e in encodings],
+                                        new=[e.encoding for e in encodings])
         items = [NewTemplate(tenant, subject_id, spec.model_id, e.encoding) for e in encodings]
         with self._lock:
             rows = self._sealer.seal(items)
@@ -545,7 +554,9 @@ class Vault(AccessOperations, ServiceOperations):
             # The templates, the subject's last_seen_at and the audit event commit together.
             with op.transaction():
                 rotation.store_rows(self._store, rows)
-                op.record(template_ids=template_ids, detail={"model": spec.model_id})
+                op.record(template_ids=template_ids,
+                          detail={"model": spec.model_id, "skipped": len(batch.skipped),
+                                  "warnings": len(warnings)})
             gallery = self._galleries.get((tenant, spec.model_id))
             if gallery is not None or tenant in self._loaded_tenants:
                 gallery = self._gallery(tenant, spec)
@@ -553,7 +564,9 @@ class Vault(AccessOperations, ServiceOperations):
                                  np.stack([i.encoding for i in items]))
         log.debug("enrolled %d template(s)", len(rows))
         return EnrollResult(tenant, subject_id, spec.model_id, template_ids,
-                            [e.label for e in encodings])
+                            [e.label for e in encodings],
+                            [s.to_dict() for s in batch.skipped],
+                            [w.to_dict() for w in warnings])
 
     def verify(
         self,
@@ -563,7 +576,7 @@ class Vault(AccessOperations, ServiceOperations):
         tenant: str = DEFAULT_TENANT,
         threshold: float | None = None,
         model: str | None = None,
-        face_index: int | None = None,
+        face_index: FaceChoice = None,
     ) -> VerifyResult:
         """1:1: compare ``probe`` with every template of ``subject_id``; the closest decides.
         Needs the verifier role on ``tenant``."""
@@ -576,9 +589,12 @@ class Vault(AccessOperations, ServiceOperations):
 
     def _verify(self, op: Operation, subject_id: str, probe: Source, *, tenant: str,
                 threshold: float | None, model: str | None,
-                face_index: int | None) -> VerifyResult:
+                face_index: FaceChoice) -> VerifyResult:
         spec = self.model(model)
         limit = _threshold(threshold, spec)
+        # Before the photo is encoded (seconds of dlib work): a mistyped subject fails at once.
+        if not self._store.subject_exists(tenant, subject_id):
+            raise NotFound(f"no subject {subject_id!r} in tenant {tenant!r}")
         encoding = self._reader(face_index).read_probe(probe, spec).encoding
         with self._lock:
             # Always from the subject's records, in float64: exact, and independent of the
@@ -628,7 +644,7 @@ class Vault(AccessOperations, ServiceOperations):
         top_k: int = 5,
         threshold: float | None = None,
         model: str | None = None,
-        face_index: int | None = None,
+        face_index: FaceChoice = None,
     ) -> IdentifyResult:
         """1:N: the ``top_k`` subjects of ``tenant`` closest to ``probe``, closest first.
         Needs the identifier role on ``tenant``."""
@@ -640,7 +656,7 @@ class Vault(AccessOperations, ServiceOperations):
 
     def _identify(self, op: Operation, probe: Source, *, tenant: str, top_k: int,
                   threshold: float | None, model: str | None,
-                  face_index: int | None) -> IdentifyResult:
+                  face_index: FaceChoice) -> IdentifyResult:
         if not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInput(f"top_k must be an integer within 1..{MAX_TOP_K}")
         spec = self.model(model)
@@ -728,7 +744,7 @@ class Vault(AccessOperations, ServiceOperations):
         top_k: int = 5,
         threshold: float | None = None,
         model: str | None = None,
-        face_index: int | None = None,
+        face_index: FaceChoice = None,
     ) -> list[IdentifyResult]:
         """1:N for many probes at once (a 2-D array of encodings, or a list of photos, encoding
         files or encodings): one scan of the gallery serves the whole batch. Results are in probe
@@ -742,7 +758,7 @@ class Vault(AccessOperations, ServiceOperations):
 
     def _identify_many(self, op: Operation, probes: Sequence[Source] | np.ndarray[Any, Any], *,
                        tenant: str, top_k: int, threshold: float | None, model: str | None,
-                       face_index: int | None) -> list[IdentifyResult]:
+                       face_index: FaceChoice) -> list[IdentifyResult]:
         if not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInput(f"top_k must be an integer within 1..{MAX_TOP_K}")
         spec = self.model(model)
@@ -1014,7 +1030,7 @@ class Vault(AccessOperations, ServiceOperations):
         if self._closed or self._root._closed:
             raise InvalidInput("the vault is closed")
 
-    def _reader(self, face_index: int | None) -> SourceReader:
+    def _reader(self, face_index: FaceChoice | FaceChoices) -> SourceReader:
         if self._encoder_factory is None:
             return SourceReader(self._models, face_index=face_index)
         return SourceReader(self._models, self._encoder_factory, face_index=face_index)
