@@ -14,6 +14,7 @@ from faceseal.cli.common import (
     show_new_key,
     write_key_file,
 )
+from faceseal.cli.group import FullHelpGroup
 from faceseal.cli.output import Output
 from faceseal.vault import Vault
 from faceseal.vault.durations import format_duration, parse_duration
@@ -27,7 +28,7 @@ def _when(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-@click.group()
+@click.group(cls=FullHelpGroup)
 def principals() -> None:
     """Principals: who holds an API key, with which roles, over which tenant."""
 
@@ -117,7 +118,7 @@ def principals_bootstrap(output: Output, vault_dir: Path | None, name: str,
     output.emit(document, lambda: show_new_key(name, key, write_key))
 
 
-@click.group()
+@click.group(cls=FullHelpGroup)
 def tenants() -> None:
     """Tenants and how long they keep inactive subjects."""
 

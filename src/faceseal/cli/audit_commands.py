@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from faceseal.cli.common import common_options, open_vault
+from faceseal.cli.group import FullHelpGroup
 from faceseal.cli.output import Output
 from faceseal.errors import IntegrityFailure, InvalidInput
 from faceseal.vault.durations import parse_since
@@ -18,7 +19,7 @@ tenant_filter = click.option("--tenant", default=None,
                              help="Only this tenant's events (default: all you may read).")
 
 
-@click.group()
+@click.group(cls=FullHelpGroup)
 def audit() -> None:
     """The audit trail: every access, chained and MACed."""
 

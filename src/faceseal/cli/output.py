@@ -17,10 +17,18 @@ from typing import Any, NoReturn
 import click
 
 from faceseal.errors import BadSources, FacesealError
+from faceseal.vault.guard import NO_KEY_MESSAGE
 
 EXIT_OK = 0
 EXIT_NO_MATCH = 1
 EXIT_INTERNAL = 5
+
+#: Messages of the Python API said the way a command-line user acts on them.
+_CLI_WORDING = {
+    NO_KEY_MESSAGE: "no API key: use --key-file FILE or $FACESEAL_API_KEY (the key "
+                    "`faceseal init` showed for the first admin, or one `faceseal principals "
+                    "add` made; keep it in a file only you can read)",
+}
 
 
 @dataclass
@@ -41,6 +49,7 @@ class Output:
         """Report ``error`` on one stderr line (JSON on stdout too with --json) and exit >= 2."""
         if isinstance(error, FacesealError):
             code, message, status = error.code, str(error), error.exit_code
+            message = _CLI_WORDING.get(message, message)
         else:
             # A bug, not a user mistake. Its text could carry anything, so it is not printed
             # unless --debug asks for the traceback.

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from faceseal.cli.common import common_options, open_vault
+from faceseal.cli.group import FullHelpGroup
 from faceseal.cli.output import EXIT_NO_MATCH, EXIT_OK, Output
 from faceseal.cli.progress import progress_bar
 from faceseal.cli.vault_commands import model_option, tenant_option
@@ -48,7 +49,7 @@ def _admin(vault_dir: Path | None, store_url: str | None, admin_url: str) -> tup
     return location, connect(location, purpose="administration")
 
 
-@click.group()
+@click.group(cls=FullHelpGroup)
 def db() -> None:
     """PostgreSQL: attach login roles, list them, print the schema SQL."""
 
