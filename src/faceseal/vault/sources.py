@@ -146,11 +146,11 @@ class SourceReader:
                     ReadEncoding(path.name, model.model_id, encoding)
                     for encoding in load_encodings_file(path, expected_dim=model.dimension)
                 ]
-            if is_image_file(path):
+            if is_image_file(path, sniff=True):
                 return [self._from_photo(path.name, path, model)]
             raise InvalidInput(
-                f"{path.name}: not a photo (.jpg .jpeg .png ...) or an encodings file "
-                f"(.npy .json)"
+                f"{path.name}: not a photo (JPEG, PNG, WebP, BMP, TIFF or GIF) or an encodings "
+                f"file (.npy .json)"
             )
         array = np.asarray(item) if not isinstance(item, np.ndarray) else item
         if array.ndim == 2:
@@ -192,14 +192,17 @@ def _skipped(item: Source, error: InvalidInput) -> SkippedSource:
 
 
 def _expand(source: Source) -> list[Source]:
-    """A folder becomes its photos and encoding files (sorted, not recursive, hidden skipped)."""
+    """A folder becomes its photos and encoding files (sorted, not recursive, hidden skipped).
+
+    A photo is known by its name or, failing that, by its first bytes, so that a JPEG saved
+    without extension is enrolled; other files (notes, sidecars) are left alone."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():
             return [
                 child for child in sorted(path.iterdir())
                 if child.is_file() and not child.name.startswith(".")
-                and (is_image_file(child) or is_encoding_file(child))
+                and (is_encoding_file(child) or is_image_file(child, sniff=True))
             ]
         if not path.exists():
             raise InvalidInput(f"{path.name}: no such file or folder")
