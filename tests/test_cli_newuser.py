@@ -148,3 +148,14 @@ def test_largest_face_on_verify(cli_vault: CliVault, faces_dir: Path) -> None:
     ok = cli_vault.invoke("verify", "--subject", "o", photos[0], "--face", "largest", "--json")
     assert ok.returncode == 0
     assert np.isclose(_json(ok)["distance"], 0.0)  # type: ignore[arg-type]
+
+
+def test_check_and_purge_report_progress(vault: Vault) -> None:
+    vault.enroll_many([f"s{i}" for i in range(12)], random_encodings(12))
+    seen: list[tuple[int, int]] = []
+    assert vault.check(progress=lambda done, total: seen.append((done, total))).records == 12
+    assert seen[-1] == (12, 12)
+    seen.clear()
+    purged = vault.purge(0, progress=lambda done, total: seen.append((done, total)))
+    assert purged.subjects == 12
+    assert seen == [(i, 12) for i in range(1, 13)]

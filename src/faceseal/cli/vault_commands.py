@@ -234,8 +234,9 @@ def subjects(output: Output, vault_dir: Path | None, tenant: str) -> None:
 @common_options
 def check(output: Output, vault_dir: Path | None) -> None:
     """Open every record once and report damaged ones (exit 5 if any)."""
-    with open_vault(vault_dir) as vault:
-        result = vault.check()
+    with open_vault(vault_dir) as vault, progress_bar("checking", output,
+                                                      unit="record") as progress:
+        result = vault.check(progress=progress)
 
     def human() -> None:
         click.echo(f"{result.records} record(s) checked, {len(result.damaged)} damaged")

@@ -888,16 +888,19 @@ class Vault(AccessOperations, ServiceOperations):
                                        options=options or LegacyImportOptions(),
                                        progress=progress)
 
-    def check(self) -> CheckResult:
+    def check(self, *, progress: Progress | None = None) -> CheckResult:
         """Open every record once and report those that fail (an integrity scan). Needs an
-        admin scoped to every tenant."""
+        admin scoped to every tenant. ``progress(done, total)`` follows the records."""
         self._check_open()
         with self._operation(CHECK, tenant=None) as op:
             secrets = self._subject_keys.for_tenant(None)
             records = 0
+            total = sum(self._store.key_version_counts().values()) if progress else 0
             damaged: list[dict[str, str]] = []
             for batch in self._store.gallery(None):
                 records += len(batch)
+                if progress is not None:
+                    progress(records, max(total, records))
                 _, bad = self._sealer.open(batch, secrets)
                 damaged.extend({"tenant": r.tenant, "subject_id": r.subject_id,
                                 "template_id": r.template_id} for r in bad)
