@@ -176,3 +176,12 @@ def test_warnings_for_another_person_and_duplicates(vault: Vault,
     assert len(mixed.template_ids) == 2  # warnings, not refusals
     fresh = vault.enroll("pair", [encoding_of("obama-3.jpg"), encoding_of("obama-3.jpg")])
     assert [w["code"] for w in fresh.warnings] == ["duplicate"]
+
+
+def test_several_uploads_are_numbered(vault: Vault, faces_dir: Path) -> None:
+    good = (faces_dir / "obama-small.jpg").read_bytes()
+    with pytest.raises(BadSources) as caught:
+        vault.enroll("a", [good, grey_jpeg(), b"not an image"])
+    assert [p["source"] for p in caught.value.problems] == ["uploaded photo 2", "uploaded photo 3"]
+    assert "2 of 3 sources cannot be enrolled" in str(caught.value)
+    assert vault.enroll("a", [good]).sources == ["uploaded photo"]

@@ -108,14 +108,15 @@ class SourceReader:
         items = [item for source in sources for item in _expand(source)]
         if not items:
             raise InvalidInput("nothing to enroll: no photos or encoding files were given")
-        self._faces.check_names({_label_of(item) for item in items})
+        labels = _labels(items)
+        self._faces.check_names(set(labels))
         encodings: list[ReadEncoding] = []
         failures: list[tuple[SkippedSource, InvalidInput]] = []
-        for done, item in enumerate(items, start=1):
+        for done, (item, label) in enumerate(zip(items, labels, strict=True), start=1):
             try:
-                encodings.extend(self._read_one(item, model))
+                encodings.extend(self._read_one(item, model, label))
             except InvalidInput as error:
-                failures.append((_skipped(item, error), error))
+                failures.append((_skipped(label, error), error))
             if progress is not None:
                 progress(done, len(items))
         skipped = [f[0] for f in failures]
@@ -136,9 +137,10 @@ class SourceReader:
                                f"exactly one encoding, found {len(found)}")
         return found[0]
 
-    def _read_one(self, item: Source, model: ModelSpec) -> list[ReadEncoding]:
+    def _read_one(self, item: Source, model: ModelSpec,
+                  label: str = "uploaded photo") -> list[ReadEncoding]:
         if isinstance(item, bytes):
-            return [self._from_photo("uploaded photo", item, model)]
+            return [self._from_photo(label, item, model)]
         if isinstance(item, (str, os.PathLike)):
             path = Path(item)
             if is_encoding_file(path):
@@ -175,16 +177,24 @@ class SourceReader:
         return ReadEncoding(label, encoder.model_id, validate_encoding(encoding))
 
 
-def _label_of(item: Source) -> str:
-    if isinstance(item, bytes):
-        return "uploaded photo"
-    if isinstance(item, (str, os.PathLike)):
-        return Path(item).name
-    return "array"
+def _labels(items: Sequence[Source]) -> list[str]:
+    """How each source is named in results and errors: its file name; uploads are numbered
+    (from 1) when there are several, so that an error says which one."""
+    uploads = sum(1 for item in items if isinstance(item, bytes))
+    labels: list[str] = []
+    number = 0
+    for item in items:
+        if isinstance(item, bytes):
+            number += 1
+            labels.append(f"uploaded photo {number}" if uploads > 1 else "uploaded photo")
+        elif isinstance(item, (str, os.PathLike)):
+            labels.append(Path(item).name)
+        else:
+            labels.append("array")
+    return labels
 
 
-def _skipped(item: Source, error: InvalidInput) -> SkippedSource:
-    label = _label_of(item)
+def _skipped(label: str, error: InvalidInput) -> SkippedSource:
     reason = str(error)
     if not reason.startswith(label):
         reason = f"{label}: {reason}"
