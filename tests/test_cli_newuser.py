@@ -159,3 +159,14 @@ def test_check_and_purge_report_progress(vault: Vault) -> None:
     purged = vault.purge(0, progress=lambda done, total: seen.append((done, total)))
     assert purged.subjects == 12
     assert seen == [(i, 12) for i in range(1, 13)]
+
+
+@pytest.mark.parametrize("args", [["identify", "x.npy", "--top-k", "0"],
+                                  ["audit", "tail", "-n", "0"]])
+def test_limits_are_worded_as_options(cli_vault: CliVault, tmp_path: Path,
+                                      args: list[str]) -> None:
+    (tmp_path / "x.npy").write_bytes(npy_bytes(random_encodings(1)[0]))
+    result = cli_vault.invoke(*[str(tmp_path / a) if a == "x.npy" else a for a in args])
+    assert result.returncode == 2
+    assert "top_k" not in result.stderr
+    assert ("--top-k" in result.stderr) or ("--lines" in result.stderr)

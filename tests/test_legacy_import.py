@@ -486,7 +486,7 @@ def test_cli_import_legacy_reports_and_refuses_a_repeat(cli_vault: CliVault,
 @pytest.mark.parametrize(("args", "message"), [
     (["--legacy-key-env", "FS_UNSET_VARIABLE"], "not set"),
     ([], "one"),
-    (["--legacy-key-env", "OLD_KEY", "--batch-size", "0"], "batch_size"),
+    (["--legacy-key-env", "OLD_KEY", "--batch-size", "0"], "--batch-size"),
     (["--legacy-key-env", "OLD_KEY", "--table", "x;y"], "plain table name"),
 ])
 def test_cli_import_legacy_bad_input(cli_vault: CliVault, tmp_path: Path,

@@ -17,6 +17,7 @@ from faceseal.storage.legacy_source import DEFAULT_TABLE
 from faceseal.storage.postgres_url import PgLocation, is_postgres_url, parse_pg_url
 from faceseal.vault.config import VaultConfig
 from faceseal.vault.legacy_import import (
+    MAX_BATCH,
     LegacyImportOptions,
     failed_rows_text,
     read_legacy_key,
@@ -176,7 +177,7 @@ def schema_sql(output: Output, vault_dir: Path | None, store_url: str | None) ->
               show_default=True, help="How text columns spell binary values.")
 @click.option("--plaintext", type=click.Choice(["auto", "float64", "json"]), default="auto",
               show_default=True, help="What the decrypted bytes are.")
-@click.option("--batch-size", type=int, default=1000, show_default=True,
+@click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=1000, show_default=True,
               help="Rows committed together.")
 @click.option("--again", is_flag=True,
               help="Import even though this source and table were imported before.")

@@ -22,7 +22,7 @@ from faceseal.vault import DEFAULT_TENANT, Vault
 from faceseal.vault.config import VaultConfig
 from faceseal.vault.face_choice import parse_face_choice, parse_face_options
 from faceseal.vault.paths import KEYRING_DIR_ENV, default_home
-from faceseal.vault.vault import open_store
+from faceseal.vault.vault import MAX_TOP_K, open_store
 
 tenant_option = click.option("--tenant", default=DEFAULT_TENANT, show_default=True,
                              help="Tenant the subject belongs to.")
@@ -177,7 +177,8 @@ def verify(output: Output, vault_dir: Path | None, subject_id: str, tenant: str,
 @tenant_option
 @model_option
 @face_option
-@click.option("--top-k", type=int, default=5, show_default=True, help="How many candidates.")
+@click.option("--top-k", type=click.IntRange(1, MAX_TOP_K), default=5, show_default=True,
+              help="How many candidates.")
 @click.option("--threshold", type=float, default=None, help="Override the model's threshold.")
 @click.argument("probe", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @common_options
