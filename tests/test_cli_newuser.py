@@ -170,3 +170,20 @@ def test_limits_are_worded_as_options(cli_vault: CliVault, tmp_path: Path,
     assert result.returncode == 2
     assert "top_k" not in result.stderr
     assert ("--top-k" in result.stderr) or ("--lines" in result.stderr)
+
+
+@pytest.mark.slow
+def test_demo_into_head(tmp_path: Path) -> None:
+    """`faceseal demo | head -3`: three lines read, then the reader is gone."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "faceseal", "demo", "--workdir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None
+    assert process.stderr is not None
+    lines = [process.stdout.readline() for _ in range(3)]
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=300) == 141
+    assert all(lines)
+    assert stderr == ""
+    assert list(tmp_path.iterdir()) == []  # the demo still cleaned up after itself
