@@ -103,7 +103,7 @@ from faceseal.vault.results import (
 )
 from faceseal.vault.service_ops import ServiceOperations
 from faceseal.vault.snapshot import IndexKeeper, SnapshotStore
-from faceseal.vault.sources import Progress, Source, SourceReader
+from faceseal.vault.sources import Progress, Source, SourceReader, needs_encoder
 
 log = logging.getLogger(__name__)
 
@@ -592,8 +592,8 @@ class Vault(AccessOperations, ServiceOperations):
                 face_index: FaceChoice) -> VerifyResult:
         spec = self.model(model)
         limit = _threshold(threshold, spec)
-        # Before the photo is encoded (seconds of dlib work): a mistyped subject fails at once.
-        if not self._store.subject_exists(tenant, subject_id):
+        # Before a photo is encoded (seconds of dlib work): a mistyped subject fails at once.
+        if needs_encoder(probe) and not self._store.subject_exists(tenant, subject_id):
             raise NotFound(f"no subject {subject_id!r} in tenant {tenant!r}")
         encoding = self._reader(face_index).read_probe(probe, spec).encoding
         with self._lock:
