@@ -188,6 +188,7 @@ def vault(tmp_path: Path) -> Iterator[Vault]:
 # --- the 1,000-row table -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_thousand_rows_move_exactly_and_corrupt_rows_are_reported(
         vault: Vault, thousand_table: LegacyTable, tmp_path: Path) -> None:
     key_file = tmp_path / "old.key"
