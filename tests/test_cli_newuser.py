@@ -187,3 +187,16 @@ def test_demo_into_head(tmp_path: Path) -> None:
     assert all(lines)
     assert stderr == ""
     assert list(tmp_path.iterdir()) == []  # the demo still cleaned up after itself
+
+
+def test_key_migration_reports_progress(tmp_path: Path) -> None:
+    from .conftest import make_vault
+
+    with make_vault(tmp_path / "vault", tmp_path / "keys", max_encryptions_per_key=15) as vault:
+        vault.enroll("s", [random_encodings(40)])
+        keys = len(vault.key_status().data_keys)
+        assert keys >= 3
+        seen: list[tuple[int, int]] = []
+        vault.migrate_keys(f"local:{tmp_path / 'keys-2'}",
+                           progress=lambda done, total: seen.append((done, total)))
+        assert seen == [(i, keys) for i in range(1, keys + 1)]

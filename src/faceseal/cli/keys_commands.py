@@ -115,8 +115,10 @@ def retire(output: Output, vault_dir: Path | None, below: int) -> None:
 @common_options
 def migrate_keys(output: Output, vault_dir: Path | None, to_uri: str) -> None:
     """Move the KEK to another provider (rewrap only) and switch the vault to it."""
-    with open_vault(vault_dir) as vault:
-        result = vault.migrate_keys(to_uri, passphrase=passphrase_from_env_or_prompt)
+    with open_vault(vault_dir) as vault, progress_bar("rewrapping", output,
+                                                      unit="data key") as progress:
+        result = vault.migrate_keys(to_uri, passphrase=passphrase_from_env_or_prompt,
+                                    progress=progress)
     output.emit(result.to_dict(), lambda: click.echo(
         f"{result.data_keys_rewrapped} data key(s) rewrapped; the vault now uses "
         f"{result.to_uri.partition(':')[0]} ({result.to_uri})"))

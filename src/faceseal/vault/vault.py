@@ -977,20 +977,23 @@ class Vault(AccessOperations, ServiceOperations):
     def _retire_data_keys(self, below: int) -> rotation.Retirement:
         return rotation.retire(self._store, self._data_keys, below)
 
-    def migrate_keys(self, to_uri: str, *,
-                     passphrase: PassphraseSource = _no_passphrase) -> rotation.Migration:
+    def migrate_keys(self, to_uri: str, *, passphrase: PassphraseSource = _no_passphrase,
+                     progress: Progress | None = None) -> rotation.Migration:
         """Rewrap every data key and the audit key under the provider ``to_uri`` names and switch
         to it."""
         self._check_open()
-        return self._run_audited(KEYS_MIGRATE, lambda: self._migrate_keys(to_uri, passphrase),
+        return self._run_audited(KEYS_MIGRATE,
+                                 lambda: self._migrate_keys(to_uri, passphrase, progress),
                                  describe=lambda r: {"to": check_uri(r.to_uri)})
 
-    def _migrate_keys(self, to_uri: str, passphrase: PassphraseSource) -> rotation.Migration:
+    def _migrate_keys(self, to_uri: str, passphrase: PassphraseSource,
+                      progress: Progress | None) -> rotation.Migration:
         with self._lock:
             old = self._data_keys.provider
             result, target = rotation.migrate(self._home, self._config, old, self._store,
                                               to_uri=to_uri, passphrase=passphrase,
-                                              audit_state=self._audit_state)
+                                              audit_state=self._audit_state,
+                                              progress=progress)
             self._data_keys.set_provider(target)
             old.close()
         return result
