@@ -13,6 +13,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from faceseal import __version__
+from faceseal.access.counters import RedisCounters, WindowCounters
 from faceseal.errors import FacesealError, MalformedRequest
 from faceseal.http import problems
 from faceseal.http.context import RouteTemplates, Service, context_of, service_of
@@ -87,7 +88,8 @@ def create_app(vault: Vault, settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     service = Service(vault, settings, Metrics(), AuthRateLimiter(
         per_key=settings.auth_failures_per_key, per_client=settings.auth_failures_per_client,
-        window=settings.auth_window_seconds, max_entries=settings.rate_limit_entries))
+        window=settings.auth_window_seconds, max_entries=settings.rate_limit_entries,
+        counters=_counters(vault, settings.rate_limits)))
     app = FastAPI(
         title="faceseal", version=__version__, description=DESCRIPTION,
         openapi_url="/openapi.json" if settings.openapi else None,
@@ -114,6 +116,15 @@ def create_app(vault: Vault, settings: Settings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _counters(vault: Vault, where: str) -> WindowCounters | None:
+    """The failed-authentication counters ``Settings.rate_limits`` names (None: in memory)."""
+    if where == "memory":
+        return None
+    if where == "store":
+        return vault.shared_counters()
+    return RedisCounters(where)
 
 
 # --- exception handlers --------------------------------------------------------------------------

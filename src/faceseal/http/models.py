@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from faceseal.encoders.validation import MAX_ABS_VALUE, MAX_DIMENSION, MIN_DIMENSION
-from faceseal.vault.vault import MAX_ID_LENGTH, MAX_TOP_K
+from faceseal.vault.ids import MAX_ID_LENGTH
+from faceseal.vault.vault import MAX_TOP_K
 
 #: An id in a URL path: what the vault accepts (1-256 characters, no control characters), minus
 #: what a path segment cannot carry: ``/``, and the dot segments ``.`` and ``..``.
@@ -306,8 +307,14 @@ class HealthResponse(_Response):
 
 class ReadinessResponse(_Response):
     ready: bool
-    checks: dict[str, str] = Field(description='"store", "key_provider", "audit": "ok" or '
-                                   '"unavailable".')
+    checks: dict[str, str] = Field(description='"store", "key_provider", "audit", "changes": '
+                                   '"ok" or "unavailable".')
+    caught_up: bool = Field(description="Whether this replica's loaded galleries hold every "
+                            "committed change (answers are always fresh: a replica applies "
+                            "pending changes before it answers).")
+    changes_behind: int = Field(description="Changes committed to the store (by any process) "
+                                "that this replica has not applied yet, over all loaded "
+                                "tenants.")
 
 
 class Problem(BaseModel):
