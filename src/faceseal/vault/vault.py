@@ -566,7 +566,8 @@ class Vault(AccessOperations, ServiceOperations):
             op.record(template_ids=template_ids,
                       detail={"model": spec.model_id, "skipped": len(batch.skipped),
                               "warnings": len(warnings)})
-        self._cache.after_write(tenant)
+        self._cache.after_write(tenant, dict(zip(template_ids, (i.encoding for i in items),
+                                                 strict=True)))
         log.debug("enrolled %d template(s)", len(rows))
         return EnrollResult(tenant, subject_id, spec.model_id, template_ids,
                             [e.label for e in encodings],
@@ -727,7 +728,7 @@ class Vault(AccessOperations, ServiceOperations):
                               template_ids=[t for name in chunk for t in by_subject[name]],
                               detail={"model": spec.model_id, "bulk": True,
                                       "subjects": chunk})
-            self._cache.after_write(tenant)
+            self._cache.after_write(tenant, dict(zip(template_ids, matrix, strict=True)))
         finally:
             if not np.shares_memory(matrix, encodings):
                 matrix.fill(0.0)  # our converted copy; never the caller's array
@@ -1013,7 +1014,8 @@ class Vault(AccessOperations, ServiceOperations):
                 self._store.add_templates(rows)
                 self._store.set_meta(marker, marker_value)
                 op.record(template_ids=[r.template_id for r in rows], detail=detail)
-            self._cache.after_write(tenant)
+            self._cache.after_write(tenant, dict(zip([r.template_id for r in rows], encodings,
+                                                     strict=True)))
 
         with open_legacy_source(source, options.table) as table:
             result = import_table(table, key, store=self._store, sealer=self._sealer,
