@@ -13,9 +13,11 @@ from typing import Any, TypeVar
 
 import click
 
+from faceseal.cli.group import exit_on_broken_pipe, given_on_command_line, global_options
 from faceseal.cli.output import Output, configure_logging
 from faceseal.crypto.secret import SecretBytes
 from faceseal.errors import InvalidInput, KeyringError
+from faceseal.storage.postgres_url import is_postgres_url, parse_pg_url
 from faceseal.vault import Vault
 from faceseal.vault.paths import HOME_ENV, PASSPHRASE_ENV
 
@@ -41,11 +43,19 @@ def common_options(command: F) -> F:
     @functools.wraps(command)
     def wrapper(*args: Any, vault_dir: Path | None, key_file: Path | None, as_json: bool,
                 debug: bool, verbose: int, **kwargs: Any) -> Any:
+        before = global_options()
+        as_json, debug = as_json or before.as_json, debug or before.debug
+        verbose = verbose or before.verbose
+        if before.vault_dir is not None and not given_on_command_line("vault_dir"):
+            vault_dir = before.vault_dir
+        key_file = key_file or before.key_file
         output = Output(json=as_json, debug=debug)
         configure_logging(debug, verbose)
         click.get_current_context().meta[_KEY_FILE_META] = key_file
         try:
             return command(*args, output=output, vault_dir=vault_dir, **kwargs)
+        except BrokenPipeError:
+            exit_on_broken_pipe()
         except SystemExit:
             raise
         except click.exceptions.Exit:
@@ -126,3 +136,28 @@ def open_vault(vault_dir: Path | None) -> Vault:
     and the first operation is refused (and audited) with a message saying how to pass one."""
     return Vault.open(vault_dir, api_key=api_key_from_cli(),
                       passphrase=passphrase_from_env_or_prompt)
+
+
+def no_password_in_argv(ctx: click.Context, param: click.Parameter, value: str | None
+                        ) -> str | None:
+    """Click callback: refuse a database URL with a password typed on the command line.
+
+    Arguments are visible to every user of the machine (``ps``, ``/proc/PID/cmdline``) and land
+    in shell history; the same URL from the environment (the option's variable) is accepted."""
+    if not value or param.name is None:
+        return value
+    source = ctx.get_parameter_source(param.name)
+    if source is not click.core.ParameterSource.COMMANDLINE or not is_postgres_url(value):
+        return value
+    try:
+        has_password = parse_pg_url(value).has_password
+    except InvalidInput:
+        return value  # reported, without the URL, where it is used
+    if has_password:
+        envvar = getattr(param, "envvar", None)
+        via_env = f", or pass the whole URL in ${envvar}" if isinstance(envvar, str) else ""
+        raise click.BadParameter(
+            "the URL carries a password, and arguments are visible to every user (ps) and kept "
+            "in shell history: put the password in ~/.pgpass (or $PGPASSFILE), $PGPASSWORD, or "
+            f"a service file (postgresql:///?service=NAME){via_env}", ctx=ctx, param=param)
+    return value

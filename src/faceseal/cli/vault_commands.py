@@ -10,6 +10,7 @@ import click
 from faceseal.cli.common import (
     api_key_from_cli,
     common_options,
+    no_password_in_argv,
     open_vault,
     passphrase_from_env_or_prompt,
     show_new_key,
@@ -17,26 +18,35 @@ from faceseal.cli.common import (
 )
 from faceseal.cli.output import EXIT_NO_MATCH, EXIT_OK, Output
 from faceseal.cli.progress import progress_bar
+from faceseal.encoders.dlib_resnet import FaceChoice
 from faceseal.errors import AuthenticationFailed
+from faceseal.keys.uri import with_insecure_http
 from faceseal.storage.urls import migrate_as_admin
 from faceseal.vault import DEFAULT_TENANT, Vault
 from faceseal.vault.config import VaultConfig
+from faceseal.vault.face_choice import parse_face_choice, parse_face_options
 from faceseal.vault.integrity import NOT_UPGRADED
 from faceseal.vault.paths import KEYRING_DIR_ENV, default_home
-from faceseal.vault.vault import open_store
+from faceseal.vault.vault import MAX_TOP_K, open_store
 
 tenant_option = click.option("--tenant", default=DEFAULT_TENANT, show_default=True,
                              help="Tenant the subject belongs to.")
 model_option = click.option("--model", default=None,
                             help="Encoder model of .npy/.json encodings (default dlib-resnet-v1).")
-face_option = click.option("--face", "face_index", type=int, default=None,
-                           help="Pick face N (0-based, left to right) in a photo with several.")
+face_option = click.option("--face", "face_index", default=None, metavar="N|largest",
+                           help="In a photo with several faces, use face N (0-based, left to "
+                                "right) or the largest one.")
+enroll_face_option = click.option(
+    "--face", "face_choices", multiple=True, metavar="[FILE=]N|largest",
+    help="In photos with several faces, use face N (0-based, left to right) or the largest one; "
+         "FILE=N or FILE=largest for one photo (its file name). Repeatable.")
 store_option = click.option(
     "--store", "store_url", default=None, metavar="URL",
     help="Template store: sqlite:PATH (default sqlite:templates.db), files:DIR, or "
          "postgresql://LOGIN@HOST/DB[?schema=..&roles=..] (no password in the URL: use ~/.pgpass).")
 admin_url_option = click.option(
     "--admin-url", envvar="FACESEAL_DB_ADMIN_URL", default=None, metavar="URL",
+    callback=no_password_in_argv,
     help="PostgreSQL administrator URL (used once, never saved) to create roles and schema and "
          "grant the store's login; default $FACESEAL_DB_ADMIN_URL.")
 sources_argument = click.argument(
@@ -53,6 +63,10 @@ sources_argument = click.argument(
 @click.option("--key-uri", default=None, envvar="FACESEAL_KEY_URI",
               help="Where the KEK lives: local:DIR, pkcs11:..., vault-transit:..., aws-kms:... "
                    "(see docs/keys.md; default: a new local keyring in the key directory).")
+@click.option("--insecure-key-server", is_flag=True,
+              help="Accept a transit server or KMS endpoint reached over plain http:// off this "
+                   "machine (data keys cross the network in clear; adds insecure-http=yes to the "
+                   "key URI).")
 @click.option("--passphrase", "use_passphrase", is_flag=True,
               help="Seal the keyring with a passphrase (from $FACESEAL_PASSPHRASE or a prompt).")
 @click.option("--force-keyring-location", is_flag=True,
@@ -66,11 +80,16 @@ sources_argument = click.argument(
 @admin_url_option
 @common_options
 def init(output: Output, vault_dir: Path | None, keyring_dir: Path | None, key_uri: str | None,
-         use_passphrase: bool, force_keyring_location: bool, admin_name: str,
-         write_key: Path | None, store_url: str | None, admin_url: str | None) -> None:
+         insecure_key_server: bool, use_passphrase: bool, force_keyring_location: bool,
+         admin_name: str, write_key: Path | None, store_url: str | None,
+         admin_url: str | None) -> None:
     """Create a new vault, its keyring, and its first admin (whose API key is shown once)."""
     if write_key is not None and write_key.exists():
         raise click.UsageError(f"{write_key} exists already; refusing to overwrite it")
+    if insecure_key_server:
+        if key_uri is None:
+            raise click.UsageError("--insecure-key-server needs a --key-uri")
+        key_uri = with_insecure_http(key_uri)
 
     def passphrase() -> Any:
         if not use_passphrase:
@@ -113,18 +132,36 @@ def init(output: Output, vault_dir: Path | None, keyring_dir: Path | None, key_u
 @click.option("--subject", "subject_id", required=True, help="Subject id to enroll.")
 @tenant_option
 @model_option
-@face_option
+@enroll_face_option
+@click.option("--skip-bad", is_flag=True,
+              help="Enroll the usable sources and list the others (default: all or nothing).")
 @sources_argument
 @common_options
 def enroll(output: Output, vault_dir: Path | None, subject_id: str, tenant: str,
-           model: str | None, face_index: int | None, sources: tuple[Path, ...]) -> None:
-    """Enroll photos, folders of photos, or .npy/.json encodings for a subject."""
+           model: str | None, face_choices: tuple[str, ...], skip_bad: bool,
+           sources: tuple[Path, ...]) -> None:
+    """Enroll photos, folders of photos, or .npy/.json encodings for a subject.
+
+    All or nothing by default: if any photo cannot be used (no face, several faces, unreadable),
+    nothing is enrolled and every such file is named. --skip-bad enrolls the others instead.
+    """
+    faces = parse_face_options(face_choices)
     with open_vault(vault_dir) as vault, progress_bar("encoding", output) as progress:
         result = vault.enroll(subject_id, list(sources), tenant=tenant, model=model,
-                              face_index=face_index, progress=progress)
-    output.emit(result.to_dict(), lambda: click.echo(
-        f"Enrolled {len(result.template_ids)} template(s) for {result.subject_id} "
-        f"(tenant {result.tenant})"))
+                              face_index=faces, progress=progress, skip_bad=skip_bad)
+    document = {**result.to_dict(), "mode": "skip-bad" if skip_bad else "all-or-nothing"}
+
+    def human() -> None:
+        click.echo(f"Enrolled {len(result.template_ids)} template(s) for {result.subject_id} "
+                   f"(tenant {result.tenant})"
+                   + (f"; skipped {len(result.skipped)} bad source(s) (--skip-bad):"
+                      if result.skipped else ""))
+        for item in result.skipped:
+            click.echo(f"  skipped {item['reason']}")
+
+    output.emit(document, human)
+    for warning in result.warnings:  # on stderr, so that they show with --json too
+        click.echo(f"faceseal: warning: {warning['message']}", err=True)
 
 
 @click.command()
@@ -136,12 +173,12 @@ def enroll(output: Output, vault_dir: Path | None, subject_id: str, tenant: str,
 @click.argument("probe", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @common_options
 def verify(output: Output, vault_dir: Path | None, subject_id: str, tenant: str,
-           model: str | None, face_index: int | None, threshold: float | None,
+           model: str | None, face_index: str | None, threshold: float | None,
            probe: Path) -> None:
     """1:1 -- is the person in PROBE the subject? Exit 0 on a match, 1 on no match."""
     with open_vault(vault_dir) as vault:
         result = vault.verify(subject_id, probe, tenant=tenant, threshold=threshold, model=model,
-                              face_index=face_index)
+                              face_index=_face(face_index))
     verdict = "MATCH" if result.match else "NO MATCH"
     output.emit(result.to_dict(), lambda: click.echo(
         f"{verdict}: {result.subject_id} distance {result.distance:.4f} "
@@ -155,16 +192,17 @@ def verify(output: Output, vault_dir: Path | None, subject_id: str, tenant: str,
 @tenant_option
 @model_option
 @face_option
-@click.option("--top-k", type=int, default=5, show_default=True, help="How many candidates.")
+@click.option("--top-k", type=click.IntRange(1, MAX_TOP_K), default=5, show_default=True,
+              help="How many candidates.")
 @click.option("--threshold", type=float, default=None, help="Override the model's threshold.")
 @click.argument("probe", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @common_options
 def identify(output: Output, vault_dir: Path | None, tenant: str, model: str | None,
-             face_index: int | None, top_k: int, threshold: float | None, probe: Path) -> None:
+             face_index: str | None, top_k: int, threshold: float | None, probe: Path) -> None:
     """1:N -- who among the tenant's subjects is the person in PROBE?"""
     with open_vault(vault_dir) as vault:
         result = vault.identify(probe, tenant=tenant, top_k=top_k, threshold=threshold,
-                                model=model, face_index=face_index)
+                                model=model, face_index=_face(face_index))
 
     def human() -> None:
         if not result.candidates:
@@ -212,8 +250,9 @@ def subjects(output: Output, vault_dir: Path | None, tenant: str) -> None:
 @common_options
 def check(output: Output, vault_dir: Path | None) -> None:
     """Open every record once; check inventories and principal rows (exit 5 on any problem)."""
-    with open_vault(vault_dir) as vault:
-        result = vault.check()
+    with open_vault(vault_dir) as vault, progress_bar("checking", output,
+                                                      unit="record") as progress:
+        result = vault.check(progress=progress)
 
     def human() -> None:
         click.echo(f"{result.records} record(s) checked, {len(result.damaged)} damaged")
@@ -271,3 +310,7 @@ def migrate(output: Output, vault_dir: Path | None, admin_url: str | None) -> No
 
     output.emit({"schema_version_before": before, "schema_version": after,
                  "integrity": signed.to_dict() if signed is not None else None}, human)
+
+
+def _face(text: str | None) -> FaceChoice:
+    return None if text is None else parse_face_choice(text)

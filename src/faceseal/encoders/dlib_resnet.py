@@ -25,6 +25,13 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from faceseal.encoders.deadline import holding
+from faceseal.encoders.detect_scale import (
+    DEFAULT_MAX_DETECT_PIXELS,
+    detection_view,
+    to_original,
+)
+from faceseal.encoders.fair_lock import FairLock
 from faceseal.encoders.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -35,13 +42,27 @@ from faceseal.encoders.images import (
 from faceseal.encoders.validation import validate_encoding
 from faceseal.errors import EncoderUnavailable, InvalidInput, MultipleFacesFound, NoFaceFound
 
-__all__ = ["DIMENSION", "DTYPE", "MODEL_ID", "DlibResNetEncoder", "FaceBox", "Landmarks"]
+__all__ = [
+    "DIMENSION",
+    "DTYPE",
+    "LARGEST",
+    "MODEL_ID",
+    "DlibResNetEncoder",
+    "FaceBox",
+    "FaceChoice",
+    "Landmarks",
+]
 
 MODEL_ID = "dlib-resnet-v1"
 DIMENSION = 128
 DTYPE = "float64"
 
 Landmarks = Literal["5", "68"]
+
+#: Which face of a photo to encode: None (the photo must hold exactly one), its index in reading
+#: order, or ``"largest"`` (the biggest box, so a bystander in the background does not count).
+LARGEST = "largest"
+FaceChoice = int | Literal["largest"] | None
 
 #: Bounds of the constructor options. Each upsampling step doubles both sides of the image
 #: searched, so memory and time grow fourfold per step.
@@ -59,7 +80,7 @@ _DETECTOR = "hog-frontal-face-detector"
 _log = logging.getLogger(__name__)
 
 _load_lock = threading.Lock()
-_dlib_lock = threading.Lock()
+_dlib_lock = FairLock()  # first come, first served: see fair_lock.py
 _loaded: dict[str, Any] = {}
 
 
@@ -74,6 +95,10 @@ class FaceBox:
     right: int
     bottom: int
     left: int
+
+    @property
+    def area(self) -> int:
+        return max(self.bottom - self.top, 0) * max(self.right - self.left, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +116,15 @@ class DlibResNetEncoder:
     "small" model) or the 68-point predictor used to align the face. ``max_pixels`` and
     ``max_bytes`` are the photo limits :meth:`encode_photo` applies unless given others (a
     service lowers them: see :func:`~faceseal.encoders.images.load_image`).
+    ``max_detect_pixels`` bounds the pixels the detector searches: a larger photo is searched
+    downscaled and encoded from the original (see :mod:`~faceseal.encoders.detect_scale`; None
+    searches every photo at full size).
     """
 
     def __init__(
         self, *, upsample: int = 1, num_jitters: int = 1, landmarks: Landmarks = "5",
         max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES,
+        max_detect_pixels: int | None = DEFAULT_MAX_DETECT_PIXELS,
     ) -> None:
         _check_option("upsample", upsample, 0, MAX_UPSAMPLE)
         _check_option("num_jitters", num_jitters, 1, MAX_NUM_JITTERS)
@@ -103,11 +132,14 @@ class DlibResNetEncoder:
             raise InvalidInput('landmarks must be "5" or "68"')
         _check_limit("max_pixels", max_pixels)
         _check_limit("max_bytes", max_bytes)
+        if max_detect_pixels is not None:
+            _check_limit("max_detect_pixels", max_detect_pixels)
         self._upsample = upsample
         self._num_jitters = num_jitters
         self._landmarks: Landmarks = landmarks
         self._max_pixels = max_pixels
         self._max_bytes = max_bytes
+        self._max_detect_pixels = max_detect_pixels
 
     def __repr__(self) -> str:
         return (
@@ -138,25 +170,28 @@ class DlibResNetEncoder:
         return [face.box for face in self._detect(_check_image(image))]
 
     def encode(
-        self, image: NDArray[np.uint8], *, face_index: int | None = None
+        self, image: NDArray[np.uint8], *, face_index: FaceChoice = None, label: str | None = None
     ) -> NDArray[np.float64]:
-        """Encode the one face of an RGB ``uint8`` image, or face number ``face_index``.
+        """Encode the one face of an RGB ``uint8`` image, or the face ``face_index`` picks (an
+        index, or ``"largest"``).
 
-        Raises :class:`~faceseal.errors.NoFaceFound` when there is no face,
-        :class:`~faceseal.errors.MultipleFacesFound` when there are several and ``face_index`` is
-        None, and :class:`~faceseal.errors.InvalidInput` when ``face_index`` is out of range.
+        The image goes through the detector once, whatever the number of faces, and only the
+        chosen face is aligned and encoded. Raises :class:`~faceseal.errors.NoFaceFound` when
+        there is no face, :class:`~faceseal.errors.MultipleFacesFound` when there are several and
+        ``face_index`` is None, and :class:`~faceseal.errors.InvalidInput` when ``face_index`` is
+        out of range; each message starts with ``label`` (a file name) when one is given.
         """
         _check_face_index(face_index)
         pixels = _check_image(image)
         faces = self._detect(pixels)
-        chosen = _choose(faces, face_index)
+        chosen = _choose(faces, face_index, label)
         return self._describe(pixels, faces[chosen].rect, chosen, len(faces))
 
     def encode_photo(
         self,
         source: ImageSource,
         *,
-        face_index: int | None = None,
+        face_index: FaceChoice = None,
         max_pixels: int | None = None,
         max_bytes: int | None = None,
     ) -> NDArray[np.float64]:
@@ -169,20 +204,27 @@ class DlibResNetEncoder:
             max_pixels=self._max_pixels if max_pixels is None else max_pixels,
             max_bytes=self._max_bytes if max_bytes is None else max_bytes,
         )
-        return self.encode(image, face_index=face_index)
+        label = None if isinstance(source, bytes) else Path(source).name
+        return self.encode(image, face_index=face_index, label=label)
 
     def _detect(self, pixels: NDArray[np.uint8]) -> list[_Face]:
         detector = self._detector()
         started = time.perf_counter()
-        with _dlib_lock:
-            rects = list(detector(pixels, self._upsample))
+        searched, factor = detection_view(pixels, self._max_detect_pixels)
+        with holding(_dlib_lock):  # no longer than the request's time limit allows
+            rects = list(detector(searched, self._upsample))
+        if factor != 1.0:
+            rectangle = _import_dlib().rectangle
+            rects = [rectangle(*to_original(r.left(), r.top(), r.right(), r.bottom(), factor))
+                     for r in rects]
         height, width = pixels.shape[:2]
         faces = sorted((_Face(_to_box(r, height, width), r) for r in rects), key=_reading_order)
         _log.debug(
-            "detected %d face(s) in a %dx%d image in %.3f s",
+            "detected %d face(s) in a %dx%d image (searched at 1/%.2f) in %.3f s",
             len(faces),
             width,
             height,
+            factor,
             time.perf_counter() - started,
         )
         return faces
@@ -193,7 +235,7 @@ class DlibResNetEncoder:
         predictor = self._predictor()
         recognizer = self._recognizer()
         started = time.perf_counter()
-        with _dlib_lock:
+        with holding(_dlib_lock):
             shape = predictor(pixels, rect)
             descriptor = recognizer.compute_face_descriptor(pixels, shape, self._num_jitters)
         encoding = validate_encoding(np.array(descriptor, dtype=np.float64), expected_dim=DIMENSION)
@@ -224,11 +266,13 @@ def _check_limit(name: str, value: int) -> None:
         raise InvalidInput(f"{name} must be a positive whole number")
 
 
-def _check_face_index(face_index: int | None) -> None:
-    if face_index is None:
+def _check_face_index(face_index: FaceChoice) -> None:
+    if face_index is None or face_index == LARGEST:
         return
     if isinstance(face_index, bool) or not isinstance(face_index, int) or face_index < 0:
-        raise InvalidInput("the face index must be a whole number from 0 (faces count from 0)")
+        raise InvalidInput(
+            'the face choice must be "largest" or a whole number from 0 (faces count from 0)'
+        )
 
 
 def _check_image(image: object) -> NDArray[np.uint8]:
@@ -245,22 +289,26 @@ def _check_image(image: object) -> NDArray[np.uint8]:
     return np.ascontiguousarray(image)
 
 
-def _choose(faces: list[_Face], face_index: int | None) -> int:
+def _choose(faces: list[_Face], face_index: FaceChoice, label: str | None) -> int:
+    prefix = f"{label}: " if label else ""
     count = len(faces)
     if count == 0:
-        raise NoFaceFound("no face found in the photo")
+        raise NoFaceFound(f"{prefix}no face found in the photo")
+    if face_index == LARGEST:
+        # max() keeps the first of equal areas: the leftmost, as the reading order goes.
+        return max(range(count), key=lambda i: faces[i].box.area)
     if face_index is None:
         if count > 1:
             raise MultipleFacesFound(
-                f"found {count} faces in the photo; pick one with face_index "
-                f"(--face N on the command line), N from 0 to {count - 1}, "
-                "counted from the left",
+                f"{prefix}found {count} faces in the photo; pick one with --face N (face_index "
+                f"over HTTP), N from 0 to {count - 1} counted from the left, or --face largest",
                 count,
             )
         return 0
+    assert isinstance(face_index, int)
     if face_index >= count:
         raise InvalidInput(
-            f"face index {face_index} is out of range: the photo has {count} face(s), "
+            f"{prefix}face index {face_index} is out of range: the photo has {count} face(s), "
             f"numbered 0 to {count - 1} from the left"
         )
     return face_index

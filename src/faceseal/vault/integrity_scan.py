@@ -13,6 +13,8 @@ reported, so an enrolment racing the scan is not mistaken for tampering.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from faceseal.access.sealing import PrincipalSeal
 from faceseal.keys.subject_keys import SubjectKeyStore
 from faceseal.storage.base import TemplateStore
@@ -22,13 +24,17 @@ from faceseal.vault.results import CheckResult
 
 
 def scan(store: TemplateStore, sealer: RecordSealer, subject_keys: SubjectKeyStore,
-         inventory: InventorySigner, seal: PrincipalSeal) -> CheckResult:
+         inventory: InventorySigner, seal: PrincipalSeal, *,
+         progress: Callable[[int, int], None] | None = None) -> CheckResult:
     secrets = subject_keys.for_tenant(None)
     records = 0
+    total = sum(store.key_version_counts().values()) if progress else 0
     damaged: list[dict[str, str]] = []
     tallies: dict[tuple[str, str], Tally] = {}
     for batch in store.gallery(None):
         records += len(batch)
+        if progress is not None:
+            progress(records, max(total, records))
         _, bad = sealer.open(batch, secrets)
         damaged.extend({"tenant": r.tenant, "subject_id": r.subject_id,
                         "template_id": r.template_id} for r in bad)

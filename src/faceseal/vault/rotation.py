@@ -301,9 +301,11 @@ def migrate(home: Path, config: VaultConfig, provider: KeyProvider, store: Templ
             to_uri: str, passphrase: PassphraseSource,
             audit_state: AuditState | None = None,
             sign_config: Callable[[bool], None] | None = None,
-            data_keys: DataKeyManager | None = None) -> tuple[Migration, KeyProvider]:
+            data_keys: DataKeyManager | None = None,
+            progress: Progress | None = None) -> tuple[Migration, KeyProvider]:
     """Rewrap every DEK (and the audit key) under ``to_uri`` and switch the vault to it. Returns
-    the result and the open target provider (the caller closes the old one)."""
+    the result and the open target provider (the caller closes the old one).
+    ``progress(done, total)`` follows the data keys (three provider calls each)."""
     scheme = check_uri(to_uri)
     if scheme == "local":
         directory = local_directory(to_uri).resolve()
@@ -316,8 +318,8 @@ def migrate(home: Path, config: VaultConfig, provider: KeyProvider, store: Templ
     try:
         with store.transaction():  # no other writer can add a DEK while we stage
             staged: dict[str, str] = {}
-            live = data_keys.live_keys() if data_keys is not None else store.load_data_keys()
-            for info in live:
+            infos = data_keys.live_keys() if data_keys is not None else store.load_data_keys()
+            for done, info in enumerate(infos, start=1):
                 context = dek_context(config.keyset_id, info.version)
                 key = provider.unwrap(info.wrapped, context)
                 blob = target.wrap(key, context)
@@ -326,6 +328,8 @@ def migrate(home: Path, config: VaultConfig, provider: KeyProvider, store: Templ
                                            f"for version {info.version}; nothing was changed")
                 key.wipe()
                 staged[str(info.version)] = blob.hex()
+                if progress is not None:
+                    progress(done, len(infos))
             audit_blobs = ({} if audit_state is None else
                            audit_state.wrap_for(provider, target, config.keyset_id))
             store.set_meta(META_MIGRATION, json.dumps({
@@ -351,7 +355,7 @@ def migrate(home: Path, config: VaultConfig, provider: KeyProvider, store: Templ
             return blob
 
         finish_pending_migration(store, config, rewrap_late, audit_state=audit_state,
-                                 known={i.version for i in live})
+                                 known={i.version for i in infos})
     except BaseException:
         target.close()
         raise

@@ -50,6 +50,7 @@ from faceseal.audit.log import AuditLog
 from faceseal.audit.state import AUDIT_STATE_FILE, AuditState
 from faceseal.crypto.legacy_cbc import KEY_BYTES as LEGACY_KEY_BYTES
 from faceseal.crypto.secret import SecretBytes
+from faceseal.encoders.dlib_resnet import FaceChoice
 from faceseal.errors import (
     Conflict,
     DecryptionError,
@@ -60,7 +61,8 @@ from faceseal.errors import (
     StorageUnavailable,
 )
 from faceseal.keys.datakeys import DataKeyManager
-from faceseal.keys.files import ensure_private_dir, is_within
+from faceseal.keys.files import check_safe_dir, ensure_private_dir, is_within
+from faceseal.keys.process_guard import protect_process
 from faceseal.keys.provider import KeyProvider
 from faceseal.keys.registry import (
     PassphraseSource,
@@ -88,6 +90,8 @@ from faceseal.vault.access_ops import AccessOperations
 from faceseal.vault.bulk import BulkEnrollResult, check_batch, seal_and_store
 from faceseal.vault.config import CONFIG_FILE, DEFAULT_TENANT, VaultConfig
 from faceseal.vault.config_seal import check_config, seal_config
+from faceseal.vault.enrol_checks import subject_warnings
+from faceseal.vault.face_choice import FaceChoices
 from faceseal.vault.follower import DEFAULT_INTERVAL as DEFAULT_FOLLOW_INTERVAL
 from faceseal.vault.follower import ChangeFollower
 from faceseal.vault.gallery_cache import GalleryCache
@@ -109,7 +113,7 @@ from faceseal.vault.results import (
 )
 from faceseal.vault.service_ops import ServiceOperations
 from faceseal.vault.snapshot import SnapshotStore
-from faceseal.vault.sources import Progress, Source, SourceReader
+from faceseal.vault.sources import Progress, Source, SourceReader, needs_encoder
 
 log = logging.getLogger(__name__)
 
@@ -255,19 +259,22 @@ class Vault(AccessOperations, ServiceOperations):
         grant the store URL's login every tenant first; without it the schema must exist and the
         login be granted.
         """
+        protect_process()
         if store_url is not None:
             check_store_url(store_url)
-        home = Path(home) if home is not None else default_home()
-        home = home.expanduser().resolve()
+        # Refuses links another user could have planted; resolves the rest.
+        home = check_safe_dir(Path(home) if home is not None else default_home(),
+                              must_exist=False)
         if (home / CONFIG_FILE).exists():
             raise InvalidInput(f"a vault already exists at {home}")
         if key_uri is not None and check_uri(key_uri) == "local":
+            check_safe_dir(local_directory(key_uri), must_exist=False)
             key_uri = local_uri(local_directory(key_uri).expanduser())
             if keyring_dir is None:
                 keyring_dir = local_directory(key_uri)
         vault_id = os.urandom(16).hex()
         keys_dir = Path(keyring_dir) if keyring_dir is not None else default_keyring_dir(vault_id)
-        keys_dir = keys_dir.expanduser().resolve()
+        keys_dir = check_safe_dir(keys_dir, must_exist=False)
         local_keys = local_directory(key_uri).resolve() if key_uri and key_uri.startswith(
             "local:") else keys_dir
         if not allow_keyring_in_vault_dir and any(
@@ -303,9 +310,7 @@ class Vault(AccessOperations, ServiceOperations):
             created.append(audit_state.path)
             vault = cls(home, config, provider, subject_keys, store, audit_state=audit_state,
                         verify_config=False)  # signed below, once the vault is complete
-            vault._data_keys.create_version()
-            admin_key = vault._bootstrap_admin(admin_name)
-            vault._sign_config()
+            admin_key = vault._first_steps(admin_name)
             config.save(home)
         except BaseException:
             if store is not None:
@@ -338,8 +343,11 @@ class Vault(AccessOperations, ServiceOperations):
         Without one the vault is unbound: every operation is refused until :meth:`as_key` gives a
         bound view (what a server holding one vault for many callers does).
         """
-        home = (Path(home) if home is not None else default_home()).expanduser().resolve()
+        protect_process()
+        home = check_safe_dir(Path(home) if home is not None else default_home(),
+                              must_exist=False)
         config = VaultConfig.load(home)
+        check_safe_dir(Path(config.key_store_dir))
         provider = open_provider(config.key_uri, passphrase)
         try:
             subject_keys = SubjectKeyStore.open(Path(config.key_store_dir), config.vault_id)
@@ -438,6 +446,13 @@ class Vault(AccessOperations, ServiceOperations):
             self._models.clear()
             self._models.update(models)
 
+    def _first_steps(self, admin_name: str) -> str:
+        """A new vault's first data key, first admin (its key returned) and signed settings."""
+        self._data_keys.create_version()
+        admin_key = self._bootstrap_admin(admin_name)
+        self._sign_config()
+        return admin_key
+
     def _sign_config(self, *, pending: bool = False) -> None:
         seal_config(self._config, self._audit_state, self._guard.seal.authenticator,
                     pending=pending)
@@ -524,7 +539,7 @@ class Vault(AccessOperations, ServiceOperations):
             if self._follower is not None:
                 self._follower.stop()
             self._cache.close()
-            self._audit.checkpoint(best_effort=True)
+            self._audit.close()
             self._audit_state.close()
             self._data_keys.forget()
             self._store.close()
@@ -594,25 +609,31 @@ class Vault(AccessOperations, ServiceOperations):
         *,
         tenant: str = DEFAULT_TENANT,
         model: str | None = None,
-        face_index: int | None = None,
+        face_index: FaceChoice | FaceChoices = None,
         progress: Progress | None = None,
+        skip_bad: bool = False,
     ) -> EnrollResult:
         """Seal the encodings of ``sources`` (photos, folders, .npy/.json files, arrays) as
-        templates of ``subject_id``. All or nothing: one bad source and nothing is written.
-        Needs the enroller role on ``tenant``."""
+        templates of ``subject_id``. All or nothing: one bad source and nothing is written
+        (every bad one is named in the error); with ``skip_bad`` the good ones are enrolled and
+        the bad ones listed in the result. Needs the enroller role on ``tenant``."""
         self._check_open()
         check_id("subject id", subject_id)
         check_id("tenant", tenant)
         with self._operation(ENROLL, tenant=tenant, subject_id=subject_id) as op:
             return self._enroll(op, subject_id, sources, tenant=tenant, model=model,
-                                face_index=face_index, progress=progress)
+                                face_index=face_index, progress=progress, skip_bad=skip_bad)
 
     def _enroll(self, op: Operation, subject_id: str, sources: Sequence[Source], *, tenant: str,
-                model: str | None, face_index: int | None,
-                progress: Progress | None) -> EnrollResult:
+                model: str | None, face_index: FaceChoice | FaceChoices,
+                progress: Progress | None, skip_bad: bool) -> EnrollResult:
         spec = self.model(model)
-        reader = self._reader(face_index)
-        encodings = reader.read_all(sources, spec, progress)
+        batch = self._reader(face_index).read_batch(sources, spec, progress, skip_bad=skip_bad)
+        encodings = batch.encodings
+        with self._lock:
+            warnings = subject_warnings(self._store, self._sealer, tenant, subject_id, spec=spec,
+                                        labels=[e.label for e in encodings],
+                                        new=[e.encoding for e in encodings])
         items = [NewTemplate(tenant, subject_id, spec.model_id, e.encoding) for e in encodings]
         rows = self._sealer.seal(items)
         template_ids = [r.template_id for r in rows]
@@ -621,12 +642,16 @@ class Vault(AccessOperations, ServiceOperations):
         with op.transaction():
             rotation.store_rows(self._store, rows)
             self._inventory.record_additions(self._store, rows)
-            op.record(template_ids=template_ids, detail={"model": spec.model_id})
+            op.record(template_ids=template_ids,
+                      detail={"model": spec.model_id, "skipped": len(batch.skipped),
+                              "warnings": len(warnings)})
         self._cache.after_write(tenant, dict(zip(template_ids, (i.encoding for i in items),
                                                  strict=True)))
         log.debug("enrolled %d template(s)", len(rows))
         return EnrollResult(tenant, subject_id, spec.model_id, template_ids,
-                            [e.label for e in encodings])
+                            [e.label for e in encodings],
+                            [s.to_dict() for s in batch.skipped],
+                            [w.to_dict() for w in warnings])
 
     def verify(
         self,
@@ -636,7 +661,7 @@ class Vault(AccessOperations, ServiceOperations):
         tenant: str = DEFAULT_TENANT,
         threshold: float | None = None,
         model: str | None = None,
-        face_index: int | None = None,
+        face_index: FaceChoice = None,
     ) -> VerifyResult:
         """1:1: compare ``probe`` with every template of ``subject_id``; the closest decides.
         Needs the verifier role on ``tenant``."""
@@ -649,9 +674,12 @@ class Vault(AccessOperations, ServiceOperations):
 
     def _verify(self, op: Operation, subject_id: str, probe: Source, *, tenant: str,
                 threshold: float | None, model: str | None,
-                face_index: int | None) -> VerifyResult:
+                face_index: FaceChoice) -> VerifyResult:
         spec = self.model(model)
         limit = _threshold(threshold, spec)
+        # Before a photo is encoded (seconds of dlib work): a mistyped subject fails at once.
+        if needs_encoder(probe) and not self._store.subject_exists(tenant, subject_id):
+            raise NotFound(f"no subject {subject_id!r} in tenant {tenant!r}")
         encoding = self._reader(face_index).read_probe(probe, spec).encoding
         with self._lock:
             # Always from the subject's records, in float64: exact, and independent of the
@@ -706,7 +734,7 @@ class Vault(AccessOperations, ServiceOperations):
         top_k: int = 5,
         threshold: float | None = None,
         model: str | None = None,
-        face_index: int | None = None,
+        face_index: FaceChoice = None,
     ) -> IdentifyResult:
         """1:N: the ``top_k`` subjects of ``tenant`` closest to ``probe``, closest first.
         Needs the identifier role on ``tenant``."""
@@ -718,7 +746,7 @@ class Vault(AccessOperations, ServiceOperations):
 
     def _identify(self, op: Operation, probe: Source, *, tenant: str, top_k: int,
                   threshold: float | None, model: str | None,
-                  face_index: int | None) -> IdentifyResult:
+                  face_index: FaceChoice) -> IdentifyResult:
         if not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInput(f"top_k must be an integer within 1..{MAX_TOP_K}")
         spec = self.model(model)
@@ -802,7 +830,7 @@ class Vault(AccessOperations, ServiceOperations):
         top_k: int = 5,
         threshold: float | None = None,
         model: str | None = None,
-        face_index: int | None = None,
+        face_index: FaceChoice = None,
     ) -> list[IdentifyResult]:
         """1:N for many probes at once (a 2-D array of encodings, or a list of photos, encoding
         files or encodings): one scan of the gallery serves the whole batch. Results are in probe
@@ -816,7 +844,7 @@ class Vault(AccessOperations, ServiceOperations):
 
     def _identify_many(self, op: Operation, probes: Sequence[Source] | np.ndarray[Any, Any], *,
                        tenant: str, top_k: int, threshold: float | None, model: str | None,
-                       face_index: int | None) -> list[IdentifyResult]:
+                       face_index: FaceChoice) -> list[IdentifyResult]:
         if not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInput(f"top_k must be an integer within 1..{MAX_TOP_K}")
         spec = self.model(model)
@@ -944,13 +972,14 @@ class Vault(AccessOperations, ServiceOperations):
                                        options=options or LegacyImportOptions(),
                                        progress=progress)
 
-    def check(self) -> CheckResult:
+    def check(self, *, progress: Progress | None = None) -> CheckResult:
         """Open every record once and report those that fail (an integrity scan). Needs an
-        admin scoped to every tenant."""
+        admin scoped to every tenant. ``progress(done, total)`` follows the records."""
         self._check_open()
         with self._operation(CHECK, tenant=None) as op:
             result = integrity_scan.scan(self._store, self._sealer, self._subject_keys,
-                                         self._inventory, self._guard.seal)
+                                         self._inventory, self._guard.seal,
+                                         progress=progress)
             self._record(op, records=result.records, damaged=len(result.damaged),
                          orphan_subject_keys=result.orphan_subject_keys,
                          inventory_mismatches=len(result.inventory_mismatches),
@@ -1025,15 +1054,17 @@ class Vault(AccessOperations, ServiceOperations):
     def _retire_data_keys(self, below: int) -> rotation.Retirement:
         return rotation.retire(self._store, self._data_keys, below)
 
-    def migrate_keys(self, to_uri: str, *,
-                     passphrase: PassphraseSource = _no_passphrase) -> rotation.Migration:
+    def migrate_keys(self, to_uri: str, *, passphrase: PassphraseSource = _no_passphrase,
+                     progress: Progress | None = None) -> rotation.Migration:
         """Rewrap every data key and the audit key under the provider ``to_uri`` names and switch
         to it."""
         self._check_open()
-        return self._run_audited(KEYS_MIGRATE, lambda: self._migrate_keys(to_uri, passphrase),
+        return self._run_audited(KEYS_MIGRATE,
+                                 lambda: self._migrate_keys(to_uri, passphrase, progress),
                                  describe=lambda r: {"to": check_uri(r.to_uri)})
 
-    def _migrate_keys(self, to_uri: str, passphrase: PassphraseSource) -> rotation.Migration:
+    def _migrate_keys(self, to_uri: str, passphrase: PassphraseSource,
+                      progress: Progress | None) -> rotation.Migration:
         with self._lock:
             old = self._data_keys.provider
             result, target = rotation.migrate(self._home, self._config, old, self._store,
@@ -1041,7 +1072,8 @@ class Vault(AccessOperations, ServiceOperations):
                                               audit_state=self._audit_state,
                                               sign_config=lambda pending: self._sign_config(
                                                   pending=pending),
-                                              data_keys=self._data_keys)
+                                              data_keys=self._data_keys,
+                                              progress=progress)
             self._data_keys.set_provider(target)
             old.close()
         return result
@@ -1080,7 +1112,7 @@ class Vault(AccessOperations, ServiceOperations):
         if self._closed or self._root._closed:
             raise InvalidInput("the vault is closed")
 
-    def _reader(self, face_index: int | None) -> SourceReader:
+    def _reader(self, face_index: FaceChoice | FaceChoices) -> SourceReader:
         if self._encoder_factory is None:
             return SourceReader(self._models, face_index=face_index)
         return SourceReader(self._models, self._encoder_factory, face_index=face_index)
