@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from faceseal.access.counters import MemoryCounters, WindowCounters
 from faceseal.access.principals import Principal, new_principal_row
 from faceseal.access.roles import (
     CHECK,
@@ -83,11 +84,15 @@ from faceseal.storage.urls import (
 )
 from faceseal.vault import rotation
 from faceseal.vault.access_ops import AccessOperations
+from faceseal.vault.answers import AnswerRules
+from faceseal.vault.budgets import QueryBudgets
 from faceseal.vault.bulk import BulkEnrollResult, check_batch, seal_and_store
 from faceseal.vault.config import CONFIG_FILE, DEFAULT_TENANT, VaultConfig
+from faceseal.vault.exact_rank import ExactRanker, proposals
 from faceseal.vault.guard import Caller, Guard, Operation
 from faceseal.vault.legacy_import import LegacyImportOptions, LegacyImportResult, import_table
 from faceseal.vault.paths import default_home, default_keyring_dir
+from faceseal.vault.policy_ops import PolicyOperations
 from faceseal.vault.records import NewTemplate, RecordSealer
 from faceseal.vault.results import (
     Candidate,
@@ -166,7 +171,7 @@ def _create_store(
 ApiKeyInput = str | bytes | SecretBytes
 
 
-class Vault(AccessOperations, ServiceOperations):
+class Vault(AccessOperations, PolicyOperations, ServiceOperations):
     """A vault of sealed face encodings. Create with :meth:`create`, open with :meth:`open`."""
 
     #: The first admin's API key, set only on the object :meth:`create` returns: shown once.
@@ -182,6 +187,7 @@ class Vault(AccessOperations, ServiceOperations):
         *,
         audit_state: AuditState,
         encoder_factory: Callable[[], Any] | None = None,
+        counters: WindowCounters | None = None,
     ) -> None:
         self._home = home
         self._config = config
@@ -209,6 +215,8 @@ class Vault(AccessOperations, ServiceOperations):
             checkpoint_seconds=config.audit_checkpoint_seconds,
         )
         self._guard = Guard(store, self._audit)
+        self._answers = AnswerRules(store, self._models, QueryBudgets(
+            counters if counters is not None else MemoryCounters(), config.budgets()))
         self._caller = Caller(None)
         self._principal: Principal | None = None
         self._root: Vault = self
@@ -320,13 +328,16 @@ class Vault(AccessOperations, ServiceOperations):
         passphrase: PassphraseSource = _no_passphrase,
         encoder_factory: Callable[[], Any] | None = None,
         request_id: str | None = None,
+        counters: WindowCounters | None = None,
     ) -> Vault:
         """Open an existing vault. Fails clearly, changing nothing, if its keys do not match.
 
         ``api_key`` binds the vault to its principal (an unknown, revoked or malformed key is
         refused with :class:`~faceseal.errors.AuthenticationFailed`, and the refusal audited).
         Without one the vault is unbound: every operation is refused until :meth:`as_key` gives a
-        bound view (what a server holding one vault for many callers does).
+        bound view (what a server holding one vault for many callers does). ``counters`` holds
+        the query budgets' counts (default: this process's memory; pass a shared one when
+        several replicas serve one vault).
         """
         home = (Path(home) if home is not None else default_home()).expanduser().resolve()
         config = VaultConfig.load(home)
@@ -347,7 +358,7 @@ class Vault(AccessOperations, ServiceOperations):
             audit_state = _open_audit_state(config, provider, store)
             rotation.finish_pending_migration(store, config, audit_state=audit_state)
             vault = cls(home, config, provider, subject_keys, store, audit_state=audit_state,
-                        encoder_factory=encoder_factory)
+                        encoder_factory=encoder_factory, counters=counters)
         except BaseException:
             if audit_state is not None:
                 audit_state.close()
@@ -578,8 +589,10 @@ class Vault(AccessOperations, ServiceOperations):
                 threshold: float | None, model: str | None,
                 face_index: int | None) -> VerifyResult:
         spec = self.model(model)
-        limit = _threshold(threshold, spec)
+        terms = self._answers.terms(op.principal, tenant, spec, threshold)
+        limit = terms.threshold
         encoding = self._reader(face_index).read_probe(probe, spec).encoding
+        self._answers.admit(op.principal, spec, [encoding])
         with self._lock:
             # Always from the subject's records, in float64: exact, and independent of the
             # reduced-precision gallery that serves 1:N (docs/performance.md).
@@ -596,13 +609,14 @@ class Vault(AccessOperations, ServiceOperations):
         template_id, distance = best
         result = VerifyResult(tenant, subject_id, distance <= limit, distance, limit,
                               spec.model_id, template_id, damaged)
+        shown = self._answers.reveal_verify(result, terms)
         with op.transaction():
-            if result.match:
+            if result.match:  # limit <= the configured threshold: a genuine match
                 self._store.touch_subject(tenant, subject_id, time.time())
             op.record(template_ids=(template_id,),
                       detail={"match": result.match, "threshold": limit, "model": spec.model_id,
-                              "damaged": len(damaged)})
-        return result
+                              "damaged": len(damaged), "disclosure": terms.disclosure})
+        return shown
 
     def _verify_from_store(
         self, tenant: str, subject_id: str, spec: ModelSpec, probe: np.ndarray[Any, Any]
@@ -644,17 +658,23 @@ class Vault(AccessOperations, ServiceOperations):
         if not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInput(f"top_k must be an integer within 1..{MAX_TOP_K}")
         spec = self.model(model)
-        limit = _threshold(threshold, spec)
+        terms = self._answers.terms(op.principal, tenant, spec, threshold)
+        limit = terms.threshold
         encoding = self._reader(face_index).read_probe(probe, spec).encoding
+        self._answers.admit(op.principal, spec, [encoding])
         with self._lock:
             self._load_tenant(tenant)
             gallery = self._galleries.get((tenant, spec.model_id))
-            matches = gallery.search(encoding, top_k) if gallery else []
+            proposed = gallery.search(encoding, proposals(top_k)) if gallery else []
+            with ExactRanker(self._store, self._sealer, tenant, spec) as ranker:
+                matches = ranker.rank(encoding, proposed, top_k)
+                self._damaged.update((r.template_id, r) for r in ranker.damaged)
             size = len(gallery) if gallery else 0
             damaged = sum(1 for row in self._damaged.values() if row.tenant == tenant)
         candidates = [Candidate(m.subject_id, m.distance, m.distance <= limit, m.template_id)
                       for m in matches]
         result = IdentifyResult(tenant, spec.model_id, limit, top_k, candidates, size, damaged)
+        shown = self._answers.reveal_identify([result], terms)[0]
         with op.transaction():
             now = time.time()
             for candidate in candidates:
@@ -665,8 +685,9 @@ class Vault(AccessOperations, ServiceOperations):
                       template_ids=[c.template_id for c in candidates],
                       detail={"subjects": [c.subject_id for c in candidates],
                               "matches": sum(1 for c in candidates if c.match), "top_k": top_k,
-                              "threshold": limit, "model": spec.model_id, "gallery_size": size})
-        return result
+                              "threshold": limit, "model": spec.model_id, "gallery_size": size,
+                              "disclosure": terms.disclosure})
+        return shown
 
     def enroll_many(
         self,
@@ -746,7 +767,8 @@ class Vault(AccessOperations, ServiceOperations):
         if not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInput(f"top_k must be an integer within 1..{MAX_TOP_K}")
         spec = self.model(model)
-        limit = _threshold(threshold, spec)
+        terms = self._answers.terms(op.principal, tenant, spec, threshold)
+        limit = terms.threshold
         if isinstance(probes, np.ndarray) and probes.ndim == 2:
             items: list[Any] = list(probes)
         elif isinstance(probes, (str, bytes, os.PathLike)) or not isinstance(probes, Sequence):
@@ -759,10 +781,16 @@ class Vault(AccessOperations, ServiceOperations):
         matrix = np.stack([reader.read_probe(item, spec).encoding.astype(np.float64)
                            for item in items])
         try:
+            self._answers.admit(op.principal, spec, matrix)
             with self._lock:
                 self._load_tenant(tenant)
                 gallery = self._galleries.get((tenant, spec.model_id))
-                found = gallery.search_many(matrix, top_k) if gallery else [[] for _ in matrix]
+                proposed = (gallery.search_many(matrix, proposals(top_k)) if gallery
+                            else [[] for _ in matrix])
+                with ExactRanker(self._store, self._sealer, tenant, spec) as ranker:
+                    found = [ranker.rank(probe, p, top_k)
+                             for probe, p in zip(matrix, proposed, strict=True)]
+                    self._damaged.update((r.template_id, r) for r in ranker.damaged)
                 size = len(gallery) if gallery else 0
                 damaged = sum(1 for row in self._damaged.values() if row.tenant == tenant)
         finally:
@@ -773,6 +801,7 @@ class Vault(AccessOperations, ServiceOperations):
                                       m.template_id) for m in matches], size, damaged)
             for matches in found
         ]
+        shown = self._answers.reveal_identify(results, terms)
         with op.transaction():
             now = time.time()
             for number, result in enumerate(results):
@@ -786,8 +815,8 @@ class Vault(AccessOperations, ServiceOperations):
                                   "matches": sum(1 for c in result.candidates if c.match),
                                   "top_k": top_k, "threshold": limit, "model": spec.model_id,
                                   "gallery_size": size, "batch": len(results),
-                                  "probe": number})
-        return results
+                                  "probe": number, "disclosure": terms.disclosure})
+        return shown
 
     def index_status(self) -> dict[str, Any]:
         """How the in-memory galleries were loaded and whether their memory is locked.
@@ -1104,14 +1133,6 @@ def _open_audit_state(config: VaultConfig, provider: KeyProvider,
     log.warning("vault %s has no %s yet; creating its audit key", config.vault_id,
                 AUDIT_STATE_FILE)
     return AuditState.create(directory, config.vault_id, provider, config.keyset_id)
-
-
-def _threshold(threshold: float | None, spec: ModelSpec) -> float:
-    if threshold is None:
-        return spec.threshold
-    if not isinstance(threshold, (int, float)) or not np.isfinite(threshold) or threshold <= 0:
-        raise InvalidInput("threshold must be a positive finite number")
-    return float(threshold)
 
 
 def remove_vault_files(home: Path, config: VaultConfig) -> None:
