@@ -20,7 +20,16 @@ from faceseal.http.metrics import Metrics
 from faceseal.http.middleware import ServiceMiddleware
 from faceseal.http.models import Problem
 from faceseal.http.ratelimit import AuthRateLimiter
-from faceseal.http.routes import audit, batch, keys, matching, ops, principals, subjects
+from faceseal.http.routes import (
+    audit,
+    batch,
+    keys,
+    matching,
+    ops,
+    principals,
+    subjects,
+    tenants,
+)
 from faceseal.http.routes.common import request_id_header
 from faceseal.http.settings import Settings
 from faceseal.vault import Vault
@@ -32,7 +41,7 @@ is recorded in the vault's audit log under the request id returned in `X-Request
 Errors are RFC 9457 problem details (`application/problem+json`).
 """
 
-_ROUTERS = (subjects, matching, batch, principals, keys, audit, ops)
+_ROUTERS = (subjects, matching, batch, tenants, principals, keys, audit, ops)
 
 #: Problem statuses every operation may answer, with what they mean.
 _COMMON_PROBLEMS: dict[int, str] = {
