@@ -23,8 +23,8 @@ from faceseal.errors import (
     InvalidInput,
     ThresholdTooLoose,
 )
-from faceseal.matching.plausibility import DLIB_BOUNDS, check_probe
 from faceseal.matching.models import DLIB_RESNET_V1
+from faceseal.matching.plausibility import DLIB_BOUNDS, check_probe
 from faceseal.vault import Vault
 
 from .conftest import EncodingOf, vault_keys
@@ -82,7 +82,8 @@ def test_by_default_identify_shows_only_the_matches(views: dict[str, Vault],
         ("obama", None, "strong")]
     assert found.disclosure == "band"
     nobody = views["search"].identify(encoding_of("biden-2.jpg") * -1.0, top_k=2)
-    assert nobody.candidates == [] and nobody.best is None
+    assert nobody.candidates == []
+    assert nobody.best is None
 
 
 def test_a_calibrator_gets_exact_distances_and_the_audit_log_says_so(
@@ -162,7 +163,8 @@ def test_a_looser_threshold_is_refused_and_changes_nothing(views: dict[str, Vaul
     for loose in (0.61, 2.0, 1e6):
         with pytest.raises(ThresholdTooLoose) as refused:
             door.verify("biden", stranger, threshold=loose)
-        assert refused.value.exit_code == 2 and refused.value.http_status == 422
+        assert refused.value.exit_code == 2
+        assert refused.value.http_status == 422
         with pytest.raises(ThresholdTooLoose):
             search.identify(stranger, threshold=loose)
         with pytest.raises(ThresholdTooLoose):
@@ -178,7 +180,8 @@ def test_a_stricter_threshold_is_honoured(views: dict[str, Vault],
                                           encoding_of: EncodingOf) -> None:
     probe = encoding_of("obama-2.jpg")
     exact = views["tuner"].verify("obama", probe)
-    assert exact.distance is not None and exact.match
+    assert exact.distance is not None
+    assert exact.match
     stricter = views["tuner"].verify("obama", probe, threshold=exact.distance * 0.99)
     assert (stricter.match, stricter.threshold) == (False, exact.distance * 0.99)
     for bad in (0.0, -1.0, float("nan"), float("inf"), "0.5", True):
@@ -233,7 +236,8 @@ def test_every_real_encoding_is_plausible_with_room_to_spare(encoding_of: Encodi
         norm = float(np.linalg.norm(encoding))
         # The documented measurements (docs/threat-model.md) and the margins around them.
         assert 1.3 <= norm <= 1.45
-        assert DLIB_BOUNDS.min_norm <= norm * 0.6 and norm * 1.4 <= DLIB_BOUNDS.max_norm
+        assert DLIB_BOUNDS.min_norm <= norm * 0.6
+        assert norm * 1.4 <= DLIB_BOUNDS.max_norm
         assert np.abs(encoding).max() * 2 <= DLIB_BOUNDS.max_abs + 0.05
         spread = float(np.std(encoding)) / (norm / np.sqrt(128))
         assert spread > 0.99 > DLIB_BOUNDS.min_spread
@@ -261,7 +265,7 @@ def test_implausible_probes_are_refused_audited_and_change_nothing(
     real = encoding_of("obama-2.jpg")
     calls: list[Callable[[np.ndarray], object]] = [
         lambda p: views["door"].verify("obama", p),
-        lambda p: views["search"].identify(p),
+        views["search"].identify,
         lambda p: views["search"].identify_many(np.stack([real, p])),
         lambda p: views["tuner"].verify("obama", p),  # exact disclosure does not lift it
     ]
@@ -269,7 +273,7 @@ def test_implausible_probes_are_refused_audited_and_change_nothing(
         for call in calls:
             with pytest.raises(ImplausibleProbe) as refused:
                 call(probe)
-            assert refused.value.exit_code == 2 and refused.value.http_status == 422, name
+            assert (refused.value.exit_code, refused.value.http_status) == (2, 422), name
             assert "plausible" in str(refused.value)
             event = _newest(views)[0]
             assert (event["outcome"], event["detail"]["error"],
