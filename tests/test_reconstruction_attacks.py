@@ -213,3 +213,19 @@ def test_calibrator_batch_identify_rebuilds_every_subject(world: World) -> None:
     for name, encoding in world.real.items():
         estimate = least_squares(probes, np.array(seen[name]))
         assert float(np.linalg.norm(estimate - encoding)) < 1e-6, name
+
+
+# --- why bands rather than rounded distances (docs/threat-model.md) ----------------------------
+
+
+@pytest.mark.parametrize(("rounding", "probes", "worse_than"), [(0.01, 200, 0.1),
+                                                                (0.05, 500, 0.2)])
+def test_rounded_distances_would_still_leak(encoding_of: EncodingOf, rounding: float,
+                                            probes: int, worse_than: float) -> None:
+    """Rounding is noise that least squares averages away: a few hundred rounded answers rebuild
+    a matching encoding. Bands carry nothing about probes beyond the threshold."""
+    real = encoding_of("obama-1.jpg")
+    sent = random_plausible_probes(probes, seed=25)
+    rounded = np.round(np.linalg.norm(sent - real, axis=1) / rounding) * rounding
+    error = float(np.linalg.norm(least_squares(sent, rounded) - real))
+    assert error < worse_than < FAR

@@ -119,7 +119,7 @@ def principals_bootstrap(output: Output, vault_dir: Path | None, name: str,
 
 @click.group()
 def tenants() -> None:
-    """Tenants and how long they keep inactive subjects."""
+    """Tenants: how long they keep inactive subjects, and what match answers reveal."""
 
 
 @tenants.command("list")
