@@ -5,10 +5,10 @@ each unit vector (``x_i = (d0^2 - d_i^2 + 1) / 2``). No face gives those vectors
 refused before they are compared with anything, and the refusal is audited as suspicious.
 
 For the dlib ResNet model the bounds come from the real encodings of the sample photos
-(docs/threat-model.md, "Probe plausibility", has the figures): norms 1.36..1.40, largest
-coordinate magnitude 0.34..0.38 (0.24..0.28 of the norm), coordinate spread (standard deviation
-over root mean square) 0.997..0.9999. The bounds are wide on purpose (the sample is small, and other cameras, ages and
-jitter move encodings): they exist to refuse degenerate probes, not to recognise faces. They do
+(docs/threat-model.md, "Probe plausibility", has the figures): norms 1.36..1.40, largest coordinate
+magnitude 0.34..0.38 (0.24..0.28 of the norm), coordinate spread (standard deviation over root mean
+square) 0.997..0.9999. The bounds are wide on purpose (the sample is small, and other cameras, ages
+and jitter move encodings): they exist to refuse degenerate probes, not to recognise faces. They do
 *not* stop an attacker who perturbs a plausible probe a little at a time; disclosure bands and
 query budgets do (:mod:`faceseal.vault.disclosure`, :mod:`faceseal.vault.budgets`).
 """
