@@ -59,7 +59,8 @@ def main() -> None:
         for i, encoding in enumerate(encodings):
             vault.enroll(f"s{i}", [encoding])
         vault.identify(encodings[0])  # decrypt the gallery into memory once
-        gallery = vault._galleries[("default", "dlib-resnet-v1")]  # the bare matcher (baseline)
+        # the bare matcher (baseline)
+        gallery = vault._cache.galleries_of("default")["dlib-resnet-v1"]
         n = args.subjects
 
         rows: list[tuple[str, float, float]] = []

@@ -151,3 +151,20 @@ def test_http_budget_is_429(clients: dict[str, FacesealClient],
         clients["verifier"].verify("budgeted", probe, tenant="acme")
     assert isinstance(refused.value, ApiError)
     assert refused.value.status == 429
+
+
+def test_cli_budgets_hold_across_invocations(cli_vault: CliVault, tmp_path: Path,
+                                             encoding_of: EncodingOf) -> None:
+    # Every command is a new vault object: counted in memory, each would start afresh.
+    from .answer_support import set_budgets
+
+    enrolled, probe = tmp_path / "e.npy", tmp_path / "p.npy"
+    np.save(enrolled, encoding_of("obama-1.jpg"))
+    np.save(probe, encoding_of("obama-2.jpg"))
+    assert cli_vault.invoke("enroll", "--subject", "obama", str(enrolled)).returncode == 0
+    set_budgets(cli_vault.home, per_subject=3)
+    for _ in range(3):
+        assert cli_vault.invoke("verify", "--subject", "obama", str(probe)).returncode == 0
+    refused = cli_vault.invoke("verify", "--subject", "obama", str(probe), "--json")
+    assert refused.returncode == 3
+    assert _json(refused)["error"]["code"] == "budget_exceeded"

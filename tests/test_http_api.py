@@ -518,8 +518,9 @@ def test_health_and_readiness(served: Served, http: httpx.Client) -> None:
     assert http.get("/healthz").json() == {"status": "ok"}
     ready = http.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"ready": True,
-                            "checks": {"store": "ok", "key_provider": "ok", "audit": "ok"}}
+    assert ready.json() == {"ready": True, "caught_up": True, "changes_behind": 0,
+                            "checks": {"store": "ok", "key_provider": "ok", "audit": "ok",
+                                       "changes": "ok"}}
     with served.client(None) as anonymous:
         assert anonymous.health()
         assert anonymous.ready().ready

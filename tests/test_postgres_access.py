@@ -74,7 +74,8 @@ def refused(conn: psycopg.Connection[tuple[object, ...]], statement: str,
 # --- no table privileges -------------------------------------------------------------------------
 
 TABLES = ["templates", "subjects", "data_keys", "key_usage", "meta", "principals",
-          "tenant_grants", "tenants", "audit_events", "audit_head", "schema_migrations"]
+          "tenant_grants", "tenants", "audit_events", "audit_head", "schema_migrations",
+          "change_heads", "changes", "counter_events"]
 
 
 @pytest.mark.parametrize("table", TABLES)
@@ -92,6 +93,9 @@ def test_app_login_cannot_select_any_table(tenants: Tenants, table: str) -> None
     f"INSERT INTO {S}.tenant_grants (role_oid, role_name) VALUES (1, 'me')",
     f"CREATE TABLE {S}.planted (x int)",
     f"SELECT {S}.fs_require_tenant('a')",
+    f"SELECT {S}.fs_log_change('a', 'erase', 's1', 1)",
+    f"INSERT INTO {S}.changes (tenant, seq, kind, templates, at) VALUES ('a', 99, 'erase', 0, 1)",
+    f"UPDATE {S}.change_heads SET seq = 0",
 ])
 def test_app_login_cannot_write_tables_or_use_internals(tenants: Tenants, statement: str) -> None:
     with tenants.connect(tenants.app) as conn:
@@ -176,6 +180,9 @@ OTHER_TENANT_CALLS = [
                  "ARRAY[1.0::float8], 1.0)"),
     ("fs_set_meta", "SELECT {s}.fs_set_meta('vault_id', 'stolen')"),
     ("fs_replace_wrapped", "SELECT {s}.fs_replace_wrapped(1, '\\x00')"),
+    ("fs_change_head", "SELECT {s}.fs_change_head('b')"),
+    ("fs_changes", "SELECT * FROM {s}.fs_changes('b', 0, 100)"),
+    ("fs_templates_added", "SELECT * FROM {s}.fs_templates_added('b', -1, NULL, 100, 10)"),
 ]
 
 

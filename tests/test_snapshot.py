@@ -87,21 +87,31 @@ def test_snapshot_files_are_private_and_hold_no_clear_text(
     assert not list(home.rglob(KEYS_FILE))
 
 
-def test_stale_snapshot_is_not_used_after_another_process_enrols(
+def test_a_snapshot_plus_the_delta_sees_another_process_enrolment(
         snapshotted: tuple[Path, Path], gallery_data: tuple[list[str], np.ndarray]) -> None:
     home, _ = snapshotted
-    _, encodings = gallery_data
+    subjects, encodings = gallery_data
     newcomer = random_encodings(1, seed=99)[0]
     with reopen_vault(home) as other:  # never loads its gallery: the snapshot file stays
         other.enroll("newcomer", [newcomer])
+        other.erase(subjects[3])
     with reopen_vault(home) as vault:
         found = vault.identify(newcomer, top_k=1)
-        assert source(vault) == "records"
+        # The erasing process replaced the snapshot (fresh key) without the erased subject.
+        assert source(vault) == "snapshot"
         assert found.candidates[0].subject_id == "newcomer"
-    with reopen_vault(home) as vault:  # the records load wrote a fresh snapshot
+        vault.enroll("second", [random_encodings(1, seed=98)[0]])
+    with reopen_vault(home) as vault:  # a snapshot (from the close above) plus nothing
         assert vault.identify(newcomer, top_k=1).candidates[0].subject_id == "newcomer"
         assert source(vault) == "snapshot"
-    del encodings
+        assert subjects[3] not in {c.subject_id for c in vault.identify(encodings[9]).candidates}
+    with reopen_vault(home) as other:
+        other.enroll("third", [random_encodings(1, seed=97)[0]])
+    with reopen_vault(home) as vault:  # the snapshot plus one enrolment made elsewhere
+        vault.identify(newcomer, top_k=1)
+        status = vault.index_status()["tenants"][TENANT]
+        assert (status["source"], status["delta_added"]) == ("snapshot", 1)
+        assert status["templates"] == 600 - 3 + 3
 
 
 def test_enrolments_of_a_loaded_vault_are_snapshotted_at_close(
@@ -189,24 +199,21 @@ def test_snapshot_of_another_tenant_is_refused(vault: Vault) -> None:
 def test_old_snapshot_cannot_bring_an_erased_subject_back(
         snapshotted: tuple[Path, Path], gallery_data: tuple[list[str], np.ndarray],
         tmp_path: Path) -> None:
-    """A backup of the snapshot and of the store's state token, restored after an erasure."""
+    """A backup of the snapshot, restored after an erasure: its key died with the erasure."""
     home, keys = snapshotted
     subjects, encodings = gallery_data
     victim = subjects[0]
     backup = tmp_path / "backup.snap"
     shutil.copy2(snapshot_path(home), backup)
     with reopen_vault(home) as vault:
-        old_state = vault._index.snapshots.state(TENANT)
-        vault.erase(victim)
-        assert not snapshot_path_exists(home)
+        vault.erase(victim)  # replaces the snapshot under a fresh key
+        assert snapshot_path_exists(home)
     with reopen_vault(home) as vault:
-        # Put the old snapshot back and even make the store claim the old state again.
-        backup_target = vault._index.snapshots.path(TENANT)
-        backup_target.parent.mkdir(mode=0o700, exist_ok=True)
-        shutil.copy2(backup, backup_target)
-        assert old_state is not None
-        vault._store.set_meta("index_state:" + TENANT, old_state)
-        assert vault._index.snapshots.load(TENANT, vault._models) is None
+        snapshots = vault._cache._snapshots
+        target = snapshots.path(TENANT)
+        target.parent.mkdir(mode=0o700, exist_ok=True)
+        shutil.copy2(backup, target)
+        assert snapshots.load(TENANT, vault._models) is None
         found = vault.identify(encodings[0], top_k=3)
         assert source(vault) == "records"
         assert victim not in {c.subject_id for c in found.candidates}
@@ -232,10 +239,10 @@ def test_erasure_in_a_loaded_vault_keeps_the_snapshot_consistent(
         assert vault.index_status()["tenants"][TENANT]["templates"] == 597
 
 
-def test_a_tenant_scoped_postgres_login_works_without_snapshots(
+def test_a_tenant_scoped_postgres_login_gets_snapshots_too(
         tmp_path: Path, pg_schema: PgTestDatabase) -> None:
-    """A login granted one tenant may not write vault metadata (state tokens): enrolment,
-    identification and erasure still work, and that tenant simply gets no snapshot."""
+    """A login granted one tenant may not write vault metadata; snapshots need none (they
+    record the tenant's change sequence number, which the login reads through its functions)."""
     login = pg_schema.create_login("svc_snap")
     scoped = pg_schema.create_login("shop_snap", tenants=["shop"])
     home = tmp_path / "v"
@@ -250,24 +257,25 @@ def test_a_tenant_scoped_postgres_login_works_without_snapshots(
         assert vault.identify(encodings[2], tenant="shop").best.subject_id == "b"
         vault.erase("a", tenant="shop")
         assert vault.identify(encodings[0], tenant="shop", top_k=3).gallery_size == 4
-    assert not (home / SNAPSHOT_DIR / f"index-{tenant_tag('shop')}.snap").exists()
+    assert (home / SNAPSHOT_DIR / f"index-{tenant_tag('shop')}.snap").exists()
     with reopen_vault(home) as vault:
         found = vault.identify(encodings[4], tenant="shop", top_k=3)
-        assert source(vault, "shop") == "records"
+        assert source(vault, "shop") == "snapshot"
         assert [c.subject_id for c in found.candidates][:1] == ["c"]
         assert "a" not in {c.subject_id for c in found.candidates}
 
 
-def test_a_legacy_import_makes_the_snapshot_stale(
+def test_a_legacy_import_reaches_the_snapshot_through_the_change_log(
         snapshotted: tuple[Path, Path], tmp_path: Path) -> None:
     home, _ = snapshotted
     imported = random_encodings(4, seed=31)
     table = build_table(list(imported), user_of=lambda i: 5000 + i)
     url = write_sqlite(table, tmp_path / "legacy.db")
-    with reopen_vault(home) as vault:  # its gallery is not loaded: only the token can tell
+    with reopen_vault(home) as vault:  # its gallery is not loaded: only the log can tell
         assert vault.import_legacy(url, SecretBytes(table.key)).imported == 4
     with reopen_vault(home) as vault:
         found = vault.identify(imported[2], top_k=1)
-        assert source(vault) == "records"
+        assert source(vault) == "snapshot"
+        assert vault.index_status()["tenants"][TENANT]["delta_added"] == 4
         assert found.candidates[0].subject_id == "5002"
         assert vault.index_status()["tenants"][TENANT]["templates"] == 604

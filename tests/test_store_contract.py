@@ -17,7 +17,14 @@ from pathlib import Path
 import pytest
 
 from faceseal.errors import AuditWriteFailed, Conflict, StorageUnavailable
-from faceseal.storage.base import AuditRecord, PrincipalRow, TemplateRow, TemplateStore
+from faceseal.storage.base import (
+    FROM_START,
+    AuditRecord,
+    PrincipalRow,
+    TemplateBatch,
+    TemplateRow,
+    TemplateStore,
+)
 from faceseal.storage.files import FileStore
 from faceseal.storage.postgres import PostgresStore
 from faceseal.storage.sqlite import SQLiteStore
@@ -428,3 +435,93 @@ def test_describe_names_the_backend(store: TemplateStore, backend: Backend) -> N
     prefix = {"sqlite": "sqlite:", "files": "files:", "postgres": "postgresql://"}[backend.name]
     assert store.describe().startswith(prefix)
     assert "wrapped" not in repr(store)
+
+
+# --- the change log ----------------------------------------------------------------------------
+
+
+def added(store: TemplateStore, tenant: str, after: int, upto: int) -> set[str]:
+    return {r.template_id for batch in store.templates_added(tenant, after, upto, batch_size=3)
+            for r in batch}
+
+
+def test_every_gallery_change_is_logged_per_tenant_in_order(store: TemplateStore) -> None:
+    assert store.change_head("t1") == 0
+    first = [row("t1", "alice"), row("t1", "alice"), row("t1", "bob")]
+    store.add_templates(first)
+    assert (store.change_head("t1"), store.change_head("t2")) == (1, 0)
+    store.add_templates([row("t2", "carol")])
+    second = [row("t1", "dave") for _ in range(7)]
+    store.add_templates(second)
+    store.erase_subject("t1", "alice")
+    store.erase_subject("t1", "nobody")  # erasing nothing logs nothing
+    assert (store.change_head("t1"), store.change_head("t2")) == (3, 1)
+    everything = store.changes("t1", 0, 3)
+    assert (everything.erased, everything.added, everything.complete) == (("alice",), 10, True)
+    assert store.changes("t1", 1, 2).erased == ()
+    # Templates come back by the change that added them, only while they still exist.
+    assert added(store, "t1", 0, 3) == {first[2].template_id} | {r.template_id for r in second}
+    assert added(store, "t1", 1, 3) == {r.template_id for r in second}
+    assert added(store, "t1", 0, 1) == {first[2].template_id}
+    assert added(store, "t1", 2, 3) == set()
+    assert added(store, "t2", FROM_START, 1) == {store_row.template_id
+                                                 for store_row in all_rows(store, "t2")}
+
+
+def test_a_failed_write_logs_no_change(store: TemplateStore) -> None:
+    taken = row("t1", "alice")
+    store.add_templates([taken])
+    with pytest.raises(Conflict):
+        store.add_templates([row("t1", "bob"), taken])
+    assert store.change_head("t1") == 1
+    def erase_then_fail() -> None:
+        with store.transaction():
+            store.erase_subject("t1", "alice")
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        erase_then_fail()
+    assert store.change_head("t1") == 1
+    assert store.changes("t1", 0, 5).erased == ()
+
+
+def test_bulk_batches_are_logged(store: TemplateStore) -> None:
+    batch = TemplateBatch("t1", "dlib-resnet-v1", 128, "float64", 1, 5.0,
+                          ["a", "b", "b"], [os.urandom(16).hex() for _ in range(3)],
+                          [os.urandom(100) for _ in range(3)])
+    store.add_template_batch(batch)
+    assert store.change_head("t1") == 1
+    assert added(store, "t1", 0, 1) == set(batch.template_ids)
+
+
+def test_changes_made_through_another_handle_are_seen(store: TemplateStore,
+                                                      backend: Backend) -> None:
+    other = backend.open()
+    try:
+        other.add_templates([row("t1", "zed")])
+        assert store.change_head("t1") == 1
+        other.erase_subject("t1", "zed")
+        assert store.changes("t1", 0, store.change_head("t1")).erased == ("zed",)
+    finally:
+        other.close()
+
+
+# --- shared counters ---------------------------------------------------------------------------
+
+
+def test_counters_take_within_the_limit_and_say_when_to_retry(store: TemplateStore,
+                                                              backend: Backend) -> None:
+    assert store.counter_take("auth:client:x", 3, 60.0, 1, 1000.0) is None
+    assert store.counter_take("auth:client:x", 3, 60.0, 2, 1010.0) is None
+    assert store.counter_retry_after("auth:client:x", 3, 60.0, 1020.0) == pytest.approx(40.0)
+    assert store.counter_take("auth:client:x", 3, 60.0, 1, 1020.0) == pytest.approx(40.0)
+    assert store.counter_retry_after("auth:client:y", 3, 60.0, 1020.0) is None
+    other = backend.open()  # another replica sees the same counts
+    try:
+        assert other.counter_retry_after("auth:client:x", 3, 60.0, 1030.0) == pytest.approx(30.0)
+        assert other.counter_take("auth:client:x", None, 60.0, 1, 1030.0) is None  # recorded
+    finally:
+        other.close()
+    assert store.counter_retry_after("auth:client:x", 3, 60.0, 1061.0) is not None
+    assert store.counter_retry_after("auth:client:x", 3, 60.0, 1091.0) is None
+    assert store.counter_take("auth:client:x", 3, 60.0, 5, 1100.0) == 60.0  # never fits

@@ -151,7 +151,7 @@ def test_no_plaintext_at_rest(vault_dirs: tuple[Path, Path], dtype: str) -> None
 def test_closed_vault_overwrites_its_gallery(vault: Vault) -> None:
     vault.enroll("a", [ENCODINGS[0]])
     vault.identify(ENCODINGS[0])
-    gallery = next(iter(vault._galleries.values()))
+    gallery = next(iter(vault._cache.galleries_of("default").values()))
     # The gallery's decrypted data lives in its codes, residuals and scales (issue #7).
     held = [part.array for part in (gallery._codes, gallery._resid, gallery._scale)]
     assert any(np.any(array) for array in held)

@@ -15,6 +15,7 @@ import pytest
 from faceseal.errors import AccessDenied, Conflict, InvalidInput, StorageUnavailable
 from faceseal.storage.files import FileStore
 from faceseal.storage.postgres import PostgresStore
+from faceseal.storage.sqlite import SQLiteStore
 
 from .conftest import EncodingOf, make_vault, reopen_vault, run_cli
 from .pg_support import PgTestDatabase
@@ -173,7 +174,9 @@ def test_cli_init_migrate_grant_and_list(tmp_path: Path, pg_db: PgTestDatabase,
     assert json.loads(created.stdout)["store"] == PostgresStore(url).describe()
     migrated = run_cli("migrate", "--json", env=env)
     assert migrated.returncode == 0, migrated.stderr
-    assert json.loads(migrated.stdout) == {"schema_version_before": 1, "schema_version": 1}
+    latest = PostgresStore.SCHEMA_VERSION
+    assert json.loads(migrated.stdout) == {"schema_version_before": latest,
+                                           "schema_version": latest}
 
     clerk, reader = f"{pg_db.prefix}_login_clerk", f"{pg_db.prefix}_login_reader"
     granted = run_cli("db", "grant-app", clerk, "--tenant", "shop", "--json", env=env)
@@ -229,21 +232,34 @@ def test_cli_init_with_a_files_store(tmp_path: Path, encoding_of: EncodingOf) ->
     assert os.environ.get("FACESEAL_HOME") != str(tmp_path / "v")
 
 
-def test_a_sqlite_vault_from_schema_2_migrates_to_the_gallery_index(
+def _as_sqlite_schema_2(db: sqlite3.Connection) -> None:
+    """Undo migrations 4 (change log) and 3 (gallery index) in place."""
+    for statement in ("DROP INDEX templates_by_change", "ALTER TABLE templates DROP COLUMN "
+                      "change_seq", "DROP TABLE change_heads", "DROP TABLE changes",
+                      "DROP TABLE counter_events", "DROP INDEX templates_by_tenant",
+                      "DELETE FROM schema_migrations WHERE version >= 3"):
+        db.execute(statement)
+
+
+def test_a_sqlite_vault_from_schema_2_migrates_to_the_gallery_index_and_change_log(
         tmp_path: Path, encoding_of: EncodingOf) -> None:
     home, keys = tmp_path / "v", tmp_path / "k"
     with make_vault(home, keys) as vault:
         vault.enroll("obama", [encoding_of("obama-1.jpg")])
-    with sqlite3.connect(home / "templates.db") as db:  # as the previous release left it
-        db.execute("DROP INDEX templates_by_tenant")
-        db.execute("DELETE FROM schema_migrations WHERE version = 3")
+    with sqlite3.connect(home / "templates.db") as db:  # as an earlier release left it
+        _as_sqlite_schema_2(db)
     db.close()
     with pytest.raises(StorageUnavailable, match="faceseal migrate"):
         reopen_vault(home)
     done = run_cli("migrate", "--json", env={"FACESEAL_HOME": str(home)})
-    assert json.loads(done.stdout) == {"schema_version_before": 2, "schema_version": 3}
+    assert json.loads(done.stdout) == {"schema_version_before": 2,
+                                       "schema_version": SQLiteStore.SCHEMA_VERSION}
     with reopen_vault(home) as vault:
         assert vault.verify("obama", encoding_of("obama-2.jpg")).match
+        # Templates from before the change log carry change 0: loaded with everything else.
+        assert vault.identify(encoding_of("obama-2.jpg")).best.subject_id == "obama"
+        vault.enroll("biden", [encoding_of("biden-1.jpg")])
+        assert vault.identify(encoding_of("biden-2.jpg")).best.subject_id == "biden"
     with sqlite3.connect(home / "templates.db") as db:
         plan = db.execute("EXPLAIN QUERY PLAN SELECT template_id FROM templates WHERE "
                           "template_id > '' AND tenant = 'default' ORDER BY template_id "

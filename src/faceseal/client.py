@@ -343,8 +343,10 @@ class FacesealClient:
         an answer, not an error)."""
         response = self._send("GET", "/readyz", auth=False)
         if response.status_code in (200, 503) and _media_type(response) == "application/json":
-            checks = response.json().get("checks", {})
-            return Readiness({str(k): str(v) for k, v in checks.items()})
+            body = response.json()
+            checks = body.get("checks", {})
+            return Readiness({str(k): str(v) for k, v in checks.items()},
+                             int(body.get("changes_behind", 0)))
         raise self._error(response)
 
     def metrics(self) -> str:

@@ -15,11 +15,14 @@ from several threads.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
+
+from faceseal.errors import InvalidInput, StorageUnavailable
 
 Clock = Callable[[], float]
 
@@ -105,3 +108,109 @@ class MemoryCounters:
         self._events[key] = times  # most recent last
         while len(self._events) > self._max_entries:
             self._events.popitem(last=False)
+
+
+class CounterStore(Protocol):
+    """What :class:`StoreCounters` needs from a template store (see ``storage.base``)."""
+
+    def counter_take(self, key: str, limit: int | None, window: float, cost: int,
+                     now: float) -> float | None: ...
+
+    def counter_retry_after(self, key: str, limit: int, window: float,
+                            now: float) -> float | None: ...
+
+
+class StoreCounters:
+    """:class:`WindowCounters` kept in the vault's template store, so that every process of the
+    vault (replicas, the CLI) counts against the same allowance. Times are wall-clock seconds:
+    replicas on several hosts need synchronised clocks (NTP), as TLS does anyway."""
+
+    def __init__(self, store: CounterStore, *, clock: Clock = time.time) -> None:
+        self._store = store
+        self._clock = clock
+
+    def retry_after(self, key: str, limit: int, window: float) -> float | None:
+        return self._store.counter_retry_after(key, limit, window, self._clock())
+
+    def record(self, key: str, window: float, cost: int = 1) -> None:
+        self._store.counter_take(key, None, window, cost, self._clock())
+
+    def take(self, key: str, limit: int, window: float, cost: int = 1) -> float | None:
+        return self._store.counter_take(key, limit, window, cost, self._clock())
+
+
+# Atomic in Redis: drop what left the window, then (take) add only if it fits. Events are members
+# of a sorted set scored by time; each member is unique (time, random suffix, unit index).
+_REDIS_TAKE = """
+local key, now, window, cost = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local limit = tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+local held = redis.call('ZCARD', key)
+if limit >= 0 and held + cost > limit then
+  if cost > limit then return tostring(window) end
+  local oldest = redis.call('ZRANGE', key, held + cost - limit - 1, held + cost - limit - 1,
+                            'WITHSCORES')
+  return tostring(math.max(tonumber(oldest[2]) + window - now, 0))
+end
+for i = 1, cost do redis.call('ZADD', key, now, ARGV[5] .. ':' .. i) end
+redis.call('PEXPIRE', key, math.ceil(window * 1000))
+return false
+"""
+
+
+class RedisCounters:
+    """:class:`WindowCounters` in Redis (``redis://HOST:PORT/DB``), shared by every replica
+    that names the same server. The URL may carry a password; it is never logged or shown.
+    Times come from the Redis server's clock (``TIME``), so replicas need not agree on theirs."""
+
+    def __init__(self, url: str, *, prefix: str = "faceseal:") -> None:
+        try:
+            import redis  # noqa: PLC0415 - an optional extra
+        except ImportError:
+            raise InvalidInput("Redis counters need the redis package: pip install "
+                               "'faceseal[redis]'") from None
+        self._client: Any = redis.Redis.from_url(url, socket_timeout=2.0,
+                                                 socket_connect_timeout=2.0)
+        self._take = self._client.register_script(_REDIS_TAKE)
+        self._prefix = prefix
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError,)
+
+    def _now(self) -> float:
+        seconds, micros = self._client.time()
+        return float(seconds) + float(micros) / 1e6
+
+    def _run(self, key: str, limit: int | None, window: float, cost: int) -> float | None:
+        try:
+            answer = self._take(keys=[self._prefix + key],
+                                args=[repr(self._now()), repr(float(window)), cost,
+                                      -1 if limit is None else limit, os.urandom(8).hex()])
+        except self._errors as exc:
+            raise StorageUnavailable(f"the Redis counter store is unavailable "
+                                     f"({type(exc).__name__})") from None
+        return None if answer is None else float(answer)
+
+    def retry_after(self, key: str, limit: int, window: float) -> float | None:
+        try:
+            now = self._now()
+            name = self._prefix + key
+            self._client.zremrangebyscore(name, "-inf", now - window)
+            held = int(self._client.zcard(name))
+            if held < limit:
+                return None
+            oldest = self._client.zrange(name, held - limit, held - limit, withscores=True)
+        except self._errors as exc:
+            raise StorageUnavailable(f"the Redis counter store is unavailable "
+                                     f"({type(exc).__name__})") from None
+        return max(float(oldest[0][1]) + window - now, 0.0) if oldest else None
+
+    def record(self, key: str, window: float, cost: int = 1) -> None:
+        self._run(key, None, window, cost)
+
+    def take(self, key: str, limit: int, window: float, cost: int = 1) -> float | None:
+        return self._run(key, limit, window, cost)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __repr__(self) -> str:
+        return "<RedisCounters>"  # never the URL: it may hold a password

@@ -343,7 +343,7 @@ def measure_open(root: Path, data: SyntheticGallery) -> tuple[Figure, Figure, Va
 
 
 def _galleries(vault: Vault) -> list[Gallery]:
-    return list(vault._galleries.values())
+    return list(vault._cache.galleries_of("default").values())
 
 
 # --- identify ------------------------------------------------------------------------------------

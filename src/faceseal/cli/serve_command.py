@@ -54,6 +54,12 @@ from faceseal.vault.paths import HOME_ENV
               help="Threads running vault calls.")
 @click.option("--limit-concurrency", type=click.IntRange(min=1), default=None,
               help="Answer 503 beyond this many connections and requests at once.")
+@click.option("--rate-limits", default="store", show_default=True, metavar="store|memory|URL",
+              help="Where failed-authentication counts live: the vault's store (shared by every "
+                   "replica), this process's memory, or a redis:// URL.")
+@click.option("--follow-interval", type=click.FloatRange(min=0.01, max=3600), default=1.0,
+              show_default=True,
+              help="Seconds between checks of the change log while idle (PostgreSQL notifies).")
 @click.option("--no-openapi", is_flag=True, help="Do not serve /openapi.json.")
 @click.option("--debug", is_flag=True, help="Log at DEBUG.")
 @click.option("-v", "--verbose", count=True, help="Log at INFO (one access line per request).")
@@ -62,7 +68,8 @@ def serve(vault_dir: Path | None, host: str, port: int, port_file: Path | None,
           client_certs: str, trusted_proxies: tuple[str, ...], root_path: str,
           max_body_bytes: int, max_image_pixels: int, max_photos: int, request_timeout: float,
           auth_failures_per_key: int, auth_failures_per_client: int, threads: int,
-          limit_concurrency: int | None, no_openapi: bool, debug: bool, verbose: int) -> None:
+          limit_concurrency: int | None, rate_limits: str, follow_interval: float,
+          no_openapi: bool, debug: bool, verbose: int) -> None:
     """Serve the vault over HTTP (JSON API under /v1, OpenAPI at /openapi.json).
 
     The vault is opened once without an API key; every request authenticates with its own
@@ -82,7 +89,7 @@ def serve(vault_dir: Path | None, host: str, port: int, port_file: Path | None,
             max_photos=max_photos, request_timeout=request_timeout,
             auth_failures_per_key=auth_failures_per_key,
             auth_failures_per_client=auth_failures_per_client, threads=threads,
-            openapi=not no_openapi,
+            openapi=not no_openapi, rate_limits=rate_limits, follow_interval=follow_interval,
         )
         options = ServerOptions(
             host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,

@@ -13,6 +13,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from faceseal import __version__
+from faceseal.access.counters import RedisCounters, WindowCounters
 from faceseal.errors import FacesealError, MalformedRequest
 from faceseal.http import problems
 from faceseal.http.context import RouteTemplates, Service, context_of, service_of
@@ -94,9 +95,13 @@ def create_app(vault: Vault, settings: Settings | None = None) -> FastAPI:
     request binds its own view with its API key. The caller keeps ownership of the vault (close
     it after the server stops)."""
     settings = settings or Settings()
+    counters = _counters(vault, settings.rate_limits)
+    if counters is not None:  # query budgets live where the failed-auth limits do
+        vault.use_query_counters(counters)
     service = Service(vault, settings, Metrics(), AuthRateLimiter(
         per_key=settings.auth_failures_per_key, per_client=settings.auth_failures_per_client,
-        window=settings.auth_window_seconds, max_entries=settings.rate_limit_entries))
+        window=settings.auth_window_seconds, max_entries=settings.rate_limit_entries,
+        counters=counters))
     app = FastAPI(
         title="faceseal", version=__version__, description=DESCRIPTION,
         openapi_url="/openapi.json" if settings.openapi else None,
@@ -123,6 +128,15 @@ def create_app(vault: Vault, settings: Settings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _counters(vault: Vault, where: str) -> WindowCounters | None:
+    """The failed-authentication counters ``Settings.rate_limits`` names (None: in memory)."""
+    if where == "memory":
+        return None
+    if where == "store":
+        return vault.shared_counters()
+    return RedisCounters(where)
 
 
 # --- exception handlers --------------------------------------------------------------------------

@@ -330,8 +330,14 @@ class HealthResponse(_Response):
 
 class ReadinessResponse(_Response):
     ready: bool
-    checks: dict[str, str] = Field(description='"store", "key_provider", "audit": "ok" or '
-                                   '"unavailable".')
+    checks: dict[str, str] = Field(description='"store", "key_provider", "audit", "changes": '
+                                   '"ok" or "unavailable".')
+    caught_up: bool = Field(description="Whether this replica's loaded galleries hold every "
+                            "committed change (answers are always fresh: a replica applies "
+                            "pending changes before it answers).")
+    changes_behind: int = Field(description="Changes committed to the store (by any process) "
+                                "that this replica has not applied yet, over all loaded "
+                                "tenants.")
 
 
 class Problem(BaseModel):

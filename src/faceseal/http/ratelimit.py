@@ -6,9 +6,11 @@ presenting that key id, or coming from that address, are refused with 429 *befor
 checked* (a correct key included: otherwise guessing could go on, answered by 429 instead of 401)
 until the oldest of those failures leaves the window; ``Retry-After`` says when.
 
-Memory is bounded: at most ``max_entries`` keys are remembered, the least recently failed
-forgotten first. IPv6 clients are counted per /64 (one host usually holds a whole /64). The
-counts live in this process: the service runs one process per vault.
+Where the counts live is a :class:`~faceseal.access.counters.WindowCounters`: this process's
+memory (bounded: at most ``max_entries`` keys, the least recently failed forgotten first), the
+vault's store, or Redis. With the store or Redis, every replica of a vault counts against the same
+allowance (``faceseal serve --rate-limits``; docs/http.md, "Deployment"). IPv6 clients are counted
+per /64 (one host usually holds a whole /64).
 """
 
 from __future__ import annotations
@@ -20,7 +22,12 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
+from faceseal.access.counters import MemoryCounters, WindowCounters
+
 Clock = Callable[[], float]
+
+CLIENT_PREFIX = "auth:client:"
+KEY_PREFIX = "auth:key:"
 
 
 class FailureWindow:
@@ -75,24 +82,30 @@ class AuthRateLimiter:
     """The two windows of the service: by key id and by client address."""
 
     def __init__(self, *, per_key: int, per_client: int, window: float,
-                 max_entries: int = 100_000, clock: Clock = time.monotonic) -> None:
-        self.by_key = FailureWindow(per_key, window, max_entries=max_entries, clock=clock)
-        self.by_client = FailureWindow(per_client, window, max_entries=max_entries, clock=clock)
+                 max_entries: int = 100_000, clock: Clock = time.monotonic,
+                 counters: WindowCounters | None = None) -> None:
+        self._per_key = per_key
+        self._per_client = per_client
+        self._window = window
+        self.counters: WindowCounters = counters if counters is not None else MemoryCounters(
+            max_entries=max_entries, max_per_key=max(per_key, per_client), clock=clock)
 
     def retry_after(self, client: str | None, key_id: str | None) -> int | None:
         """Whole seconds to wait (at least 1) if the client or the key id is blocked."""
         waits = [w for w in (
-            self.by_client.retry_after(client_key(client)),
-            self.by_key.retry_after(key_id) if key_id is not None else None,
+            self.counters.retry_after(CLIENT_PREFIX + client_key(client), self._per_client,
+                                      self._window),
+            self.counters.retry_after(KEY_PREFIX + key_id, self._per_key, self._window)
+            if key_id is not None else None,
         ) if w is not None]
         if not waits:
             return None
         return max(1, math.ceil(max(waits)))
 
     def failed(self, client: str | None, key_id: str | None) -> None:
-        self.by_client.failed(client_key(client))
+        self.counters.record(CLIENT_PREFIX + client_key(client), self._window)
         if key_id is not None:
-            self.by_key.failed(key_id)
+            self.counters.record(KEY_PREFIX + key_id, self._window)
 
 
 def client_key(address: str | None) -> str:

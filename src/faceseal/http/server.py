@@ -127,6 +127,7 @@ def serve_vault(
         sock.close()
         raise
     try:
+        vault.follow_changes(settings.follow_interval)
         app = create_app(vault, settings)
         config = uvicorn.Config(
             app,

@@ -38,6 +38,11 @@ class Settings:
     threads: int = 8
     #: Serve the OpenAPI document at /openapi.json.
     openapi: bool = True
+    #: Where failed-authentication counts live: "store" (the vault's template store: shared by
+    #: every replica and the CLI), "memory" (this process only), or a redis:// / rediss:// URL.
+    rate_limits: str = "store"
+    #: Seconds between this replica's change-log checks while idle (PostgreSQL also notifies).
+    follow_interval: float = 1.0
 
     def __post_init__(self) -> None:
         _positive_int("max_body_bytes", self.max_body_bytes)
@@ -53,6 +58,10 @@ class Settings:
                 "(OWASP ASVS 2.2.1)"
             )
         _positive_number("request_timeout", self.request_timeout)
+        _positive_number("follow_interval", self.follow_interval)
+        if self.rate_limits not in ("store", "memory") and not self.rate_limits.startswith(
+                ("redis://", "rediss://", "unix://")):
+            raise InvalidInput('rate_limits must be "store", "memory" or a redis:// URL')
         _positive_number("auth_window_seconds", self.auth_window_seconds)
         windows_per_hour = math.ceil(DEFAULT_WINDOW_SECONDS / self.auth_window_seconds)
         if self.auth_failures_per_key * windows_per_hour > MAX_AUTH_FAILURES_PER_KEY:

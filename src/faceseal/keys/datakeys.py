@@ -69,6 +69,10 @@ class Reservation:
     count: int
 
 
+#: Seconds a process trusts its copy of the minimum decryption version.
+MIN_VERSION_TTL = 1.0
+
+
 def dek_context(keyset_id: bytes, version: int) -> bytes:
     """What a wrapped DEK is bound to: this vault's keyset and its version."""
     return b"faceseal-dek\x00" + keyset_id + struct.pack(">I", version)
@@ -98,6 +102,7 @@ class DataKeyManager:
         self._cache_ttl = cache_ttl
         self._lock = threading.RLock()
         self._min_version: int | None = None
+        self._min_version_read = 0.0
 
     @property
     def max_encryptions(self) -> int:
@@ -108,10 +113,14 @@ class DataKeyManager:
         return self._provider
 
     def min_decrypt_version(self) -> int:
-        """Versions below this are retired and refused; read once, refreshed by :meth:`forget`."""
-        if self._min_version is None:
+        """Versions below this are retired and refused. Re-read at most every
+        :data:`MIN_VERSION_TTL` seconds (and after :meth:`forget`), so that a retirement made by
+        another process (a replica, the CLI) takes effect here within that time."""
+        now = time.monotonic()
+        if self._min_version is None or now - self._min_version_read >= MIN_VERSION_TTL:
             value = self._repository.get_meta("min_decrypt_version")
-            self._min_version = int(value) if value else 1
+            self._min_version = max(int(value) if value else 1, self._min_version or 1)
+            self._min_version_read = now
         return self._min_version
 
     # --- sealing ---------------------------------------------------------------------------------

@@ -15,12 +15,15 @@ Wrapped blobs: ``b"L1" || KEK version (uint32, big-endian) || RFC 5649 wrap``.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import struct
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,6 +211,11 @@ class LocalKeyring(KeyProvider):
         version = self.kek_version_of(wrapped)
         with self._lock:
             kek = self._keks.get(version)
+        if kek is None and version > max(self._keks):
+            # Another process (a replica, the CLI) rotated the KEK since this one opened.
+            self._reload()
+            with self._lock:
+                kek = self._keks.get(version)
         if kek is None:
             raise DecryptionError()
         return unwrap_key(kek.key, wrapped[len(_BLOB_MAGIC) + _VERSION.size:], context)
@@ -233,7 +241,49 @@ class LocalKeyring(KeyProvider):
             },
         )
 
+    def _reload(self) -> None:
+        """Take in KEK versions another process added to the keyring file (never drop one)."""
+        path = self._directory / KEYRING_FILE
+        try:
+            document = json.loads(path.read_bytes())
+            if document.get("keyring_id") != self._keyring_id:
+                raise KeyringError(f"{path.name} now holds another keyring")
+            if document.get("kdf") is None:
+                keks, active = _keys_from_json(json.dumps(document["keys"]).encode())
+            else:
+                if self._passphrase_key is None or \
+                        KdfParams.from_json(document["kdf"]) != self._passphrase_key[0]:
+                    raise KeyringError("the keyring was re-sealed by another process; reopen "
+                                       "the vault")
+                raw = AeadKey(self._passphrase_key[1]).decrypt(
+                    bytes.fromhex(document["sealed_keys"]), _sealing_ad(self._keyring_id))
+                keks, active = _keys_from_json(raw)
+        except (OSError, ValueError, KeyError, TypeError, DecryptionError):
+            raise KeyringError(f"{path.name} is unreadable or damaged") from None
+        with self._lock:
+            for kek in keks:
+                self._keks.setdefault(kek.version, kek)
+            self._active = max(self._active, active)
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Serialise keyring updates across processes (flock on a file beside the keyring)."""
+        fd = os.open(self._directory / ".keyring.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW,
+                     0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def rotate(self) -> int:
+        # Another process may have rotated since this one opened: start from the file, under a
+        # lock, or its new version would be overwritten (and the keys it wrapped lost).
+        with self._exclusive():
+            self._reload()
+            return self._rotate_locked()
+
+    def _rotate_locked(self) -> int:
         with self._lock:
             version = max(self._keks) + 1
             self._keks[version] = _Kek(version, _now(), generate_key())

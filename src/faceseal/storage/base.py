@@ -10,6 +10,7 @@ contract tests.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -72,6 +73,28 @@ class SubjectRow:
     templates: int
 
 
+#: ``after`` for :meth:`TemplateStore.templates_added` meaning "from the very first template"
+#: (templates enrolled before the change log existed carry change 0).
+FROM_START = -1
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeSummary:
+    """What the change log says about one tenant between two sequence numbers.
+
+    ``erased`` names the subjects erased in ``(after, upto]``, oldest first; the templates added
+    in that range are read with :meth:`TemplateStore.templates_added`. ``complete`` is False when
+    the log no longer reaches back to ``after`` (pruned): the reader must reload the tenant.
+    """
+
+    tenant: str
+    after: int
+    upto: int
+    erased: tuple[str, ...]
+    added: int
+    complete: bool = True
+
+
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
     """One audit event as stored. Never holds an encoding, a key or an API key.
@@ -108,6 +131,44 @@ class PrincipalRow:
     key_hash: bytes
     created_at: float
     revoked_at: float | None
+
+
+class ChangeListener:
+    """Wakes a waiting thread when the store may hold new changes. This default polls: it just
+    sleeps for the timeout (SQLite and the file store have no notifications; a head read per
+    tick is cheap). PostgreSQL overrides it with LISTEN/NOTIFY."""
+
+    def __init__(self) -> None:
+        self._closed = threading.Event()
+
+    def wait(self, timeout: float) -> bool:
+        """Block until a change may have happened or ``timeout`` seconds passed; False once
+        closed."""
+        return not self._closed.wait(timeout)
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+#: Counter events older than this are deleted whatever their key (no window may be longer).
+MAX_COUNTER_WINDOW = 7 * 24 * 3600.0
+
+
+def window_wait(events: Sequence[tuple[float, int]], limit: int, cost: int, window: float,
+                now: float) -> float | None:
+    """For ``events`` ((time, cost), oldest first, all within the window ending at ``now``):
+    None when ``cost`` more keep the total within ``limit``, else the seconds until they would."""
+    held = sum(c for _, c in events)
+    if held + cost <= limit:
+        return None
+    if cost > limit:
+        return window
+    excess, gone = held + cost - limit, 0
+    for at, c in events:
+        gone += c
+        if gone >= excess:
+            return max(at + window - now, 0.0)
+    return window  # pragma: no cover - held >= excess, so the loop returns
 
 
 class TemplateStore(ABC):
@@ -177,6 +238,45 @@ class TemplateStore(ABC):
     @abstractmethod
     def erase_subject(self, tenant: str, subject_id: str) -> list[str]:
         """Delete a subject and its templates; returns the deleted template ids."""
+
+    # --- the change log --------------------------------------------------------------------------
+    #
+    # Every write that changes what a tenant's gallery must hold (adding templates, erasing a
+    # subject) bumps the tenant's head and logs what changed, in the same transaction as the
+    # change itself, inside the store: no caller can forget it. Heads only grow; a later change
+    # commits with a larger number, so a reader that saw head N has seen every change <= N.
+
+    @abstractmethod
+    def change_head(self, tenant: str) -> int:
+        """The tenant's newest change sequence number (0 before its first change)."""
+
+    @abstractmethod
+    def changes(self, tenant: str, after: int, upto: int) -> ChangeSummary:
+        """The changes of ``tenant`` numbered in ``(after, upto]``."""
+
+    @abstractmethod
+    def templates_added(self, tenant: str, after: int, upto: int,
+                        batch_size: int = 10_000) -> Iterator[list[TemplateRow]]:
+        """The templates of ``tenant`` still present that were added by changes numbered in
+        ``(after, upto]`` (``after=FROM_START``: every template up to ``upto``), in batches."""
+
+    def change_listener(self) -> ChangeListener:
+        """A listener a follower thread waits on for changes (see :class:`ChangeListener`)."""
+        return ChangeListener()
+
+    # --- shared counters (failed-authentication limits, budgets) ----------------------------------
+
+    @abstractmethod
+    def counter_take(self, key: str, limit: int | None, window: float, cost: int,
+                     now: float) -> float | None:
+        """Atomically count ``cost`` events for ``key`` at ``now`` when that keeps it within
+        ``limit`` events in the last ``window`` seconds (``limit=None``: always count) and return
+        None; otherwise count nothing and return the seconds until it would fit."""
+
+    @abstractmethod
+    def counter_retry_after(self, key: str, limit: int, window: float,
+                            now: float) -> float | None:
+        """Seconds until ``key`` holds fewer than ``limit`` events in its window, or None."""
 
     @abstractmethod
     def replace_records(self, rows: Sequence[TemplateRow]) -> int:

@@ -10,8 +10,10 @@ docs/storage.md)::
       data_keys.json                   wrapped data keys and their encryption counters
       principals.json                  principals and API-key hashes
       audit.jsonl                      the audit log, one JSON event per line, append-only
+      counters.json                    shared failed-authentication counters (no secrets)
       tenants/<sha256(tenant)>/
         tenant.json                    the tenant's name and retention setting
+        .changes.json                  the tenant's change log: head, newest entries
         <sha256(subject)>.json         one subject: its metadata and sealed templates
       undo.jsonl                       present only while a transaction runs (or after a crash)
       .lock                            flock(2) target serialising processes
@@ -54,11 +56,15 @@ from faceseal.errors import (
 from faceseal.keys.datakeys import DataKeyInfo
 from faceseal.keys.files import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, fsync_dir, write_private_atomic
 from faceseal.storage.base import (
+    FROM_START,
+    MAX_COUNTER_WINDOW,
     AuditRecord,
+    ChangeSummary,
     PrincipalRow,
     SubjectRow,
     TemplateRow,
     TemplateStore,
+    window_wait,
 )
 
 log = logging.getLogger(__name__)
@@ -73,6 +79,10 @@ UNDO_FILE = "undo.jsonl"
 LOCK_FILE = ".lock"
 TENANTS_DIR = "tenants"
 TENANT_FILE = "tenant.json"
+CHANGES_FILE = ".changes.json"
+COUNTERS_FILE = "counters.json"
+#: Change-log entries kept per tenant; a gallery further behind than this reloads the tenant.
+CHANGES_KEPT = 4096
 _AUDIT_CHUNK = 1 << 20
 
 
@@ -93,8 +103,14 @@ def _create_layout(root: Path) -> None:
     fsync_dir(root)
 
 
+def _change_log_layout(root: Path) -> None:
+    """Version 2: per-tenant change logs (created on first change) and shared counters. Nothing
+    to move; the version tells older faceseal releases, which would not log changes, to stop."""
+
+
 #: Versioned migrations of the directory layout. Append only.
-MIGRATIONS: list[tuple[int, Callable[[Path], None]]] = [(1, _create_layout)]
+MIGRATIONS: list[tuple[int, Callable[[Path], None]]] = [(1, _create_layout),
+                                                         (2, _change_log_layout)]
 
 
 class FileStore(TemplateStore):
@@ -353,6 +369,11 @@ class FileStore(TemplateStore):
             if unknown:
                 raise Conflict(f"no data key of version {unknown[0]}")
             updates: list[tuple[Path, dict[str, Any]]] = []
+            seqs = {tenant: self._log_change(tenant, "add",
+                                             sorted({r.subject_id for r in rows
+                                                     if r.tenant == tenant}),
+                                             sum(1 for r in rows if r.tenant == tenant), now)
+                    for tenant in sorted({r.tenant for r in rows})}
             for (tenant, subject_id), items in by_subject.items():
                 path = self._subject_path(tenant, subject_id)
                 document = self._read(path, None) or {
@@ -362,7 +383,7 @@ class FileStore(TemplateStore):
                 if taken & {r.template_id for r in items}:
                     raise Conflict("a template with that id exists already")
                 document["last_seen_at"] = now
-                document["templates"].extend(_template_json(r) for r in items)
+                document["templates"].extend(_template_json(r, seqs[tenant]) for r in items)
                 updates.append((path, document))
             self._save_pre_images([path for path, _ in updates])
             for path, document in updates:
@@ -422,7 +443,103 @@ class FileStore(TemplateStore):
             if document is None:
                 return []
             self._delete(path)
+            self._log_change(tenant, "erase", [subject_id], len(document["templates"]),
+                             time.time())
             return sorted(t["template_id"] for t in document["templates"])
+
+    # --- the change log --------------------------------------------------------------------------
+
+    def _log_change(self, tenant: str, kind: str, subjects: Sequence[str], templates: int,
+                    now: float) -> int:
+        """Append one change to the tenant's log (inside the write transaction)."""
+        path = self._tenant_dir(tenant) / CHANGES_FILE
+        log_doc = self._read(path, None) or {"head": 0, "floor": 0, "log": []}
+        seq = int(log_doc["head"]) + 1
+        entries = log_doc["log"]
+        entries.append([seq, kind, list(subjects), templates, now])
+        if len(entries) > CHANGES_KEPT:
+            dropped = entries[:len(entries) - CHANGES_KEPT]
+            log_doc["floor"] = int(dropped[-1][0])
+            entries = entries[len(entries) - CHANGES_KEPT:]
+        self._write(path, {"head": seq, "floor": log_doc["floor"], "log": entries})
+        return seq
+
+    def _change_log(self, tenant: str) -> dict[str, Any]:
+        with self._locked():
+            document: dict[str, Any] = self._read(self._tenant_dir(tenant) / CHANGES_FILE,
+                                                  None) or {"head": 0, "floor": 0, "log": []}
+        return document
+
+    def change_head(self, tenant: str) -> int:
+        return int(self._change_log(tenant)["head"])
+
+    def changes(self, tenant: str, after: int, upto: int) -> ChangeSummary:
+        document = self._change_log(tenant)
+        entries = [e for e in document["log"] if after < int(e[0]) <= upto]
+        return ChangeSummary(
+            tenant, after, upto,
+            erased=tuple(str(e[2][0]) for e in entries if e[1] == "erase"),
+            added=sum(int(e[3]) for e in entries if e[1] == "add"),
+            complete=after >= int(document["floor"]),
+        )
+
+    def templates_added(self, tenant: str, after: int, upto: int,
+                        batch_size: int = 10_000) -> Iterator[list[TemplateRow]]:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInput("batch_size must be a positive integer")
+        document = self._change_log(tenant)
+        if after == FROM_START or after < int(document["floor"]):
+            files = None
+        else:
+            files = sorted({self._subject_path(tenant, name) for e in document["log"]
+                            if after < int(e[0]) <= upto and e[1] == "add" for name in e[2]})
+        if files is None:
+            with self._locked():
+                files = self._subject_files(tenant)
+        batch: list[TemplateRow] = []
+        for start in range(0, len(files), 64):
+            with self._locked():
+                documents = [self._read(path, None) for path in files[start:start + 64]]
+            for subject in documents:
+                if subject is None:
+                    continue  # erased meanwhile
+                batch.extend(row for row, seq in _rows_and_changes(subject)
+                             if after < seq <= upto)
+                while len(batch) >= batch_size:
+                    yield batch[:batch_size]
+                    batch = batch[batch_size:]
+        if batch:
+            yield batch
+
+    # --- shared counters -------------------------------------------------------------------------
+
+    def counter_take(self, key: str, limit: int | None, window: float, cost: int,
+                     now: float) -> float | None:
+        with self._writing("counter write"):
+            path = self._root / COUNTERS_FILE
+            counters: dict[str, list[list[float]]] = self._read(path, {})
+            for name in list(counters):
+                horizon = now - (window if name == key else MAX_COUNTER_WINDOW)
+                kept = [e for e in counters[name] if e[0] > horizon]
+                if kept:
+                    counters[name] = kept
+                else:
+                    del counters[name]
+            events = [(float(at), int(c)) for at, c in counters.get(key, [])]
+            if limit is not None:
+                wait = window_wait(events, limit, cost, window, now)
+                if wait is not None:
+                    return wait
+            counters.setdefault(key, []).append([now, cost])
+            self._write(path, counters)
+            return None
+
+    def counter_retry_after(self, key: str, limit: int, window: float,
+                            now: float) -> float | None:
+        with self._locked():
+            counters = self._read(self._root / COUNTERS_FILE, {})
+        events = [(float(at), int(c)) for at, c in counters.get(key, []) if at > now - window]
+        return window_wait(events, limit, 1, window, now)
 
     def replace_records(self, rows: Sequence[TemplateRow]) -> int:
         changed = 0
@@ -643,6 +760,8 @@ class FileStore(TemplateStore):
                     names.add(settings["tenant"])
                     continue
                 for path in sorted(directory.glob("*.json")):
+                    if path.name.startswith("."):
+                        continue  # the change log, not a subject
                     document = self._read(path, None)
                     if document is not None:
                         names.add(document["tenant"])
@@ -673,10 +792,15 @@ class FileStore(TemplateStore):
         return f"<FileStore {self._root.name}>"
 
 
-def _template_json(row: TemplateRow) -> dict[str, Any]:
+def _template_json(row: TemplateRow, change_seq: int) -> dict[str, Any]:
     return {"template_id": row.template_id, "model_id": row.model_id,
             "dimension": row.dimension, "dtype": row.dtype, "key_version": row.key_version,
-            "record": _b64(row.record), "created_at": row.created_at}
+            "record": _b64(row.record), "created_at": row.created_at, "change_seq": change_seq}
+
+
+def _rows_and_changes(document: dict[str, Any]) -> list[tuple[TemplateRow, int]]:
+    return list(zip(_rows_of(document),
+                    (int(t.get("change_seq", 0)) for t in document["templates"]), strict=True))
 
 
 def _rows_of(document: dict[str, Any]) -> list[TemplateRow]:

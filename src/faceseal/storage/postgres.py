@@ -45,6 +45,8 @@ from faceseal.errors import (
 from faceseal.keys.datakeys import DataKeyInfo
 from faceseal.storage.base import (
     AuditRecord,
+    ChangeListener,
+    ChangeSummary,
     PrincipalRow,
     SubjectRow,
     TemplateRow,
@@ -370,6 +372,66 @@ class PostgresStore(TemplateStore):
                           (tenant, subject_id), "erasure")
         return [str(i) for i in ids or []]
 
+    # --- the change log --------------------------------------------------------------------------
+
+    def change_head(self, tenant: str) -> int:
+        return int(self._value(self._q("SELECT {s}.fs_change_head(%s)"), (tenant,)) or 0)
+
+    def changes(self, tenant: str, after: int, upto: int) -> ChangeSummary:
+        rows = self._rows(self._q("SELECT * FROM {s}.fs_changes(%s, %s, %s)"),
+                          (tenant, after, upto))
+        return ChangeSummary(
+            tenant, after, upto,
+            erased=tuple(str(s) for kind, s, _ in rows if kind == "erase"),
+            added=sum(int(n) for kind, _, n in rows if kind == "add"),
+        )
+
+    def templates_added(self, tenant: str, after: int, upto: int,
+                        batch_size: int = 10_000) -> Iterator[list[TemplateRow]]:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInput("batch_size must be a positive integer")
+        last_seq, last_id = after, None  # None: start just past the whole change `after`
+        while True:
+            statement = sql.SQL(
+                "COPY (SELECT * FROM {s}.fs_templates_added({tenant}, {seq}, {id}, {upto}, "
+                "{limit})) TO STDOUT (FORMAT BINARY)").format(
+                    s=self._schema, tenant=sql.Literal(tenant), seq=sql.Literal(last_seq),
+                    id=sql.Literal(last_id), upto=sql.Literal(upto),
+                    limit=sql.Literal(batch_size))
+            with self._lock:
+                conn = self._live()
+                try:
+                    with conn.cursor() as cursor, cursor.copy(statement) as copy:
+                        copy.set_types([*_TEMPLATE_TYPES, "int8"])
+                        page = list(copy.rows())
+                except psycopg.Error as exc:
+                    raise map_error(exc, "change streaming", self._loc) from None
+            if not page:
+                return
+            yield [TemplateRow(*values[:-1]) for values in page]
+            last_seq, last_id = int(page[-1][-1]), str(page[-1][0])
+
+    def changes_channel(self) -> str:
+        """The NOTIFY channel on which every committed change of this schema is announced."""
+        return str(self._value(self._q("SELECT {s}.fs_changes_channel()")))
+
+    def change_listener(self) -> ChangeListener:
+        return _NotifyListener(self._loc, self.changes_channel())
+
+    # --- shared counters -------------------------------------------------------------------------
+
+    def counter_take(self, key: str, limit: int | None, window: float, cost: int,
+                     now: float) -> float | None:
+        wait = self._value(self._q("SELECT {s}.fs_counter_take(%s, %s, %s, %s, %s)"),
+                           (key, limit, float(window), cost, now), "counting")
+        return None if wait is None else float(wait)
+
+    def counter_retry_after(self, key: str, limit: int, window: float,
+                            now: float) -> float | None:
+        wait = self._value(self._q("SELECT {s}.fs_counter_retry_after(%s, %s, %s, %s)"),
+                           (key, limit, float(window), now))
+        return None if wait is None else float(wait)
+
     def replace_records(self, rows: Sequence[TemplateRow]) -> int:
         if not rows:
             return 0
@@ -517,3 +579,52 @@ def _principal(values: Sequence[Any]) -> PrincipalRow:
     fields = list(values)
     fields[5] = bytes(fields[5])
     return PrincipalRow(*fields)
+
+
+class _NotifyListener(ChangeListener):
+    """LISTEN on the schema's change channel over a connection of its own. The payload is empty:
+    a notification only says "look"; the follower then reads each loaded tenant's head. A lost
+    connection degrades to polling (the timeout) and is reopened on the next wait."""
+
+    def __init__(self, location: PgLocation, channel: str) -> None:
+        super().__init__()
+        self._location = location
+        self._channel = channel
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            conn = connect(self._location)
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+            self._conn = conn
+        return self._conn
+
+    def wait(self, timeout: float) -> bool:
+        """(Called from one follower thread only; it also owns the connection.)"""
+        if self._closed.is_set():
+            self._drop()
+            return False
+        try:
+            conn = self._connection()
+            for _ in conn.notifies(timeout=timeout, stop_after=1):
+                pass
+        except (psycopg.Error, StorageUnavailable) as exc:
+            log.info("change notifications unavailable (%s); polling", type(exc).__name__)
+            self._drop()
+            self._closed.wait(timeout)
+        if self._closed.is_set():
+            self._drop()
+            return False
+        return True
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except psycopg.Error:
+                log.debug("closing the LISTEN connection failed", exc_info=True)
+
+    def close(self) -> None:
+        """Ask the waiting thread to stop; it closes the connection (within one timeout)."""
+        super().close()

@@ -35,7 +35,7 @@ from faceseal.storage.postgres_url import PgLocation, parse_pg_url
 log = logging.getLogger(__name__)
 
 #: Versioned migrations: (version, SQL file in faceseal/storage/sql). Append only.
-MIGRATIONS: list[tuple[int, str]] = [(1, "postgres_0001.sql")]
+MIGRATIONS: list[tuple[int, str]] = [(1, "postgres_0001.sql"), (2, "postgres_0002.sql")]
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)
 
 Group = Literal["app", "auditor"]

@@ -23,12 +23,15 @@ from typing import Any
 from faceseal.errors import AuditWriteFailed, Conflict, StorageUnavailable
 from faceseal.keys.datakeys import DataKeyInfo
 from faceseal.storage.base import (
+    MAX_COUNTER_WINDOW,
     AuditRecord,
+    ChangeSummary,
     PrincipalRow,
     SubjectRow,
     TemplateBatch,
     TemplateRow,
     TemplateStore,
+    window_wait,
 )
 from faceseal.storage.sqlite_migrations import MIGRATIONS
 
@@ -166,6 +169,10 @@ class SQLiteStore(TemplateStore):
         now = time.time()
         subjects = {(r.tenant, r.subject_id) for r in rows}
         with self._lock, self.transaction():
+            seqs = {tenant: self._log_change(tenant, "add",
+                                             [r.subject_id for r in rows if r.tenant == tenant],
+                                             now)
+                    for tenant in sorted({r.tenant for r in rows})}
             self._executemany(
                 "INSERT INTO subjects (tenant, subject_id, created_at, last_seen_at) "
                 "VALUES (?, ?, ?, ?) "
@@ -173,10 +180,11 @@ class SQLiteStore(TemplateStore):
                 [(t, s, now, now) for t, s in subjects],
             )
             self._executemany(
-                f"INSERT INTO templates ({_TEMPLATE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608 - constant column list
+                f"INSERT INTO templates ({_TEMPLATE_COLUMNS}, change_seq) "  # noqa: S608 - constant column list
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (r.template_id, r.tenant, r.subject_id, r.model_id, r.dimension, r.dtype,
-                     r.key_version, r.record, r.created_at)
+                     r.key_version, r.record, r.created_at, seqs[r.tenant])
                     for r in rows
                 ],
             )
@@ -187,6 +195,8 @@ class SQLiteStore(TemplateStore):
         now = time.time()
         subjects = dict.fromkeys(batch.subject_ids)
         with self._lock, self.transaction():
+            seq = self._log_change(batch.tenant, "add", list(subjects), now,
+                                   templates=len(batch.template_ids))
             self._executemany(
                 "INSERT INTO subjects (tenant, subject_id, created_at, last_seen_at) "
                 "VALUES (?, ?, ?, ?) "
@@ -195,10 +205,11 @@ class SQLiteStore(TemplateStore):
             )
             fixed = (batch.tenant, batch.model_id, batch.dimension, batch.dtype)
             self._executemany(
-                f"INSERT INTO templates ({_TEMPLATE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608 - constant column list
+                f"INSERT INTO templates ({_TEMPLATE_COLUMNS}, change_seq) "  # noqa: S608 - constant column list
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (template_id, *fixed[:1], subject_id, *fixed[1:], batch.key_version, record,
-                     batch.created_at)
+                     batch.created_at, seq)
                     for template_id, subject_id, record in zip(
                         batch.template_ids, batch.subject_ids, batch.records, strict=True)
                 ],
@@ -272,10 +283,85 @@ class SQLiteStore(TemplateStore):
                 ).fetchall()
             ]
             # Templates go with the subject through ON DELETE CASCADE.
-            self._execute(
+            cursor = self._execute(
                 "DELETE FROM subjects WHERE tenant = ? AND subject_id = ?", (tenant, subject_id)
             )
+            if ids or cursor.rowcount:
+                self._log_change(tenant, "erase", [subject_id], time.time(), templates=len(ids))
             return ids
+
+    # --- the change log --------------------------------------------------------------------------
+
+    def _log_change(self, tenant: str, kind: str, subjects: Sequence[str], now: float, *,
+                    templates: int | None = None) -> int:
+        """Bump the tenant's head and log one change; call inside the write transaction."""
+        seq = int(self._execute(
+            "INSERT INTO change_heads (tenant, seq) VALUES (?, 1) "
+            "ON CONFLICT (tenant) DO UPDATE SET seq = seq + 1 RETURNING seq", (tenant,),
+        ).fetchone()[0])
+        names = set(subjects)
+        self._execute(
+            "INSERT INTO changes (tenant, seq, kind, subject_id, templates, at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (tenant, seq, kind, next(iter(names)) if len(names) == 1 else None,
+             len(subjects) if templates is None else templates, now),
+        )
+        return seq
+
+    def change_head(self, tenant: str) -> int:
+        rows = self._fetchall("SELECT seq FROM change_heads WHERE tenant = ?", (tenant,))
+        return int(rows[0][0]) if rows else 0
+
+    def changes(self, tenant: str, after: int, upto: int) -> ChangeSummary:
+        rows = self._fetchall(
+            "SELECT kind, subject_id, templates FROM changes "
+            "WHERE tenant = ? AND seq > ? AND seq <= ? ORDER BY seq", (tenant, after, upto))
+        return ChangeSummary(
+            tenant, after, upto,
+            erased=tuple(str(s) for kind, s, _ in rows if kind == "erase"),
+            added=sum(int(n) for kind, _, n in rows if kind == "add"),
+        )
+
+    def templates_added(self, tenant: str, after: int, upto: int,
+                        batch_size: int = 10_000) -> Iterator[list[TemplateRow]]:
+        last_seq, last_id = after, None  # None: start just past the whole change `after`
+        while True:
+            rows = self._fetchall(
+                f"SELECT {_TEMPLATE_COLUMNS}, change_seq FROM templates "  # noqa: S608 - constant
+                "WHERE tenant = ? AND (change_seq > ? OR (change_seq = ? AND template_id > ?)) "
+                "AND change_seq <= ? "
+                f"ORDER BY change_seq, template_id LIMIT {int(batch_size)}",
+                (tenant, last_seq, last_seq, last_id, upto),
+            )
+            if not rows:
+                return
+            yield [_row(values[:-1]) for values in rows]
+            last_seq, last_id = int(rows[-1][-1]), str(rows[-1][0])
+
+    # --- shared counters -------------------------------------------------------------------------
+
+    def counter_take(self, key: str, limit: int | None, window: float, cost: int,
+                     now: float) -> float | None:
+        with self._lock, self.transaction():
+            self._execute("DELETE FROM counter_events WHERE (key = ? AND at <= ?) OR at <= ?",
+                          (key, now - window, now - MAX_COUNTER_WINDOW))
+            if limit is not None:
+                wait = window_wait(self._counter_events(key), limit, cost, window, now)
+                if wait is not None:
+                    return wait
+            self._execute("INSERT INTO counter_events (key, at, cost) VALUES (?, ?, ?)",
+                          (key, now, cost))
+            return None
+
+    def counter_retry_after(self, key: str, limit: int, window: float,
+                            now: float) -> float | None:
+        with self._lock:
+            events = [(at, c) for at, c in self._counter_events(key) if at > now - window]
+        return window_wait(events, limit, 1, window, now)
+
+    def _counter_events(self, key: str) -> list[tuple[float, int]]:
+        return [(float(at), int(c)) for at, c in self._execute(
+            "SELECT at, cost FROM counter_events WHERE key = ? ORDER BY at", (key,)).fetchall()]
 
     def replace_records(self, rows: Sequence[TemplateRow]) -> int:
         with self._lock, self.transaction():

@@ -91,4 +91,36 @@ CREATE TABLE tenants (
 CREATE INDEX IF NOT EXISTS templates_by_tenant ON templates (tenant, template_id)
 """,
     ),
+    (
+        4,
+        # The change log (docs/architecture.md, "One truth across processes"): every write that
+        # alters what a gallery holds bumps its tenant's head and records what changed (ids only),
+        # in the same transaction. Templates remember the change that added them, so a gallery
+        # at sequence N loads exactly the templates added after N. Templates enrolled before this
+        # migration carry change 0. counter_events backs the failed-authentication limits that
+        # every process of the vault shares.
+        """
+CREATE TABLE change_heads (
+    tenant  TEXT PRIMARY KEY,
+    seq     INTEGER NOT NULL CHECK (seq >= 0)
+);
+CREATE TABLE changes (
+    tenant      TEXT NOT NULL,
+    seq         INTEGER NOT NULL CHECK (seq > 0),
+    kind        TEXT NOT NULL CHECK (kind IN ('add', 'erase')),
+    subject_id  TEXT,
+    templates   INTEGER NOT NULL,
+    at          REAL NOT NULL,
+    PRIMARY KEY (tenant, seq)
+);
+ALTER TABLE templates ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX templates_by_change ON templates (tenant, change_seq, template_id);
+CREATE TABLE counter_events (
+    key   TEXT NOT NULL,
+    at    REAL NOT NULL,
+    cost  INTEGER NOT NULL CHECK (cost > 0)
+);
+CREATE INDEX counter_events_by_key ON counter_events (key, at)
+""",
+    ),
 ]

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
     from faceseal.audit.events import DetailValue
     from faceseal.storage.base import TemplateStore
+    from faceseal.vault.gallery_cache import GalleryCache
 
 T = TypeVar("T")
 MAX_TAIL = 10_000
@@ -112,6 +113,7 @@ class AccessOperations:
         _caller: Caller
         _principal: Principal | None
         _lock: threading.RLock
+        _cache: GalleryCache
 
         def _check_open(self) -> None: ...
 
@@ -120,7 +122,8 @@ class AccessOperations:
                        detail: dict[str, DetailValue] | None = None,
                        ) -> AbstractContextManager[Operation]: ...
 
-        def _erase_in(self, op: Operation, tenant: str, subject_id: str) -> tuple[int, bool]: ...
+        def _erase_in(self, op: Operation, tenant: str, subject_id: str, *,
+                      shred_snapshot: bool = True) -> tuple[int, bool]: ...
 
     @property
     def principal(self) -> Principal | None:
@@ -273,9 +276,13 @@ class AccessOperations:
             subject_ids = self._store.inactive_subjects(tenant, cutoff)
             erased = 0
             if not dry_run:
-                for subject_id in subject_ids:
-                    self._erase_in(op, tenant, subject_id)
-                    erased += 1
+                try:
+                    for subject_id in subject_ids:
+                        self._erase_in(op, tenant, subject_id, shred_snapshot=False)
+                        erased += 1
+                finally:
+                    if erased:  # once for all of them, before purge returns
+                        self._cache.shred_snapshot(tenant)
             self._record(op, dry_run=dry_run, inactive_for=float(period), cutoff=cutoff,
                          subjects=len(subject_ids), erased=erased)
             return TenantPurge(tenant, float(period), cutoff, subject_ids, erased)

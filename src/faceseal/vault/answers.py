@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from faceseal.access.counters import WindowCounters
 from faceseal.access.principals import Principal, authorize
 from faceseal.access.roles import DISTANCES_EXACT
 from faceseal.matching import thresholds
@@ -48,6 +49,10 @@ class AnswerRules:
         self._store = store
         self._models = models
         self.budgets = budgets
+
+    def use_counters(self, counters: WindowCounters) -> None:
+        """Count budgets in ``counters`` from now on (every view of the vault shares this)."""
+        self.budgets = QueryBudgets(counters, self.budgets.limits)
 
     def policy(self, tenant: str) -> disclosure.TenantPolicy:
         return disclosure.load_policy(self._store, tenant, self._models)

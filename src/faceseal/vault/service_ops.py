@@ -1,5 +1,6 @@
 """What a service front end (``faceseal serve``) needs from the vault beyond the operations:
-a readiness probe, and auditing the requests it refuses before they reach a principal.
+a readiness probe (including whether this replica follows the change log), and auditing the
+requests it refuses before they reach a principal.
 
 A mixin of :class:`~faceseal.vault.Vault`, kept apart so that the facade stays readable.
 """
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from faceseal.access.counters import StoreCounters, WindowCounters
 from faceseal.access.roles import AUTHENTICATE
 from faceseal.audit.events import (
     ANONYMOUS,
@@ -29,7 +31,10 @@ if TYPE_CHECKING:
     from faceseal.audit.state import AuditState
     from faceseal.keys.datakeys import DataKeyManager
     from faceseal.storage.base import TemplateStore
+    from faceseal.vault.answers import AnswerRules
     from faceseal.vault.config import VaultConfig
+    from faceseal.vault.follower import ChangeFollower
+    from faceseal.vault.gallery_cache import GalleryCache
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,8 @@ class Readiness:
     ``ok``/``unavailable``: never a path, a URI, a key id or an error text."""
 
     checks: dict[str, str] = field(default_factory=dict)
+    #: Changes committed by any process that this process's loaded galleries lack (0: caught up).
+    behind: int = 0
 
     @property
     def ready(self) -> bool:
@@ -62,8 +69,13 @@ class ServiceOperations:
         _audit: AuditLog
         _audit_state: AuditState
         _config: VaultConfig
+        _cache: GalleryCache
+        _answers: AnswerRules
 
         def _check_open(self) -> None: ...
+
+        @property
+        def follower(self) -> ChangeFollower | None: ...
 
     def readiness(self) -> Readiness:
         """Probe the template store (schema and vault id readable), the key provider (a fresh
@@ -71,11 +83,34 @@ class ServiceOperations:
         (its newest checkpoint and event readable). Never raises for an outage: the failing
         check says ``unavailable`` and the cause is logged (without secrets)."""
         self._check_open()
-        return Readiness({
+        behind: list[int] = [0]
+
+        def probe_changes() -> None:
+            follower = self.follower
+            if follower is not None and (not follower.running or not follower.healthy):
+                raise RuntimeError("the change follower is not keeping up")
+            behind[0] = sum(self._cache.lag().values())
+
+        checks = {
             "store": self._probe("store", self._probe_store),
             "key_provider": self._probe("key provider", self._probe_provider),
             "audit": self._probe("audit log", self._probe_audit),
-        })
+            "changes": self._probe("change log", probe_changes),
+        }
+        return Readiness(checks, behind[0])
+
+    def shared_counters(self) -> StoreCounters:
+        """Sliding-window counters kept in this vault's store: every process of the vault (each
+        replica, the CLI) counts against the same allowance (failed-authentication limits)."""
+        self._check_open()
+        return StoreCounters(self._store)
+
+    def use_query_counters(self, counters: WindowCounters) -> None:
+        """Count this vault's query budgets (every view's) in ``counters`` from now on: the
+        front ends pass the counters their failed-authentication limits use (the store's, or
+        Redis), so that budgets hold across processes and replicas (docs/threat-model.md)."""
+        self._check_open()
+        self._answers.use_counters(counters)
 
     def refuse_rate_limited(self, *, key_id: str | None, request_id: str | None) -> None:
         """Audit a request that a front end refused, before looking at its credential, because

@@ -14,10 +14,19 @@ Safety rules (see ``docs/performance.md``):
 * **Erasure wins.** Before a subject is erased, the tenant's salt is destroyed and the snapshot
   file deleted; the next snapshot gets a fresh salt. A snapshot file copied before the erase
   (in a backup, say) can never be opened again, so it cannot bring an erased subject back.
-* **Never stale.** Every enrolment and erasure first writes a fresh random *state token* to the
-  store; a snapshot records the token of the gallery it holds and is used only while the store's
-  token is still the same. Anything else -- a missing, stale, foreign, truncated or tampered file --
-  is ignored (logged) and the gallery is rebuilt from the records, which are the source of truth.
+* **Never stale.** A snapshot records the change-log sequence number its galleries reflect
+  (see :mod:`faceseal.vault.gallery_cache`); whoever loads it applies the changes made since,
+  by any process, before answering. A missing, foreign, truncated or tampered file, or one whose
+  key was replaced, is ignored (logged) and the gallery is rebuilt from the records, which are
+  the source of truth.
+* **Shredded with the subject.** Every snapshot is sealed under a fresh key, which replaces
+  (and so destroys) the previous one. Before an erasure returns, the tenant's snapshot is
+  replaced by one without the subject (loaded from the old snapshot plus the change log, then
+  written under a fresh key), or destroyed when that cannot be done cheaply (see
+  :mod:`faceseal.vault.gallery_cache`). A process that writes a snapshot checks the change log
+  afterwards and destroys it if an erasure committed meanwhile. Updates of the key file are
+  serialised across processes with ``flock``, so one process's new key never resurrects a key
+  another process just destroyed.
 
 File layout (integers big-endian)::
 
@@ -28,19 +37,22 @@ File layout (integers big-endian)::
 Every chunk is AES-256-GCM under ``HMAC-SHA256(snapshot key, label || snapshot id)`` with nonce
 ``0^4 || index (u64)`` and associated data ``header || index (u64) || last (u8)``, so chunks cannot
 be reordered, dropped, truncated or moved between snapshots. The manifest names the vault, the
-tenant, the state token and every section's dtype, shape and length.
+tenant, the change sequence number and every section's dtype, shape and length.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
 import logging
 import os
 import struct
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from io import BufferedReader
 from pathlib import Path
@@ -54,11 +66,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from faceseal.crypto.aead import TAG_BYTES
 from faceseal.crypto.secret import SecretBytes
 from faceseal.errors import (
-    AccessDenied,
     DecryptionError,
-    FacesealError,
     KeyringError,
-    StorageUnavailable,
 )
 from faceseal.keys.datakeys import DataKeyManager
 from faceseal.keys.files import (
@@ -77,12 +86,12 @@ KEYS_FILE = "snapshot-keys.json"
 KEYS_FORMAT = "faceseal-snapshot-keys/2"
 _KEY_LABEL = b"faceseal-snapshot-key-v1\x00"
 MAGIC = b"FSSNAP\x00\x01"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the manifest holds a change sequence number (1: a state token)
 CHUNK_BYTES = 8 * 1024 * 1024
 _HEADER = struct.Struct(">8s16s16sI")
 _INDEX = struct.Struct(">QB")
 _SUBKEY_LABEL = b"faceseal-snapshot-v1\x00"
-_STATE_META = "index_state:"
+_KEYS_LOCK = ".snapshot-keys.lock"
 
 
 def tenant_tag(tenant: str) -> str:
@@ -108,6 +117,7 @@ class SnapshotKeys:
         self._data_keys = data_keys
         self._store = store
         self._keyset_id = keyset_id
+        self._lock = threading.Lock()
 
     def _read(self) -> dict[str, dict[str, Any]]:
         try:
@@ -119,6 +129,19 @@ class SnapshotKeys:
         if document.get("format") != KEYS_FORMAT:
             raise KeyringError(f"{KEYS_FILE} is not a faceseal snapshot key file")
         return dict(document.get("keys", {}))
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Serialise read-modify-write of the key file across processes and threads."""
+        ensure_private_dir(self._path.parent)
+        with self._lock:
+            fd = os.open(self._path.parent / _KEYS_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW,
+                         0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)
 
     def _write(self, keys: dict[str, dict[str, Any]]) -> None:
         ensure_private_dir(self._path.parent)
@@ -158,16 +181,18 @@ class SnapshotKeys:
             raise KeyringError("no data key to derive a snapshot key from")
         version = max(versions)
         key = self._derive(tag, key_id, salt, version)
-        keys = self._read()
-        keys[tag] = {"key_id": key_id.hex(), "salt": salt.hex(), "dek_version": version}
-        self._write(keys)
+        with self._exclusive():
+            keys = self._read()
+            keys[tag] = {"key_id": key_id.hex(), "salt": salt.hex(), "dek_version": version}
+            self._write(keys)
         return key_id, key
 
     def destroy(self, tenant: str) -> None:
         """Forget the tenant's salt: every snapshot sealed under its key becomes unreadable."""
-        keys = self._read()
-        if keys.pop(tenant_tag(tenant), None) is not None:
-            self._write(keys)
+        with self._exclusive():
+            keys = self._read()
+            if keys.pop(tenant_tag(tenant), None) is not None:
+                self._write(keys)
 
 
 def _scrub(path: Path) -> None:
@@ -185,10 +210,10 @@ def _scrub(path: Path) -> None:
 
 @dataclass(frozen=True)
 class LoadedSnapshot:
-    """Galleries read from a snapshot, and the state token they hold."""
+    """Galleries read from a snapshot, and the change sequence number they reflect."""
 
     galleries: dict[str, Gallery]
-    state: str
+    seq: int
     templates: int
 
 
@@ -213,24 +238,12 @@ class SnapshotStore:
     def path(self, tenant: str) -> Path:
         return self._dir / f"index-{tenant_tag(tenant)}.snap"
 
-    # --- state tokens ----------------------------------------------------------------------------
-
-    def state(self, tenant: str) -> str | None:
-        """The store's current state token for the tenant's templates (None: never set)."""
-        return self._store.get_meta(_STATE_META + tenant)
-
-    def invalidate(self, tenant: str) -> str:
-        """Mark every existing snapshot of the tenant stale; call *before* changing its templates.
-
-        Returns the new state token.
-        """
-        token = os.urandom(16).hex()
-        self._store.set_meta(_STATE_META + tenant, token)
-        return token
+    def exists(self, tenant: str) -> bool:
+        return self.path(tenant).exists()
 
     def discard(self, tenant: str) -> None:
-        """Destroy the tenant's snapshot key and file (before an erasure, or when the store
-        cannot record a change): no snapshot made so far can be opened again."""
+        """Destroy the tenant's snapshot key and file: no snapshot made so far can be opened
+        again."""
         self._keys.destroy(tenant)
         self._remove(tenant)
 
@@ -240,10 +253,11 @@ class SnapshotStore:
 
     # --- writing ---------------------------------------------------------------------------------
 
-    def save(self, tenant: str, state: str, galleries: dict[str, Gallery]) -> Path:
-        """Seal the tenant's galleries (which hold the templates of ``state``) into its snapshot."""
-        current = self._keys.current(tenant)
-        key_id, key = current if current is not None else self._keys.create(tenant)
+    def save(self, tenant: str, seq: int, galleries: dict[str, Gallery]) -> Path:
+        """Seal the tenant's galleries (which reflect its changes up to ``seq``) into its
+        snapshot, under a fresh key: writing a snapshot destroys the previous key, so a copy of
+        any earlier snapshot (a backup, say) can never be opened again."""
+        key_id, key = self._keys.create(tenant)
         snapshot_id = os.urandom(16)
         aead = AESGCM(_subkey(key, snapshot_id))
         key.wipe()
@@ -254,7 +268,7 @@ class SnapshotStore:
                 stack.enter_context(gallery.frozen())
             plan = [(model_id, gallery, gallery.export_sections())
                     for model_id, gallery in sorted(galleries.items())]
-            manifest = _manifest(self._vault_id, tenant, state, plan)
+            manifest = _manifest(self._vault_id, tenant, seq, plan)
             chunks = [(section, start, min(start + CHUNK_BYTES, section.nbytes))
                       for _, _, sections in plan for _, section in sections
                       for start in range(0, section.nbytes, CHUNK_BYTES)]
@@ -274,9 +288,6 @@ class SnapshotStore:
     def load(self, tenant: str, models: dict[str, ModelSpec]) -> LoadedSnapshot | None:
         """The tenant's galleries from its snapshot, or None when there is no usable snapshot."""
         path = self.path(tenant)
-        state = self.state(tenant)
-        if state is None:
-            return None
         try:
             handle = path.open("rb")
         except FileNotFoundError:
@@ -286,7 +297,7 @@ class SnapshotStore:
             return None
         with handle:
             try:
-                return self._read(handle, tenant, state, models)
+                return self._read(handle, tenant, models)
             except DecryptionError:
                 log.warning("the index snapshot failed its integrity check or its key is gone; "
                             "loading from the records")
@@ -295,7 +306,7 @@ class SnapshotStore:
                 log.info("index snapshot not used (%s); loading from the records", why)
                 return None
 
-    def _read(self, handle: BufferedReader, tenant: str, state: str,
+    def _read(self, handle: BufferedReader, tenant: str,
               models: dict[str, ModelSpec]) -> LoadedSnapshot:
         header = handle.read(_HEADER.size)
         if len(header) != _HEADER.size:
@@ -316,8 +327,9 @@ class SnapshotStore:
         if (manifest.get("format") != FORMAT_VERSION or manifest.get("vault_id") != self._vault_id
                 or manifest.get("tenant") != tenant):
             raise DecryptionError()
-        if manifest.get("state") != state:
-            raise _Stale("the templates changed since it was written")
+        seq = manifest.get("seq")
+        if not isinstance(seq, int) or seq < 0:
+            raise DecryptionError()
         galleries: dict[str, Gallery] = {}
         try:
             total = self._read_sections(handle, header, aead, manifest, models, galleries)
@@ -325,7 +337,7 @@ class SnapshotStore:
             for gallery in galleries.values():
                 gallery.clear()
             raise
-        return LoadedSnapshot(galleries, state, total)
+        return LoadedSnapshot(galleries, seq, total)
 
     def _read_sections(  # noqa: PLR0917 - one step of _read
         self, handle: BufferedReader, header: bytes, aead: AESGCM, manifest: dict[str, Any],
@@ -409,13 +421,13 @@ def _bytes_view(array: npt.NDArray[Any]) -> memoryview:
     return array.reshape(-1).view(np.uint8).data
 
 
-def _manifest(vault_id: str, tenant: str, state: str,
+def _manifest(vault_id: str, tenant: str, seq: int,
               plan: list[tuple[str, Gallery, list[tuple[str, npt.NDArray[Any]]]]]) -> bytes:
     return json.dumps({
         "format": FORMAT_VERSION,
         "vault_id": vault_id,
         "tenant": tenant,
-        "state": state,
+        "seq": seq,
         "created_at": time.time(),
         "galleries": [
             {
@@ -430,75 +442,3 @@ def _manifest(vault_id: str, tenant: str, state: str,
             for model_id, gallery, sections in plan
         ],
     }).encode()
-
-
-class IndexKeeper:
-    """Keeps the vault's in-memory galleries, their state tokens and their snapshots in step.
-
-    The vault calls :meth:`before_change` / :meth:`before_erase` before it writes templates,
-    :meth:`load` when a tenant's galleries are first needed, and :meth:`persist` after loading from
-    the records and at close. A snapshot that cannot be written is logged and skipped: it is only
-    a cache, and the records stay the source of truth.
-    """
-
-    def __init__(self, snapshots: SnapshotStore) -> None:
-        self.snapshots = snapshots
-        self._state: dict[str, str] = {}
-        self._saved: set[str] = set()
-        #: How each tenant's galleries were loaded: source, seconds, templates.
-        self.loads: dict[str, dict[str, Any]] = {}
-
-    def _new_token(self, tenant: str) -> str | None:
-        """A fresh state token, or None when the store refuses to keep one (a PostgreSQL login
-        scoped to some tenants may not write vault metadata): then this tenant's snapshot is
-        destroyed instead, and it gets none while that lasts (every load reads the records)."""
-        try:
-            return self.snapshots.invalidate(tenant)
-        except (AccessDenied, StorageUnavailable) as exc:
-            log.info("index snapshots are off for a tenant: the store keeps no state token (%s)",
-                     exc)
-            self.snapshots.discard(tenant)
-            return None
-
-    def before_change(self, tenant: str, loaded: bool) -> None:
-        token = self._new_token(tenant)
-        if loaded:
-            self._state.pop(tenant, None)
-            if token is not None:
-                self._state[tenant] = token
-            self._saved.discard(tenant)
-
-    def before_erase(self, tenant: str, loaded: bool) -> None:
-        self.snapshots.discard(tenant)
-        self.before_change(tenant, loaded)
-
-    def load(self, tenant: str,
-             models: dict[str, ModelSpec]) -> tuple[str | None, LoadedSnapshot | None]:
-        """(state token to load at, snapshot galleries or None to load from the records)."""
-        state = self.snapshots.state(tenant) or self._new_token(tenant)
-        if state is None:
-            return None, None
-        loaded = self.snapshots.load(tenant, models)
-        self._state[tenant] = state
-        if loaded is not None:
-            self._saved.add(tenant)
-        return state, loaded
-
-    def persist(self, tenant: str, galleries: dict[str, Gallery]) -> bool:
-        """Write the tenant's snapshot if memory holds the store's current state and it is new."""
-        state = self._state.get(tenant)
-        if state is None or tenant in self._saved:
-            return False
-        try:
-            if self.snapshots.state(tenant) != state:
-                return False  # another process changed the templates: memory is not current
-            self.snapshots.save(tenant, state, galleries)
-        except (OSError, FacesealError) as exc:
-            log.warning("index snapshot not written: %s", exc)
-            return False
-        self._saved.add(tenant)
-        return True
-
-    def forget(self, tenant: str) -> None:
-        self._state.pop(tenant, None)
-        self._saved.discard(tenant)

@@ -71,7 +71,6 @@ from faceseal.keys.registry import (
 from faceseal.keys.subject_keys import SubjectKeyStore
 from faceseal.matching import kernels
 from faceseal.matching.exact import closest_exact
-from faceseal.matching.gallery import Gallery
 from faceseal.matching.memory import lock_status
 from faceseal.matching.models import DEFAULT_MODEL_ID, ModelSpec, resolve_model
 from faceseal.storage.base import TemplateRow, TemplateStore
@@ -89,6 +88,9 @@ from faceseal.vault.budgets import QueryBudgets
 from faceseal.vault.bulk import BulkEnrollResult, check_batch, seal_and_store
 from faceseal.vault.config import CONFIG_FILE, DEFAULT_TENANT, VaultConfig
 from faceseal.vault.exact_rank import ExactRanker, proposals
+from faceseal.vault.follower import DEFAULT_INTERVAL as DEFAULT_FOLLOW_INTERVAL
+from faceseal.vault.follower import ChangeFollower
+from faceseal.vault.gallery_cache import GalleryCache
 from faceseal.vault.guard import Caller, Guard, Operation
 from faceseal.vault.legacy_import import LegacyImportOptions, LegacyImportResult, import_table
 from faceseal.vault.paths import default_home, default_keyring_dir
@@ -104,7 +106,7 @@ from faceseal.vault.results import (
     VerifyResult,
 )
 from faceseal.vault.service_ops import ServiceOperations
-from faceseal.vault.snapshot import IndexKeeper, SnapshotStore
+from faceseal.vault.snapshot import SnapshotStore
 from faceseal.vault.sources import Progress, Source, SourceReader
 
 log = logging.getLogger(__name__)
@@ -199,13 +201,12 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         )
         self._sealer = RecordSealer(config.keyset_id, self._data_keys, subject_keys)
         self._encoder_factory = encoder_factory
-        self._galleries: dict[tuple[str, str], Gallery] = {}
-        self._loaded_tenants: set[str] = set()
-        self._damaged: dict[str, TemplateRow] = {}
-        self._index = IndexKeeper(SnapshotStore(home, Path(config.key_store_dir), self._data_keys,
-                                                store,
-                                                vault_id=config.vault_id,
-                                                keyset_id=config.keyset_id))
+        self._cache = GalleryCache(
+            store, self._sealer, subject_keys,
+            SnapshotStore(home, Path(config.key_store_dir), self._data_keys, store,
+                          vault_id=config.vault_id, keyset_id=config.keyset_id),
+            self._models)
+        self._follower: ChangeFollower | None = None
         self._lock = threading.RLock()
         self._closed = False
         self._audit_state = audit_state
@@ -473,13 +474,11 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
             if self._closed:
                 return
             self._closed = True
-            for tenant in sorted(self._loaded_tenants):
-                self._persist_index(tenant)
+            if self._follower is not None:
+                self._follower.stop()
+            self._cache.close()
             self._audit.checkpoint(best_effort=True)
             self._audit_state.close()
-            for gallery in self._galleries.values():
-                gallery.clear()
-            self._galleries.clear()
             self._data_keys.forget()
             self._store.close()
             self._subject_keys.close()
@@ -517,6 +516,25 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         """Where the templates are kept (a path, or a URL without its password)."""
         return self._store.describe()
 
+    @property
+    def follower(self) -> ChangeFollower | None:
+        """The background change follower, once :meth:`follow_changes` started it."""
+        return self._root._follower
+
+    def follow_changes(self, interval: float = DEFAULT_FOLLOW_INTERVAL) -> None:
+        """Keep this process's loaded galleries caught up with every other process's writes in
+        the background (what a long-running server replica does): erased subjects leave memory
+        within about ``interval`` seconds even when no request comes (at once on PostgreSQL,
+        which notifies). Answers are fresh without it; see docs/architecture.md."""
+        self._check_open()
+        root = self._root
+        with root._lock:
+            if root._follower is None:
+                root._follower = ChangeFollower(root._cache, root._store.change_listener(),
+                                                interval)
+                root._cache.background_persist = True
+                root._follower.start()
+
     def model(self, model_id: str | None = None) -> ModelSpec:
         return resolve_model(model_id or DEFAULT_MODEL_ID, self._models)
 
@@ -549,19 +567,14 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         reader = self._reader(face_index)
         encodings = reader.read_all(sources, spec, progress)
         items = [NewTemplate(tenant, subject_id, spec.model_id, e.encoding) for e in encodings]
-        with self._lock:
-            rows = self._sealer.seal(items)
-            template_ids = [r.template_id for r in rows]
-            self._index.before_change(tenant, tenant in self._loaded_tenants)
-            # The templates, the subject's last_seen_at and the audit event commit together.
-            with op.transaction():
-                rotation.store_rows(self._store, rows)
-                op.record(template_ids=template_ids, detail={"model": spec.model_id})
-            gallery = self._galleries.get((tenant, spec.model_id))
-            if gallery is not None or tenant in self._loaded_tenants:
-                gallery = self._gallery(tenant, spec)
-                gallery.add_many([r.subject_id for r in rows], template_ids,
-                                 np.stack([i.encoding for i in items]))
+        rows = self._sealer.seal(items)
+        template_ids = [r.template_id for r in rows]
+        # The templates, the change-log entry, the subject's last_seen_at and the audit event
+        # commit together; every process's gallery picks the change up from the log.
+        with op.transaction():
+            rotation.store_rows(self._store, rows)
+            op.record(template_ids=template_ids, detail={"model": spec.model_id})
+        self._cache.after_write(tenant)
         log.debug("enrolled %d template(s)", len(rows))
         return EnrollResult(tenant, subject_id, spec.model_id, template_ids,
                             [e.label for e in encodings])
@@ -625,8 +638,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         if not rows:
             return None, [], self._store.subject_exists(tenant, subject_id)
         opened, damaged = self._sealer.open(rows)
-        for row in damaged:
-            self._damaged[row.template_id] = row
+        self._cache.note_damaged(damaged)
         usable = [o for o in opened if o.row.model_id == spec.model_id]
         best = closest_exact([o.encoding for o in usable], [o.row.template_id for o in usable],
                              probe, spec.metric)
@@ -662,15 +674,14 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         limit = terms.threshold
         encoding = self._reader(face_index).read_probe(probe, spec).encoding
         self._answers.admit(op.principal, spec, [encoding])
-        with self._lock:
-            self._load_tenant(tenant)
-            gallery = self._galleries.get((tenant, spec.model_id))
+        with self._cache.holding():
+            # Every change committed by any process is applied before the gallery answers.
+            gallery, damaged = self._cache.fresh(tenant, spec)
             proposed = gallery.search(encoding, proposals(top_k)) if gallery else []
             with ExactRanker(self._store, self._sealer, tenant, spec) as ranker:
                 matches = ranker.rank(encoding, proposed, top_k)
-                self._damaged.update((r.template_id, r) for r in ranker.damaged)
+                self._cache.note_damaged(ranker.damaged)
             size = len(gallery) if gallery else 0
-            damaged = sum(1 for row in self._damaged.values() if row.tenant == tenant)
         candidates = [Candidate(m.subject_id, m.distance, m.distance <= limit, m.template_id)
                       for m in matches]
         result = IdentifyResult(tenant, spec.model_id, limit, top_k, candidates, size, damaged)
@@ -713,27 +724,23 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         spec = self.model(model)
         ids, matrix = check_batch(subject_ids, encodings, spec, _check_id)
         try:
-            with self._lock:
-                loaded = tenant in self._loaded_tenants
-                self._index.before_change(tenant, loaded)
-                with op.transaction():
-                    template_ids = seal_and_store(
-                        keyset_id=self._config.keyset_id, data_keys=self._data_keys,
-                        subject_keys=self._subject_keys, store=self._store, tenant=tenant,
-                        spec=spec, subject_ids=ids, encodings=matrix,
-                    )
-                    by_subject: dict[str, list[str]] = {}
-                    for subject, template_id in zip(ids, template_ids, strict=True):
-                        by_subject.setdefault(subject, []).append(template_id)
-                    names = list(by_subject)
-                    for lo in range(0, len(names), AUDIT_SUBJECTS_PER_EVENT):
-                        chunk = names[lo:lo + AUDIT_SUBJECTS_PER_EVENT]
-                        op.record(subject_id=chunk[0] if len(chunk) == 1 else None,
-                                  template_ids=[t for name in chunk for t in by_subject[name]],
-                                  detail={"model": spec.model_id, "bulk": True,
-                                          "subjects": chunk})
-                if loaded:
-                    self._gallery(tenant, spec).add_many(ids, template_ids, matrix)
+            with op.transaction():
+                template_ids = seal_and_store(
+                    keyset_id=self._config.keyset_id, data_keys=self._data_keys,
+                    subject_keys=self._subject_keys, store=self._store, tenant=tenant,
+                    spec=spec, subject_ids=ids, encodings=matrix,
+                )
+                by_subject: dict[str, list[str]] = {}
+                for subject, template_id in zip(ids, template_ids, strict=True):
+                    by_subject.setdefault(subject, []).append(template_id)
+                names = list(by_subject)
+                for lo in range(0, len(names), AUDIT_SUBJECTS_PER_EVENT):
+                    chunk = names[lo:lo + AUDIT_SUBJECTS_PER_EVENT]
+                    op.record(subject_id=chunk[0] if len(chunk) == 1 else None,
+                              template_ids=[t for name in chunk for t in by_subject[name]],
+                              detail={"model": spec.model_id, "bulk": True,
+                                      "subjects": chunk})
+            self._cache.after_write(tenant)
         finally:
             if not np.shares_memory(matrix, encodings):
                 matrix.fill(0.0)  # our converted copy; never the caller's array
@@ -782,17 +789,15 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
                            for item in items])
         try:
             self._answers.admit(op.principal, spec, matrix)
-            with self._lock:
-                self._load_tenant(tenant)
-                gallery = self._galleries.get((tenant, spec.model_id))
+            with self._cache.holding():
+                gallery, damaged = self._cache.fresh(tenant, spec)
                 proposed = (gallery.search_many(matrix, proposals(top_k)) if gallery
                             else [[] for _ in matrix])
                 with ExactRanker(self._store, self._sealer, tenant, spec) as ranker:
                     found = [ranker.rank(probe, p, top_k)
                              for probe, p in zip(matrix, proposed, strict=True)]
-                    self._damaged.update((r.template_id, r) for r in ranker.damaged)
+                    self._cache.note_damaged(ranker.damaged)
                 size = len(gallery) if gallery else 0
-                damaged = sum(1 for row in self._damaged.values() if row.tenant == tenant)
         finally:
             matrix.fill(0.0)
         results = [
@@ -821,15 +826,16 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
     def index_status(self) -> dict[str, Any]:
         """How the in-memory galleries were loaded and whether their memory is locked.
         Holds no biometric data (counts, timings and flags only)."""
-        with self._lock:
-            tenants = {
-                tenant: {
-                    **self._index.loads.get(tenant, {}),
-                    "memory_locked": all(g.memory_locked for (t, _), g in self._galleries.items()
-                                         if t == tenant),
-                }
-                for tenant in sorted(self._loaded_tenants)
+        states = self._cache.states()
+        tenants = {
+            tenant: {
+                **self._cache.loads.get(tenant, {}),
+                "applied_change": state.applied,
+                "memory_locked": all(g.memory_locked
+                                     for g in self._cache.galleries_of(tenant).values()),
             }
+            for tenant, state in states.items()
+        }
         return {"scan_backend": kernels.backend_name(), "memory": lock_status().to_dict(),
                 "tenants": tenants}
 
@@ -843,25 +849,24 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
             erased, destroyed = self._erase_in(op, tenant, subject_id)
             return EraseResult(tenant, subject_id, erased, destroyed)
 
-    def _erase_in(self, op: Operation, tenant: str, subject_id: str) -> tuple[int, bool]:
-        """Erase one subject under ``op``: rows and event commit together, then the subject's
-        secret is destroyed. If that fails the rows are gone but the secret stays, and the error
-        propagates; erasing again finishes the job."""
-        with self._lock:
-            self._index.before_erase(tenant, tenant in self._loaded_tenants)
-            with op.transaction():
-                template_ids = self._store.erase_subject(tenant, subject_id)
-                has_secret = bool(self._subject_keys.get_many([(tenant, subject_id)]))
-                if not template_ids and not has_secret:
-                    raise NotFound(f"no subject {subject_id!r} in tenant {tenant!r}")
-                op.record(subject_id=subject_id, template_ids=template_ids,
-                          detail={"templates": len(template_ids)})
-            for (gallery_tenant, _), gallery in self._galleries.items():
-                if gallery_tenant == tenant:
-                    gallery.remove_subject(subject_id)
-            for template_id in template_ids:
-                self._damaged.pop(template_id, None)
-            destroyed = self._subject_keys.destroy(tenant, subject_id)
+    def _erase_in(self, op: Operation, tenant: str, subject_id: str, *,
+                  shred_snapshot: bool = True) -> tuple[int, bool]:
+        """Erase one subject under ``op``: rows, change-log entry and event commit together;
+        then the tenant's snapshot is replaced without the subject (unless the caller does that
+        once for many erasures: ``shred_snapshot=False``) and the subject's secret destroyed.
+        If that fails the rows are gone but the secret stays, and the error propagates; erasing
+        again finishes the job."""
+        with op.transaction():
+            template_ids = self._store.erase_subject(tenant, subject_id)
+            has_secret = bool(self._subject_keys.get_many([(tenant, subject_id)]))
+            if not template_ids and not has_secret:
+                raise NotFound(f"no subject {subject_id!r} in tenant {tenant!r}")
+            op.record(subject_id=subject_id, template_ids=template_ids,
+                      detail={"templates": len(template_ids)})
+        self._cache.after_erase(tenant, subject_id, template_ids)
+        if shred_snapshot:
+            self._cache.shred_snapshot(tenant)
+        destroyed = self._subject_keys.destroy(tenant, subject_id)
         log.debug("erased a subject: %d template(s)", len(template_ids))
         return len(template_ids), destroyed
 
@@ -1017,21 +1022,15 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
 
         def save(rows: list[TemplateRow], encodings: list[Any], marker: str, marker_value: str,
                  detail: dict[str, Any]) -> None:
-            # The rows, the progress marker and the batch's audit event commit together.
-            self._index.before_change(tenant, tenant in self._loaded_tenants)
+            # The rows, their change-log entry, the progress marker and the batch's audit event
+            # commit together.
             with op.transaction():
                 self._store.add_templates(rows)
                 self._store.set_meta(marker, marker_value)
                 op.record(template_ids=[r.template_id for r in rows], detail=detail)
-            if rows and ((tenant, spec.model_id) in self._galleries
-                         or tenant in self._loaded_tenants):
-                self._gallery(tenant, spec).add_many(
-                    [r.subject_id for r in rows], [r.template_id for r in rows],
-                    np.stack(encodings))
+            self._cache.after_write(tenant)
 
-        # The vault lock is held throughout so that a gallery loaded meanwhile cannot miss or
-        # double a batch; other processes are not held up.
-        with self._lock, open_legacy_source(source, options.table) as table:
+        with open_legacy_source(source, options.table) as table:
             result = import_table(table, key, store=self._store, sealer=self._sealer,
                                   tenant=tenant, spec=spec, options=options, save=save,
                                   progress=progress)
@@ -1047,62 +1046,6 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         if self._encoder_factory is None:
             return SourceReader(self._models, face_index=face_index)
         return SourceReader(self._models, self._encoder_factory, face_index=face_index)
-
-    def _gallery(self, tenant: str, spec: ModelSpec) -> Gallery:
-        key = (tenant, spec.model_id)
-        gallery = self._galleries.get(key)
-        if gallery is None:
-            gallery = self._galleries[key] = Gallery(spec.dimension, spec.metric)
-        return gallery
-
-    def _load_tenant(self, tenant: str) -> None:
-        """Decrypt a tenant's templates into memory, once."""
-        if tenant in self._loaded_tenants:
-            return
-        started = time.perf_counter()
-        _, snapshot = self._index.load(tenant, self._models)
-        if snapshot is not None:
-            for model_id, loaded in snapshot.galleries.items():
-                self._galleries[(tenant, model_id)] = loaded
-            self._loaded_tenants.add(tenant)
-            self._index.loads[tenant] = {"source": "snapshot", "templates": snapshot.templates,
-                                         "seconds": time.perf_counter() - started}
-            return
-        secrets = self._subject_keys.for_tenant(tenant)
-        count = 0
-        for batch in self._store.gallery(tenant):
-            opened, damaged = self._sealer.open(batch, secrets)
-            for row in damaged:
-                self._damaged[row.template_id] = row
-            by_model: dict[str, list[Any]] = {}
-            for item in opened:
-                by_model.setdefault(item.row.model_id, []).append(item)
-            for model_id, items in by_model.items():
-                spec = self._models.get(model_id)
-                if spec is None:
-                    log.warning("templates of unknown model %s left out of the gallery", model_id)
-                    continue
-                stacked = np.stack([i.encoding for i in items])
-                self._gallery(tenant, spec).add_many(
-                    [i.row.subject_id for i in items], [i.row.template_id for i in items],
-                    stacked)
-                count += len(items)
-                stacked.fill(0.0)  # best effort: the decrypted copies are overwritten
-            for item in opened:
-                item.encoding.fill(0)
-        self._loaded_tenants.add(tenant)
-        self._index.loads[tenant] = {"source": "records", "templates": count,
-                                     "seconds": time.perf_counter() - started}
-        log.debug("loaded gallery: %d template(s) in %.3f s", count,
-                  time.perf_counter() - started)
-        self._persist_index(tenant)
-
-    def _persist_index(self, tenant: str) -> None:
-        """Write the tenant's gallery snapshot when it is current and complete."""
-        if any(row.tenant == tenant for row in self._damaged.values()):
-            return  # a snapshot would hide the damage; the records path reports it each time
-        galleries = {model_id: g for (t, model_id), g in self._galleries.items() if t == tenant}
-        self._index.persist(tenant, galleries)
 
 
 def _check_schema(store: TemplateStore) -> None:

@@ -21,12 +21,13 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/readyz", response_model=ReadinessResponse, operation_id="ready",
-            summary="Readiness: store, key provider and audit log reachable",
+            summary="Readiness: store, key provider and audit log reachable; change log followed",
             responses={503: {"model": ReadinessResponse,
                              "description": "Not ready: a check is unavailable."}})
 async def ready(service: ServiceDep) -> Response:
     readiness = await service.run(service.vault.readiness)
-    body = ReadinessResponse(ready=readiness.ready, checks=readiness.checks)
+    body = ReadinessResponse(ready=readiness.ready, checks=readiness.checks,
+                             caught_up=readiness.behind == 0, changes_behind=readiness.behind)
     return JSONResponse(body.model_dump(), status_code=200 if readiness.ready else 503)
 
 
