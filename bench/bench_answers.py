@@ -6,8 +6,9 @@ Per gallery size: the bare gallery search identify used to report from (baseline
 search plus opening the proposed subjects' records and computing verify's float64 distances
 (``ExactRanker``, what identify now reports); and the answer rules each verify/identify runs
 (tenant policy read, threshold, budget charge, plausibility check) against one bare
-``store.get_meta`` read. No fsync is involved in either pair, so the ratios are CPU and SQLite
-read costs only.
+``store.get_meta`` read (no fsync in either pair); and a whole audited verify with its budgets
+counted in memory (the Python API's default) against counted in the store (what ``serve`` and the
+CLI do: one more durable commit per query, for the principal's charge).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def _measure(n: int, ops: int, k: int) -> list[tuple[str, float, float]]:
         probes = synthetic.probes
         count = min(ops, len(probes))
         vault.identify(probes[0])  # load the gallery
-        gallery = vault._galleries[("default", "dlib-resnet-v1")]
+        gallery = vault._cache.galleries_of("default")["dlib-resnet-v1"]
         spec = vault.model()
         principal = vault.principal
         assert principal is not None
@@ -71,6 +72,12 @@ def _measure(n: int, ops: int, k: int) -> list[tuple[str, float, float]]:
         meta = _per_op(lambda _i: store.get_meta("tenant_policy:default"), count)
         rows.append(("answer rules (policy, threshold, budget, plausibility) vs one meta read",
                      meta, _per_op(rules, count)))
+        names = synthetic.subject_ids
+        in_memory = _per_op(lambda i: vault.verify(names[i % n], probes[i % count]), count)
+        vault.use_query_counters(vault.shared_counters())
+        in_store = _per_op(lambda i: vault.verify(names[i % n], probes[i % count]), count)
+        rows.append(("audited verify: budgets counted in memory -> in the store (serve, CLI)",
+                     in_memory, in_store))
     return rows
 
 

@@ -622,8 +622,10 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         template_id, distance = best
         result = VerifyResult(tenant, subject_id, distance <= limit, distance, limit,
                               spec.model_id, template_id, damaged)
-        shown = self._answers.reveal_verify(result, terms)
         with op.transaction():
+            # The subject's budget is charged in the event's transaction (one commit for both
+            # when the counts live in the store); over budget, both roll back.
+            shown = self._answers.reveal_verify(result, terms)
             if result.match:  # limit <= the configured threshold: a genuine match
                 self._store.touch_subject(tenant, subject_id, time.time())
             op.record(template_ids=(template_id,),
@@ -685,8 +687,8 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         candidates = [Candidate(m.subject_id, m.distance, m.distance <= limit, m.template_id)
                       for m in matches]
         result = IdentifyResult(tenant, spec.model_id, limit, top_k, candidates, size, damaged)
-        shown = self._answers.reveal_identify([result], terms)[0]
         with op.transaction():
+            shown = self._answers.reveal_identify([result], terms)[0]
             now = time.time()
             for candidate in candidates:
                 if candidate.match:
@@ -806,8 +808,8 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
                                       m.template_id) for m in matches], size, damaged)
             for matches in found
         ]
-        shown = self._answers.reveal_identify(results, terms)
         with op.transaction():
+            shown = self._answers.reveal_identify(results, terms)
             now = time.time()
             for number, result in enumerate(results):
                 for candidate in result.candidates:
