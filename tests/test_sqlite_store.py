@@ -42,6 +42,9 @@ def test_older_schema_asks_for_migrate_and_migrate_fixes_it(vault_dirs: tuple[Pa
             "SELECT name FROM sqlite_master WHERE type = 'table'") if name not in version_one]
         for table in tables:
             db.execute(f"DROP TABLE {table}")
+        for statement in ("DROP INDEX templates_by_change", "DROP INDEX templates_by_tenant",
+                          "ALTER TABLE templates DROP COLUMN change_seq"):
+            db.execute(statement)
     with pytest.raises(StorageUnavailable, match="faceseal migrate"):
         reopen_vault(home)
     with SQLiteStore(home / "templates.db") as store:

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from faceseal.encoders.validation import MAX_ABS_VALUE, MAX_DIMENSION, MIN_DIMENSION
-from faceseal.vault.vault import MAX_ID_LENGTH, MAX_TOP_K
+from faceseal.vault.ids import MAX_ID_LENGTH
+from faceseal.vault.vault import MAX_TOP_K
 
 #: An id in a URL path: what the vault accepts (1-256 characters, no control characters), minus
 #: what a path segment cannot carry: ``/``, and the dot segments ``.`` and ``..``.

@@ -37,6 +37,7 @@ from faceseal.errors import Conflict, InvalidInput, NotFound
 from faceseal.vault.config import DEFAULT_TENANT
 from faceseal.vault.durations import BIPA_MAX_SECONDS
 from faceseal.vault.guard import Caller, Guard, Operation, detail_of
+from faceseal.vault.ids import check_id
 from faceseal.vault.results import Result
 
 if TYPE_CHECKING:
@@ -153,13 +154,12 @@ class AccessOperations:
         Scope: ``tenant``, or every tenant with ``all_tenants=True``; by default admins and
         auditors get every tenant and worker roles the default tenant.
         """
-        from faceseal.vault.vault import _check_id  # noqa: PLC0415 - avoids an import cycle
 
         self._check_open()
         parsed = parse_roles([roles] if isinstance(roles, str) else roles)
         scope = default_scope(parsed, tenant, all_tenants)
         if scope is not None:
-            _check_id("tenant", scope)
+            check_id("tenant", scope)
         row, issued = new_principal_row(name, parsed, scope)
         details: dict[str, DetailValue] = {
             "target": name, "roles": sorted(r.value for r in parsed), "scope": scope or "*"}
@@ -208,10 +208,9 @@ class AccessOperations:
     def set_retention(self, tenant: str, retention_seconds: float | None) -> TenantInfo:
         """Keep a tenant's subjects at most this long after their last enrolment or match
         (None: no limit). :meth:`purge` enforces it."""
-        from faceseal.vault.vault import _check_id  # noqa: PLC0415
 
         self._check_open()
-        _check_id("tenant", tenant)
+        check_id("tenant", tenant)
         if retention_seconds is not None and (
                 not isinstance(retention_seconds, int | float) or not retention_seconds > 0
                 or retention_seconds == float("inf")):
@@ -248,14 +247,13 @@ class AccessOperations:
         or, when it is None, for each tenant's retention period (tenants without one are left
         alone). ``tenant`` limits it to one tenant; by default every tenant in the caller's
         scope. Each erased subject gets its own audit event; ``dry_run`` only lists them."""
-        from faceseal.vault.vault import _check_id  # noqa: PLC0415
 
         self._check_open()
         if inactive_for is not None and (not isinstance(inactive_for, int | float)
                                          or not inactive_for >= 0):
             raise InvalidInput("inactive_for must be a non-negative number of seconds")
         if tenant is not None:
-            _check_id("tenant", tenant)
+            check_id("tenant", tenant)
             tenants = [tenant]
         else:
             scope = self._scope()
@@ -323,10 +321,9 @@ class AccessOperations:
             return report
 
     def _audit_tenant(self, tenant: str | None) -> str | None:
-        from faceseal.vault.vault import _check_id  # noqa: PLC0415
 
         if tenant is not None:
-            _check_id("tenant", tenant)
+            check_id("tenant", tenant)
             return tenant
         return self._scope()
 

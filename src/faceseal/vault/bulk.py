@@ -26,6 +26,7 @@ from faceseal.keys.subject_keys import SubjectKeyStore
 from faceseal.matching.models import ModelSpec
 from faceseal.storage.base import TemplateBatch, TemplateStore
 from faceseal.vault import rotation
+from faceseal.vault.ids import MAX_ID_LENGTH
 
 #: Most encodings one ``enroll_many`` call takes (split bigger imports into several calls).
 MAX_BATCH = 1_000_000
@@ -33,8 +34,7 @@ MAX_BATCH = 1_000_000
 STEP_ROWS = 65_536
 
 Matrix = npt.NDArray[np.floating[Any]]
-#: The vault's subject id rules (see ``faceseal.vault.vault``): fast path for the common case.
-MAX_ID_LENGTH = 256
+# The vault's subject id rules (faceseal.vault.ids), with a fast path for the common case.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 

@@ -73,6 +73,7 @@ class GalleryCache:
         self._saved: dict[str, int] = {}
         self._damaged: dict[str, TemplateRow] = {}
         self._last_persist: dict[str, float] = {}
+        self._known: dict[str, Any] = {}
         self._lock = threading.RLock()
         #: A change follower writes snapshots in the background (see :meth:`shred_snapshot`).
         self.background_persist = False
@@ -119,12 +120,19 @@ class GalleryCache:
 
     # --- writes made by this process ---------------------------------------------------------
 
-    def after_write(self, tenant: str) -> None:
+    def after_write(self, tenant: str, known: dict[str, Any] | None = None) -> None:
         """This process committed a change to ``tenant``: apply it now if the tenant is loaded
-        (read-your-writes without waiting for the next answer)."""
+        (read-your-writes without waiting for the next answer). ``known`` maps the template ids
+        it just wrote to their encodings, which need no decryption (the rows are still read from
+        the store: the log, not the caller, says what the gallery must hold)."""
         with self._lock:
-            if tenant in self._applied:
+            if tenant not in self._applied:
+                return
+            self._known = known or {}
+            try:
                 self.catch_up(tenant)
+            finally:
+                self._known = {}
 
     def after_erase(self, tenant: str, subject_id: str, template_ids: Iterable[str]) -> None:
         """The erasure committed: drop the subject from memory at once (overwritten) and catch
@@ -344,12 +352,31 @@ class GalleryCache:
         self._applied.pop(tenant, None)
         self._saved.pop(tenant, None)
 
+    def _add_known(self, tenant: str, rows: list[TemplateRow]) -> int:
+        by_model: dict[str, list[TemplateRow]] = {}
+        for row in rows:
+            by_model.setdefault(row.model_id, []).append(row)
+        added = 0
+        for model_id, items in by_model.items():
+            spec = self._models.get(model_id)
+            if spec is None:
+                continue
+            self._gallery(tenant, spec).add_many(
+                [r.subject_id for r in items], [r.template_id for r in items],
+                np.stack([self._known[r.template_id] for r in items]))
+            added += len(items)
+        return added
+
     def _decrypt_into(self, tenant: str, batches: Iterator[list[TemplateRow]], *,
                       whole_tenant: bool) -> int:
         # A whole tenant reads every subject secret in one pass; a delta asks only for its own.
         secrets = self._subject_keys.for_tenant(tenant) if whole_tenant else None
         count = 0
-        for batch in batches:
+        for page in batches:
+            batch = page
+            if self._known:
+                batch = [r for r in page if r.template_id not in self._known]
+                count += self._add_known(tenant, [r for r in page if r.template_id in self._known])
             opened, damaged = self._sealer.open(batch, secrets)
             for row in damaged:
                 self._damaged[row.template_id] = row

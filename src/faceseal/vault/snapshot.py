@@ -131,14 +131,15 @@ class SnapshotKeys:
         return dict(document.get("keys", {}))
 
     @contextlib.contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        """Serialise read-modify-write of the key file across processes and threads."""
+    def _exclusive(self, *, shared: bool = False) -> Iterator[None]:
+        """Serialise read-modify-write of the key file across processes and threads; readers
+        take the lock shared (a writer scrubs the file in place before replacing it)."""
         ensure_private_dir(self._path.parent)
         with self._lock:
             fd = os.open(self._path.parent / _KEYS_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW,
                          0o600)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
                 yield
             finally:
                 os.close(fd)
@@ -158,7 +159,8 @@ class SnapshotKeys:
         """The tenant's key id and key, or None if it has none (never made, destroyed, or its
         data key retired)."""
         tag = tenant_tag(tenant)
-        entry = self._read().get(tag)
+        with self._exclusive(shared=True):
+            entry = self._read().get(tag)
         if entry is None:
             return None
         try:

@@ -92,6 +92,7 @@ from faceseal.vault.follower import DEFAULT_INTERVAL as DEFAULT_FOLLOW_INTERVAL
 from faceseal.vault.follower import ChangeFollower
 from faceseal.vault.gallery_cache import GalleryCache
 from faceseal.vault.guard import Caller, Guard, Operation
+from faceseal.vault.ids import check_id
 from faceseal.vault.legacy_import import LegacyImportOptions, LegacyImportResult, import_table
 from faceseal.vault.paths import default_home, default_keyring_dir
 from faceseal.vault.policy_ops import PolicyOperations
@@ -111,7 +112,6 @@ from faceseal.vault.sources import Progress, Source, SourceReader
 
 log = logging.getLogger(__name__)
 
-MAX_ID_LENGTH = 256
 MAX_TOP_K = 100
 MAX_PROBES = 10_000
 #: A bulk enrolment is audited in events naming up to this many subjects and all their templates.
@@ -120,14 +120,6 @@ AUDIT_SUBJECTS_PER_EVENT = 500
 
 def _no_passphrase() -> SecretBytes | None:
     return None
-
-
-def _check_id(kind: str, value: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
-        raise InvalidInput(f"{kind} must be a non-empty string of at most {MAX_ID_LENGTH} chars")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise InvalidInput(f"{kind} must not contain control characters")
-    return value
 
 
 def open_store(url: str, home: Path, *, create: bool = False) -> TemplateStore:
@@ -554,8 +546,8 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         templates of ``subject_id``. All or nothing: one bad source and nothing is written.
         Needs the enroller role on ``tenant``."""
         self._check_open()
-        _check_id("subject id", subject_id)
-        _check_id("tenant", tenant)
+        check_id("subject id", subject_id)
+        check_id("tenant", tenant)
         with self._operation(ENROLL, tenant=tenant, subject_id=subject_id) as op:
             return self._enroll(op, subject_id, sources, tenant=tenant, model=model,
                                 face_index=face_index, progress=progress)
@@ -574,7 +566,8 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         with op.transaction():
             rotation.store_rows(self._store, rows)
             op.record(template_ids=template_ids, detail={"model": spec.model_id})
-        self._cache.after_write(tenant)
+        self._cache.after_write(tenant, dict(zip(template_ids, (i.encoding for i in items),
+                                                 strict=True)))
         log.debug("enrolled %d template(s)", len(rows))
         return EnrollResult(tenant, subject_id, spec.model_id, template_ids,
                             [e.label for e in encodings])
@@ -592,8 +585,8 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         """1:1: compare ``probe`` with every template of ``subject_id``; the closest decides.
         Needs the verifier role on ``tenant``."""
         self._check_open()
-        _check_id("subject id", subject_id)
-        _check_id("tenant", tenant)
+        check_id("subject id", subject_id)
+        check_id("tenant", tenant)
         with self._operation(VERIFY, tenant=tenant, subject_id=subject_id) as op:
             return self._verify(op, subject_id, probe, tenant=tenant, threshold=threshold,
                                 model=model, face_index=face_index)
@@ -661,7 +654,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         """1:N: the ``top_k`` subjects of ``tenant`` closest to ``probe``, closest first.
         Needs the identifier role on ``tenant``."""
         self._check_open()
-        _check_id("tenant", tenant)
+        check_id("tenant", tenant)
         with self._operation(IDENTIFY, tenant=tenant) as op:
             return self._identify(op, probe, tenant=tenant, top_k=top_k, threshold=threshold,
                                   model=model, face_index=face_index)
@@ -716,7 +709,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         Much faster per template than :meth:`enroll` (see docs/performance.md). Needs the
         enroller role on ``tenant``."""
         self._check_open()
-        _check_id("tenant", tenant)
+        check_id("tenant", tenant)
         with self._operation(ENROLL, tenant=tenant) as op:
             return self._enroll_many(op, subject_ids, encodings, tenant=tenant, model=model)
 
@@ -724,7 +717,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
                      encodings: np.ndarray[Any, Any], *, tenant: str,
                      model: str | None) -> BulkEnrollResult:
         spec = self.model(model)
-        ids, matrix = check_batch(subject_ids, encodings, spec, _check_id)
+        ids, matrix = check_batch(subject_ids, encodings, spec, check_id)
         try:
             with op.transaction():
                 template_ids = seal_and_store(
@@ -742,7 +735,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
                               template_ids=[t for name in chunk for t in by_subject[name]],
                               detail={"model": spec.model_id, "bulk": True,
                                       "subjects": chunk})
-            self._cache.after_write(tenant)
+            self._cache.after_write(tenant, dict(zip(template_ids, matrix, strict=True)))
         finally:
             if not np.shares_memory(matrix, encodings):
                 matrix.fill(0.0)  # our converted copy; never the caller's array
@@ -765,7 +758,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         order and identical to calling :meth:`identify` for each probe; one audit event per
         probe. Needs the identifier role on ``tenant``."""
         self._check_open()
-        _check_id("tenant", tenant)
+        check_id("tenant", tenant)
         with self._operation(IDENTIFY, tenant=tenant) as op:
             return self._identify_many(op, probes, tenant=tenant, top_k=top_k,
                                        threshold=threshold, model=model, face_index=face_index)
@@ -845,8 +838,8 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         """Delete a subject's templates and destroy its key material (crypto-shredding).
         Needs the enroller role on ``tenant``."""
         self._check_open()
-        _check_id("subject id", subject_id)
-        _check_id("tenant", tenant)
+        check_id("subject id", subject_id)
+        check_id("tenant", tenant)
         with self._operation(ERASE, tenant=tenant, subject_id=subject_id) as op:
             erased, destroyed = self._erase_in(op, tenant, subject_id)
             return EraseResult(tenant, subject_id, erased, destroyed)
@@ -875,7 +868,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
     def subjects(self, *, tenant: str = DEFAULT_TENANT) -> list[SubjectInfo]:
         """The subjects of a tenant and how many templates each has (enroller role)."""
         self._check_open()
-        _check_id("tenant", tenant)
+        check_id("tenant", tenant)
         with self._operation(SUBJECTS, tenant=tenant) as op:
             found = [SubjectInfo(s.tenant, s.subject_id, s.templates, s.created_at,
                                  s.last_seen_at) for s in self._store.subjects(tenant)]
@@ -902,7 +895,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         its audit event. See docs/legacy-import.md.
         """
         self._check_open()
-        _check_id("tenant", tenant)
+        check_id("tenant", tenant)
         with self._operation(IMPORT, tenant=tenant) as op:
             return self._import_legacy(op, source, key, tenant=tenant, model=model,
                                        options=options or LegacyImportOptions(),
@@ -1030,7 +1023,8 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
                 self._store.add_templates(rows)
                 self._store.set_meta(marker, marker_value)
                 op.record(template_ids=[r.template_id for r in rows], detail=detail)
-            self._cache.after_write(tenant)
+            self._cache.after_write(tenant, dict(zip([r.template_id for r in rows], encodings,
+                                                     strict=True)))
 
         with open_legacy_source(source, options.table) as table:
             result = import_table(table, key, store=self._store, sealer=self._sealer,

@@ -10,7 +10,7 @@ from faceseal.http.models import ID_PATTERN, AuditEventsResponse, ChainReportMod
 from faceseal.http.routes.common import ServiceDep, View
 from faceseal.http.strictjson import StrictJSONRoute
 from faceseal.vault.access_ops import MAX_TAIL
-from faceseal.vault.vault import MAX_ID_LENGTH
+from faceseal.vault.ids import MAX_ID_LENGTH
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"], route_class=StrictJSONRoute)
 

@@ -14,7 +14,7 @@ from faceseal.errors import InvalidInput
 from faceseal.http.context import Service, bound_vault, service_of
 from faceseal.http.models import PATH_ID_PATTERN, REQUEST_ID_PATTERN
 from faceseal.vault import Vault
-from faceseal.vault.vault import MAX_ID_LENGTH
+from faceseal.vault.ids import MAX_ID_LENGTH
 
 _DIGITS = re.compile(r"\A[0-9]{1,7}\Z")
 

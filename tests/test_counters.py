@@ -1,0 +1,99 @@
+"""Sliding-window counters, the same contract in memory, in every store and in Redis (the real
+server on 127.0.0.1:6379): the failed-authentication limits and budgets every replica shares."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from faceseal.access.counters import MemoryCounters, RedisCounters, StoreCounters, WindowCounters
+from faceseal.errors import StorageUnavailable
+from faceseal.storage.sqlite import SQLiteStore
+
+REDIS_URL = os.environ.get("FACESEAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def counters(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WindowCounters]:
+    if request.param == "memory":
+        yield MemoryCounters()
+    elif request.param == "sqlite":
+        store = SQLiteStore(tmp_path / "t.db", create=True)
+        store.migrate()
+        yield StoreCounters(store)
+        store.close()
+    else:
+        redis_counters = RedisCounters(REDIS_URL, prefix=f"faceseal-test:{os.urandom(6).hex()}:")
+        yield redis_counters
+        redis_counters.close()
+
+
+def test_take_counts_until_the_limit_then_says_when(counters: WindowCounters) -> None:
+    key = "budget:verify:principal:gate"
+    assert counters.retry_after(key, 3, 60) is None
+    assert [counters.take(key, 3, 60) for _ in range(3)] == [None, None, None]
+    wait = counters.take(key, 3, 60)
+    assert wait is not None
+    assert 55 < wait <= 60
+    assert counters.retry_after(key, 3, 60) is not None
+    assert counters.retry_after("other", 3, 60) is None
+    assert counters.take(key, 10, 60, cost=7) is None  # a batch costs each probe
+    assert counters.take(key, 10, 60) is not None
+
+
+def test_record_counts_regardless_and_windows_expire(tmp_path: Path) -> None:
+    clock = Clock()
+    store = SQLiteStore(tmp_path / "t.db", create=True)
+    store.migrate()
+    for counters in (MemoryCounters(clock=clock), StoreCounters(store, clock=clock)):
+        for _ in range(5):
+            counters.record("auth:client:203.0.113.7", 60)
+        assert counters.retry_after("auth:client:203.0.113.7", 5, 60) == pytest.approx(60)
+        clock.now += 30
+        assert counters.retry_after("auth:client:203.0.113.7", 5, 60) == pytest.approx(30)
+        clock.now += 31
+        assert counters.retry_after("auth:client:203.0.113.7", 5, 60) is None
+    store.close()
+
+
+def test_concurrent_takes_in_redis_never_pass_the_limit() -> None:
+    """Eight threads, each with its own connection (as eight replicas), race for 50 slots."""
+    prefix = f"faceseal-test:{os.urandom(6).hex()}:"
+    granted: list[bool] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        own = RedisCounters(REDIS_URL, prefix=prefix)
+        for _ in range(20):
+            ok = own.take("race", 50, 60) is None
+            with lock:
+                granted.append(ok)
+        own.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert granted.count(True) == 50
+    assert len(granted) == 160
+
+
+def test_redis_down_is_an_outage_without_the_url_in_the_message() -> None:
+    counters = RedisCounters("redis://:hunter2secret@127.0.0.1:1/0")
+    with pytest.raises(StorageUnavailable) as caught:
+        counters.take("k", 1, 60)
+    assert "hunter2secret" not in str(caught.value)
+    assert "hunter2secret" not in repr(counters)
