@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from faceseal.access.roles import TENANTS_LIST, TENANTS_POLICY
 from faceseal.vault import disclosure
 from faceseal.vault.disclosure import TenantPolicy
+from faceseal.vault.ids import check_id
 
 if TYPE_CHECKING:
     from faceseal.audit.events import DetailValue
@@ -39,10 +40,8 @@ class PolicyOperations:
 
     def tenant_policy(self, tenant: str) -> TenantPolicy:
         """The tenant's disclosure level and configured thresholds (admin or auditor)."""
-        from faceseal.vault.vault import _check_id  # noqa: PLC0415 - avoids an import cycle
-
         self._check_open()
-        _check_id("tenant", tenant)
+        check_id("tenant", tenant)
         with self._operation(TENANTS_LIST, tenant=tenant) as op:
             policy = self._answers.policy(tenant)
             with op.transaction():
@@ -55,10 +54,8 @@ class PolicyOperations:
         default, or ``decision``) and/or the tenant's thresholds per model (each within its
         model's bounds; given models replace their old value, others are kept). Needs admin;
         audited with the old and the new values."""
-        from faceseal.vault.vault import _check_id  # noqa: PLC0415
-
         self._check_open()
-        _check_id("tenant", tenant)
+        check_id("tenant", tenant)
         level = None if disclosure_level is None else disclosure.check_level(disclosure_level)
         given = {} if thresholds is None else disclosure.check_thresholds(dict(thresholds),
                                                                           self._models)
