@@ -7,13 +7,14 @@ replicas sharing a store-backed or Redis-backed implementation do.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from faceseal.access.counters import MemoryCounters
+from faceseal.access.counters import MemoryCounters, RedisCounters
 from faceseal.errors import BudgetExceeded, InvalidInput
 from faceseal.vault import Vault
 from faceseal.vault.budgets import BudgetLimits
@@ -140,3 +141,29 @@ def test_default_budgets_and_their_checks() -> None:
                 {"per_subject": -1}, {"per_subject": 1.5}, {"per_principal": True}):
         with pytest.raises(InvalidInput):
             BudgetLimits(**bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("where", ["store", "redis"])
+def test_replicas_sharing_store_or_redis_counters_share_the_budget(
+        home: Path, where: str, encoding_of: EncodingOf) -> None:
+    # What `faceseal serve --rate-limits store|redis://...` gives every replica.
+    prefix = f"faceseal-test:{os.urandom(6).hex()}:"
+    redis_url = os.environ.get("FACESEAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    probe = encoding_of("obama-2.jpg")
+    made: list[RedisCounters] = []
+    with Vault.open(home) as one, Vault.open(home) as two:
+        for vault in (one, two):
+            if where == "store":
+                vault.use_query_counters(vault.shared_counters())
+            else:
+                made.append(RedisCounters(redis_url, prefix=prefix))
+                vault.use_query_counters(made[-1])
+        door1, door2 = one.as_key(KEYS["door"]), two.as_key(KEYS["door"])
+        for number in range(6):  # the per-subject budget of six, split between two replicas
+            (door1 if number % 2 else door2).verify("obama", probe)
+        with pytest.raises(BudgetExceeded):
+            door1.verify("obama", probe)
+        with pytest.raises(BudgetExceeded):
+            door2.verify("obama", probe)
+    for counters in made:
+        counters.close()
