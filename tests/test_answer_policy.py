@@ -81,6 +81,8 @@ def test_by_default_identify_shows_only_the_matches(views: dict[str, Vault],
     assert [(c.subject_id, c.distance, c.score) for c in found.candidates] == [
         ("obama", None, "strong")]
     assert found.disclosure == "band"
+    event = _newest(views)[0]
+    assert (event["detail"]["subjects"], event["detail"]["shown"]) == (["obama", "biden"], 1)
     nobody = views["search"].identify(encoding_of("biden-2.jpg") * -1.0, top_k=2)
     assert nobody.candidates == []
     assert nobody.best is None

@@ -692,7 +692,8 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
                       detail={"subjects": [c.subject_id for c in candidates],
                               "matches": sum(1 for c in candidates if c.match), "top_k": top_k,
                               "threshold": limit, "model": spec.model_id, "gallery_size": size,
-                              "disclosure": terms.disclosure})
+                              "disclosure": terms.disclosure,
+                              "shown": len(shown.candidates)})
         return shown
 
     def enroll_many(
@@ -815,7 +816,8 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
                                   "matches": sum(1 for c in result.candidates if c.match),
                                   "top_k": top_k, "threshold": limit, "model": spec.model_id,
                                   "gallery_size": size, "batch": len(results),
-                                  "probe": number, "disclosure": terms.disclosure})
+                                  "probe": number, "disclosure": terms.disclosure,
+                                  "shown": len(shown[number].candidates)})
         return shown
 
     def index_status(self) -> dict[str, Any]:
