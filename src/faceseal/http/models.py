@@ -178,9 +178,12 @@ class TenantPolicyRequest(_Request):
         default=None, description="What answers reveal to principals without the calibrator "
                                   "role.")
     thresholds: dict[Annotated[str, Field(max_length=128, pattern=MODEL_PATTERN)],
-                     Annotated[float, Field(gt=0, le=1e6)]] | None = Field(
-        default=None, max_length=64,
-        description="The tenant's threshold per model id, within each model's bounds.")
+                     Annotated[float, Field(gt=0, le=1e6)]] = Field(
+        default_factory=dict, max_length=64,
+        # Keys outside the pattern are refused, so the document says so too.
+        json_schema_extra={"additionalProperties": False},
+        description="The tenant's threshold per model id, within each model's bounds; models "
+                    "left out keep their value.")
 
 
 class TenantPolicyResponse(_Response):

@@ -30,5 +30,5 @@ async def set_policy(tenant: Tenant, body: TenantPolicyRequest, view: View,
     per model, within its bounds (a looser one than the model allows is refused with 422).
     Fields left out keep their value. Audited."""
     policy = await service.run(view.set_tenant_policy, tenant, disclosure_level=body.disclosure,
-                               thresholds=body.thresholds)
+                               thresholds=body.thresholds or None)
     return policy.to_dict()
