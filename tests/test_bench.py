@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import run_cli
 
 FIGURES = {"seal", "enrol", "open", "memory", "identify", "identify_batch", "recall", "verify"}
 
 
+@pytest.mark.slow
 def test_bench_json_reports_every_figure_beside_a_baseline(tmp_path: object) -> None:
     done = run_cli("bench", "--json", "--n", "2000", "--workdir", str(tmp_path))
     assert done.returncode == 0, done.stderr

@@ -35,33 +35,35 @@ def _json(result: object) -> dict[str, object]:
     return json.loads(result.stdout)  # type: ignore[attr-defined,no-any-return]
 
 
+@pytest.mark.slow
 def test_enroll_verify_identify_erase(cli_vault: CliVault, faces_dir: Path) -> None:
     enrolled = cli_vault.run("enroll", "--subject", "obama", str(faces_dir / "obama-1.jpg"),
                              "--json")
     assert enrolled.returncode == 0, enrolled.stderr
     assert len(_json(enrolled)["template_ids"]) == 1  # type: ignore[arg-type]
 
-    genuine = cli_vault.run("verify", "--subject", "obama", str(faces_dir / "obama-2.jpg"),
-                            "--json")
+    # The rest in-process (same command, same exit statuses; the models stay loaded).
+    genuine = cli_vault.invoke("verify", "--subject", "obama", str(faces_dir / "obama-2.jpg"),
+                               "--json")
     assert genuine.returncode == 0, genuine.stderr
     assert _json(genuine)["match"] is True
     assert _json(genuine)["distance"] < 0.6  # type: ignore[operator]
 
-    impostor = cli_vault.run("verify", "--subject", "obama", str(faces_dir / "biden-1.jpg"))
+    impostor = cli_vault.invoke("verify", "--subject", "obama", str(faces_dir / "biden-1.jpg"))
     assert impostor.returncode == 1
     assert impostor.stdout.startswith("NO MATCH")
 
-    found = cli_vault.run("identify", str(faces_dir / "obama-3.jpg"), "--json")
+    found = cli_vault.invoke("identify", str(faces_dir / "obama-3.jpg"), "--json")
     assert found.returncode == 0
     assert _json(found)["best"]["subject_id"] == "obama"  # type: ignore[index]
 
-    listed = cli_vault.run("subjects", "--json")
+    listed = cli_vault.invoke("subjects", "--json")
     assert [s["subject_id"] for s in _json(listed)["subjects"]] == ["obama"]  # type: ignore[attr-defined]
 
-    erased = cli_vault.run("erase", "--subject", "obama", "--json")
+    erased = cli_vault.invoke("erase", "--subject", "obama", "--json")
     assert erased.returncode == 0
     assert _json(erased)["key_material_destroyed"] is True
-    gone = cli_vault.run("verify", "--subject", "obama", str(faces_dir / "obama-2.jpg"))
+    gone = cli_vault.invoke("verify", "--subject", "obama", str(faces_dir / "obama-2.jpg"))
     assert gone.returncode == 4
     assert "no subject" in gone.stderr
 
@@ -182,6 +184,7 @@ def test_no_vault_here(tmp_path: Path) -> None:
     assert "faceseal init" in result.stderr
 
 
+@pytest.mark.slow
 def test_demo_runs(tmp_path: Path) -> None:
     result = run_cli("demo", "--json", "--workdir", str(tmp_path))
     assert result.returncode == 0, result.stderr

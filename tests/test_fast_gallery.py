@@ -279,6 +279,7 @@ def _low_memlock_limit() -> None:  # pragma: no cover - runs in the child
     resource.setrlimit(resource.RLIMIT_MEMLOCK, (64 * 1024, 64 * 1024))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="util-linux setpriv is not installed")
 def test_refused_lock_is_reported_and_search_still_works() -> None:
     """A real refusal: a child without CAP_IPC_LOCK and with a 64 KiB memlock limit."""

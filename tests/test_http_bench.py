@@ -6,9 +6,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import PROJECT_ROOT
 
 
+@pytest.mark.slow
 def test_http_load_benchmark_prints_http_against_in_process() -> None:
     result = subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "bench" / "http_load.py"), "--requests", "30",

@@ -446,6 +446,7 @@ def store_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue("pg_app_url"))
 
 
+@pytest.mark.slow
 def test_served_on_each_store_under_concurrent_requests(tmp_path: Path, store_url: str) -> None:
     """The server's thread pool shares one store: PostgreSQL (the real server, a least-privilege
     login) and the file store, with 8 clients at once."""

@@ -17,6 +17,7 @@ from .keyservers import KeyBackend
 from .test_no_leaks import _forms
 
 
+@pytest.mark.slow
 def test_remote_providers_leak_nothing_at_debug(
     remote_backend: KeyBackend, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -188,6 +188,7 @@ def vault(tmp_path: Path) -> Iterator[Vault]:
 # --- the 1,000-row table -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_thousand_rows_move_exactly_and_corrupt_rows_are_reported(
         vault: Vault, thousand_table: LegacyTable, tmp_path: Path) -> None:
     key_file = tmp_path / "old.key"
@@ -486,7 +487,7 @@ def test_cli_import_legacy_reports_and_refuses_a_repeat(cli_vault: CliVault,
 @pytest.mark.parametrize(("args", "message"), [
     (["--legacy-key-env", "FS_UNSET_VARIABLE"], "not set"),
     ([], "one"),
-    (["--legacy-key-env", "OLD_KEY", "--batch-size", "0"], "batch_size"),
+    (["--legacy-key-env", "OLD_KEY", "--batch-size", "0"], "--batch-size"),
     (["--legacy-key-env", "OLD_KEY", "--table", "x;y"], "plain table name"),
 ])
 def test_cli_import_legacy_bad_input(cli_vault: CliVault, tmp_path: Path,

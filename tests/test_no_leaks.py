@@ -47,6 +47,7 @@ def _secrets(home: Path, keys: Path, vault: Vault) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_operations_at_debug_leak_nothing(vault_dirs: tuple[Path, Path],
                                           caplog: pytest.LogCaptureFixture, tmp_path: Path
                                           ) -> None:

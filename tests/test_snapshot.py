@@ -54,6 +54,7 @@ def snapshotted(vault_dirs: tuple[Path, Path], gallery_data: tuple[list[str], np
     return home, keys
 
 
+@pytest.mark.slow
 def test_snapshot_is_used_and_gives_the_same_answers(
         snapshotted: tuple[Path, Path], gallery_data: tuple[list[str], np.ndarray]) -> None:
     home, _ = snapshotted

@@ -161,6 +161,7 @@ def test_an_unreachable_server_is_an_outage_not_a_user_error(tmp_path: Path) -> 
 # --- CLI -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_init_migrate_grant_and_list(tmp_path: Path, pg_db: PgTestDatabase,
                                          encoding_of: EncodingOf) -> None:
     with pg_db.admin() as admin:

@@ -50,7 +50,7 @@ def run_demo(
     samples: SamplePhotos | None = None,
 ) -> DemoReport:
     """Run the demo in a fresh vault under ``workdir`` (a temporary folder by default)."""
-    photos = samples or find_samples(say)
+    photos = samples or find_samples()
     root = Path(tempfile.mkdtemp(prefix="faceseal-demo-", dir=workdir))
     report = DemoReport(vault_dir=str(root / "vault"), keyring_dir=str(root / "keys"), kept=keep)
     try:
@@ -64,7 +64,7 @@ def run_demo(
 def _steps(
     root: Path, photos: SamplePhotos, report: DemoReport, say: Callable[[str], None]
 ) -> None:
-    say(f"Photos from {photos.folder}")
+    say(f"Photos from {photos.folder}" + (f" ({photos.origin})" if photos.origin else ""))
     # Vault and keyring in two sibling folders: the keyring is refused inside the vault folder.
     with Vault.create(root / "vault", keyring_dir=root / "keys") as admin:
         say(f"1. Created a vault in {root / 'vault'} with its keyring apart in {root / 'keys'}, "

@@ -79,6 +79,19 @@ class MultipleFacesFound(InvalidInput):
         self.count = count
 
 
+class BadSources(InvalidInput):
+    """Several sources of one enrolment cannot be used; ``problems`` names each one and why."""
+
+    code = "bad_sources"
+
+    def __init__(self, total: int, problems: list[dict[str, str]], *, skip_bad: bool) -> None:
+        what = (f"none of the {total} sources can be enrolled" if skip_bad else
+                f"{len(problems)} of {total} sources cannot be enrolled, so nothing was "
+                "enrolled (--skip-bad enrols the others)")
+        super().__init__(f"{what}: " + "; ".join(p["reason"] for p in problems))
+        self.problems = problems
+
+
 class InvalidEncoding(InvalidInput):
     """An encoding with the wrong dimension, dtype, shape, or non-finite values."""
 

@@ -14,7 +14,9 @@ from faceseal.cli.common import (
     show_new_key,
     write_key_file,
 )
+from faceseal.cli.group import FullHelpGroup
 from faceseal.cli.output import Output
+from faceseal.cli.progress import progress_bar
 from faceseal.vault import Vault
 from faceseal.vault.durations import format_duration, parse_duration
 
@@ -27,7 +29,7 @@ def _when(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-@click.group()
+@click.group(cls=FullHelpGroup)
 def principals() -> None:
     """Principals: who holds an API key, with which roles, over which tenant."""
 
@@ -117,7 +119,7 @@ def principals_bootstrap(output: Output, vault_dir: Path | None, name: str,
     output.emit(document, lambda: show_new_key(name, key, write_key))
 
 
-@click.group()
+@click.group(cls=FullHelpGroup)
 def tenants() -> None:
     """Tenants: how long they keep inactive subjects, and what match answers reveal."""
 
@@ -208,8 +210,9 @@ def purge(output: Output, vault_dir: Path | None, inactive_for: str | None,
           tenant: str | None, dry_run: bool) -> None:
     """Erase (crypto-shred) inactive subjects, each audited. Needs admin or enroller."""
     seconds = None if inactive_for is None else parse_duration(inactive_for)
-    with open_vault(vault_dir) as vault:
-        result = vault.purge(seconds, tenant=tenant, dry_run=dry_run)
+    with open_vault(vault_dir) as vault, progress_bar("erasing", output,
+                                                      unit="subject") as progress:
+        result = vault.purge(seconds, tenant=tenant, dry_run=dry_run, progress=progress)
 
     def human() -> None:
         verb = "would erase" if dry_run else "erased"

@@ -10,15 +10,17 @@ from typing import Any
 import click
 
 from faceseal.cli.common import common_options, open_vault
+from faceseal.cli.group import FullHelpGroup
 from faceseal.cli.output import Output
 from faceseal.errors import IntegrityFailure, InvalidInput
+from faceseal.vault.access_ops import MAX_TAIL
 from faceseal.vault.durations import parse_since
 
 tenant_filter = click.option("--tenant", default=None,
                              help="Only this tenant's events (default: all you may read).")
 
 
-@click.group()
+@click.group(cls=FullHelpGroup)
 def audit() -> None:
     """The audit trail: every access, chained and MACed."""
 
@@ -31,7 +33,8 @@ def _line(event: dict[str, Any]) -> str:
 
 
 @audit.command("tail")
-@click.option("-n", "--lines", "count", type=int, default=20, show_default=True,
+@click.option("-n", "--lines", "count", type=click.IntRange(1, MAX_TAIL), default=20,
+              show_default=True,
               help="How many of the newest events.")
 @tenant_filter
 @common_options

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
+from faceseal.cli.group import exit_on_broken_pipe, given_on_command_line, global_options
 from faceseal.cli.output import Output, configure_logging
 from faceseal.crypto.secret import SecretBytes
 from faceseal.errors import InvalidInput, KeyringError
@@ -41,11 +42,19 @@ def common_options(command: F) -> F:
     @functools.wraps(command)
     def wrapper(*args: Any, vault_dir: Path | None, key_file: Path | None, as_json: bool,
                 debug: bool, verbose: int, **kwargs: Any) -> Any:
+        before = global_options()
+        as_json, debug = as_json or before.as_json, debug or before.debug
+        verbose = verbose or before.verbose
+        if before.vault_dir is not None and not given_on_command_line("vault_dir"):
+            vault_dir = before.vault_dir
+        key_file = key_file or before.key_file
         output = Output(json=as_json, debug=debug)
         configure_logging(debug, verbose)
         click.get_current_context().meta[_KEY_FILE_META] = key_file
         try:
             return command(*args, output=output, vault_dir=vault_dir, **kwargs)
+        except BrokenPipeError:
+            exit_on_broken_pipe()
         except SystemExit:
             raise
         except click.exceptions.Exit:

@@ -18,7 +18,11 @@ from faceseal.errors import InternalError
               help="Where to make the temporary folder (default: the system temp dir).")
 @common_options
 def demo(output: Output, vault_dir: Path | None, keep: bool, workdir: Path | None) -> None:
-    """Enroll, verify, identify and erase sample faces in a temporary vault."""
+    """Enroll, verify, identify and erase sample faces in a temporary vault.
+
+    The photos come from $FACESEAL_SAMPLE_FACES when set, else the source checkout's
+    tests/data/faces, else the copies shipped in the package; nothing is downloaded.
+    """
     del vault_dir  # the demo always makes its own temporary vault
     say = (lambda _line: None) if output.json else click.echo
     report = run_demo(workdir, keep=keep, say=say)

@@ -6,16 +6,18 @@ Each subcommand takes --json. See docs/keys.md for what each does and how it sur
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from faceseal.cli.common import common_options, open_vault, passphrase_from_env_or_prompt
+from faceseal.cli.group import FullHelpGroup
 from faceseal.cli.output import Output
 from faceseal.cli.progress import progress_bar
 from faceseal.vault.rotation import DEFAULT_BATCH_SIZE, KeyStatus
 
 
-@click.group()
+@click.group(cls=FullHelpGroup)
 def keys() -> None:
     """Key custody: status, rotation, retirement, migration between providers."""
 
@@ -49,31 +51,40 @@ def _print_status(result: KeyStatus) -> None:
 
 
 @keys.command()
-@click.option("--kek", "what", flag_value="kek", help="New KEK version; rewrap every data key.")
-@click.option("--data", "what", flag_value="data",
+@click.option("--kek", is_flag=True, help="New KEK version; rewrap every data key.")
+@click.option("--data", is_flag=True,
               help="New data-key version; re-encrypt every record (resumable).")
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=DEFAULT_BATCH_SIZE,
               show_default=True, help="Records per transaction when re-encrypting.")
 @common_options
-def rotate(output: Output, vault_dir: Path | None, what: str | None, batch_size: int) -> None:
-    """Rotate the KEK (--kek) or the data key (--data)."""
-    if what is None:
-        raise click.UsageError("say what to rotate: --kek or --data")
+def rotate(output: Output, vault_dir: Path | None, kek: bool, data: bool,
+           batch_size: int) -> None:
+    """Rotate the KEK (--kek), the data key (--data), or both (KEK first, then data key).
+
+    With both, --json prints {"kek": ..., "data": ...}; with one, that rotation's result."""
+    if not kek and not data:
+        raise click.UsageError("say what to rotate: --kek, --data, or both")
+    document: dict[str, Any] = {}
+    lines: list[str] = []
     with open_vault(vault_dir) as vault:
-        if what == "kek":
-            kek = vault.rotate_kek()
-            output.emit(kek.to_dict(), lambda: click.echo(
-                f"KEK v{kek.kek_version_before} -> v{kek.kek_version}; "
-                f"{kek.data_keys_rewrapped} data key(s) rewrapped, no record re-encrypted"))
-            return
-        with progress_bar("re-encrypting", output, unit="record") as progress:
-            data = vault.rotate_data_keys(batch_size=batch_size, progress=progress)
-    output.emit(data.to_dict(), lambda: click.echo(
-        f"data key v{data.target_version}{' (resumed)' if data.resumed else ''}: "
-        f"{data.records_reencrypted:,} record(s) re-encrypted, {data.records_remaining:,} "
-        "still under older versions"
-        + (f" ({len(data.damaged_template_ids)} damaged: see `faceseal check`)"
-           if data.damaged_template_ids else "")))
+        if kek:
+            done = vault.rotate_kek()
+            document["kek"] = done.to_dict()
+            lines.append(f"KEK v{done.kek_version_before} -> v{done.kek_version}; "
+                         f"{done.data_keys_rewrapped} data key(s) rewrapped, no record "
+                         "re-encrypted")
+        if data:
+            with progress_bar("re-encrypting", output, unit="record") as progress:
+                result = vault.rotate_data_keys(batch_size=batch_size, progress=progress)
+            document["data"] = result.to_dict()
+            lines.append(
+                f"data key v{result.target_version}{' (resumed)' if result.resumed else ''}: "
+                f"{result.records_reencrypted:,} record(s) re-encrypted, "
+                f"{result.records_remaining:,} still under older versions"
+                + (f" ({len(result.damaged_template_ids)} damaged: see `faceseal check`)"
+                   if result.damaged_template_ids else ""))
+    output.emit(document if kek and data else next(iter(document.values())),
+                lambda: click.echo("\n".join(lines)))
 
 
 @keys.command()
@@ -104,8 +115,10 @@ def retire(output: Output, vault_dir: Path | None, below: int) -> None:
 @common_options
 def migrate_keys(output: Output, vault_dir: Path | None, to_uri: str) -> None:
     """Move the KEK to another provider (rewrap only) and switch the vault to it."""
-    with open_vault(vault_dir) as vault:
-        result = vault.migrate_keys(to_uri, passphrase=passphrase_from_env_or_prompt)
+    with open_vault(vault_dir) as vault, progress_bar("rewrapping", output,
+                                                      unit="data key") as progress:
+        result = vault.migrate_keys(to_uri, passphrase=passphrase_from_env_or_prompt,
+                                    progress=progress)
     output.emit(result.to_dict(), lambda: click.echo(
         f"{result.data_keys_rewrapped} data key(s) rewrapped; the vault now uses "
         f"{result.to_uri.partition(':')[0]} ({result.to_uri})"))

@@ -16,11 +16,19 @@ from typing import Any, NoReturn
 
 import click
 
-from faceseal.errors import FacesealError
+from faceseal.errors import BadSources, FacesealError
+from faceseal.vault.guard import NO_KEY_MESSAGE
 
 EXIT_OK = 0
 EXIT_NO_MATCH = 1
 EXIT_INTERNAL = 5
+
+#: Messages of the Python API said the way a command-line user acts on them.
+_CLI_WORDING = {
+    NO_KEY_MESSAGE: "no API key: use --key-file FILE or $FACESEAL_API_KEY (the key "
+                    "`faceseal init` showed for the first admin, or one `faceseal principals "
+                    "add` made; keep it in a file only you can read)",
+}
 
 
 @dataclass
@@ -41,6 +49,7 @@ class Output:
         """Report ``error`` on one stderr line (JSON on stdout too with --json) and exit >= 2."""
         if isinstance(error, FacesealError):
             code, message, status = error.code, str(error), error.exit_code
+            message = _CLI_WORDING.get(message, message)
         else:
             # A bug, not a user mistake. Its text could carry anything, so it is not printed
             # unless --debug asks for the traceback.
@@ -50,7 +59,10 @@ class Output:
         if self.debug:
             traceback.print_exception(error, file=sys.stderr)
         if self.json:
-            click.echo(json.dumps({"error": {"code": code, "message": message}}, indent=2))
+            body: dict[str, Any] = {"code": code, "message": message}
+            if isinstance(error, BadSources):
+                body["problems"] = error.problems
+            click.echo(json.dumps({"error": body}, indent=2))
         click.echo(f"faceseal: error: {message}", err=True)
         raise SystemExit(status)
 

@@ -25,6 +25,8 @@ def progress_bar(description: str, output: Output,
 
             bar = tqdm(total=total, desc=description, unit=unit, file=sys.stderr,
                        disable=None, leave=False)
+        if bar.total != total:  # a new stage (purge goes tenant by tenant)
+            bar.reset(total=total)
         bar.n = done
         bar.refresh()
 

@@ -7,8 +7,14 @@ from pathlib import Path
 import click
 
 from faceseal.cli.common import passphrase_from_env_or_prompt
+from faceseal.cli.group import given_on_command_line, global_options
 from faceseal.cli.output import Output, configure_logging
+from faceseal.errors import UserError
 from faceseal.vault.paths import HOME_ENV
+
+#: The top-level modules the server extra installs.
+SERVER_MODULES = frozenset({"fastapi", "uvicorn", "multipart", "python_multipart", "httpx",
+                            "anyio", "pydantic", "starlette"})
 
 
 @click.command()
@@ -75,14 +81,22 @@ def serve(vault_dir: Path | None, host: str, port: int, port_file: Path | None,
     The vault is opened once without an API key; every request authenticates with its own
     (Authorization: Bearer fsk_...). Stop with Ctrl-C or SIGTERM. See docs/http.md.
     """
+    before = global_options()
+    debug, verbose = debug or before.debug, verbose or before.verbose
+    if before.vault_dir is not None and not given_on_command_line("vault_dir"):
+        vault_dir = before.vault_dir
     output = Output(debug=debug)
     configure_logging(debug, verbose)
     try:
         from faceseal.http.server import ServerOptions, serve_vault  # noqa: PLC0415
         from faceseal.http.settings import Settings  # noqa: PLC0415
-    except ImportError:
-        raise click.ClickException(
-            "the HTTP service needs the server extra: pip install 'faceseal[server]'") from None
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.split(".")[0] not in SERVER_MODULES:
+            raise
+        # A missing extra is something the user installs: bad usage (2), not "no match" (1).
+        output.fail(UserError(
+            f"faceseal serve needs the server extra ({error.name} is not installed); run: "
+            "pip install 'faceseal[server]'"))
     try:
         settings = Settings(
             max_body_bytes=max_body_bytes, max_image_pixels=max_image_pixels,

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from faceseal.cli.common import common_options, open_vault
+from faceseal.cli.group import FullHelpGroup
 from faceseal.cli.output import EXIT_NO_MATCH, EXIT_OK, Output
 from faceseal.cli.progress import progress_bar
 from faceseal.cli.vault_commands import model_option, tenant_option
@@ -16,6 +17,7 @@ from faceseal.storage.legacy_source import DEFAULT_TABLE
 from faceseal.storage.postgres_url import PgLocation, is_postgres_url, parse_pg_url
 from faceseal.vault.config import VaultConfig
 from faceseal.vault.legacy_import import (
+    MAX_BATCH,
     LegacyImportOptions,
     failed_rows_text,
     read_legacy_key,
@@ -48,7 +50,7 @@ def _admin(vault_dir: Path | None, store_url: str | None, admin_url: str) -> tup
     return location, connect(location, purpose="administration")
 
 
-@click.group()
+@click.group(cls=FullHelpGroup)
 def db() -> None:
     """PostgreSQL: attach login roles, list them, print the schema SQL."""
 
@@ -175,7 +177,7 @@ def schema_sql(output: Output, vault_dir: Path | None, store_url: str | None) ->
               show_default=True, help="How text columns spell binary values.")
 @click.option("--plaintext", type=click.Choice(["auto", "float64", "json"]), default="auto",
               show_default=True, help="What the decrypted bytes are.")
-@click.option("--batch-size", type=int, default=1000, show_default=True,
+@click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=1000, show_default=True,
               help="Rows committed together.")
 @click.option("--again", is_flag=True,
               help="Import even though this source and table were imported before.")

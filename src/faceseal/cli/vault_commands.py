@@ -16,18 +16,25 @@ from faceseal.cli.common import (
 )
 from faceseal.cli.output import EXIT_NO_MATCH, EXIT_OK, Output
 from faceseal.cli.progress import progress_bar
+from faceseal.encoders.dlib_resnet import FaceChoice
 from faceseal.storage.urls import migrate_as_admin
 from faceseal.vault import DEFAULT_TENANT, Vault
 from faceseal.vault.config import VaultConfig
+from faceseal.vault.face_choice import parse_face_choice, parse_face_options
 from faceseal.vault.paths import KEYRING_DIR_ENV, default_home
-from faceseal.vault.vault import open_store
+from faceseal.vault.vault import MAX_TOP_K, open_store
 
 tenant_option = click.option("--tenant", default=DEFAULT_TENANT, show_default=True,
                              help="Tenant the subject belongs to.")
 model_option = click.option("--model", default=None,
                             help="Encoder model of .npy/.json encodings (default dlib-resnet-v1).")
-face_option = click.option("--face", "face_index", type=int, default=None,
-                           help="Pick face N (0-based, left to right) in a photo with several.")
+face_option = click.option("--face", "face_index", default=None, metavar="N|largest",
+                           help="In a photo with several faces, use face N (0-based, left to "
+                                "right) or the largest one.")
+enroll_face_option = click.option(
+    "--face", "face_choices", multiple=True, metavar="[FILE=]N|largest",
+    help="In photos with several faces, use face N (0-based, left to right) or the largest one; "
+         "FILE=N or FILE=largest for one photo (its file name). Repeatable.")
 store_option = click.option(
     "--store", "store_url", default=None, metavar="URL",
     help="Template store: sqlite:PATH (default sqlite:templates.db), files:DIR, or "
@@ -110,18 +117,36 @@ def init(output: Output, vault_dir: Path | None, keyring_dir: Path | None, key_u
 @click.option("--subject", "subject_id", required=True, help="Subject id to enroll.")
 @tenant_option
 @model_option
-@face_option
+@enroll_face_option
+@click.option("--skip-bad", is_flag=True,
+              help="Enroll the usable sources and list the others (default: all or nothing).")
 @sources_argument
 @common_options
 def enroll(output: Output, vault_dir: Path | None, subject_id: str, tenant: str,
-           model: str | None, face_index: int | None, sources: tuple[Path, ...]) -> None:
-    """Enroll photos, folders of photos, or .npy/.json encodings for a subject."""
+           model: str | None, face_choices: tuple[str, ...], skip_bad: bool,
+           sources: tuple[Path, ...]) -> None:
+    """Enroll photos, folders of photos, or .npy/.json encodings for a subject.
+
+    All or nothing by default: if any photo cannot be used (no face, several faces, unreadable),
+    nothing is enrolled and every such file is named. --skip-bad enrolls the others instead.
+    """
+    faces = parse_face_options(face_choices)
     with open_vault(vault_dir) as vault, progress_bar("encoding", output) as progress:
         result = vault.enroll(subject_id, list(sources), tenant=tenant, model=model,
-                              face_index=face_index, progress=progress)
-    output.emit(result.to_dict(), lambda: click.echo(
-        f"Enrolled {len(result.template_ids)} template(s) for {result.subject_id} "
-        f"(tenant {result.tenant})"))
+                              face_index=faces, progress=progress, skip_bad=skip_bad)
+    document = {**result.to_dict(), "mode": "skip-bad" if skip_bad else "all-or-nothing"}
+
+    def human() -> None:
+        click.echo(f"Enrolled {len(result.template_ids)} template(s) for {result.subject_id} "
+                   f"(tenant {result.tenant})"
+                   + (f"; skipped {len(result.skipped)} bad source(s) (--skip-bad):"
+                      if result.skipped else ""))
+        for item in result.skipped:
+            click.echo(f"  skipped {item['reason']}")
+
+    output.emit(document, human)
+    for warning in result.warnings:  # on stderr, so that they show with --json too
+        click.echo(f"faceseal: warning: {warning['message']}", err=True)
 
 
 def _shown(distance: float | None, score: str | None) -> str:
@@ -141,12 +166,12 @@ def _shown(distance: float | None, score: str | None) -> str:
 @click.argument("probe", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @common_options
 def verify(output: Output, vault_dir: Path | None, subject_id: str, tenant: str,
-           model: str | None, face_index: int | None, threshold: float | None,
+           model: str | None, face_index: str | None, threshold: float | None,
            probe: Path) -> None:
     """1:1 -- is the person in PROBE the subject? Exit 0 on a match, 1 on no match."""
     with open_vault(vault_dir) as vault:
         result = vault.verify(subject_id, probe, tenant=tenant, threshold=threshold, model=model,
-                              face_index=face_index)
+                              face_index=_face(face_index))
     verdict = "MATCH" if result.match else "NO MATCH"
     output.emit(result.to_dict(), lambda: click.echo(
         f"{verdict}: {result.subject_id} {_shown(result.distance, result.score)} "
@@ -160,17 +185,18 @@ def verify(output: Output, vault_dir: Path | None, subject_id: str, tenant: str,
 @tenant_option
 @model_option
 @face_option
-@click.option("--top-k", type=int, default=5, show_default=True, help="How many candidates.")
+@click.option("--top-k", type=click.IntRange(1, MAX_TOP_K), default=5, show_default=True,
+              help="How many candidates.")
 @click.option("--threshold", type=float, default=None,
               help="A stricter threshold than the configured one (a looser one is refused).")
 @click.argument("probe", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @common_options
 def identify(output: Output, vault_dir: Path | None, tenant: str, model: str | None,
-             face_index: int | None, top_k: int, threshold: float | None, probe: Path) -> None:
+             face_index: str | None, top_k: int, threshold: float | None, probe: Path) -> None:
     """1:N -- who among the tenant's subjects is the person in PROBE?"""
     with open_vault(vault_dir) as vault:
         result = vault.identify(probe, tenant=tenant, top_k=top_k, threshold=threshold,
-                                model=model, face_index=face_index)
+                                model=model, face_index=_face(face_index))
 
     def human() -> None:
         if not result.candidates:
@@ -219,8 +245,9 @@ def subjects(output: Output, vault_dir: Path | None, tenant: str) -> None:
 @common_options
 def check(output: Output, vault_dir: Path | None) -> None:
     """Open every record once and report damaged ones (exit 5 if any)."""
-    with open_vault(vault_dir) as vault:
-        result = vault.check()
+    with open_vault(vault_dir) as vault, progress_bar("checking", output,
+                                                      unit="record") as progress:
+        result = vault.check(progress=progress)
 
     def human() -> None:
         click.echo(f"{result.records} record(s) checked, {len(result.damaged)} damaged")
@@ -249,3 +276,7 @@ def migrate(output: Output, vault_dir: Path | None, admin_url: str | None) -> No
             before, after = store.migrate()
     output.emit({"schema_version_before": before, "schema_version": after},
                 lambda: click.echo(f"Schema version {before} -> {after}"))
+
+
+def _face(text: str | None) -> FaceChoice:
+    return None if text is None else parse_face_choice(text)

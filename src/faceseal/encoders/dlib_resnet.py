@@ -35,13 +35,27 @@ from faceseal.encoders.images import (
 from faceseal.encoders.validation import validate_encoding
 from faceseal.errors import EncoderUnavailable, InvalidInput, MultipleFacesFound, NoFaceFound
 
-__all__ = ["DIMENSION", "DTYPE", "MODEL_ID", "DlibResNetEncoder", "FaceBox", "Landmarks"]
+__all__ = [
+    "DIMENSION",
+    "DTYPE",
+    "LARGEST",
+    "MODEL_ID",
+    "DlibResNetEncoder",
+    "FaceBox",
+    "FaceChoice",
+    "Landmarks",
+]
 
 MODEL_ID = "dlib-resnet-v1"
 DIMENSION = 128
 DTYPE = "float64"
 
 Landmarks = Literal["5", "68"]
+
+#: Which face of a photo to encode: None (the photo must hold exactly one), its index in reading
+#: order, or ``"largest"`` (the biggest box, so a bystander in the background does not count).
+LARGEST = "largest"
+FaceChoice = int | Literal["largest"] | None
 
 #: Bounds of the constructor options. Each upsampling step doubles both sides of the image
 #: searched, so memory and time grow fourfold per step.
@@ -74,6 +88,10 @@ class FaceBox:
     right: int
     bottom: int
     left: int
+
+    @property
+    def area(self) -> int:
+        return max(self.bottom - self.top, 0) * max(self.right - self.left, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,25 +156,28 @@ class DlibResNetEncoder:
         return [face.box for face in self._detect(_check_image(image))]
 
     def encode(
-        self, image: NDArray[np.uint8], *, face_index: int | None = None
+        self, image: NDArray[np.uint8], *, face_index: FaceChoice = None, label: str | None = None
     ) -> NDArray[np.float64]:
-        """Encode the one face of an RGB ``uint8`` image, or face number ``face_index``.
+        """Encode the one face of an RGB ``uint8`` image, or the face ``face_index`` picks (an
+        index, or ``"largest"``).
 
-        Raises :class:`~faceseal.errors.NoFaceFound` when there is no face,
-        :class:`~faceseal.errors.MultipleFacesFound` when there are several and ``face_index`` is
-        None, and :class:`~faceseal.errors.InvalidInput` when ``face_index`` is out of range.
+        The image goes through the detector once, whatever the number of faces, and only the
+        chosen face is aligned and encoded. Raises :class:`~faceseal.errors.NoFaceFound` when
+        there is no face, :class:`~faceseal.errors.MultipleFacesFound` when there are several and
+        ``face_index`` is None, and :class:`~faceseal.errors.InvalidInput` when ``face_index`` is
+        out of range; each message starts with ``label`` (a file name) when one is given.
         """
         _check_face_index(face_index)
         pixels = _check_image(image)
         faces = self._detect(pixels)
-        chosen = _choose(faces, face_index)
+        chosen = _choose(faces, face_index, label)
         return self._describe(pixels, faces[chosen].rect, chosen, len(faces))
 
     def encode_photo(
         self,
         source: ImageSource,
         *,
-        face_index: int | None = None,
+        face_index: FaceChoice = None,
         max_pixels: int | None = None,
         max_bytes: int | None = None,
     ) -> NDArray[np.float64]:
@@ -169,7 +190,8 @@ class DlibResNetEncoder:
             max_pixels=self._max_pixels if max_pixels is None else max_pixels,
             max_bytes=self._max_bytes if max_bytes is None else max_bytes,
         )
-        return self.encode(image, face_index=face_index)
+        label = None if isinstance(source, bytes) else Path(source).name
+        return self.encode(image, face_index=face_index, label=label)
 
     def _detect(self, pixels: NDArray[np.uint8]) -> list[_Face]:
         detector = self._detector()
@@ -224,11 +246,13 @@ def _check_limit(name: str, value: int) -> None:
         raise InvalidInput(f"{name} must be a positive whole number")
 
 
-def _check_face_index(face_index: int | None) -> None:
-    if face_index is None:
+def _check_face_index(face_index: FaceChoice) -> None:
+    if face_index is None or face_index == LARGEST:
         return
     if isinstance(face_index, bool) or not isinstance(face_index, int) or face_index < 0:
-        raise InvalidInput("the face index must be a whole number from 0 (faces count from 0)")
+        raise InvalidInput(
+            'the face choice must be "largest" or a whole number from 0 (faces count from 0)'
+        )
 
 
 def _check_image(image: object) -> NDArray[np.uint8]:
@@ -245,22 +269,26 @@ def _check_image(image: object) -> NDArray[np.uint8]:
     return np.ascontiguousarray(image)
 
 
-def _choose(faces: list[_Face], face_index: int | None) -> int:
+def _choose(faces: list[_Face], face_index: FaceChoice, label: str | None) -> int:
+    prefix = f"{label}: " if label else ""
     count = len(faces)
     if count == 0:
-        raise NoFaceFound("no face found in the photo")
+        raise NoFaceFound(f"{prefix}no face found in the photo")
+    if face_index == LARGEST:
+        # max() keeps the first of equal areas: the leftmost, as the reading order goes.
+        return max(range(count), key=lambda i: faces[i].box.area)
     if face_index is None:
         if count > 1:
             raise MultipleFacesFound(
-                f"found {count} faces in the photo; pick one with face_index "
-                f"(--face N on the command line), N from 0 to {count - 1}, "
-                "counted from the left",
+                f"{prefix}found {count} faces in the photo; pick one with --face N (face_index "
+                f"over HTTP), N from 0 to {count - 1} counted from the left, or --face largest",
                 count,
             )
         return 0
+    assert isinstance(face_index, int)
     if face_index >= count:
         raise InvalidInput(
-            f"face index {face_index} is out of range: the photo has {count} face(s), "
+            f"{prefix}face index {face_index} is out of range: the photo has {count} face(s), "
             f"numbered 0 to {count - 1} from the left"
         )
     return face_index

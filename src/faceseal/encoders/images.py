@@ -4,7 +4,9 @@ Photos are untrusted input, so the loader is defensive:
 
 * the byte size is checked first (``max_bytes``), reading at most one byte past the limit;
 * only a fixed allow-list of formats is tried (:data:`ALLOWED_FORMATS`), so an upload cannot reach
-  the decoders of exotic formats Pillow also ships;
+  the decoders of exotic formats Pillow also ships; the format is told by the bytes, never by the
+  file name (a JPEG named ``.jfif``, ``.jpe`` or without extension is a JPEG); of an animated GIF
+  the first frame is used, as ``face_recognition.load_image_file`` does;
 * the pixel count from the header is checked against ``max_pixels`` *before* any pixel data is
   decoded, independently of Pillow's process-wide ``Image.MAX_IMAGE_PIXELS`` (which is neither
   relied on nor changed; when it fires first, its error is reported as the same
@@ -47,14 +49,21 @@ __all__ = [
     "ImageSource",
     "is_image_file",
     "load_image",
+    "looks_like_image",
 ]
 
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_BYTES = 32 * 2**20
 
 #: Pillow format ids the loader tries, in this order; those this Pillow build lacks are skipped.
-ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
-IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+#: Names taken for photos without looking inside; any other file is a photo if its first bytes
+#: are those of an allowed format (see :func:`is_image_file`).
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".jpe", ".jfif", ".jif", ".png", ".webp",
+                                   ".bmp", ".tif", ".tiff", ".gif")
+#: Leading bytes of the allowed formats (WebP: "RIFF", 4 size bytes, then "WEBP").
+_SIGNATURES: tuple[bytes, ...] = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a",
+                                  b"BM", b"II*\x00", b"MM\x00*")
 
 ImageSource = str | os.PathLike[str] | bytes
 
@@ -77,9 +86,25 @@ _DECODE_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
-def is_image_file(path: str | os.PathLike[str]) -> bool:
-    """Tell by its suffix (case-insensitive) whether ``path`` names a photo faceseal reads."""
-    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+def is_image_file(path: str | os.PathLike[str], *, sniff: bool = False) -> bool:
+    """Whether ``path`` names a photo faceseal reads: by its suffix (case-insensitive), or, with
+    ``sniff``, by its first bytes (a file that cannot be read is not a photo here; reading it
+    later says why)."""
+    if Path(path).suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    return sniff and looks_like_image(path)
+
+
+def looks_like_image(path: str | os.PathLike[str]) -> bool:
+    """Whether the file starts like an image of an allowed format."""
+    try:
+        with Path(path).open("rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return False
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return True
+    return head.startswith(_SIGNATURES)
 
 
 def load_image(
@@ -159,6 +184,7 @@ def _allowed_formats() -> list[str]:
     # Importing a plugin registers it; unlike Image.init() this loads only the decoders we allow.
     from PIL import (  # noqa: PLC0415
         BmpImagePlugin,  # noqa: F401
+        GifImagePlugin,  # noqa: F401
         Image,
         JpegImagePlugin,  # noqa: F401
         PngImagePlugin,  # noqa: F401

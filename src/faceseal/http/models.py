@@ -134,6 +134,10 @@ class EnrollResponse(_Response):
     model_id: str
     template_ids: list[str]
     sources: list[str]
+    #: Always empty over HTTP (enrolment there is all or nothing); kept for one result shape.
+    skipped: list[dict[str, str]] = []
+    #: "far_from_subject" (another person?) or "duplicate" templates, enrolled anyway.
+    warnings: list[dict[str, str]] = []
 
 
 class VerifyResponse(_Response):

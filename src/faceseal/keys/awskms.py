@@ -134,7 +134,7 @@ class AwsKmsProvider(KeyProvider):
             from botocore.config import Config  # noqa: PLC0415
         except ImportError:
             raise KeyProviderUnavailable(
-                "the aws-kms provider needs boto3: pip install 'faceseal[kms]'") from None
+                "the aws-kms provider needs boto3: pip install 'faceseal[aws]'") from None
         botocore = _botocore()
         # botocore logs request and response bodies at DEBUG: data keys included. Never let it.
         for name in ("botocore", "boto3"):

@@ -116,7 +116,7 @@ class TransitProvider(KeyProvider):
             import hvac  # noqa: PLC0415 - optional extra
         except ImportError:
             raise KeyProviderUnavailable(
-                "the vault-transit provider needs hvac: pip install 'faceseal[kms]'") from None
+                "the vault-transit provider needs hvac: pip install 'faceseal[vault]'") from None
         token = read_secret(parsed.token_source, "transit token")
         verify: bool | str = parsed.ca_file or True
         client = hvac.Client(url=parsed.address, token=token.reveal().decode(),

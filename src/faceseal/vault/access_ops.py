@@ -242,11 +242,13 @@ class AccessOperations:
         *,
         tenant: str | None = None,
         dry_run: bool = False,
+        progress: Callable[[int, int], None] | None = None,
     ) -> PurgeResult:
         """Erase (crypto-shred) subjects with no enrolment or match for ``inactive_for`` seconds,
         or, when it is None, for each tenant's retention period (tenants without one are left
         alone). ``tenant`` limits it to one tenant; by default every tenant in the caller's
-        scope. Each erased subject gets its own audit event; ``dry_run`` only lists them."""
+        scope. Each erased subject gets its own audit event; ``dry_run`` only lists them.
+        ``progress(done, total)`` follows the erasures of each tenant in turn."""
 
         self._check_open()
         if inactive_for is not None and (not isinstance(inactive_for, int | float)
@@ -260,11 +262,11 @@ class AccessOperations:
             tenants = self._store.tenants() if scope is None else [scope]
         result = PurgeResult(dry_run)
         for name in tenants:
-            result.tenants.append(self._purge_tenant(name, inactive_for, dry_run))
+            result.tenants.append(self._purge_tenant(name, inactive_for, dry_run, progress))
         return result
 
-    def _purge_tenant(self, tenant: str, inactive_for: float | None,
-                      dry_run: bool) -> TenantPurge:
+    def _purge_tenant(self, tenant: str, inactive_for: float | None, dry_run: bool,
+                      progress: Callable[[int, int], None] | None) -> TenantPurge:
         with self._operation(PURGE, tenant=tenant, detail={"dry_run": dry_run}) as op:
             period = inactive_for if inactive_for is not None else self._store.retention(tenant)
             if period is None:
@@ -278,6 +280,8 @@ class AccessOperations:
                     for subject_id in subject_ids:
                         self._erase_in(op, tenant, subject_id, shred_snapshot=False)
                         erased += 1
+                        if progress is not None:
+                            progress(erased, len(subject_ids))
                 finally:
                     if erased:  # once for all of them, before purge returns
                         self._cache.shred_snapshot(tenant)

@@ -21,6 +21,11 @@ class EnrollResult(Result):
     model_id: str
     template_ids: list[str]
     sources: list[str]
+    #: Sources left out under ``skip_bad``: {"source", "code", "reason"} each.
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    #: Templates enrolled anyway but worth a look: {"source", "code", "message"} each, code
+    #: "far_from_subject" (another person?) or "duplicate".
+    warnings: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

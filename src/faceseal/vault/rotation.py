@@ -295,9 +295,11 @@ def check_key_dir(directory: Path, home: Path) -> None:
 
 def migrate(home: Path, config: VaultConfig, provider: KeyProvider, store: TemplateStore, *,
             to_uri: str, passphrase: PassphraseSource,
-            audit_state: AuditState | None = None) -> tuple[Migration, KeyProvider]:
+            audit_state: AuditState | None = None,
+            progress: Progress | None = None) -> tuple[Migration, KeyProvider]:
     """Rewrap every DEK (and the audit key) under ``to_uri`` and switch the vault to it. Returns
-    the result and the open target provider (the caller closes the old one)."""
+    the result and the open target provider (the caller closes the old one).
+    ``progress(done, total)`` follows the data keys (three provider calls each)."""
     scheme = check_uri(to_uri)
     if scheme == "local":
         directory = local_directory(to_uri).resolve()
@@ -310,7 +312,8 @@ def migrate(home: Path, config: VaultConfig, provider: KeyProvider, store: Templ
     try:
         with store.transaction():  # no other writer can add a DEK while we stage
             staged: dict[str, str] = {}
-            for info in store.load_data_keys():
+            infos = store.load_data_keys()
+            for done, info in enumerate(infos, start=1):
                 context = dek_context(config.keyset_id, info.version)
                 key = provider.unwrap(info.wrapped, context)
                 blob = target.wrap(key, context)
@@ -319,6 +322,8 @@ def migrate(home: Path, config: VaultConfig, provider: KeyProvider, store: Templ
                                            f"for version {info.version}; nothing was changed")
                 key.wipe()
                 staged[str(info.version)] = blob.hex()
+                if progress is not None:
+                    progress(done, len(infos))
             audit_blobs = ({} if audit_state is None else
                            audit_state.wrap_for(provider, target, config.keyset_id))
             store.set_meta(META_MIGRATION, json.dumps({

@@ -48,6 +48,7 @@ from faceseal.audit.log import AuditLog
 from faceseal.audit.state import AUDIT_STATE_FILE, AuditState
 from faceseal.crypto.legacy_cbc import KEY_BYTES as LEGACY_KEY_BYTES
 from faceseal.crypto.secret import SecretBytes
+from faceseal.encoders.dlib_resnet import FaceChoice
 from faceseal.errors import (
     Conflict,
     DecryptionError,
@@ -87,7 +88,9 @@ from faceseal.vault.answers import AnswerRules
 from faceseal.vault.budgets import QueryBudgets
 from faceseal.vault.bulk import BulkEnrollResult, check_batch, seal_and_store
 from faceseal.vault.config import CONFIG_FILE, DEFAULT_TENANT, VaultConfig
+from faceseal.vault.enrol_checks import subject_warnings
 from faceseal.vault.exact_rank import ExactRanker, proposals
+from faceseal.vault.face_choice import FaceChoices
 from faceseal.vault.follower import DEFAULT_INTERVAL as DEFAULT_FOLLOW_INTERVAL
 from faceseal.vault.follower import ChangeFollower
 from faceseal.vault.gallery_cache import GalleryCache
@@ -108,7 +111,7 @@ from faceseal.vault.results import (
 )
 from faceseal.vault.service_ops import ServiceOperations
 from faceseal.vault.snapshot import SnapshotStore
-from faceseal.vault.sources import Progress, Source, SourceReader
+from faceseal.vault.sources import Progress, Source, SourceReader, needs_encoder
 
 log = logging.getLogger(__name__)
 
@@ -539,25 +542,31 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         *,
         tenant: str = DEFAULT_TENANT,
         model: str | None = None,
-        face_index: int | None = None,
+        face_index: FaceChoice | FaceChoices = None,
         progress: Progress | None = None,
+        skip_bad: bool = False,
     ) -> EnrollResult:
         """Seal the encodings of ``sources`` (photos, folders, .npy/.json files, arrays) as
-        templates of ``subject_id``. All or nothing: one bad source and nothing is written.
-        Needs the enroller role on ``tenant``."""
+        templates of ``subject_id``. All or nothing: one bad source and nothing is written
+        (every bad one is named in the error); with ``skip_bad`` the good ones are enrolled and
+        the bad ones listed in the result. Needs the enroller role on ``tenant``."""
         self._check_open()
         check_id("subject id", subject_id)
         check_id("tenant", tenant)
         with self._operation(ENROLL, tenant=tenant, subject_id=subject_id) as op:
             return self._enroll(op, subject_id, sources, tenant=tenant, model=model,
-                                face_index=face_index, progress=progress)
+                                face_index=face_index, progress=progress, skip_bad=skip_bad)
 
     def _enroll(self, op: Operation, subject_id: str, sources: Sequence[Source], *, tenant: str,
-                model: str | None, face_index: int | None,
-                progress: Progress | None) -> EnrollResult:
+                model: str | None, face_index: FaceChoice | FaceChoices,
+                progress: Progress | None, skip_bad: bool) -> EnrollResult:
         spec = self.model(model)
-        reader = self._reader(face_index)
-        encodings = reader.read_all(sources, spec, progress)
+        batch = self._reader(face_index).read_batch(sources, spec, progress, skip_bad=skip_bad)
+        encodings = batch.encodings
+        with self._lock:
+            warnings = subject_warnings(self._store, self._sealer, tenant, subject_id, spec=spec,
+                                        labels=[e.label for e in encodings],
+                                        new=[e.encoding for e in encodings])
         items = [NewTemplate(tenant, subject_id, spec.model_id, e.encoding) for e in encodings]
         rows = self._sealer.seal(items)
         template_ids = [r.template_id for r in rows]
@@ -565,12 +574,16 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         # commit together; every process's gallery picks the change up from the log.
         with op.transaction():
             rotation.store_rows(self._store, rows)
-            op.record(template_ids=template_ids, detail={"model": spec.model_id})
+            op.record(template_ids=template_ids,
+                      detail={"model": spec.model_id, "skipped": len(batch.skipped),
+                              "warnings": len(warnings)})
         self._cache.after_write(tenant, dict(zip(template_ids, (i.encoding for i in items),
                                                  strict=True)))
         log.debug("enrolled %d template(s)", len(rows))
         return EnrollResult(tenant, subject_id, spec.model_id, template_ids,
-                            [e.label for e in encodings])
+                            [e.label for e in encodings],
+                            [s.to_dict() for s in batch.skipped],
+                            [w.to_dict() for w in warnings])
 
     def verify(
         self,
@@ -580,7 +593,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         tenant: str = DEFAULT_TENANT,
         threshold: float | None = None,
         model: str | None = None,
-        face_index: int | None = None,
+        face_index: FaceChoice = None,
     ) -> VerifyResult:
         """1:1: compare ``probe`` with every template of ``subject_id``; the closest decides.
         Needs the verifier role on ``tenant``."""
@@ -593,10 +606,13 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
 
     def _verify(self, op: Operation, subject_id: str, probe: Source, *, tenant: str,
                 threshold: float | None, model: str | None,
-                face_index: int | None) -> VerifyResult:
+                face_index: FaceChoice) -> VerifyResult:
         spec = self.model(model)
         terms = self._answers.terms(op.principal, tenant, spec, threshold)
         limit = terms.threshold
+        # Before a photo is encoded (seconds of dlib work): a mistyped subject fails at once.
+        if needs_encoder(probe) and not self._store.subject_exists(tenant, subject_id):
+            raise NotFound(f"no subject {subject_id!r} in tenant {tenant!r}")
         encoding = self._reader(face_index).read_probe(probe, spec).encoding
         self._answers.admit(op.principal, spec, [encoding])
         with self._lock:
@@ -649,7 +665,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         top_k: int = 5,
         threshold: float | None = None,
         model: str | None = None,
-        face_index: int | None = None,
+        face_index: FaceChoice = None,
     ) -> IdentifyResult:
         """1:N: the ``top_k`` subjects of ``tenant`` closest to ``probe``, closest first.
         Needs the identifier role on ``tenant``."""
@@ -661,7 +677,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
 
     def _identify(self, op: Operation, probe: Source, *, tenant: str, top_k: int,
                   threshold: float | None, model: str | None,
-                  face_index: int | None) -> IdentifyResult:
+                  face_index: FaceChoice) -> IdentifyResult:
         if not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInput(f"top_k must be an integer within 1..{MAX_TOP_K}")
         spec = self.model(model)
@@ -752,7 +768,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         top_k: int = 5,
         threshold: float | None = None,
         model: str | None = None,
-        face_index: int | None = None,
+        face_index: FaceChoice = None,
     ) -> list[IdentifyResult]:
         """1:N for many probes at once (a 2-D array of encodings, or a list of photos, encoding
         files or encodings): one scan of the gallery serves the whole batch. Results are in probe
@@ -766,7 +782,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
 
     def _identify_many(self, op: Operation, probes: Sequence[Source] | np.ndarray[Any, Any], *,
                        tenant: str, top_k: int, threshold: float | None, model: str | None,
-                       face_index: int | None) -> list[IdentifyResult]:
+                       face_index: FaceChoice) -> list[IdentifyResult]:
         if not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInput(f"top_k must be an integer within 1..{MAX_TOP_K}")
         spec = self.model(model)
@@ -903,16 +919,19 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
                                        options=options or LegacyImportOptions(),
                                        progress=progress)
 
-    def check(self) -> CheckResult:
+    def check(self, *, progress: Progress | None = None) -> CheckResult:
         """Open every record once and report those that fail (an integrity scan). Needs an
-        admin scoped to every tenant."""
+        admin scoped to every tenant. ``progress(done, total)`` follows the records."""
         self._check_open()
         with self._operation(CHECK, tenant=None) as op:
             secrets = self._subject_keys.for_tenant(None)
             records = 0
+            total = sum(self._store.key_version_counts().values()) if progress else 0
             damaged: list[dict[str, str]] = []
             for batch in self._store.gallery(None):
                 records += len(batch)
+                if progress is not None:
+                    progress(records, max(total, records))
                 _, bad = self._sealer.open(batch, secrets)
                 damaged.extend({"tenant": r.tenant, "subject_id": r.subject_id,
                                 "template_id": r.template_id} for r in bad)
@@ -989,20 +1008,23 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
     def _retire_data_keys(self, below: int) -> rotation.Retirement:
         return rotation.retire(self._store, self._data_keys, below)
 
-    def migrate_keys(self, to_uri: str, *,
-                     passphrase: PassphraseSource = _no_passphrase) -> rotation.Migration:
+    def migrate_keys(self, to_uri: str, *, passphrase: PassphraseSource = _no_passphrase,
+                     progress: Progress | None = None) -> rotation.Migration:
         """Rewrap every data key and the audit key under the provider ``to_uri`` names and switch
         to it."""
         self._check_open()
-        return self._run_audited(KEYS_MIGRATE, lambda: self._migrate_keys(to_uri, passphrase),
+        return self._run_audited(KEYS_MIGRATE,
+                                 lambda: self._migrate_keys(to_uri, passphrase, progress),
                                  describe=lambda r: {"to": check_uri(r.to_uri)})
 
-    def _migrate_keys(self, to_uri: str, passphrase: PassphraseSource) -> rotation.Migration:
+    def _migrate_keys(self, to_uri: str, passphrase: PassphraseSource,
+                      progress: Progress | None) -> rotation.Migration:
         with self._lock:
             old = self._data_keys.provider
             result, target = rotation.migrate(self._home, self._config, old, self._store,
                                               to_uri=to_uri, passphrase=passphrase,
-                                              audit_state=self._audit_state)
+                                              audit_state=self._audit_state,
+                                              progress=progress)
             self._data_keys.set_provider(target)
             old.close()
         return result
@@ -1040,7 +1062,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         if self._closed or self._root._closed:
             raise InvalidInput("the vault is closed")
 
-    def _reader(self, face_index: int | None) -> SourceReader:
+    def _reader(self, face_index: FaceChoice | FaceChoices) -> SourceReader:
         if self._encoder_factory is None:
             return SourceReader(self._models, face_index=face_index)
         return SourceReader(self._models, self._encoder_factory, face_index=face_index)

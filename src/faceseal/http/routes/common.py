@@ -85,7 +85,7 @@ def multipart_body(properties: dict[str, Any], required: list[str]) -> dict[str,
 
 
 PHOTO = {"type": "string", "format": "binary",
-         "description": "A photo (JPEG, PNG, WebP, BMP or TIFF) with one face, or several and "
+         "description": "A photo (JPEG, PNG, WebP, BMP, TIFF or GIF) with one face, or several and "
                         "face_index."}
 FACE_INDEX = {"type": "integer", "minimum": 0, "maximum": 1000,
               "description": "Which face to use when the photo holds several (0-based, from the "
