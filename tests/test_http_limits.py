@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
+import numpy as np
 import pytest
 
 from faceseal.client import FacesealClient
@@ -230,15 +232,38 @@ def test_client_address_is_limited_and_cannot_spoof_another(strict_clients: Serv
         assert http.get(url, headers=good).status_code == 200
         assert [http.get(url, headers=bearer(f"guess-{i}")).status_code
                 for i in range(5)] == [401] * 5
-        refused = http.get(url, headers=good)
+        refused = http.get(url, headers=bearer("guess-6"))
         assert refused.status_code == 429
         assert int(refused.headers["retry-after"]) > 3500
+        assert http.get(url).status_code == 429  # no key at all: refused at once
         # No proxy is trusted: X-Forwarded-For from the client is ignored.
-        spoofed = http.get(url, headers={**good, "X-Forwarded-For": "198.51.100.23"})
+        spoofed = http.get(url, headers={**bearer("guess-7"), "X-Forwarded-For": "198.51.100.23"})
         assert spoofed.status_code == 429
+        # A valid key from the blocked address is still served (the address may be a NAT).
+        assert http.get(url, headers=good).status_code == 200
         # Liveness and metrics are not behind the limit.
         assert http.get("/healthz").status_code == 200
-        assert "faceseal_auth_rate_limited_total 2" in http.get("/metrics").text
+        assert "faceseal_auth_rate_limited_total 3" in http.get("/metrics").text
+
+
+def test_a_blocked_address_never_refuses_a_valid_key(tmp_path: Path) -> None:
+    """One guesser behind a shared address (NAT, a proxy not named with --trusted-proxy) must not
+    lock out the principals behind it; guesses keep being refused and counted, and a key id's own
+    limit still holds the right secret back."""
+    with served_vault(tmp_path, "--auth-failures-per-client", "3",
+                      "--auth-failures-per-key", "2") as server, server.http() as http:
+        url = "/v1/tenants/acme/subjects"
+        for i in range(3):
+            assert http.get(url, headers=bearer(f"x{i}")).status_code == 401
+        for who in ("enroller", "verifier", "admin"):
+            response = http.get(url, headers=bearer(server.keys[who]))
+            assert response.status_code in (200, 403), (who, response.text)
+        guesses = [http.get(url, headers=bearer(wrong_secret(server.keys["verifier"])))
+                   for _ in range(2)]
+        assert [g.status_code for g in guesses] == [429, 429]
+        # The verifier's key id has now failed twice: its own limit refuses even the right key.
+        assert http.get(url, headers=bearer(server.keys["verifier"])).status_code == 429
+        assert http.get(url, headers=bearer(server.keys["enroller"])).status_code == 200
 
 
 def test_a_trusted_proxy_forwards_client_addresses(tmp_path: Path) -> None:
@@ -249,7 +274,8 @@ def test_a_trusted_proxy_forwards_client_addresses(tmp_path: Path) -> None:
         attacker = {"X-Forwarded-For": "203.0.113.7"}
         for i in range(5):
             assert http.get(url, headers={**attacker, **bearer(f"x{i}")}).status_code == 401
-        assert http.get(url, headers={**attacker, **good}).status_code == 429
+        assert http.get(url, headers={**attacker, **bearer("x5")}).status_code == 429
+        assert http.get(url, headers={**attacker, **good}).status_code == 200  # a valid key
         # Another client behind the same proxy is not locked out.
         assert http.get(url, headers={"X-Forwarded-For": "203.0.113.8", **good}
                         ).status_code == 200
@@ -473,3 +499,44 @@ def test_served_on_each_store_under_concurrent_requests(tmp_path: Path, store_ur
         report = vault.audit_verify()
     assert report.ok
     assert report.events >= 8 + 64 * 2 + 1
+
+
+class StrippingProxy(httpx.BaseTransport):
+    """What ``location /faceseal/ { proxy_pass http://faceseal/; }`` does: strips the prefix and
+    forwards the rest of the request unchanged."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.inner = httpx.HTTPTransport()
+        self.seen: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        assert path.startswith(self.prefix + "/"), path
+        self.seen.append(path)
+        request.url = request.url.copy_with(path=path[len(self.prefix):])
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_the_api_works_behind_a_root_path(tmp_path: Path) -> None:
+    with served_vault(tmp_path, "--root-path", "/faceseal",
+                      "--auth-failures-per-client", "2") as server:
+        proxy = StrippingProxy("/faceseal")
+        public = server.url + "/faceseal"
+        with FacesealClient(public, server.keys["enroller"], transport=proxy) as enroller:
+            enroller.enroll("rooted", [VECTOR], tenant="acme")
+            assert [s.subject_id for s in enroller.subjects(tenant="acme")] == ["rooted"]
+        with FacesealClient(public, server.keys["verifier"], transport=proxy) as verifier:
+            assert verifier.verify("rooted", np.asarray(VECTOR), tenant="acme").match
+        assert proxy.seen
+        assert all(p.startswith("/faceseal/v1/") for p in proxy.seen)
+        with httpx.Client(base_url=public, transport=proxy) as http:
+            schema = http.get("/openapi.json").json()
+            assert schema["servers"] == [{"url": "/faceseal"}]
+            # The prefix does not take authentication away, and a missing key is a 401.
+            assert http.get("/v1/tenants/acme/subjects").status_code == 401
+        # Valid requests were never counted as failures: the address is not blocked.
+        assert "faceseal_auth_rate_limited_total 0" in httpx.get(server.url + "/metrics").text

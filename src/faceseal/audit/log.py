@@ -3,7 +3,9 @@
 Appending goes through :meth:`TemplateStore.append_audit`, which reads the head and inserts under
 the store's writer lock *inside the caller's transaction*: an operation's change and its event
 commit together or not at all. Checkpoints are written only after the event's transaction has
-committed (a checkpoint must never name an event that was rolled back).
+committed (a checkpoint must never name an event that was rolled back): at once when enough
+events have piled up, else by a :class:`~faceseal.audit.clock.CheckpointClock` at most
+``checkpoint_seconds`` later whatever the traffic, and at :meth:`AuditLog.close`.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from faceseal.audit.chain import AuditKey, ChainReport, Checkpoint, verify_chain
+from faceseal.audit.clock import CheckpointClock
 from faceseal.audit.events import AuditEvent, decode_detail
 from faceseal.audit.state import AuditState
 from faceseal.errors import FacesealError
@@ -25,7 +29,7 @@ log = logging.getLogger(__name__)
 
 #: A checkpoint is taken after this many events committed by this process ...
 DEFAULT_CHECKPOINT_EVERY = 16
-#: ... or when the last one is older than this many seconds (and at close, always).
+#: ... or at most this many seconds after an uncovered event commits (and at close, always).
 DEFAULT_CHECKPOINT_SECONDS = 1.0
 
 
@@ -53,6 +57,17 @@ class AuditLog:
         self._last: AuditRecord | None = None
         self._last_checkpoint_seq = 0
         self._last_checkpoint_time = time.monotonic()
+        # The clock's thread holds the log only weakly: a vault dropped without close() is still
+        # collected, and the finaliser stops the thread.
+        scheduled = weakref.WeakMethod(self._scheduled_checkpoint)
+
+        def tick() -> None:
+            method = scheduled()
+            if method is not None:
+                method()
+
+        self._clock = CheckpointClock(checkpoint_seconds, tick)
+        weakref.finalize(self, self._clock.stop, 0)
 
     @property
     def state(self) -> AuditState:
@@ -84,6 +99,21 @@ class AuditLog:
                    or time.monotonic() - self._last_checkpoint_time >= self._checkpoint_seconds)
         if due:
             self.checkpoint(best_effort=True)
+        else:
+            self._clock.arm()
+
+    def _scheduled_checkpoint(self) -> None:
+        if self.checkpoint(best_effort=True) is None and self._uncovered():
+            self._clock.arm()  # it failed: try again after another interval
+
+    def _uncovered(self) -> bool:
+        with self._lock:
+            return self._last is not None and self._last.seq > self._last_checkpoint_seq
+
+    def close(self) -> None:
+        """Stop the clock and checkpoint what is left (a clean shutdown leaves no window)."""
+        self._clock.stop()
+        self.checkpoint(best_effort=True)
 
     def checkpoint(self, *, best_effort: bool = False) -> Checkpoint | None:
         """Record the newest event this process committed as a checkpoint in the key directory."""
@@ -103,6 +133,7 @@ class AuditLog:
                 return None
             self._last_checkpoint_seq = last.seq
             self._last_checkpoint_time = time.monotonic()
+            self._clock.disarm()  # every event this process committed is covered
             return checkpoint
 
     # --- reading ---------------------------------------------------------------------------------

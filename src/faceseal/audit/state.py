@@ -25,7 +25,7 @@ from faceseal.errors import (
     KeyProviderUnavailable,
     KeyringError,
 )
-from faceseal.keys.files import PRIVATE_FILE_MODE, ensure_private_dir
+from faceseal.keys.files import PRIVATE_FILE_MODE, check_safe_dir, ensure_private_dir
 from faceseal.keys.private_db import PrivateDatabase
 from faceseal.keys.provider import KeyProvider
 
@@ -94,7 +94,7 @@ class AuditState:
 
     @classmethod
     def open(cls, directory: Path, vault_id: str) -> AuditState:
-        path = directory / AUDIT_STATE_FILE
+        path = check_safe_dir(directory) / AUDIT_STATE_FILE
         if not path.exists():
             raise KeyringError(
                 f"the audit key is missing: no {AUDIT_STATE_FILE} in {directory} (restore it "

@@ -31,6 +31,7 @@ from faceseal.cli.vault_commands import (
     subjects,
     verify,
 )
+from faceseal.keys.process_guard import protect_process
 
 
 @click.group(cls=FullHelpGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -53,6 +54,8 @@ def cli(context: click.Context, as_json: bool, debug: bool, verbose: int,
     $FACESEAL_API_KEY. Exit status: 0 success/match, 1 no match, 2 bad input, 3 denied, 4 not
     found, 5 internal. `faceseal help COMMAND` shows a command's help.
     """
+    # Before any command reads a key, API key or passphrase (docs/threat-model.md).
+    protect_process()
     context.meta[GLOBAL_META] = GlobalOptions(as_json, debug, verbose, vault_dir, key_file)
 
 

@@ -17,6 +17,7 @@ from faceseal.cli.group import exit_on_broken_pipe, given_on_command_line, globa
 from faceseal.cli.output import Output, configure_logging
 from faceseal.crypto.secret import SecretBytes
 from faceseal.errors import InvalidInput, KeyringError
+from faceseal.storage.postgres_url import is_postgres_url, parse_pg_url
 from faceseal.vault import Vault
 from faceseal.vault.paths import HOME_ENV, PASSPHRASE_ENV
 
@@ -143,3 +144,28 @@ def open_vault(vault_dir: Path | None) -> Vault:
         vault.close()
         raise
     return vault
+
+
+def no_password_in_argv(ctx: click.Context, param: click.Parameter, value: str | None
+                        ) -> str | None:
+    """Click callback: refuse a database URL with a password typed on the command line.
+
+    Arguments are visible to every user of the machine (``ps``, ``/proc/PID/cmdline``) and land
+    in shell history; the same URL from the environment (the option's variable) is accepted."""
+    if not value or param.name is None:
+        return value
+    source = ctx.get_parameter_source(param.name)
+    if source is not click.core.ParameterSource.COMMANDLINE or not is_postgres_url(value):
+        return value
+    try:
+        has_password = parse_pg_url(value).has_password
+    except InvalidInput:
+        return value  # reported, without the URL, where it is used
+    if has_password:
+        envvar = getattr(param, "envvar", None)
+        via_env = f", or pass the whole URL in ${envvar}" if isinstance(envvar, str) else ""
+        raise click.BadParameter(
+            "the URL carries a password, and arguments are visible to every user (ps) and kept "
+            "in shell history: put the password in ~/.pgpass (or $PGPASSFILE), $PGPASSWORD, or "
+            f"a service file (postgresql:///?service=NAME){via_env}", ctx=ctx, param=param)
+    return value

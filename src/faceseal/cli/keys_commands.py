@@ -14,6 +14,7 @@ from faceseal.cli.common import common_options, open_vault, passphrase_from_env_
 from faceseal.cli.group import FullHelpGroup
 from faceseal.cli.output import Output
 from faceseal.cli.progress import progress_bar
+from faceseal.keys.uri import with_insecure_http
 from faceseal.vault.rotation import DEFAULT_BATCH_SIZE, KeyStatus
 
 
@@ -112,9 +113,15 @@ def retire(output: Output, vault_dir: Path | None, below: int) -> None:
 
 @keys.command(name="migrate")
 @click.option("--to", "to_uri", required=True, help="Key URI of the provider to move to.")
+@click.option("--insecure-key-server", is_flag=True,
+              help="Accept a transit server or KMS endpoint reached over plain http:// off this "
+                   "machine (adds insecure-http=yes to the key URI).")
 @common_options
-def migrate_keys(output: Output, vault_dir: Path | None, to_uri: str) -> None:
+def migrate_keys(output: Output, vault_dir: Path | None, to_uri: str,
+                 insecure_key_server: bool) -> None:
     """Move the KEK to another provider (rewrap only) and switch the vault to it."""
+    if insecure_key_server:
+        to_uri = with_insecure_http(to_uri)
     with open_vault(vault_dir) as vault, progress_bar("rewrapping", output,
                                                       unit="data key") as progress:
         result = vault.migrate_keys(to_uri, passphrase=passphrase_from_env_or_prompt,

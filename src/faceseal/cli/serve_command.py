@@ -48,6 +48,12 @@ SERVER_MODULES = frozenset({"fastapi", "uvicorn", "multipart", "python_multipart
               "beyond).")
 @click.option("--max-photos", type=click.IntRange(min=1, max=100), default=10,
               show_default=True, help="Photos per enrolment request.")
+@click.option("--max-detect-pixels", type=click.IntRange(min=10_000), default=2_000_000,
+              show_default=True, help="Pixels searched for faces at most; larger photos are "
+              "searched downscaled and encoded at full size.")
+@click.option("--photo-requests-per-principal", type=click.IntRange(min=1, max=64), default=2,
+              show_default=True, help="Photo requests of one principal at work at once (more "
+              "wait their turn).")
 @click.option("--timeout", "request_timeout", type=click.FloatRange(min=0.1, max=3600),
               default=30.0, show_default=True, help="Seconds a request may take (503 after).")
 @click.option("--auth-failures-per-key", type=click.IntRange(min=1, max=100), default=100,
@@ -72,7 +78,8 @@ SERVER_MODULES = frozenset({"fastapi", "uvicorn", "multipart", "python_multipart
 def serve(vault_dir: Path | None, host: str, port: int, port_file: Path | None,
           ssl_certfile: Path | None, ssl_keyfile: Path | None, ssl_ca_certs: Path | None,
           client_certs: str, trusted_proxies: tuple[str, ...], root_path: str,
-          max_body_bytes: int, max_image_pixels: int, max_photos: int, request_timeout: float,
+          max_body_bytes: int, max_image_pixels: int, max_photos: int,
+          max_detect_pixels: int, photo_requests_per_principal: int, request_timeout: float,
           auth_failures_per_key: int, auth_failures_per_client: int, threads: int,
           limit_concurrency: int | None, rate_limits: str, follow_interval: float,
           no_openapi: bool, debug: bool, verbose: int) -> None:
@@ -101,6 +108,8 @@ def serve(vault_dir: Path | None, host: str, port: int, port_file: Path | None,
         settings = Settings(
             max_body_bytes=max_body_bytes, max_image_pixels=max_image_pixels,
             max_photos=max_photos, request_timeout=request_timeout,
+            max_detect_pixels=max_detect_pixels,
+            photo_requests_per_principal=photo_requests_per_principal,
             auth_failures_per_key=auth_failures_per_key,
             auth_failures_per_client=auth_failures_per_client, threads=threads,
             openapi=not no_openapi, rate_limits=rate_limits, follow_interval=follow_interval,

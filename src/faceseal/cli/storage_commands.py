@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from faceseal.cli.common import common_options, open_vault
+from faceseal.cli.common import common_options, no_password_in_argv, open_vault
 from faceseal.cli.group import FullHelpGroup
 from faceseal.cli.output import EXIT_NO_MATCH, EXIT_OK, Output
 from faceseal.cli.progress import progress_bar
@@ -26,10 +26,11 @@ from faceseal.vault.paths import default_home
 
 admin_url_required = click.option(
     "--admin-url", envvar="FACESEAL_DB_ADMIN_URL", required=True, metavar="URL",
+    callback=no_password_in_argv,
     help="PostgreSQL administrator URL (superuser, or CREATEROLE and owner of the database); "
          "default $FACESEAL_DB_ADMIN_URL. Never saved.")
 store_url_option = click.option(
-    "--store", "store_url", default=None, metavar="URL",
+    "--store", "store_url", default=None, metavar="URL", callback=no_password_in_argv,
     help="The postgresql:// store URL (default: the store of the vault at --vault).")
 
 
@@ -159,9 +160,11 @@ def schema_sql(output: Output, vault_dir: Path | None, store_url: str | None) ->
 
 
 @click.command("import-legacy")
-@click.option("--source", required=True, metavar="URL",
-              help="The legacy database: sqlite:PATH or postgresql://... (prefer ~/.pgpass to a "
-                   "password in the URL).")
+@click.option("--source", required=True, metavar="URL", envvar="FACESEAL_LEGACY_SOURCE",
+              callback=no_password_in_argv,
+              help="The legacy database: sqlite:PATH or postgresql://... (no password on the "
+                   "command line: ~/.pgpass, $PGPASSWORD, or the URL in "
+                   "$FACESEAL_LEGACY_SOURCE).")
 @click.option("--table", default=DEFAULT_TABLE, show_default=True,
               help="The legacy table (or schema.table).")
 @click.option("--legacy-key-file", "legacy_key_file",

@@ -9,6 +9,7 @@ import click
 
 from faceseal.cli.common import (
     common_options,
+    no_password_in_argv,
     open_vault,
     passphrase_from_env_or_prompt,
     show_new_key,
@@ -17,6 +18,7 @@ from faceseal.cli.common import (
 from faceseal.cli.output import EXIT_NO_MATCH, EXIT_OK, Output
 from faceseal.cli.progress import progress_bar
 from faceseal.encoders.dlib_resnet import FaceChoice
+from faceseal.keys.uri import with_insecure_http
 from faceseal.storage.urls import migrate_as_admin
 from faceseal.vault import DEFAULT_TENANT, Vault
 from faceseal.vault.config import VaultConfig
@@ -41,6 +43,7 @@ store_option = click.option(
          "postgresql://LOGIN@HOST/DB[?schema=..&roles=..] (no password in the URL: use ~/.pgpass).")
 admin_url_option = click.option(
     "--admin-url", envvar="FACESEAL_DB_ADMIN_URL", default=None, metavar="URL",
+    callback=no_password_in_argv,
     help="PostgreSQL administrator URL (used once, never saved) to create roles and schema and "
          "grant the store's login; default $FACESEAL_DB_ADMIN_URL.")
 sources_argument = click.argument(
@@ -57,6 +60,10 @@ sources_argument = click.argument(
 @click.option("--key-uri", default=None, envvar="FACESEAL_KEY_URI",
               help="Where the KEK lives: local:DIR, pkcs11:..., vault-transit:..., aws-kms:... "
                    "(see docs/keys.md; default: a new local keyring in the key directory).")
+@click.option("--insecure-key-server", is_flag=True,
+              help="Accept a transit server or KMS endpoint reached over plain http:// off this "
+                   "machine (data keys cross the network in clear; adds insecure-http=yes to the "
+                   "key URI).")
 @click.option("--passphrase", "use_passphrase", is_flag=True,
               help="Seal the keyring with a passphrase (from $FACESEAL_PASSPHRASE or a prompt).")
 @click.option("--force-keyring-location", is_flag=True,
@@ -70,11 +77,16 @@ sources_argument = click.argument(
 @admin_url_option
 @common_options
 def init(output: Output, vault_dir: Path | None, keyring_dir: Path | None, key_uri: str | None,
-         use_passphrase: bool, force_keyring_location: bool, admin_name: str,
-         write_key: Path | None, store_url: str | None, admin_url: str | None) -> None:
+         insecure_key_server: bool, use_passphrase: bool, force_keyring_location: bool,
+         admin_name: str, write_key: Path | None, store_url: str | None,
+         admin_url: str | None) -> None:
     """Create a new vault, its keyring, and its first admin (whose API key is shown once)."""
     if write_key is not None and write_key.exists():
         raise click.UsageError(f"{write_key} exists already; refusing to overwrite it")
+    if insecure_key_server:
+        if key_uri is None:
+            raise click.UsageError("--insecure-key-server needs a --key-uri")
+        key_uri = with_insecure_http(key_uri)
 
     def passphrase() -> Any:
         if not use_passphrase:

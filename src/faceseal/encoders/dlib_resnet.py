@@ -25,6 +25,13 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from faceseal.encoders.deadline import holding
+from faceseal.encoders.detect_scale import (
+    DEFAULT_MAX_DETECT_PIXELS,
+    detection_view,
+    to_original,
+)
+from faceseal.encoders.fair_lock import FairLock
 from faceseal.encoders.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -73,7 +80,7 @@ _DETECTOR = "hog-frontal-face-detector"
 _log = logging.getLogger(__name__)
 
 _load_lock = threading.Lock()
-_dlib_lock = threading.Lock()
+_dlib_lock = FairLock()  # first come, first served: see fair_lock.py
 _loaded: dict[str, Any] = {}
 
 
@@ -109,11 +116,15 @@ class DlibResNetEncoder:
     "small" model) or the 68-point predictor used to align the face. ``max_pixels`` and
     ``max_bytes`` are the photo limits :meth:`encode_photo` applies unless given others (a
     service lowers them: see :func:`~faceseal.encoders.images.load_image`).
+    ``max_detect_pixels`` bounds the pixels the detector searches: a larger photo is searched
+    downscaled and encoded from the original (see :mod:`~faceseal.encoders.detect_scale`; None
+    searches every photo at full size).
     """
 
     def __init__(
         self, *, upsample: int = 1, num_jitters: int = 1, landmarks: Landmarks = "5",
         max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES,
+        max_detect_pixels: int | None = DEFAULT_MAX_DETECT_PIXELS,
     ) -> None:
         _check_option("upsample", upsample, 0, MAX_UPSAMPLE)
         _check_option("num_jitters", num_jitters, 1, MAX_NUM_JITTERS)
@@ -121,11 +132,14 @@ class DlibResNetEncoder:
             raise InvalidInput('landmarks must be "5" or "68"')
         _check_limit("max_pixels", max_pixels)
         _check_limit("max_bytes", max_bytes)
+        if max_detect_pixels is not None:
+            _check_limit("max_detect_pixels", max_detect_pixels)
         self._upsample = upsample
         self._num_jitters = num_jitters
         self._landmarks: Landmarks = landmarks
         self._max_pixels = max_pixels
         self._max_bytes = max_bytes
+        self._max_detect_pixels = max_detect_pixels
 
     def __repr__(self) -> str:
         return (
@@ -196,15 +210,21 @@ class DlibResNetEncoder:
     def _detect(self, pixels: NDArray[np.uint8]) -> list[_Face]:
         detector = self._detector()
         started = time.perf_counter()
-        with _dlib_lock:
-            rects = list(detector(pixels, self._upsample))
+        searched, factor = detection_view(pixels, self._max_detect_pixels)
+        with holding(_dlib_lock):  # no longer than the request's time limit allows
+            rects = list(detector(searched, self._upsample))
+        if factor != 1.0:
+            rectangle = _import_dlib().rectangle
+            rects = [rectangle(*to_original(r.left(), r.top(), r.right(), r.bottom(), factor))
+                     for r in rects]
         height, width = pixels.shape[:2]
         faces = sorted((_Face(_to_box(r, height, width), r) for r in rects), key=_reading_order)
         _log.debug(
-            "detected %d face(s) in a %dx%d image in %.3f s",
+            "detected %d face(s) in a %dx%d image (searched at 1/%.2f) in %.3f s",
             len(faces),
             width,
             height,
+            factor,
             time.perf_counter() - started,
         )
         return faces
@@ -215,7 +235,7 @@ class DlibResNetEncoder:
         predictor = self._predictor()
         recognizer = self._recognizer()
         started = time.perf_counter()
-        with _dlib_lock:
+        with holding(_dlib_lock):
             shape = predictor(pixels, rect)
             descriptor = recognizer.compute_face_descriptor(pixels, shape, self._num_jitters)
         encoding = validate_encoding(np.array(descriptor, dtype=np.float64), expected_dim=DIMENSION)

@@ -13,8 +13,10 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.routing import compile_path
 
+from faceseal.encoders.deadline import call_with_deadline
 from faceseal.errors import AuthenticationFailed
 from faceseal.http.metrics import UNMATCHED, Metrics
+from faceseal.http.photo_slots import PhotoSlots
 from faceseal.http.ratelimit import AuthRateLimiter
 from faceseal.http.settings import Settings
 from faceseal.vault import Vault
@@ -59,6 +61,7 @@ class Service:
     #: Held while a key operation runs (they run one at a time).
     key_lock: threading.Lock = field(default_factory=threading.Lock)
     _threads: anyio.CapacityLimiter | None = None
+    _photo_slots: PhotoSlots | None = None
 
     @property
     def threads(self) -> anyio.CapacityLimiter:
@@ -73,6 +76,23 @@ class Service:
         return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs),
                                               abandon_on_cancel=True, limiter=self.threads)
 
+    @property
+    def photo_slots(self) -> PhotoSlots:
+        if self._photo_slots is None:
+            self._photo_slots = PhotoSlots(self.settings.photo_requests_per_principal)
+        return self._photo_slots
+
+    async def run_photos(self, request: Request, fn: Callable[P, T], /, *args: P.args,
+                         **kwargs: P.kwargs) -> T:
+        """:meth:`run` for a call that encodes photos: it waits for one of its principal's
+        photo slots, and its dlib work stops at the request's time limit."""
+        context = context_of(request)
+        principal = context.view.principal if context.view is not None else None
+        key = principal.principal_id if principal is not None else f"key:{context.key_id}"
+        async with self.photo_slots.slot(key):
+            return await self.run(call_with_deadline, context.deadline,
+                                  functools.partial(fn, *args, **kwargs))
+
 
 @dataclass
 class RequestContext:
@@ -83,6 +103,8 @@ class RequestContext:
     view: Vault | None = None
     key_id: str | None = None
     counted_failure: bool = False
+    #: When the request's time is up (time.monotonic); photo work stops there.
+    deadline: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -9,10 +9,13 @@ In order, for every HTTP request:
 2. **Body size**: a ``Content-Length`` above the limit is answered 413 at once, before any of the
    body is read; a body without one is counted while it streams and answered 413 as soon as it
    passes the limit.
-3. **Authentication** (``/v1/...`` only), before the body is read: if the client address or the
-   presented key id has failed too often, 429 with ``Retry-After`` (audited); otherwise the key
-   binds a view of the vault (``Vault.as_key(key, request_id=...)``; a refusal is audited by the
-   vault and answered 401, and counted against the client and key id).
+3. **Authentication** (``/v1/...`` only, below ``--root-path``), before the body is read: if the
+   presented key id has failed too often, 429 with ``Retry-After`` (audited), the right secret
+   included. Otherwise the key binds a view of the vault (``Vault.as_key(key,
+   request_id=...)``; a refusal is audited by the vault, answered 401 and counted against the
+   client and key id). A client address that has failed too often does not stop a valid key
+   (everyone behind one NAT or proxy would be locked out by one guesser): its requests without
+   a key are refused with 429 at once, and a key it presents is checked, failures answered 429.
 4. **Time limit**: the whole request, body upload included, must finish within the limit, or
    it is answered 503 ``timeout`` (a vault call still running in its thread completes there; its
    effect, if any, is in the audit log under the request id).
@@ -130,6 +133,7 @@ class _Exchange:
                     close=True)
                 return
         timed_out = False
+        self.context.deadline = time.monotonic() + self.service.settings.request_timeout
         try:
             with anyio.fail_after(self.service.settings.request_timeout):
                 if self._needs_key() and not await self._authenticate(headers):
@@ -153,7 +157,7 @@ class _Exchange:
                                                 "time limit"), close=True)
 
     def _needs_key(self) -> bool:
-        path: str = self.scope.get("path", "")
+        path = _route_path(self.scope)
         return path.startswith(API_PREFIX) or path == API_PREFIX.rstrip("/")
 
     async def _authenticate(self, headers: dict[str, str]) -> bool:
@@ -162,13 +166,16 @@ class _Exchange:
         key = _KEY_ID.match(token) if token is not None else None
         self.context.key_id = key.group(1) if key else None
         service = self.service
-        retry = service.limiter.retry_after(self.context.client, self.context.key_id)
-        if retry is not None:
+        limiter = service.limiter
+        key_wait = limiter.key_retry_after(self.context.key_id)
+        client_wait = limiter.client_retry_after(self.context.client)
+        if key_wait is not None or (client_wait is not None and token is None):
             try:
                 await service.run(service.vault.refuse_rate_limited, key_id=self.context.key_id,
                                   request_id=self.context.request_id)
             except RateLimited as error:
-                await self._fail(error, headers={"Retry-After": str(retry)})
+                wait = max(w for w in (key_wait, client_wait) if w is not None)
+                await self._fail(error, headers={"Retry-After": str(wait)})
                 return False
             raise AssertionError("refuse_rate_limited returned")  # pragma: no cover
         secret = SecretBytes(token.encode()) if token is not None else None
@@ -176,9 +183,14 @@ class _Exchange:
             self.context.view = await service.run(service.vault.as_key, secret,
                                                   request_id=self.context.request_id)
         except AuthenticationFailed as error:
-            service.limiter.failed(self.context.client, self.context.key_id)
+            limiter.failed(self.context.client, self.context.key_id)
             self.context.counted_failure = True
-            await self._fail(error if token is not None else AuthenticationFailed(NO_KEY))
+            if client_wait is not None:  # a blocked address: only a valid key gets through
+                await self._fail(RateLimited("too many failed authentication attempts; retry "
+                                             "later"),
+                                 headers={"Retry-After": str(client_wait)})
+            else:
+                await self._fail(error if token is not None else AuthenticationFailed(NO_KEY))
             return False
         finally:
             if secret is not None:
@@ -238,7 +250,17 @@ class _Exchange:
 
     def _route(self) -> str:
         """The route template (never the ids it was called with) for metrics and the log."""
-        return self.service.routes.template(self.scope.get("path", ""))
+        return self.service.routes.template(_route_path(self.scope))
+
+
+def _route_path(scope: Scope) -> str:
+    """The path below ``--root-path``: uvicorn puts the prefix in front of the path it received
+    (from a proxy that stripped it) and in ``root_path``; routes match what follows it."""
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
+    if root and (path == root or path.startswith(root + "/")):
+        return path[len(root):]
+    return path
 
 
 def _headers(scope: Scope) -> dict[str, str]:

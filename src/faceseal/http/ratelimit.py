@@ -1,10 +1,16 @@
 """Rate limit on failed authentication: per API key id and per client address.
 
 A sliding window: for each key id and each client address the limiter keeps the times of the
-last ``limit`` failures. Once ``limit`` failures fall within the window, further requests
-presenting that key id, or coming from that address, are refused with 429 *before their key is
-checked* (a correct key included: otherwise guessing could go on, answered by 429 instead of 401)
-until the oldest of those failures leaves the window; ``Retry-After`` says when.
+last ``limit`` failures. Once ``limit`` failures of one key id fall within the window, further
+requests presenting that key id are refused with 429 *before their key is checked* (a correct
+key included: otherwise guessing one key could go on, answered by 429 instead of 401) until the
+oldest of those failures leaves the window; ``Retry-After`` says when.
+
+A client address over its limit is treated differently (see :mod:`faceseal.http.middleware`):
+its requests without a key are refused at once, and a key it presents is still checked, a valid
+one served and an invalid one refused with 429. Everyone behind one NAT or proxy shares an
+address, so locking the address out entirely would let one guesser lock out every principal
+behind it; guessing a 256-bit secret gets nowhere anyway, and each key id keeps its own limit.
 
 Where the counts live is a :class:`~faceseal.access.counters.WindowCounters`: this process's
 memory (bounded: at most ``max_entries`` keys, the least recently failed forgotten first), the
@@ -92,20 +98,30 @@ class AuthRateLimiter:
 
     def retry_after(self, client: str | None, key_id: str | None) -> int | None:
         """Whole seconds to wait (at least 1) if the client or the key id is blocked."""
-        waits = [w for w in (
-            self.counters.retry_after(CLIENT_PREFIX + client_key(client), self._per_client,
-                                      self._window),
-            self.counters.retry_after(KEY_PREFIX + key_id, self._per_key, self._window)
-            if key_id is not None else None,
-        ) if w is not None]
-        if not waits:
+        waits = [w for w in (self.client_retry_after(client), self.key_retry_after(key_id))
+                 if w is not None]
+        return max(waits) if waits else None
+
+    def key_retry_after(self, key_id: str | None) -> int | None:
+        """Whole seconds to wait (at least 1) if ``key_id`` is blocked."""
+        if key_id is None:
             return None
-        return max(1, math.ceil(max(waits)))
+        return _seconds(self.counters.retry_after(KEY_PREFIX + key_id, self._per_key,
+                                                  self._window))
+
+    def client_retry_after(self, client: str | None) -> int | None:
+        """Whole seconds to wait (at least 1) if the client address is blocked."""
+        return _seconds(self.counters.retry_after(CLIENT_PREFIX + client_key(client),
+                                                  self._per_client, self._window))
 
     def failed(self, client: str | None, key_id: str | None) -> None:
         self.counters.record(CLIENT_PREFIX + client_key(client), self._window)
         if key_id is not None:
             self.counters.record(KEY_PREFIX + key_id, self._window)
+
+
+def _seconds(wait: float | None) -> int | None:
+    return None if wait is None else max(1, math.ceil(wait))
 
 
 def client_key(address: str | None) -> str:

@@ -26,6 +26,8 @@ from typing import Any
 
 from faceseal.errors import InvalidInput
 from faceseal.http.settings import Settings
+from faceseal.keys.env_secrets import scrub_environment
+from faceseal.keys.process_guard import protect_process
 from faceseal.vault import Vault
 
 log = logging.getLogger("faceseal.http")
@@ -115,11 +117,13 @@ def serve_vault(
     from faceseal.http.app import create_app  # noqa: PLC0415
 
     options.check()
+    protect_process()
     sock = bind_socket(options.host, options.port)
 
     def encoder() -> DlibResNetEncoder:
         return DlibResNetEncoder(max_pixels=settings.max_image_pixels,
-                                 max_bytes=settings.max_body_bytes)
+                                 max_bytes=settings.max_body_bytes,
+                                 max_detect_pixels=settings.max_detect_pixels)
 
     try:
         vault = Vault.open(home, passphrase=passphrase, encoder_factory=encoder)
@@ -149,6 +153,9 @@ def serve_vault(
             **options.extra,
         )
         server = uvicorn.Server(config)
+        # Every secret the environment gave us has been read (passphrase, TLS key password):
+        # a server lives long and starts children, so they leave the environment now.
+        scrub_environment()
         host, port = sock.getsockname()[:2]
         scheme = "https" if options.ssl_certfile else "http"
         shown = f"[{host}]" if ":" in host else host

@@ -22,6 +22,8 @@ class Settings:
     #: Largest photo accepted, in pixels, read from the image header before any pixel is decoded
     #: (decompression bombs are refused with 413). A 12 MP phone photo fits.
     max_image_pixels: int = 16_000_000
+    #: Pixels the face detector searches at most; larger photos are searched downscaled.
+    max_detect_pixels: int = 2_000_000
     #: Photos per enrolment request (multipart).
     max_photos: int = 10
     #: Whole-request time limit in seconds (body upload included); 503 ``timeout`` after it.
@@ -36,6 +38,9 @@ class Settings:
     rate_limit_entries: int = 100_000
     #: Threads running vault calls (photo decoding, matching, audit writes) at once.
     threads: int = 8
+    #: Photo requests of one principal at work at once; more wait for one of these to finish
+    #: (so that one principal's photos cannot starve another's).
+    photo_requests_per_principal: int = 2
     #: Serve the OpenAPI document at /openapi.json.
     openapi: bool = True
     #: Where failed-authentication counts live: "store" (the vault's template store: shared by
@@ -48,9 +53,11 @@ class Settings:
         _positive_int("max_body_bytes", self.max_body_bytes)
         _positive_int("max_image_pixels", self.max_image_pixels)
         _positive_int("max_photos", self.max_photos)
+        _positive_int("max_detect_pixels", self.max_detect_pixels)
         _positive_int("auth_failures_per_client", self.auth_failures_per_client)
         _positive_int("rate_limit_entries", self.rate_limit_entries)
         _positive_int("threads", self.threads)
+        _positive_int("photo_requests_per_principal", self.photo_requests_per_principal)
         _positive_int("auth_failures_per_key", self.auth_failures_per_key)
         if self.auth_failures_per_key > MAX_AUTH_FAILURES_PER_KEY:
             raise InvalidInput(

@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 from faceseal.crypto.secret import SecretBytes
 from faceseal.errors import DecryptionError, InvalidInput, KeyProviderUnavailable, KeyringError
 from faceseal.keys.provider import KeyProvider, ProviderStatus
-from faceseal.keys.uri import positive_float, split_query
+from faceseal.keys.uri import INSECURE_HTTP, plain_http_allowed, positive_float, split_query
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +71,15 @@ class KmsUri:
     endpoint: str | None
     timeout: float
     attempts: int = 3
+    insecure_http: bool = False
 
     @classmethod
     def parse(cls, uri: str) -> KmsUri:
         scheme, _, rest = uri.partition(":")
         if scheme != SCHEME:
             raise InvalidInput("not an aws-kms: key URI")
-        key, params = split_query(rest, {"region", "profile", "endpoint", "timeout", "attempts"})
+        key, params = split_query(rest, {"region", "profile", "endpoint", "timeout", "attempts",
+                                         INSECURE_HTTP})
         if not key:
             raise InvalidInput("an aws-kms key URI needs a key: aws-kms:alias/NAME?region=...")
         region = params.get("region")
@@ -87,11 +89,13 @@ class KmsUri:
         endpoint = params.get("endpoint") or None
         if endpoint is not None and not endpoint.startswith(("https://", "http://")):
             raise InvalidInput("the aws-kms endpoint must be an http(s) URL")
+        insecure = (plain_http_allowed(endpoint, params, "KMS endpoint")
+                    if endpoint is not None else False)
         attempts = positive_float(params, "attempts", 3)
         if attempts != int(attempts) or attempts > 10:
             raise InvalidInput("key URI parameter attempts must be an integer within 1..10")
         return cls(key, region, params.get("profile") or None, endpoint,
-                   positive_float(params, "timeout", 10.0), int(attempts))
+                   positive_float(params, "timeout", 10.0), int(attempts), insecure)
 
     @property
     def is_alias(self) -> bool:
@@ -108,6 +112,8 @@ class KmsUri:
             extras.append(f"timeout={self.timeout:g}")
         if self.attempts != 3:
             extras.append(f"attempts={self.attempts}")
+        if self.insecure_http:
+            extras.append(f"{INSECURE_HTTP}=yes")
         return f"{SCHEME}:{self.key}" + ("?" + "&".join(extras) if extras else "")
 
 

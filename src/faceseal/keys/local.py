@@ -35,6 +35,7 @@ from faceseal.crypto.secret import SecretBytes
 from faceseal.errors import DecryptionError, KeyringError
 from faceseal.keys.files import (
     check_private,
+    check_safe_dir,
     ensure_private_dir,
     write_private_atomic,
 )
@@ -135,6 +136,7 @@ class LocalKeyring(KeyProvider):
     @classmethod
     def open(cls, directory: Path, passphrase: SecretBytes | None = None) -> LocalKeyring:
         """Open the keyring in ``directory``; a sealed one needs its passphrase."""
+        directory = check_safe_dir(directory, must_exist=False)
         path = directory / KEYRING_FILE
         if not path.exists():
             raise KeyringError(f"no keyring found in {directory}")

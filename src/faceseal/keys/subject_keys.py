@@ -22,7 +22,7 @@ from pathlib import Path
 from faceseal.crypto.derive import SUBJECT_SECRET_BYTES, new_subject_secret
 from faceseal.crypto.secret import SecretBytes
 from faceseal.errors import KeyringError
-from faceseal.keys.files import PRIVATE_FILE_MODE, ensure_private_dir
+from faceseal.keys.files import PRIVATE_FILE_MODE, check_safe_dir, ensure_private_dir
 from faceseal.keys.private_db import PrivateDatabase
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class SubjectKeyStore:
 
     @classmethod
     def open(cls, directory: Path, vault_id: str) -> SubjectKeyStore:
-        path = directory / SUBJECT_KEYS_FILE
+        path = check_safe_dir(directory) / SUBJECT_KEYS_FILE
         if not path.exists():
             raise KeyringError(f"no subject key store found in {directory}")
         store = cls(path)

@@ -39,7 +39,14 @@ from urllib.parse import urlsplit
 from faceseal.crypto.secret import SecretBytes
 from faceseal.errors import DecryptionError, InvalidInput, KeyProviderUnavailable, KeyringError
 from faceseal.keys.provider import KeyProvider, ProviderStatus
-from faceseal.keys.uri import check_source, positive_float, read_secret, split_query
+from faceseal.keys.uri import (
+    INSECURE_HTTP,
+    check_source,
+    plain_http_allowed,
+    positive_float,
+    read_secret,
+    split_query,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +66,15 @@ class TransitUri:
     namespace: str | None
     ca_file: str | None
     timeout: float
+    insecure_http: bool = False
 
     @classmethod
     def parse(cls, uri: str) -> TransitUri:
         scheme, _, rest = uri.partition(":")
         if scheme != SCHEME:
             raise InvalidInput("not a vault-transit: key URI")
-        url, params = split_query(rest, {"token-source", "namespace", "ca-file", "timeout"})
+        url, params = split_query(rest, {"token-source", "namespace", "ca-file", "timeout",
+                                         INSECURE_HTTP})
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidInput(
@@ -75,6 +84,7 @@ class TransitUri:
         segments = [s for s in parts.path.split("/") if s]
         if len(segments) < 2:
             raise InvalidInput("a vault-transit key URI needs /<mount>/<key name> after the host")
+        insecure = plain_http_allowed(url, params, "transit server")
         return cls(
             address=f"{parts.scheme}://{parts.netloc}",
             mount="/".join(segments[:-1]),
@@ -83,6 +93,7 @@ class TransitUri:
             namespace=params.get("namespace") or None,
             ca_file=params.get("ca-file") or None,
             timeout=positive_float(params, "timeout", 10.0),
+            insecure_http=insecure,
         )
 
     def canonical(self) -> str:
@@ -92,6 +103,8 @@ class TransitUri:
                    ("ca-file", self.ca_file)) if value]
         if self.timeout != 10.0:
             extras.append(f"timeout={self.timeout:g}")
+        if self.insecure_http:
+            extras.append(f"{INSECURE_HTTP}=yes")
         return f"{SCHEME}:{self.address}/{self.mount}/{self.key}?" + "&".join(extras)
 
 

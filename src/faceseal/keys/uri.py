@@ -12,9 +12,10 @@ Parameters that would carry a secret inline (``pin-value``, ``token``) are refus
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from faceseal.crypto.secret import SecretBytes
 from faceseal.errors import InvalidInput, KeyringError
@@ -42,6 +43,45 @@ def split_query(rest: str, allowed: set[str]) -> tuple[str, dict[str, str]]:
             raise InvalidInput(f"key URI parameter {name!r} given twice")
         params[name] = value
     return unquote(path), params
+
+
+#: The key URI parameter that accepts plain HTTP to a key server off this machine, on purpose.
+INSECURE_HTTP = "insecure-http"
+
+
+def plain_http_allowed(url: str, params: dict[str, str], what: str) -> bool:
+    """Refuse a key server reached over plain ``http://`` unless it is on this machine
+    (a loopback address or ``localhost``) or the URI says ``insecure-http=yes``: data keys
+    travel to and from it, in clear on the network otherwise. Returns the parameter's value."""
+    raw = params.get(INSECURE_HTTP, "no").strip().lower()
+    if raw not in ("yes", "no", "1", "0", "true", "false"):
+        raise InvalidInput(f"key URI parameter {INSECURE_HTTP} is yes or no")
+    insecure = raw in ("yes", "1", "true")
+    parts = urlsplit(url)
+    if parts.scheme != "http" or insecure or _is_loopback(parts.hostname or ""):
+        return insecure
+    raise InvalidInput(
+        f"the {what} {parts.hostname} is reached over plain http://: data keys would cross the "
+        "network in clear. Use https:// (and ca-file= for a private CA); if the network is "
+        f"trusted and you really mean it, add {INSECURE_HTTP}=yes to the key URI")
+
+
+def with_insecure_http(uri: str) -> str:
+    """``uri`` with ``insecure-http=yes`` added (what ``--insecure-key-server`` does)."""
+    if not uri.startswith(("vault-transit:", "aws-kms:")):
+        raise InvalidInput("--insecure-key-server applies to vault-transit: and aws-kms: key URIs")
+    if f"{INSECURE_HTTP}=" in uri:
+        return uri
+    return uri + ("&" if "?" in uri else "?") + f"{INSECURE_HTTP}=yes"
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def positive_float(params: dict[str, str], name: str, default: float) -> float:

@@ -54,7 +54,13 @@ from faceseal.errors import (
     StorageUnavailable,
 )
 from faceseal.keys.datakeys import DataKeyInfo
-from faceseal.keys.files import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, fsync_dir, write_private_atomic
+from faceseal.keys.files import (
+    PRIVATE_FILE_MODE,
+    ensure_private_dir,
+    fsync_dir,
+    make_private_dirs,
+    write_private_atomic,
+)
 from faceseal.storage.base import (
     FROM_START,
     MAX_COUNTER_WINDOW,
@@ -99,7 +105,7 @@ def _name_hash(value: str) -> str:
 
 
 def _create_layout(root: Path) -> None:
-    (root / TENANTS_DIR).mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
+    make_private_dirs(root / TENANTS_DIR)
     fsync_dir(root)
 
 
@@ -122,8 +128,7 @@ class FileStore(TemplateStore):
         self._root = root
         try:
             if create:
-                root.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
-                os.chmod(root, PRIVATE_DIR_MODE)
+                ensure_private_dir(root)
             elif not root.is_dir():
                 raise StorageUnavailable(f"no file store at {root}")
             mode = stat.S_IMODE(root.stat().st_mode)
@@ -226,7 +231,7 @@ class FileStore(TemplateStore):
                             path.unlink()
                             fsync_dir(path.parent)
                     else:
-                        path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+                        make_private_dirs(path.parent)
                         write_private_atomic(path, _unb64(content))
             if undo.exists():
                 undo.unlink()
@@ -266,7 +271,7 @@ class FileStore(TemplateStore):
     def _write(self, path: Path, document: Any) -> None:
         self._save_pre_images([path])
         if not path.parent.is_dir():
-            path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+            make_private_dirs(path.parent)
             fsync_dir(path.parent.parent)
         write_private_atomic(path, json.dumps(document, separators=(",", ":")).encode())
 

@@ -30,6 +30,10 @@ from faceseal.storage.postgres_url import is_postgres_url, redact_url
 REQUIRED_COLUMNS = ("id", "user_id", "encrypted_encoding")
 OPTIONAL_COLUMNS = ("iv", "created_at")
 DEFAULT_TABLE = "face_encodings"
+#: Longest ``encrypted_encoding`` value read (bytes, or characters of hex/base64 text). A 128-d
+#: float64 encoding is about 1 KiB sealed, 3 KiB as JSON; longer values are not fetched at all
+#: (the row arrives with its length only, and is reported), so one huge row cannot fill memory.
+MAX_CIPHERTEXT_LENGTH = 256 * 1024
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 
 
@@ -42,6 +46,8 @@ class LegacyRow:
     iv: bytes | str | None
     ciphertext: bytes | str | None
     created_at: Any
+    #: The stored length of ``encrypted_encoding`` (its value is None when over the limit).
+    length: int | None = None
 
     def __repr__(self) -> str:
         return f"LegacyRow(id={self.row_id!r}, user_id={self.user_id!r}, <ciphertext>)"
@@ -85,8 +91,10 @@ class LegacySource(ABC):
         iv = "iv" if "iv" in self.columns else "NULL"
         created = "created_at" if "created_at" in self.columns else "NULL"
         where = f" WHERE id > {placeholder}" if after else ""
-        return (f"SELECT id, user_id, {iv}, encrypted_encoding, {created} "  # noqa: S608 - checked names
-                f"FROM {table}{where} ORDER BY id")
+        value = (f"CASE WHEN length(encrypted_encoding) > {MAX_CIPHERTEXT_LENGTH} THEN NULL "
+                 "ELSE encrypted_encoding END")
+        return (f"SELECT id, user_id, {iv}, {value}, {created}, "  # noqa: S608 - checked names
+                f"length(encrypted_encoding) FROM {table}{where} ORDER BY id")
 
     @abstractmethod
     def count(self, after_id: Any | None) -> int: ...

@@ -45,9 +45,15 @@ from faceseal.encoders import validate_encoding
 from faceseal.errors import Conflict, InvalidEncoding, InvalidInput
 from faceseal.matching.models import ModelSpec
 from faceseal.storage.base import TemplateRow, TemplateStore
-from faceseal.storage.legacy_source import DEFAULT_TABLE, LegacyRow, LegacySource
+from faceseal.storage.legacy_source import (
+    DEFAULT_TABLE,
+    MAX_CIPHERTEXT_LENGTH,
+    LegacyRow,
+    LegacySource,
+)
 from faceseal.vault.records import NewTemplate, RecordSealer
 from faceseal.vault.results import Result
+from faceseal.vault.safe_text import printable
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +207,8 @@ def _json_values(plaintext: bytes) -> list[Any] | None:
         values = json.loads(text)
     except ValueError:  # also UnicodeDecodeError
         return None
+    except RecursionError:  # [[[[...]]]]: the decoder recurses once per level
+        raise _RowError("the plaintext is JSON nested too deeply to be an encoding") from None
     return values if isinstance(values, list) else None
 
 
@@ -256,6 +264,9 @@ def open_legacy_row(row: LegacyRow, key: SecretBytes, options: LegacyImportOptio
                     spec: ModelSpec) -> tuple[str, Encoding, float | None]:
     """(subject id, encoding, created_at) of one legacy row, or raise with a reason."""
     subject = _subject_id(row.user_id)
+    if row.length is not None and row.length > MAX_CIPHERTEXT_LENGTH:
+        raise _RowError(f"encrypted_encoding is {row.length} long, over the limit of "
+                        f"{MAX_CIPHERTEXT_LENGTH}")
     blob = _binary(row.ciphertext, "encrypted_encoding", options.text_encoding)
     if not blob:
         raise _RowError("encrypted_encoding is empty")
@@ -337,8 +348,10 @@ def import_table(
             try:
                 subject, encoding, created = open_legacy_row(legacy, key, options, spec)
             except _RowError as exc:
-                failed.append(FailedRow(str(legacy.row_id), str(legacy.user_id), exc.reason))
-                batch_failed.append(str(legacy.row_id)[:256])
+                # Ids come from the legacy table: escape what a terminal would act on.
+                failed.append(FailedRow(printable(str(legacy.row_id)),
+                                        printable(str(legacy.user_id)), exc.reason))
+                batch_failed.append(printable(str(legacy.row_id)))
                 continue
             items.append(NewTemplate(tenant, subject, spec.model_id, encoding))
             stamps.append(created)

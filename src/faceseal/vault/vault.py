@@ -59,7 +59,8 @@ from faceseal.errors import (
     StorageUnavailable,
 )
 from faceseal.keys.datakeys import DataKeyManager
-from faceseal.keys.files import ensure_private_dir, is_within
+from faceseal.keys.files import check_safe_dir, ensure_private_dir, is_within
+from faceseal.keys.process_guard import protect_process
 from faceseal.keys.provider import KeyProvider
 from faceseal.keys.registry import (
     PassphraseSource,
@@ -251,19 +252,22 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         grant the store URL's login every tenant first; without it the schema must exist and the
         login be granted.
         """
+        protect_process()
         if store_url is not None:
             check_store_url(store_url)
-        home = Path(home) if home is not None else default_home()
-        home = home.expanduser().resolve()
+        # Refuses links another user could have planted; resolves the rest.
+        home = check_safe_dir(Path(home) if home is not None else default_home(),
+                              must_exist=False)
         if (home / CONFIG_FILE).exists():
             raise InvalidInput(f"a vault already exists at {home}")
         if key_uri is not None and check_uri(key_uri) == "local":
+            check_safe_dir(local_directory(key_uri), must_exist=False)
             key_uri = local_uri(local_directory(key_uri).expanduser())
             if keyring_dir is None:
                 keyring_dir = local_directory(key_uri)
         vault_id = os.urandom(16).hex()
         keys_dir = Path(keyring_dir) if keyring_dir is not None else default_keyring_dir(vault_id)
-        keys_dir = keys_dir.expanduser().resolve()
+        keys_dir = check_safe_dir(keys_dir, must_exist=False)
         local_keys = local_directory(key_uri).resolve() if key_uri and key_uri.startswith(
             "local:") else keys_dir
         if not allow_keyring_in_vault_dir and any(
@@ -335,8 +339,11 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         the query budgets' counts (default: this process's memory; pass a shared one when
         several replicas serve one vault).
         """
-        home = (Path(home) if home is not None else default_home()).expanduser().resolve()
+        protect_process()
+        home = check_safe_dir(Path(home) if home is not None else default_home(),
+                              must_exist=False)
         config = VaultConfig.load(home)
+        check_safe_dir(Path(config.key_store_dir))
         provider = open_provider(config.key_uri, passphrase)
         try:
             subject_keys = SubjectKeyStore.open(Path(config.key_store_dir), config.vault_id)
@@ -472,7 +479,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
             if self._follower is not None:
                 self._follower.stop()
             self._cache.close()
-            self._audit.checkpoint(best_effort=True)
+            self._audit.close()
             self._audit_state.close()
             self._data_keys.forget()
             self._store.close()

@@ -58,8 +58,9 @@ async def verify_photo(tenant: Tenant, subject_id: SubjectId, request: Request, 
                        service: ServiceDep) -> dict[str, Any]:
     form = await _probe_form(request, frozenset({"face_index", "threshold"}))
     photo = _one_photo(form)
-    result: VerifyResult = await service.run(
-        view.verify, subject_id, photo, tenant=tenant, threshold=threshold_field(form.fields),
+    result: VerifyResult = await service.run_photos(
+        request, view.verify, subject_id, photo, tenant=tenant,
+        threshold=threshold_field(form.fields),
         face_index=int_field(form.fields, "face_index", low=0, high=1000))
     service.metrics.match("verify", result.match)
     return result.to_dict()
@@ -89,8 +90,8 @@ async def identify_photo(tenant: Tenant, request: Request, view: View,
     form = await _probe_form(request, frozenset({"face_index", "top_k", "threshold"}))
     photo = _one_photo(form)
     top_k = int_field(form.fields, "top_k", low=1, high=MAX_TOP_K)
-    result: IdentifyResult = await service.run(
-        view.identify, photo, tenant=tenant, top_k=5 if top_k is None else top_k,
+    result: IdentifyResult = await service.run_photos(
+        request, view.identify, photo, tenant=tenant, top_k=5 if top_k is None else top_k,
         threshold=threshold_field(form.fields),
         face_index=int_field(form.fields, "face_index", low=0, high=1000))
     service.metrics.match("identify", result.best is not None)

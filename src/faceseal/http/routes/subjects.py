@@ -69,8 +69,8 @@ async def enroll_photos(tenant: Tenant, subject_id: SubjectId, request: Request,
         raise InvalidInput("the upload has no photo (field 'photo')")
     face_index = int_field(form.fields, "face_index", low=0, high=1000)
     try:
-        result = await service.run(view.enroll, subject_id, list(photos), tenant=tenant,
-                                   face_index=face_index)
+        result = await service.run_photos(request, view.enroll, subject_id, list(photos),
+                                          tenant=tenant, face_index=face_index)
     finally:
         photos.clear()
     return result.to_dict()

@@ -1,0 +1,134 @@
+"""Photo work benchmark: bounded face detection on a 4000x4000 photo, and what a flood of such
+photos does to a concurrent genuine encode.
+
+Same run, same machine, each figure beside its baseline:
+
+* detection time of a 16 MP photo searched at full size (the old behaviour,
+  ``max_detect_pixels=None``) and at the default bound (2 MP), for a flat PNG (the issue's 46 KB
+  attack file) and for a real face blown up to 16 MP;
+* the time to encode a genuine 0.7 MP photo alone, and while another thread keeps encoding 16 MP
+  photos (bounded, and for comparison unbounded; with the FIFO dlib lock, and for comparison a
+  plain ``threading.Lock``).
+
+    .venv/bin/python bench/photo_bench.py [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from faceseal.encoders import DlibResNetEncoder, dlib_resnet, load_image
+
+ROOT = Path(__file__).resolve().parents[1]
+FACES = ROOT / "tests" / "data" / "faces"
+RESULTS = ROOT / "bench" / "results"
+SIDE = 4000
+
+
+def flat_png() -> bytes:
+    """A highly compressible 4000x4000 PNG (tens of KB), like the one in the issue."""
+    pixels = np.zeros((SIDE, SIDE, 3), dtype=np.uint8)
+    pixels[::50, :, :] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def face_png() -> bytes:
+    """A real face (obama-1) scaled into a 4000x4000 PNG."""
+    face = Image.open(FACES / "obama-1.jpg").convert("RGB")
+    scale = SIDE / max(face.size)
+    face = face.resize((int(face.width * scale), int(face.height * scale)),
+                       Image.Resampling.BICUBIC)
+    canvas = Image.new("RGB", (SIDE, SIDE), (128, 128, 128))
+    canvas.paste(face, ((SIDE - face.width) // 2, (SIDE - face.height) // 2))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def timed(operation: object, rounds: int) -> list[float]:
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        operation()  # type: ignore[operator]
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def detection(encoder: DlibResNetEncoder, photo: bytes, rounds: int) -> float:
+    pixels = load_image(photo, max_pixels=16_000_000)
+    return statistics.median(timed(lambda: encoder.detect(pixels), rounds))
+
+
+def genuine_under_flood(genuine: DlibResNetEncoder, flood: DlibResNetEncoder, attack: bytes,
+                        probe: bytes, rounds: int) -> float:
+    """Median seconds to encode ``probe`` while another thread keeps encoding ``attack``."""
+    stop = threading.Event()
+
+    def attacker() -> None:
+        while not stop.is_set():
+            flood.encode_photo(attack, max_pixels=16_000_000, face_index=0)
+
+    thread = threading.Thread(target=attacker, daemon=True)
+    thread.start()
+    time.sleep(0.5)  # the attacker is at work
+    try:
+        return statistics.median(timed(lambda: genuine.encode_photo(probe), rounds))
+    finally:
+        stop.set()
+        thread.join()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    bounded = DlibResNetEncoder(max_pixels=16_000_000)
+    full = DlibResNetEncoder(max_pixels=16_000_000, max_detect_pixels=None)
+    bounded.load()
+    flat, face = flat_png(), face_png()
+    probe = (FACES / "obama-2.jpg").read_bytes()
+    report: dict[str, object] = {"flat_png_bytes": len(flat), "side": SIDE}
+    for name, photo in (("flat", flat), ("face", face)):
+        baseline = detection(full, photo, 1)  # ~20 s per pass: one is enough
+        fast = detection(bounded, photo, args.rounds)
+        report[f"detect_{name}_full_s"] = round(baseline, 3)
+        report[f"detect_{name}_bounded_s"] = round(fast, 3)
+        report[f"detect_{name}_speedup"] = round(baseline / fast, 1)
+        print(f"detect 16 MP {name}: full {baseline:.2f} s, bounded {fast:.2f} s "
+              f"({baseline / fast:.1f}x)")
+    solo = statistics.median(timed(lambda: bounded.encode_photo(probe), args.rounds))
+    report["genuine_solo_s"] = round(solo, 3)
+    print(f"genuine 0.7 MP encode alone: {solo:.2f} s")
+    one_mp = DlibResNetEncoder(max_pixels=16_000_000, max_detect_pixels=1_000_000)
+    fair = dlib_resnet._dlib_lock
+    for name, flood, rounds, lock in (
+            ("full", full, 2, fair), ("bounded_2mp", bounded, args.rounds, fair),
+            ("bounded_2mp_plain_lock", bounded, args.rounds, threading.Lock()),
+            ("bounded_1mp", one_mp, args.rounds, fair)):
+        dlib_resnet._dlib_lock = lock  # the plain lock: the baseline for the FIFO lock
+        try:
+            flooded = genuine_under_flood(bounded, flood, face, probe, rounds)
+        finally:
+            dlib_resnet._dlib_lock = fair
+        report[f"genuine_flood_{name}_s"] = round(flooded, 3)
+        report[f"genuine_flood_{name}_ratio"] = round(flooded / solo, 2)
+        print(f"  beside a flood of 16 MP photos searched {name}: {flooded:.2f} s "
+              f"({flooded / solo:.1f}x)")
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (RESULTS / f"photo-bench-{stamp}.json").write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

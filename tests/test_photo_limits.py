@@ -1,0 +1,130 @@
+"""Photo work is bounded: a request's time limit stops its dlib work, and one principal's photo
+requests cannot fill the queue for the dlib lock ahead of everyone else's."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from faceseal.encoders import DlibResNetEncoder, load_image
+from faceseal.encoders.deadline import call_with_deadline, holding
+from faceseal.encoders.fair_lock import FairLock
+from faceseal.errors import ServiceTimeout
+from faceseal.http.photo_slots import PhotoSlots
+
+from .http_server import served_vault
+
+
+def test_photo_work_past_its_deadline_does_not_run(faces_dir: Path) -> None:
+    encoder = DlibResNetEncoder()
+    pixels = load_image(faces_dir / "obama-1.jpg")
+    encoder.load()
+    with pytest.raises(ServiceTimeout):
+        call_with_deadline(time.monotonic() - 0.01, encoder.encode, pixels)
+    assert call_with_deadline(None, encoder.encode, pixels).shape == (128,)
+
+
+def test_waiting_for_the_dlib_lock_ends_at_the_deadline() -> None:
+    lock = threading.Lock()
+    lock.acquire()  # someone else's long detection
+    try:
+        def wait() -> None:
+            with holding(lock):
+                raise AssertionError("the lock was never free")
+
+        started = time.monotonic()
+        with pytest.raises(ServiceTimeout):
+            call_with_deadline(started + 0.3, wait)
+        assert 0.25 <= time.monotonic() - started < 5
+    finally:
+        lock.release()
+
+
+def test_one_principals_photos_wait_for_its_own_slots_only() -> None:
+    slots = PhotoSlots(2)
+    log: list[str] = []
+
+    async def work(principal: str, name: str, release: anyio.Event) -> None:
+        async with slots.slot(principal):
+            log.append(f"start {name}")
+            await release.wait()
+            log.append(f"end {name}")
+
+    async def main() -> None:
+        gates = {name: anyio.Event() for name in ("a1", "a2", "a3", "b1")}
+        async with anyio.create_task_group() as group:
+            for name in ("a1", "a2", "a3"):
+                group.start_soon(work, "alice", name, gates[name])
+                await anyio.sleep(0.01)
+            group.start_soon(work, "bob", "b1", gates["b1"])
+            await anyio.sleep(0.05)
+            # alice has two at work and one waiting; bob is not behind her.
+            assert log == ["start a1", "start a2", "start b1"]
+            gates["b1"].set()
+            gates["a1"].set()
+            await anyio.sleep(0.05)
+            assert log[-1] == "start a3"
+            gates["a2"].set()
+            gates["a3"].set()
+        assert len(slots) == 0  # idle principals are forgotten
+
+    anyio.run(main)
+
+
+@pytest.mark.slow
+def test_an_abandoned_enrolment_stops_its_photo_work(tmp_path: Path, faces_dir: Path) -> None:
+    """Ten large photos under a 1 s time limit: the request is answered 503 at the limit, and the
+    server does not go on detecting faces in the remaining photos afterwards."""
+    photo = (faces_dir / "obama-3.jpg").read_bytes()  # 3.3 MP: about a second of work each
+    with served_vault(tmp_path, "--timeout", "1", "--debug", "--max-body", str(40 * 2**20)
+                      ) as server:
+        with server.http() as http:
+            files = [("photo", (f"p{i}.jpg", photo, "image/jpeg")) for i in range(10)]
+            response = http.post("/v1/tenants/acme/subjects/slow/photos", files=files,
+                                 headers={"Authorization": f"Bearer {server.keys['enroller']}"})
+            assert response.status_code == 503
+            assert response.json()["code"] == "timeout"
+        time.sleep(10)  # on the old code, detection went on for every photo (about 1 s each)
+        detections = server.log().count("detected 1 face(s)")
+    assert detections <= 2, f"{detections} photos were still processed after the time limit"
+
+
+def test_the_dlib_lock_serves_waiters_in_arrival_order() -> None:
+    lock = FairLock()
+    order: list[int] = []
+    lock.acquire()
+    threads = []
+    for i in range(4):
+        def take(i: int = i) -> None:
+            with lock:
+                order.append(i)
+
+        thread = threading.Thread(target=take)
+        thread.start()
+        threads.append(thread)
+        time.sleep(0.05)  # each is waiting before the next arrives
+    lock.release()
+    for thread in threads:
+        thread.join(5)
+    assert order == [0, 1, 2, 3]
+
+
+def test_a_waiter_that_gives_up_does_not_block_the_line() -> None:
+    lock = FairLock()
+    lock.acquire()
+    assert not lock.acquire(timeout=0.1)
+    assert not lock.acquire(blocking=False)
+    got: list[bool] = []
+    thread = threading.Thread(target=lambda: got.append(lock.acquire(timeout=5)))
+    thread.start()
+    time.sleep(0.05)
+    lock.release()
+    thread.join(5)
+    assert got == [True]
+    lock.release()
+    with pytest.raises(RuntimeError):
+        lock.release()
