@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from faceseal.access.principals import authenticate
+from faceseal.bench.runner import lift_budgets
 from faceseal.vault import Vault
 
 
@@ -47,7 +48,11 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="faceseal-bench-audit-"))
     rng = np.random.default_rng(0)
     encodings = rng.standard_normal((args.subjects, 128)) * 0.1
-    with Vault.create(root / "vault", keyring_dir=root / "keys") as admin:
+    with Vault.create(root / "vault", keyring_dir=root / "keys") as created:
+        admin_key = created.bootstrap_admin_key
+        assert admin_key is not None
+    lift_budgets(root / "vault")
+    with Vault.open(root / "vault", api_key=admin_key) as admin:
         worker_key = admin.add_principal("bench", ["enroller", "verifier", "identifier"]).api_key
         auditor_key = admin.add_principal("auditor", ["auditor"]).api_key
         vault = admin.as_key(worker_key)

@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from storage_bench import PgBench
 
-from faceseal.bench.runner import machine
+from faceseal.bench.runner import lift_budgets, machine
 from faceseal.bench.synthetic import make_gallery
 from faceseal.storage.base import ChangeListener
 from faceseal.vault import Vault
@@ -62,6 +62,7 @@ def new_vault(root: Path, store_url: str | None = None) -> Iterator[tuple[Path, 
     home = root / "vault"
     with Vault.create(home, keyring_dir=root / "keys", store_url=store_url) as created:
         key = created.add_principal("bench", ("enroller", "verifier", "identifier")).api_key
+    lift_budgets(home)
     yield home, key
 
 

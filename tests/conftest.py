@@ -63,7 +63,7 @@ def vault_dirs(tmp_path: Path) -> tuple[Path, Path]:
 
 #: The principal test vaults are bound to: every role, every tenant.
 TEST_PRINCIPAL = "test-worker"
-TEST_ROLES = ("admin", "enroller", "verifier", "identifier", "auditor")
+TEST_ROLES = ("admin", "enroller", "verifier", "identifier", "auditor", "calibrator")
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from .conftest import make_vault, vault_keys
 ROLE_PRINCIPALS: dict[str, tuple[tuple[str, ...], str | None]] = {
     "enroller": (("enroller",), "acme"),
     "verifier": (("verifier",), "acme"),
+    "calibrator": (("verifier", "identifier", "calibrator"), "acme"),
     "identifier": (("identifier",), "acme"),
     "auditor": (("auditor",), "acme"),
     "auditor-all": (("auditor",), None),

@@ -48,6 +48,7 @@ subjects           --       +-          --          --            --         -- 
 purge              +-       +-          --          --            --         ++        --
 check              --       --          --          --            --         ++        --
 tenants.retention  +-       --          --          --            --         ++        --
+tenants.policy     +-       --          --          --            --         ++        --
 tenants.list       +.       --          --          --            +.         +.        +.
 principals.add     +-       --          --          --            --         ++        --
 principals.list    +.       --          --          --            --         +.        --
@@ -79,6 +80,8 @@ OPERATIONS = sorted({op for op, _, _ in EXPECTED})
 # land with other issues); their rules are checked directly below.
 NOT_YET_OPERATIONS = {"keys.status", "keys.rotate", "keys.retire", "keys.migrate", "import",
                       "config.save"}
+# Permissions that are not operations of their own: checked directly below.
+NOT_OPERATIONS = {"distances.exact"}
 
 
 @dataclass
@@ -133,6 +136,7 @@ def _prepare(world: World, operation: str, view: Vault, tenant: str) -> Callable
         "purge": lambda: view.purge(100 * 365 * 86400.0, tenant=tenant, dry_run=True),
         "check": view.check,
         "tenants.retention": lambda: view.set_retention(tenant, 30 * 86400.0),
+        "tenants.policy": lambda: view.set_tenant_policy(tenant, disclosure_level="band"),
         "tenants.list": view.tenants,
         "principals.add": lambda: view.add_principal(w.uid("p"), ["verifier"], tenant=tenant),
         "principals.list": view.principals,
@@ -175,7 +179,7 @@ def test_role_operation_tenant_matrix(world: World, operation: str, principal: s
 
 
 def test_table_covers_every_permission() -> None:
-    assert set(OPERATIONS) | NOT_YET_OPERATIONS == set(PERMISSIONS)
+    assert set(OPERATIONS) | NOT_YET_OPERATIONS | NOT_OPERATIONS == set(PERMISSIONS)
     assert len(CASES) == sum(2 if "." not in c else 1 for line in EXPECTED_TABLE.strip()
                              .splitlines()[1:] for c in line.split()[1:])
 
@@ -196,6 +200,14 @@ def test_rules_of_operations_added_later(action: str, role: Role, tenant: str | 
         assert allowed == (role is Role.ADMIN and tenant is None)
     else:
         assert allowed == (role is Role.ENROLLER)
+
+
+@pytest.mark.parametrize(("role", "tenant"), [(r, t) for r in Role for t in (SAME, None)])
+def test_only_calibrators_see_exact_distances(role: Role, tenant: str | None) -> None:
+    # A permission, not an operation: verify/identify ask it to decide what an answer reveals.
+    for asked in (SAME, OTHER):
+        allowed = authorize(_principal({role}, tenant), "distances.exact", asked).allowed
+        assert allowed == (role is Role.CALIBRATOR and (tenant is None or asked == tenant))
 
 
 def test_several_roles_grant_the_union_and_nothing_more(world: World) -> None:

@@ -102,11 +102,17 @@ def test_enrol_photo_verify_genuine_and_impostor_identify_erase(
 
     genuine = verifier.verify(obama, faces_dir / "obama-2.jpg", tenant="acme")  # a photo
     assert genuine.match
-    assert genuine.distance < genuine.threshold == 0.6
+    # A plain verifier gets the decision and a band, never the distance (threat-model.md).
+    assert (genuine.distance, genuine.score, genuine.disclosure) == (None, "strong", "band")
+    assert genuine.threshold == 0.6
     assert genuine.template_id == enrolled.template_ids[0]
     impostor = verifier.verify(obama, encoding_of("biden-1.jpg"), tenant="acme")
     assert not impostor.match
-    assert impostor.distance > 0.6
+    assert (impostor.distance, impostor.score, impostor.template_id) == (None, "none", None)
+    exact = clients["calibrator"].verify(obama, encoding_of("biden-1.jpg"), tenant="acme")
+    assert exact.disclosure == "exact"
+    assert exact.distance is not None
+    assert exact.distance > 0.6
 
     found = identifier.identify((faces_dir / "obama-small.jpg").read_bytes(), tenant="acme",
                                 top_k=2)
@@ -145,7 +151,7 @@ def test_encodings_enrolment_round_trips_through_json(
     enrolled = clients["enroller"].enroll(subject, encodings, tenant="acme")
     assert len(enrolled.template_ids) == 3
     for row in encodings:  # each template is found again at distance 0: exact round trip
-        result = clients["verifier"].verify(subject, row, tenant="acme")
+        result = clients["calibrator"].verify(subject, row, tenant="acme")
         assert result.match
         assert result.distance == 0.0
 

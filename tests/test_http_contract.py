@@ -6,9 +6,11 @@ input accepted, authentication not ignored, methods not documented refused with 
 ``Allow``, erased resources gone, ...) over every operation, at least 100 generated cases each,
 in all its phases (examples, coverage, fuzzing, stateful through the document's links).
 
-The only adjustment is in ``tests/schemathesis.toml``: for the three photo uploads, whose
+The only adjustments are in ``tests/schemathesis.toml``: for the three photo uploads, whose
 "binary" field no schema can require to hold a face, 422 and 413 also count as accepting
-schema-valid input.
+schema-valid input; for the three encoding probes, which no schema can require to be plausible
+for their model (or within the tenant's configured threshold), and for setting a tenant's policy
+(the models and their bounds are the vault's configuration), 422 does.
 """
 
 from __future__ import annotations

@@ -49,6 +49,20 @@ def test_enroll_verify_identify_erase_on_each_store(
         assert vault.identify(encoding_of("obama-3.jpg")).gallery_size == 1
 
 
+def test_answer_policy_on_each_store(tmp_path: Path, store_url: str,
+                                     encoding_of: EncodingOf) -> None:
+    # The tenant policy lives in the store's metadata: set by an admin, read by every process.
+    home = tmp_path / "vault"
+    with make_vault(home, tmp_path / "keys", store_url=store_url) as vault:
+        vault.enroll("obama", [encoding_of("obama-1.jpg")])
+        vault.set_tenant_policy("default", disclosure_level="decision",
+                                thresholds={"dlib-resnet-v1": 0.5})
+    with reopen_vault(home) as vault:
+        policy = vault.tenant_policy("default")
+        assert (policy.disclosure, policy.thresholds) == ("decision", {"dlib-resnet-v1": 0.5})
+        assert vault.verify("obama", encoding_of("obama-2.jpg")).threshold == 0.5
+
+
 def test_file_store_files_are_private(tmp_path: Path, encoding_of: EncodingOf) -> None:
     home = tmp_path / "vault"
     with make_vault(home, tmp_path / "keys", store_url="files:templates") as vault:

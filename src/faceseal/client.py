@@ -45,6 +45,7 @@ from faceseal.encoders.files import is_encoding_file, load_encodings_file
 from faceseal.errors import FacesealError, InvalidInput, ServiceUnavailable
 from faceseal.vault.bulk import BulkEnrollResult
 from faceseal.vault.config import DEFAULT_TENANT
+from faceseal.vault.disclosure import TenantPolicy
 from faceseal.vault.results import (
     Candidate,
     EnrollResult,
@@ -255,6 +256,24 @@ class FacesealClient:
         data = self._call("POST", _path("v1", "tenants", tenant, "batch", "identify"),
                           json=body, request_id=request_id)
         return [_identify_result(r) for r in data["results"]]
+
+    # --- tenants ---------------------------------------------------------------------------------
+
+    def tenant_policy(self, tenant: str = DEFAULT_TENANT, *,
+                      request_id: str | None = None) -> TenantPolicy:
+        """What the tenant's answers reveal, and its configured thresholds (admin or auditor)."""
+        data = self._call("GET", _path("v1", "tenants", tenant, "policy"), request_id=request_id)
+        return TenantPolicy(**data)
+
+    def set_tenant_policy(self, tenant: str = DEFAULT_TENANT, *,
+                          disclosure_level: str | None = None,
+                          thresholds: dict[str, float] | None = None,
+                          request_id: str | None = None) -> TenantPolicy:
+        """Set the tenant's disclosure (``band`` or ``decision``) and/or thresholds (admin)."""
+        body = _without_none(disclosure=disclosure_level, thresholds=thresholds)
+        data = self._call("PUT", _path("v1", "tenants", tenant, "policy"), json=body,
+                          request_id=request_id)
+        return TenantPolicy(**data)
 
     # --- principals ------------------------------------------------------------------------------
 

@@ -90,18 +90,16 @@ def _steps(
 
         genuine = door.verify("person-a", photos.person_a_probe)
         report.add("verify genuine", genuine.match, by="door",
-                   distance=round(genuine.distance, 4),
-                   threshold=genuine.threshold)
+                   score=genuine.score, threshold=genuine.threshold)
         say(f"4. door verified {photos.person_a_probe.name} as person-a: "
-            f"{'MATCH' if genuine.match else 'NO MATCH'} (distance {genuine.distance:.3f}, "
-            f"threshold {genuine.threshold})")
+            f"{'MATCH' if genuine.match else 'NO MATCH'} (score {genuine.score}, "
+            f"threshold {genuine.threshold}; exact distances need the calibrator role)")
 
         impostor = door.verify("person-b", photos.person_a_probe)
         report.add("verify impostor", not impostor.match, by="door",
-                   distance=round(impostor.distance, 4),
-                   threshold=impostor.threshold)
+                   score=impostor.score, threshold=impostor.threshold)
         say(f"5. door verified {photos.person_a_probe.name} as person-b: "
-            f"{'MATCH' if impostor.match else 'NO MATCH'} (distance {impostor.distance:.3f}) "
+            f"{'MATCH' if impostor.match else 'NO MATCH'} (score {impostor.score}) "
             "-- the impostor is rejected")
 
         try:
@@ -116,9 +114,9 @@ def _steps(
         found = search.identify(photos.person_a_other, top_k=2)
         best = found.best
         report.add("identify", best is not None and best.subject_id == "person-a", by="search",
-                   ranking=[(c.subject_id, round(c.distance, 4)) for c in found.candidates])
+                   ranking=[(c.subject_id, c.score) for c in found.candidates])
         say(f"7. search identified {photos.person_a_other.name}: "
-            + ", ".join(f"{c.subject_id} {c.distance:.3f}" for c in found.candidates)
+            + ", ".join(f"{c.subject_id} ({c.score})" for c in found.candidates)
             + f" -> {best.subject_id if best else 'nobody'}")
 
         erased = enroller.erase("person-a")

@@ -27,6 +27,9 @@ class FacesealError(Exception):
     http_status: int = 500
     #: Process exit status used by the CLI (0 and 1 are reserved for success and no-match).
     exit_code: int = 5
+    #: Whether the refusal looks like probing the vault (its ``failed`` audit event is marked
+    #: ``suspicious`` for a SIEM to alert on; see docs/audit.md).
+    suspicious: bool = False
 
 
 # --- user errors ---------------------------------------------------------------------------------
@@ -149,6 +152,28 @@ class RateLimited(UserError):
     code = "rate_limited"
     http_status = 429
     exit_code = 3
+
+
+class BudgetExceeded(RateLimited):
+    """A principal or subject has used up its query budget for the current window."""
+
+    code = "budget_exceeded"
+    suspicious = True
+
+
+class ImplausibleProbe(InvalidInput):
+    """A probe encoding does not look like an output of its model (the origin, a unit vector, a
+    constant vector, a norm no face gives): a reconstruction attack, not a face."""
+
+    code = "implausible_probe"
+    suspicious = True
+
+
+class ThresholdTooLoose(InvalidInput):
+    """A caller asked for a looser threshold than the vault's configured one."""
+
+    code = "threshold_too_loose"
+    suspicious = True
 
 
 class MalformedRequest(UserError):

@@ -23,6 +23,9 @@ class Role(StrEnum):
     VERIFIER = "verifier"  # 1:1 verify
     IDENTIFIER = "identifier"  # 1:N identify (the most privacy-invasive)
     AUDITOR = "auditor"  # read, export and verify the audit log
+    #: Sees exact distances in verify/identify answers (on top of verifier/identifier): exact
+    #: distances rebuild stored encodings, so they are a permission of their own.
+    CALIBRATOR = "calibrator"
 
 
 ALL_ROLES: frozenset[Role] = frozenset(Role)
@@ -39,6 +42,9 @@ PURGE = "purge"
 CHECK = "check"
 TENANTS_LIST = "tenants.list"
 TENANTS_RETENTION = "tenants.retention"
+TENANTS_POLICY = "tenants.policy"
+#: Not an operation of its own: what verify/identify ask to reveal exact distances.
+DISTANCES_EXACT = "distances.exact"
 PRINCIPALS_ADD = "principals.add"
 PRINCIPALS_LIST = "principals.list"
 PRINCIPALS_REVOKE = "principals.revoke"
@@ -54,6 +60,7 @@ CONFIG_SAVE = "config.save"
 AUTHENTICATE = "authenticate"
 
 _A, _E, _V, _I, _AU = Role.ADMIN, Role.ENROLLER, Role.VERIFIER, Role.IDENTIFIER, Role.AUDITOR
+_C = Role.CALIBRATOR
 
 #: action -> roles that may perform it (within the principal's tenant scope).
 PERMISSIONS: dict[str, frozenset[Role]] = {
@@ -67,6 +74,8 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     CHECK: frozenset({_A}),
     TENANTS_LIST: frozenset({_A, _AU}),
     TENANTS_RETENTION: frozenset({_A}),
+    TENANTS_POLICY: frozenset({_A}),
+    DISTANCES_EXACT: frozenset({_C}),
     PRINCIPALS_ADD: frozenset({_A}),
     PRINCIPALS_LIST: frozenset({_A}),
     PRINCIPALS_REVOKE: frozenset({_A}),

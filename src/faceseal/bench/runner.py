@@ -51,7 +51,7 @@ from faceseal.crypto.derive import new_subject_secret
 from faceseal.matching import kernels
 from faceseal.matching.gallery import Gallery
 from faceseal.matching.memory import lock_status
-from faceseal.vault import Vault
+from faceseal.vault import Vault, VaultConfig
 
 Say = Callable[[str], None]
 MEGA = 1e6
@@ -180,8 +180,11 @@ def _workspace(options: BenchOptions) -> Iterator[Path]:
             shutil.rmtree(root, ignore_errors=True)
 
 
-#: Roles of the principal the bench works as (scoped to the default tenant).
-BENCH_ROLES = ("enroller", "verifier", "identifier")
+#: Roles of the principal the bench works as (scoped to the default tenant). ``calibrator``:
+#: the bench checks reported distances against exact ones, so it must see them.
+BENCH_ROLES = ("enroller", "verifier", "identifier", "calibrator")
+#: Query budgets for benchmark vaults: the bench asks far more than any real caller should.
+BENCH_BUDGET = 10**9
 _bench_keys: dict[Path, str] = {}
 
 
@@ -191,8 +194,17 @@ def _new_vault(root: Path, name: str) -> Vault:
     home = root / name / "vault"
     with Vault.create(home, keyring_dir=root / name / "keys") as created:
         key = created.add_principal("bench", BENCH_ROLES).api_key
+    lift_budgets(home)
     _bench_keys[home] = key
     return _open_vault(root, name)
+
+
+def lift_budgets(home: Path) -> None:
+    """Give a closed benchmark vault budgets no benchmark reaches (never do this in production:
+    budgets bound what a stolen key can learn, docs/threat-model.md)."""
+    config = VaultConfig.load(home)
+    config.budget_per_principal = config.budget_per_subject = BENCH_BUDGET
+    config.save(home)
 
 
 def _open_vault(root: Path, name: str) -> Vault:

@@ -3,8 +3,10 @@
 Identities are random centres in 128-d space; each identity's templates, and its probes, are the
 centre plus independent noise. With the defaults a template lies about 0.4 from its identity's
 other templates and probes (a genuine pair, under dlib's 0.6 threshold) and about 0.95 from other
-identities (impostors), as with real dlib ResNet encodings. Probes are not enrolled, so recall is
-measured on fresh samples of enrolled identities.
+identities (impostors), as with real dlib ResNet encodings. Every vector also carries one shared
+offset (the "average face"), so that norms are dlib's too (about 1.4; the vault refuses probes
+whose norm no face gives, see faceseal.matching.plausibility); the offset changes no distance.
+Probes are not enrolled, so recall is measured on fresh samples of enrolled identities.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import numpy.typing as npt
 
 CENTRE_SCALE = 0.06
 NOISE_SCALE = 0.025
+#: Per-coordinate scale of the shared offset: a norm of about 1.2, which with the identity spread
+#: gives dlib's typical norm of 1.4.
+OFFSET_SCALE = 0.106
 
 
 @dataclass
@@ -54,6 +59,10 @@ def make_gallery(
     probe_count = min(probes, identities)
     picked = rng.choice(identities, size=probe_count, replace=False)
     probe_vectors = centres[picked] + rng.standard_normal((probe_count, dimension)) * NOISE_SCALE
+    # Its own generator: the identities, templates and probes stay the ones drawn before.
+    offset = np.random.default_rng(seed + 1).standard_normal(dimension) * OFFSET_SCALE
+    encodings += offset
+    probe_vectors += offset
     return SyntheticGallery(
         encodings=encodings,
         subject_ids=[subject_name(int(i)) for i in owner],

@@ -121,7 +121,7 @@ def principals_bootstrap(output: Output, vault_dir: Path | None, name: str,
 
 @click.group(cls=FullHelpGroup)
 def tenants() -> None:
-    """Tenants and how long they keep inactive subjects."""
+    """Tenants: how long they keep inactive subjects, and what match answers reveal."""
 
 
 @tenants.command("list")
@@ -139,6 +139,42 @@ def tenants_list(output: Output, vault_dir: Path | None) -> None:
         click.echo(f"{len(found)} tenant(s)")
 
     output.emit({"tenants": [t.to_dict() for t in found]}, human)
+
+
+@tenants.command("policy")
+@click.argument("tenant")
+@click.option("--disclosure", "level", type=click.Choice(["band", "decision"]), default=None,
+              help="What verify/identify reveal to principals without the calibrator role.")
+@click.option("--threshold", "thresholds", multiple=True, metavar="MODEL=VALUE",
+              help="The tenant's threshold for a model (within the model's bounds); repeatable.")
+@common_options
+def tenants_policy(output: Output, vault_dir: Path | None, tenant: str, level: str | None,
+                   thresholds: tuple[str, ...]) -> None:
+    """Show TENANT's answer policy, or set it with --disclosure / --threshold (admin; reading
+    also auditor). Exact distances are never a tenant setting: they need the calibrator role."""
+    parsed: dict[str, float] = {}
+    for item in thresholds:
+        model, sep, value = item.partition("=")
+        try:
+            parsed[model.strip()] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{item!r} is not MODEL=NUMBER",
+                                     param_hint="--threshold") from None
+        if not sep or not model.strip():
+            raise click.BadParameter(f"{item!r} is not MODEL=NUMBER", param_hint="--threshold")
+    with open_vault(vault_dir) as vault:
+        if level is None and not parsed:
+            policy = vault.tenant_policy(tenant)
+        else:
+            policy = vault.set_tenant_policy(tenant, disclosure_level=level,
+                                             thresholds=parsed or None)
+
+    def human() -> None:
+        configured = ", ".join(f"{k} {v:g}" for k, v in sorted(policy.thresholds.items()))
+        click.echo(f"Tenant {tenant}: disclosure {policy.disclosure}; thresholds "
+                   + (configured or "the models' defaults"))
+
+    output.emit(policy.to_dict(), human)
 
 
 @tenants.command("retention")

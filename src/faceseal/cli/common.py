@@ -134,8 +134,16 @@ def api_key_from_cli() -> SecretBytes | None:
 def open_vault(vault_dir: Path | None) -> Vault:
     """Open the vault bound to this invocation's API key. Without a key the vault opens unbound
     and the first operation is refused (and audited) with a message saying how to pass one."""
-    return Vault.open(vault_dir, api_key=api_key_from_cli(),
-                      passphrase=passphrase_from_env_or_prompt)
+    vault = Vault.open(vault_dir, api_key=api_key_from_cli(),
+                       passphrase=passphrase_from_env_or_prompt)
+    # Each command is its own process: budgets counted in its memory would start afresh every
+    # time, so the CLI counts them in the store, with every other process of the vault.
+    try:
+        vault.use_query_counters(vault.shared_counters())
+    except BaseException:
+        vault.close()
+        raise
+    return vault
 
 
 def no_password_in_argv(ctx: click.Context, param: click.Parameter, value: str | None

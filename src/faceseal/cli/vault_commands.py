@@ -164,12 +164,20 @@ def enroll(output: Output, vault_dir: Path | None, subject_id: str, tenant: str,
         click.echo(f"faceseal: warning: {warning['message']}", err=True)
 
 
+def _shown(distance: float | None, score: str | None) -> str:
+    """What the answer disclosed: the exact distance (calibrators), else the band, if any."""
+    if distance is not None:
+        return f"distance {distance:.4f}"
+    return f"score {score}" if score is not None else ""
+
+
 @click.command()
 @click.option("--subject", "subject_id", required=True, help="Claimed subject id.")
 @tenant_option
 @model_option
 @face_option
-@click.option("--threshold", type=float, default=None, help="Override the model's threshold.")
+@click.option("--threshold", type=float, default=None,
+              help="A stricter threshold than the configured one (a looser one is refused).")
 @click.argument("probe", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @common_options
 def verify(output: Output, vault_dir: Path | None, subject_id: str, tenant: str,
@@ -181,7 +189,7 @@ def verify(output: Output, vault_dir: Path | None, subject_id: str, tenant: str,
                               face_index=_face(face_index))
     verdict = "MATCH" if result.match else "NO MATCH"
     output.emit(result.to_dict(), lambda: click.echo(
-        f"{verdict}: {result.subject_id} distance {result.distance:.4f} "
+        f"{verdict}: {result.subject_id} {_shown(result.distance, result.score)} "
         f"(threshold {result.threshold})"
         + (f"; {len(result.damaged_template_ids)} damaged template(s) skipped"
            if result.damaged_template_ids else "")))
@@ -194,7 +202,8 @@ def verify(output: Output, vault_dir: Path | None, subject_id: str, tenant: str,
 @face_option
 @click.option("--top-k", type=click.IntRange(1, MAX_TOP_K), default=5, show_default=True,
               help="How many candidates.")
-@click.option("--threshold", type=float, default=None, help="Override the model's threshold.")
+@click.option("--threshold", type=float, default=None,
+              help="A stricter threshold than the configured one (a looser one is refused).")
 @click.argument("probe", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @common_options
 def identify(output: Output, vault_dir: Path | None, tenant: str, model: str | None,
@@ -206,11 +215,12 @@ def identify(output: Output, vault_dir: Path | None, tenant: str, model: str | N
 
     def human() -> None:
         if not result.candidates:
-            click.echo("No subjects to compare with.")
+            click.echo("No subjects to compare with." if result.disclosure == "exact"
+                       else "No match.")
         for rank, candidate in enumerate(result.candidates, start=1):
             mark = "match" if candidate.match else "-"
-            click.echo(f"{rank}. {candidate.subject_id}  distance {candidate.distance:.4f}  "
-                       f"{mark}")
+            click.echo(f"{rank}. {candidate.subject_id}  "
+                       f"{_shown(candidate.distance, candidate.score)}  {mark}")
         click.echo(f"(threshold {result.threshold}, {result.gallery_size} templates searched)")
 
     output.emit({**result.to_dict(), "best": result.best.to_dict() if result.best else None},

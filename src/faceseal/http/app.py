@@ -21,7 +21,16 @@ from faceseal.http.metrics import Metrics
 from faceseal.http.middleware import ServiceMiddleware
 from faceseal.http.models import Problem
 from faceseal.http.ratelimit import AuthRateLimiter
-from faceseal.http.routes import audit, batch, keys, matching, ops, principals, subjects
+from faceseal.http.routes import (
+    audit,
+    batch,
+    keys,
+    matching,
+    ops,
+    principals,
+    subjects,
+    tenants,
+)
 from faceseal.http.routes.common import request_id_header
 from faceseal.http.settings import Settings
 from faceseal.vault import Vault
@@ -33,7 +42,7 @@ is recorded in the vault's audit log under the request id returned in `X-Request
 Errors are RFC 9457 problem details (`application/problem+json`).
 """
 
-_ROUTERS = (subjects, matching, batch, principals, keys, audit, ops)
+_ROUTERS = (subjects, matching, batch, tenants, principals, keys, audit, ops)
 
 #: Problem statuses every operation may answer, with what they mean.
 _COMMON_PROBLEMS: dict[int, str] = {
@@ -86,10 +95,13 @@ def create_app(vault: Vault, settings: Settings | None = None) -> FastAPI:
     request binds its own view with its API key. The caller keeps ownership of the vault (close
     it after the server stops)."""
     settings = settings or Settings()
+    counters = _counters(vault, settings.rate_limits)
+    if counters is not None:  # query budgets live where the failed-auth limits do
+        vault.use_query_counters(counters)
     service = Service(vault, settings, Metrics(), AuthRateLimiter(
         per_key=settings.auth_failures_per_key, per_client=settings.auth_failures_per_client,
         window=settings.auth_window_seconds, max_entries=settings.rate_limit_entries,
-        counters=_counters(vault, settings.rate_limits)))
+        counters=counters))
     app = FastAPI(
         title="faceseal", version=__version__, description=DESCRIPTION,
         openapi_url="/openapi.json" if settings.openapi else None,

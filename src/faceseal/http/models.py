@@ -39,10 +39,13 @@ Encoding = Annotated[
           description="One face encoding: finite numbers within +-1000 (128 of them for "
                       "dlib-resnet-v1)."),
 ]
-Threshold = Annotated[float, Field(gt=0, le=1e6, description="Distance threshold override; a "
-                                   "match is distance <= threshold.")]
+Threshold = Annotated[float, Field(gt=0, le=1e6, description="A stricter threshold than the "
+                                   "tenant's configured one (a looser one is refused with 422); "
+                                   "a match is distance <= threshold.")]
 
-RoleName = Literal["admin", "enroller", "verifier", "identifier", "auditor"]
+RoleName = Literal["admin", "enroller", "verifier", "identifier", "auditor", "calibrator"]
+Disclosure = Literal["exact", "band", "decision"]
+Score = Literal["strong", "match", "none"]
 
 
 def _integral(value: object) -> object:
@@ -141,18 +144,24 @@ class VerifyResponse(_Response):
     tenant: str
     subject_id: str
     match: bool
-    distance: float
+    distance: float | None = Field(description="The exact distance: only for principals holding "
+                                               "the calibrator role, else null.")
     threshold: float
     model_id: str
-    template_id: str
+    template_id: str | None = Field(description="The closest template; null on a non-match "
+                                                "unless the disclosure is exact.")
     damaged_template_ids: list[str]
+    score: Score | None = Field(description="A coarse band (strong, match, none); null when the "
+                                            "tenant's disclosure is 'decision'.")
+    disclosure: Disclosure
 
 
 class CandidateModel(_Response):
     subject_id: str
-    distance: float
+    distance: float | None
     match: bool
     template_id: str
+    score: Score | None
 
 
 class IdentifyResponse(_Response):
@@ -160,9 +169,31 @@ class IdentifyResponse(_Response):
     model_id: str
     threshold: float
     top_k: int
-    candidates: list[CandidateModel]
+    candidates: list[CandidateModel] = Field(
+        description="Closest first. Every top-k candidate with its distance for calibrators; "
+                    "otherwise only the candidates within the threshold.")
     gallery_size: int
     damaged_templates: int
+    disclosure: Disclosure
+
+
+class TenantPolicyRequest(_Request):
+    disclosure: Literal["band", "decision"] | None = Field(
+        default=None, description="What answers reveal to principals without the calibrator "
+                                  "role.")
+    thresholds: dict[Annotated[str, Field(max_length=128, pattern=MODEL_PATTERN)],
+                     Annotated[float, Field(gt=0, le=1e6)]] = Field(
+        default_factory=dict, max_length=64,
+        # Keys outside the pattern are refused, so the document says so too.
+        json_schema_extra={"additionalProperties": False},
+        description="The tenant's threshold per model id, within each model's bounds; models "
+                    "left out keep their value.")
+
+
+class TenantPolicyResponse(_Response):
+    tenant: str
+    disclosure: Literal["band", "decision"]
+    thresholds: dict[str, float]
 
 
 class BulkEnrollResponse(_Response):

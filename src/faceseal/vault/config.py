@@ -15,6 +15,12 @@ from faceseal.errors import InvalidInput, NotFound
 from faceseal.keys.datakeys import DEFAULT_MAX_ENCRYPTIONS
 from faceseal.keys.files import write_private_atomic
 from faceseal.matching.models import BUILTIN_MODELS, ModelSpec
+from faceseal.vault.budgets import (
+    DEFAULT_PER_PRINCIPAL,
+    DEFAULT_PER_SUBJECT,
+    DEFAULT_WINDOW_SECONDS,
+    BudgetLimits,
+)
 
 CONFIG_FILE = "vault.json"
 FORMAT = "faceseal-vault/1"
@@ -43,6 +49,15 @@ class VaultConfig:
     #: one process, or when the last checkpoint is this many seconds old, and at close.
     audit_checkpoint_every: int = 16
     audit_checkpoint_seconds: float = 1.0
+    #: Query budgets (docs/threat-model.md): verify/identify queries per principal and per
+    #: subject within a sliding window of this many seconds.
+    budget_window_seconds: float = DEFAULT_WINDOW_SECONDS
+    budget_per_principal: int = DEFAULT_PER_PRINCIPAL
+    budget_per_subject: int = DEFAULT_PER_SUBJECT
+
+    def budgets(self) -> BudgetLimits:
+        return BudgetLimits(self.budget_window_seconds, self.budget_per_principal,
+                            self.budget_per_subject)
 
     @property
     def keyset_id(self) -> bytes:
@@ -70,13 +85,14 @@ class VaultConfig:
             if base is None:
                 raise InvalidInput(f"{CONFIG_FILE}: a threshold for unknown model {model_id!r}")
             if isinstance(threshold, bool) or not isinstance(threshold, int | float) \
-                    or not 0 < float(threshold) <= base.threshold:
+                    or not 0 < float(threshold) <= base.ceiling:
                 raise InvalidInput(
                     f"{CONFIG_FILE}: the threshold of {model_id} must be within "
-                    f"(0, {base.threshold}]: the configuration may make a model stricter, "
+                    f"(0, {base.ceiling}]: the configuration may make a model stricter, "
                     "never looser")
             registry[model_id] = ModelSpec(base.model_id, base.dimension, base.metric,
-                                           float(threshold), base.description)
+                                           float(threshold), base.description,
+                                           base.max_threshold)
         return registry
 
     def save(self, home: Path) -> None:

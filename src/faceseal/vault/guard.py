@@ -232,9 +232,11 @@ class Guard:
     def _record_failure(self, op: Operation, error: Exception,
                         detail: dict[str, DetailValue] | None) -> None:
         code = error.code if isinstance(error, FacesealError) else "internal_error"
+        failed: dict[str, DetailValue] = {**(detail or {}), "error": code}
+        if isinstance(error, FacesealError) and error.suspicious:
+            failed["suspicious"] = True
         try:
-            self.audit.append_now(op.event(OUTCOME_FAILED, detail={**(detail or {}),
-                                                                    "error": code}))
+            self.audit.append_now(op.event(OUTCOME_FAILED, detail=failed))
         except AuditWriteFailed as audit_error:
             raise audit_error from None
 

@@ -35,20 +35,28 @@ class VerifyResult(Result):
     tenant: str
     subject_id: str
     match: bool
-    distance: float
+    #: The exact distance; None unless the caller may see exact distances (docs/threat-model.md).
+    distance: float | None
     threshold: float
     model_id: str
-    template_id: str
+    #: The closest template; None when it is not disclosed (no match without exact disclosure).
+    template_id: str | None
     #: Templates of this subject that failed their integrity check and were left out.
     damaged_template_ids: list[str] = field(default_factory=list)
+    #: A coarse band (``strong``, ``match``, ``none``) when the disclosure level gives one.
+    score: str | None = None
+    #: What this answer reveals: ``exact``, ``band`` or ``decision``.
+    disclosure: str = "exact"
 
 
 @dataclass(frozen=True)
 class Candidate(Result):
     subject_id: str
-    distance: float
+    #: The exact distance; None unless the caller may see exact distances.
+    distance: float | None
     match: bool
     template_id: str
+    score: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,9 @@ class IdentifyResult(Result):
     gallery_size: int
     #: How many templates of the tenant are damaged and were left out of the search.
     damaged_templates: int = 0
+    #: What this answer reveals: ``exact`` (every top-k candidate with its distance), ``band``
+    #: or ``decision`` (only the candidates within the threshold).
+    disclosure: str = "exact"
 
     @property
     def best(self) -> Candidate | None:

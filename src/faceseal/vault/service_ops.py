@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from faceseal.access.counters import StoreCounters
+from faceseal.access.counters import StoreCounters, WindowCounters
 from faceseal.access.roles import AUTHENTICATE
 from faceseal.audit.events import (
     ANONYMOUS,
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from faceseal.audit.state import AuditState
     from faceseal.keys.datakeys import DataKeyManager
     from faceseal.storage.base import TemplateStore
+    from faceseal.vault.answers import AnswerRules
     from faceseal.vault.config import VaultConfig
     from faceseal.vault.follower import ChangeFollower
     from faceseal.vault.gallery_cache import GalleryCache
@@ -69,6 +70,7 @@ class ServiceOperations:
         _audit_state: AuditState
         _config: VaultConfig
         _cache: GalleryCache
+        _answers: AnswerRules
 
         def _check_open(self) -> None: ...
 
@@ -102,6 +104,13 @@ class ServiceOperations:
         replica, the CLI) counts against the same allowance (failed-authentication limits)."""
         self._check_open()
         return StoreCounters(self._store)
+
+    def use_query_counters(self, counters: WindowCounters) -> None:
+        """Count this vault's query budgets (every view's) in ``counters`` from now on: the
+        front ends pass the counters their failed-authentication limits use (the store's, or
+        Redis), so that budgets hold across processes and replicas (docs/threat-model.md)."""
+        self._check_open()
+        self._answers.use_counters(counters)
 
     def refuse_rate_limited(self, *, key_id: str | None, request_id: str | None) -> None:
         """Audit a request that a front end refused, before looking at its credential, because

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from faceseal.access.counters import MemoryCounters, WindowCounters
 from faceseal.access.principals import Principal, new_principal_row
 from faceseal.access.roles import (
     CHECK,
@@ -87,10 +88,13 @@ from faceseal.storage.urls import (
 )
 from faceseal.vault import integrity, integrity_scan, rotation
 from faceseal.vault.access_ops import AccessOperations
+from faceseal.vault.answers import AnswerRules
+from faceseal.vault.budgets import QueryBudgets
 from faceseal.vault.bulk import BulkEnrollResult, check_batch, seal_and_store
 from faceseal.vault.config import CONFIG_FILE, DEFAULT_TENANT, VaultConfig
 from faceseal.vault.config_seal import check_config, seal_config
 from faceseal.vault.enrol_checks import subject_warnings
+from faceseal.vault.exact_rank import ExactRanker, proposals
 from faceseal.vault.face_choice import FaceChoices
 from faceseal.vault.follower import DEFAULT_INTERVAL as DEFAULT_FOLLOW_INTERVAL
 from faceseal.vault.follower import ChangeFollower
@@ -101,6 +105,7 @@ from faceseal.vault.integrity import IntegrityUpgrade
 from faceseal.vault.inventory import InventorySigner
 from faceseal.vault.legacy_import import LegacyImportOptions, LegacyImportResult, import_table
 from faceseal.vault.paths import default_home, default_keyring_dir
+from faceseal.vault.policy_ops import PolicyOperations
 from faceseal.vault.records import NewTemplate, RecordSealer
 from faceseal.vault.results import (
     Candidate,
@@ -170,7 +175,7 @@ def _create_store(
 ApiKeyInput = str | bytes | SecretBytes
 
 
-class Vault(AccessOperations, ServiceOperations):
+class Vault(AccessOperations, PolicyOperations, ServiceOperations):
     """A vault of sealed face encodings. Create with :meth:`create`, open with :meth:`open`."""
 
     #: The first admin's API key, set only on the object :meth:`create` returns: shown once.
@@ -187,6 +192,7 @@ class Vault(AccessOperations, ServiceOperations):
         audit_state: AuditState,
         encoder_factory: Callable[[], Any] | None = None,
         verify_config: bool = True,
+        counters: WindowCounters | None = None,
     ) -> None:
         self._home = home
         self._config = config
@@ -221,6 +227,8 @@ class Vault(AccessOperations, ServiceOperations):
                           vault_id=config.vault_id, keyset_id=config.keyset_id),
             self._models)
         self._follower: ChangeFollower | None = None
+        self._answers = AnswerRules(store, self._models, QueryBudgets(
+            counters if counters is not None else MemoryCounters(), config.budgets()))
         self._caller = Caller(None)
         self._principal: Principal | None = None
         self._root: Vault = self
@@ -335,13 +343,16 @@ class Vault(AccessOperations, ServiceOperations):
         passphrase: PassphraseSource = _no_passphrase,
         encoder_factory: Callable[[], Any] | None = None,
         request_id: str | None = None,
+        counters: WindowCounters | None = None,
     ) -> Vault:
         """Open an existing vault. Fails clearly, changing nothing, if its keys do not match.
 
         ``api_key`` binds the vault to its principal (an unknown, revoked or malformed key is
         refused with :class:`~faceseal.errors.AuthenticationFailed`, and the refusal audited).
         Without one the vault is unbound: every operation is refused until :meth:`as_key` gives a
-        bound view (what a server holding one vault for many callers does).
+        bound view (what a server holding one vault for many callers does). ``counters`` holds
+        the query budgets' counts (default: this process's memory; pass a shared one when
+        several replicas serve one vault).
         """
         protect_process()
         home = check_safe_dir(Path(home) if home is not None else default_home(),
@@ -367,7 +378,7 @@ class Vault(AccessOperations, ServiceOperations):
                 store, config, audit_state=audit_state,
                 known=integrity.KeySideLedger(audit_state).known())
             vault = cls(home, config, provider, subject_keys, store, audit_state=audit_state,
-                        encoder_factory=encoder_factory)
+                        encoder_factory=encoder_factory, counters=counters)
         except BaseException:
             if audit_state is not None:
                 audit_state.close()
@@ -676,11 +687,13 @@ class Vault(AccessOperations, ServiceOperations):
                 threshold: float | None, model: str | None,
                 face_index: FaceChoice) -> VerifyResult:
         spec = self.model(model)
-        limit = _threshold(threshold, spec)
+        terms = self._answers.terms(op.principal, tenant, spec, threshold)
+        limit = terms.threshold
         # Before a photo is encoded (seconds of dlib work): a mistyped subject fails at once.
         if needs_encoder(probe) and not self._store.subject_exists(tenant, subject_id):
             raise NotFound(f"no subject {subject_id!r} in tenant {tenant!r}")
         encoding = self._reader(face_index).read_probe(probe, spec).encoding
+        self._answers.admit(op.principal, spec, [encoding])
         with self._lock:
             # Always from the subject's records, in float64: exact, and independent of the
             # reduced-precision gallery that serves 1:N (docs/performance.md).
@@ -698,12 +711,15 @@ class Vault(AccessOperations, ServiceOperations):
         result = VerifyResult(tenant, subject_id, distance <= limit, distance, limit,
                               spec.model_id, template_id, damaged)
         with op.transaction():
-            if result.match:
+            # The subject's budget is charged in the event's transaction (one commit for both
+            # when the counts live in the store); over budget, both roll back.
+            shown = self._answers.reveal_verify(result, terms)
+            if result.match:  # limit <= the configured threshold: a genuine match
                 self._store.touch_subject(tenant, subject_id, time.time())
             op.record(template_ids=(template_id,),
                       detail={"match": result.match, "threshold": limit, "model": spec.model_id,
-                              "damaged": len(damaged)})
-        return result
+                              "damaged": len(damaged), "disclosure": terms.disclosure})
+        return shown
 
     def _verify_from_store(
         self, tenant: str, subject_id: str, spec: ModelSpec, probe: np.ndarray[Any, Any]
@@ -750,17 +766,23 @@ class Vault(AccessOperations, ServiceOperations):
         if not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInput(f"top_k must be an integer within 1..{MAX_TOP_K}")
         spec = self.model(model)
-        limit = _threshold(threshold, spec)
+        terms = self._answers.terms(op.principal, tenant, spec, threshold)
+        limit = terms.threshold
         encoding = self._reader(face_index).read_probe(probe, spec).encoding
+        self._answers.admit(op.principal, spec, [encoding])
         with self._cache.holding():
             # Every change committed by any process is applied before the gallery answers.
             gallery, damaged = self._cache.fresh(tenant, spec)
-            matches = gallery.search(encoding, top_k) if gallery else []
+            proposed = gallery.search(encoding, proposals(top_k)) if gallery else []
+            with ExactRanker(self._store, self._sealer, tenant, spec) as ranker:
+                matches = ranker.rank(encoding, proposed, top_k)
+                self._cache.note_damaged(ranker.damaged)
             size = len(gallery) if gallery else 0
         candidates = [Candidate(m.subject_id, m.distance, m.distance <= limit, m.template_id)
                       for m in matches]
         result = IdentifyResult(tenant, spec.model_id, limit, top_k, candidates, size, damaged)
         with op.transaction():
+            shown = self._answers.reveal_identify([result], terms)[0]
             now = time.time()
             for candidate in candidates:
                 if candidate.match:
@@ -770,8 +792,10 @@ class Vault(AccessOperations, ServiceOperations):
                       template_ids=[c.template_id for c in candidates],
                       detail={"subjects": [c.subject_id for c in candidates],
                               "matches": sum(1 for c in candidates if c.match), "top_k": top_k,
-                              "threshold": limit, "model": spec.model_id, "gallery_size": size})
-        return result
+                              "threshold": limit, "model": spec.model_id, "gallery_size": size,
+                              "disclosure": terms.disclosure,
+                              "shown": len(shown.candidates)})
+        return shown
 
     def enroll_many(
         self,
@@ -848,7 +872,8 @@ class Vault(AccessOperations, ServiceOperations):
         if not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInput(f"top_k must be an integer within 1..{MAX_TOP_K}")
         spec = self.model(model)
-        limit = _threshold(threshold, spec)
+        terms = self._answers.terms(op.principal, tenant, spec, threshold)
+        limit = terms.threshold
         if isinstance(probes, np.ndarray) and probes.ndim == 2:
             items: list[Any] = list(probes)
         elif isinstance(probes, (str, bytes, os.PathLike)) or not isinstance(probes, Sequence):
@@ -861,9 +886,15 @@ class Vault(AccessOperations, ServiceOperations):
         matrix = np.stack([reader.read_probe(item, spec).encoding.astype(np.float64)
                            for item in items])
         try:
+            self._answers.admit(op.principal, spec, matrix)
             with self._cache.holding():
                 gallery, damaged = self._cache.fresh(tenant, spec)
-                found = gallery.search_many(matrix, top_k) if gallery else [[] for _ in matrix]
+                proposed = (gallery.search_many(matrix, proposals(top_k)) if gallery
+                            else [[] for _ in matrix])
+                with ExactRanker(self._store, self._sealer, tenant, spec) as ranker:
+                    found = [ranker.rank(probe, p, top_k)
+                             for probe, p in zip(matrix, proposed, strict=True)]
+                    self._cache.note_damaged(ranker.damaged)
                 size = len(gallery) if gallery else 0
         finally:
             matrix.fill(0.0)
@@ -874,6 +905,7 @@ class Vault(AccessOperations, ServiceOperations):
             for matches in found
         ]
         with op.transaction():
+            shown = self._answers.reveal_identify(results, terms)
             now = time.time()
             for number, result in enumerate(results):
                 for candidate in result.candidates:
@@ -886,8 +918,9 @@ class Vault(AccessOperations, ServiceOperations):
                                   "matches": sum(1 for c in result.candidates if c.match),
                                   "top_k": top_k, "threshold": limit, "model": spec.model_id,
                                   "gallery_size": size, "batch": len(results),
-                                  "probe": number})
-        return results
+                                  "probe": number, "disclosure": terms.disclosure,
+                                  "shown": len(shown[number].candidates)})
+        return shown
 
     def index_status(self) -> dict[str, Any]:
         """How the in-memory galleries were loaded and whether their memory is locked.
@@ -1147,14 +1180,6 @@ def _open_audit_state(config: VaultConfig, provider: KeyProvider,
                 AUDIT_STATE_FILE)
     return AuditState.create(directory, config.vault_id, provider, config.keyset_id,
                              signed=False)
-
-
-def _threshold(threshold: float | None, spec: ModelSpec) -> float:
-    if threshold is None:
-        return spec.threshold
-    if not isinstance(threshold, (int, float)) or not np.isfinite(threshold) or threshold <= 0:
-        raise InvalidInput("threshold must be a positive finite number")
-    return float(threshold)
 
 
 def remove_vault_files(home: Path, config: VaultConfig) -> None:

@@ -1,0 +1,119 @@
+"""What a match answer reveals: the per-tenant disclosure policy and the presentation of results.
+
+Exact distances are an oracle: 129 of them (the origin and each unit vector, or any 129 probes and
+least squares) rebuild a stored 128-d encoding to machine precision, and a rebuilt encoding *is*
+the biometric. So an answer reveals, by default, the decision and a coarse band only:
+
+* ``band`` (the default): ``match`` and a ``score`` of ``strong`` (distance at most
+  :data:`STRONG_FRACTION` of the threshold), ``match`` (within the threshold) or ``none``;
+  identify returns only the candidates within the threshold. A probe that does not match learns
+  one bit, the same bit the decision gives; see docs/threat-model.md for why this is the band.
+* ``decision``: ``match`` only (no score); identify returns only the matching candidates.
+* ``exact``: distances in full and every one of the ``top_k`` candidates. Never a tenant setting:
+  only principals holding the ``calibrator`` role (permission ``distances.exact``) get it, and
+  every answer's audit event says which disclosure it got.
+
+The policy (disclosure and configured thresholds per model) is stored in the template store's
+metadata under ``tenant_policy:<tenant>``, set by an admin (``tenants.policy``), audited.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+
+from faceseal.errors import IntegrityFailure, InvalidInput
+from faceseal.matching import thresholds
+from faceseal.matching.models import ModelSpec, resolve_model
+from faceseal.storage.base import TemplateStore
+from faceseal.vault.results import Candidate, IdentifyResult, Result, VerifyResult
+
+DECISION = "decision"
+BAND = "band"
+EXACT = "exact"
+#: What a tenant may choose for principals without the exact-distance permission.
+POLICY_LEVELS = (BAND, DECISION)
+DEFAULT_DISCLOSURE = BAND
+#: A match at most this fraction of the threshold away is ``strong``.
+STRONG_FRACTION = 0.75
+SCORE_STRONG, SCORE_MATCH, SCORE_NONE = "strong", "match", "none"
+
+_META_PREFIX = "tenant_policy:"
+
+
+@dataclass(frozen=True)
+class TenantPolicy(Result):
+    """A tenant's disclosure level and configured thresholds (model id -> threshold)."""
+
+    tenant: str
+    disclosure: str = DEFAULT_DISCLOSURE
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    def threshold(self, spec: ModelSpec) -> float:
+        """The configured threshold of ``spec`` for this tenant."""
+        return self.thresholds.get(spec.model_id, spec.threshold)
+
+
+def check_level(value: object) -> str:
+    if value not in POLICY_LEVELS:
+        raise InvalidInput(f"disclosure must be one of {', '.join(POLICY_LEVELS)} (exact "
+                           "distances are a permission of the principal: the calibrator role)")
+    return str(value)
+
+
+def check_thresholds(values: object, models: dict[str, ModelSpec]) -> dict[str, float]:
+    if not isinstance(values, dict):
+        raise InvalidInput("thresholds must map model ids to numbers")
+    return {str(k): thresholds.check_configured(v, resolve_model(str(k), models))
+            for k, v in values.items()}
+
+
+def load_policy(store: TemplateStore, tenant: str, models: dict[str, ModelSpec]) -> TenantPolicy:
+    """The tenant's policy (the defaults when none was set). A stored value outside the bounds
+    (the database edited behind the vault's back) is refused, never used."""
+    raw = store.get_meta(_META_PREFIX + tenant)
+    if raw is None:
+        return TenantPolicy(tenant)
+    try:
+        document = json.loads(raw)
+        return TenantPolicy(tenant, check_level(document["disclosure"]),
+                            check_thresholds(document["thresholds"], models))
+    except (ValueError, KeyError, TypeError, InvalidInput):
+        raise IntegrityFailure(f"the stored policy of tenant {tenant!r} is invalid") from None
+
+
+def save_policy(store: TemplateStore, policy: TenantPolicy) -> None:
+    store.set_meta(_META_PREFIX + policy.tenant, json.dumps(
+        {"disclosure": policy.disclosure, "thresholds": policy.thresholds}, sort_keys=True))
+
+
+def score(distance: float, threshold: float) -> str:
+    if distance <= STRONG_FRACTION * threshold:
+        return SCORE_STRONG
+    return SCORE_MATCH if distance <= threshold else SCORE_NONE
+
+
+def present_verify(result: VerifyResult, level: str) -> VerifyResult:
+    """``result`` (computed exactly) as ``level`` allows the caller to see it."""
+    if level == EXACT:
+        return replace(result, score=score(result.distance or 0.0, result.threshold),
+                       disclosure=EXACT)
+    shown = score(result.distance or 0.0, result.threshold) if level == BAND else None
+    # Which of the subject's templates was closest is a comparison between two of them: told
+    # only on a match (where the caller has shown it holds that face anyway).
+    return replace(result, distance=None, score=shown, disclosure=level,
+                   template_id=result.template_id if result.match else None)
+
+
+def present_identify(result: IdentifyResult, level: str) -> IdentifyResult:
+    """``result`` as ``level`` allows: all candidates with distances, or only the matching
+    ones with a band (or nothing more than their order)."""
+    if level == EXACT:
+        shown = [replace(c, score=score(c.distance or 0.0, result.threshold))
+                 for c in result.candidates]
+        return replace(result, candidates=shown, disclosure=EXACT)
+    kept: list[Candidate] = [
+        replace(c, distance=None,
+                score=score(c.distance or 0.0, result.threshold) if level == BAND else None)
+        for c in result.candidates if c.match]
+    return replace(result, candidates=kept, disclosure=level)
