@@ -21,7 +21,7 @@ from faceseal.vault import Vault
 from .conftest import invoke_cli, make_vault, random_encodings, vault_keys
 from .pg_support import PgTestDatabase
 
-ALICE, BOB = random_encodings(2, seed=21)
+ALICE, BOB, CAROL = random_encodings(3, seed=21)
 
 
 @dataclass
@@ -56,7 +56,7 @@ def enrolled(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[V
     with make_vault(home, keys, **({"store_url": url} if url else {})) as vault:
         vault.enroll("alice", [ALICE, ALICE + 0.01])
         vault.enroll("alice", [ALICE - 0.01])  # a second enrolment extends the inventory
-        vault.enroll_many(["bob", "carol"], np.stack([BOB, BOB * 0.5]))
+        vault.enroll_many(["bob", "carol"], np.stack([BOB, CAROL]))
         assert vault.check().ok
         yield vault, Raw(home, pg, url)
 
@@ -104,7 +104,7 @@ def test_an_added_or_moved_template_is_reported(enrolled: tuple[Vault, Raw]) -> 
             "dtype, key_version, record, created_at) SELECT ?, tenant, subject_id, model_id, "
             "dimension, dtype, key_version, record, created_at FROM templates "
             "WHERE template_id = ?",
-            (os.urandom(16).hex(), vault.verify("carol", BOB * 0.5).template_id))
+            (os.urandom(16).hex(), vault.verify("carol", CAROL).template_id))
     result = vault.check()
     assert {m["subject_id"] for m in result.inventory_mismatches} == {"alice", "bob", "carol"}
     assert not result.ok
