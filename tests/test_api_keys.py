@@ -19,7 +19,7 @@ from faceseal.crypto.secret import SecretBytes
 from faceseal.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound
 from faceseal.vault import Vault
 
-from .conftest import make_vault, random_encodings, reopen_vault, vault_keys
+from .conftest import TEST_ROLES, make_vault, random_encodings, reopen_vault, vault_keys
 
 KEY_FORMAT = re.compile(r"\Afsk_[0-9a-f]{16}_[A-Za-z0-9_-]{43}\Z")
 
@@ -272,8 +272,9 @@ def test_the_worker_of_make_vault_is_what_helpers_promise(vault_dirs: tuple[Path
                                                           vault: Vault) -> None:
     assert vault.principal is not None
     assert vault.principal.tenant is None
-    assert {r.value for r in vault.principal.roles} == {
-        "admin", "enroller", "verifier", "identifier", "auditor"}
+    assert {r.value for r in vault.principal.roles} == set(TEST_ROLES)
+    assert {"admin", "enroller", "verifier", "identifier", "auditor", "calibrator"} == set(
+        TEST_ROLES)
     assert vault_keys(vault_dirs[0]).worker != vault_keys(vault_dirs[0]).admin
 
 
