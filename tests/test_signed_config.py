@@ -137,3 +137,32 @@ def test_an_edited_vault_json_is_refused_on_postgres_too(tmp_path: Path, pg_app_
         reopen_vault(home)
     restore_config(home, original)
     reopen_vault(home).close()
+
+
+def test_a_tenant_policy_written_without_the_vaults_key_is_refused(
+        vault_dirs: tuple[Path, Path]) -> None:
+    """The per-tenant policy lives in the store: a copy from another tenant, or one written
+    with a plausible value but no MAC, is refused; the vault's own write is accepted."""
+    home, keys = vault_dirs
+    probe = random_encodings(1, seed=6)[0]
+    with make_vault(home, keys) as vault:
+        vault.enroll("alice", [probe], tenant="a")
+        vault.enroll("alice", [probe], tenant="b")
+        admin = vault.as_key(vault_keys(home).admin)
+        admin.set_tenant_policy("a", thresholds={"dlib-resnet-v1": 0.3})
+        assert vault.verify("alice", probe, tenant="a").match
+    with sqlite3.connect(home / "templates.db") as conn:
+        (signed,) = conn.execute("SELECT value FROM meta WHERE key = 'tenant_policy:a'"
+                                 ).fetchone()
+        conn.execute("INSERT INTO meta VALUES ('tenant_policy:b', ?)", (signed,))
+    conn.close()
+    with reopen_vault(home) as vault:
+        assert vault.verify("alice", probe, tenant="a").match
+        with pytest.raises(IntegrityFailure, match="policy of tenant 'b'"):
+            vault.verify("alice", probe, tenant="b")
+    unsigned = json.dumps({"disclosure": "band", "thresholds": {"dlib-resnet-v1": 0.5}})
+    with sqlite3.connect(home / "templates.db") as conn:
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'tenant_policy:a'", (unsigned,))
+    conn.close()
+    with reopen_vault(home) as vault, pytest.raises(IntegrityFailure):
+        vault.verify("alice", probe, tenant="a")

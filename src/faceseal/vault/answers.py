@@ -22,6 +22,7 @@ import numpy as np
 from faceseal.access.counters import WindowCounters
 from faceseal.access.principals import Principal, authorize
 from faceseal.access.roles import DISTANCES_EXACT
+from faceseal.audit.integrity import RowAuthenticator
 from faceseal.matching import thresholds
 from faceseal.matching.models import ModelSpec
 from faceseal.matching.plausibility import check_probe
@@ -45,17 +46,21 @@ class AnswerRules:
     """Threshold, disclosure, budget and plausibility rules of one vault (shared by its views)."""
 
     def __init__(self, store: TemplateStore, models: dict[str, ModelSpec],
-                 budgets: QueryBudgets) -> None:
+                 budgets: QueryBudgets, auth: RowAuthenticator | None = None) -> None:
         self._store = store
         self._models = models
         self.budgets = budgets
+        self._auth = auth  # signs and checks the tenant policies kept in the store
 
     def use_counters(self, counters: WindowCounters) -> None:
         """Count budgets in ``counters`` from now on (every view of the vault shares this)."""
         self.budgets = QueryBudgets(counters, self.budgets.limits)
 
     def policy(self, tenant: str) -> disclosure.TenantPolicy:
-        return disclosure.load_policy(self._store, tenant, self._models)
+        return disclosure.load_policy(self._store, tenant, self._models, self._auth)
+
+    def save_policy(self, policy: disclosure.TenantPolicy) -> None:
+        disclosure.save_policy(self._store, policy, self._auth)
 
     def terms(self, principal: Principal, tenant: str, spec: ModelSpec,
               requested: float | None) -> Terms:

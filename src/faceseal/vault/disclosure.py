@@ -14,7 +14,10 @@ the biometric. So an answer reveals, by default, the decision and a coarse band 
   every answer's audit event says which disclosure it got.
 
 The policy (disclosure and configured thresholds per model) is stored in the template store's
-metadata under ``tenant_policy:<tenant>``, set by an admin (``tenants.policy``), audited.
+metadata under ``tenant_policy:<tenant>``, set by an admin (``tenants.policy``), audited, and
+signed: a row MAC (:mod:`faceseal.audit.integrity`, domain ``tenant-policy``) over the tenant and
+the canonical JSON of the policy, so a policy written into the store without the vault's key --
+or moved from another tenant -- is refused (issue 12).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 
+from faceseal.audit.integrity import RowAuthenticator
+from faceseal.crypto.encoding import length_prefixed
 from faceseal.errors import IntegrityFailure, InvalidInput
 from faceseal.matching import thresholds
 from faceseal.matching.models import ModelSpec, resolve_model
@@ -38,7 +43,8 @@ DEFAULT_DISCLOSURE = BAND
 STRONG_FRACTION = 0.75
 SCORE_STRONG, SCORE_MATCH, SCORE_NONE = "strong", "match", "none"
 
-_META_PREFIX = "tenant_policy:"
+META_PREFIX = "tenant_policy:"
+POLICY_DOMAIN = b"tenant-policy"
 
 
 @dataclass(frozen=True)
@@ -68,23 +74,42 @@ def check_thresholds(values: object, models: dict[str, ModelSpec]) -> dict[str, 
             for k, v in values.items()}
 
 
-def load_policy(store: TemplateStore, tenant: str, models: dict[str, ModelSpec]) -> TenantPolicy:
-    """The tenant's policy (the defaults when none was set). A stored value outside the bounds
-    (the database edited behind the vault's back) is refused, never used."""
-    raw = store.get_meta(_META_PREFIX + tenant)
+def _signed_content(tenant: str, disclosure: object, thresholds: object) -> bytes:
+    return length_prefixed(tenant.encode()) + json.dumps(
+        {"disclosure": disclosure, "thresholds": thresholds}, sort_keys=True,
+        separators=(",", ":")).encode()
+
+
+def load_policy(store: TemplateStore, tenant: str, models: dict[str, ModelSpec],
+                auth: RowAuthenticator | None = None) -> TenantPolicy:
+    """The tenant's policy (the defaults when none was set). A stored value outside the bounds,
+    or (with ``auth``) one whose MAC does not verify -- the database edited behind the vault's
+    back -- is refused, never used."""
+    raw = store.get_meta(META_PREFIX + tenant)
     if raw is None:
         return TenantPolicy(tenant)
     try:
         document = json.loads(raw)
+        if auth is not None and not auth.verifies(
+                POLICY_DOMAIN, _signed_content(tenant, document["disclosure"],
+                                               document["thresholds"]),
+                bytes.fromhex(document.get("mac", ""))):
+            raise InvalidInput("the policy's MAC does not verify")
         return TenantPolicy(tenant, check_level(document["disclosure"]),
                             check_thresholds(document["thresholds"], models))
     except (ValueError, KeyError, TypeError, InvalidInput):
-        raise IntegrityFailure(f"the stored policy of tenant {tenant!r} is invalid") from None
+        raise IntegrityFailure(f"the stored policy of tenant {tenant!r} is invalid or was "
+                               "written without the vault's key") from None
 
 
-def save_policy(store: TemplateStore, policy: TenantPolicy) -> None:
-    store.set_meta(_META_PREFIX + policy.tenant, json.dumps(
-        {"disclosure": policy.disclosure, "thresholds": policy.thresholds}, sort_keys=True))
+def save_policy(store: TemplateStore, policy: TenantPolicy,
+                auth: RowAuthenticator | None = None) -> None:
+    document: dict[str, object] = {"disclosure": policy.disclosure,
+                                   "thresholds": policy.thresholds}
+    if auth is not None:
+        document["mac"] = auth.sign(POLICY_DOMAIN, _signed_content(
+            policy.tenant, policy.disclosure, policy.thresholds)).hex()
+    store.set_meta(META_PREFIX + policy.tenant, json.dumps(document, sort_keys=True))
 
 
 def score(distance: float, threshold: float) -> str:

@@ -10,7 +10,8 @@ The upgrade is run by an admin scoped to every tenant, whose key is checked agai
 
 1. snapshots on the key side the ids of the unsigned rows it will sign (a crash and a re-run sign
    exactly those, never a row inserted into the store in the meantime);
-2. signs those rows and writes an ``integrity.upgrade`` audit event, in one store transaction;
+2. signs those rows, every subject's inventory and each tenant's stored answer policy, and
+   writes an ``integrity.upgrade`` audit event, in one store transaction;
 3. signs ``vault.json`` into the key side and copies the minimum decryption version there (the
    store can no longer lower it);
 4. records the integrity format on the key side; from then on unsigned rows are never signed
@@ -35,6 +36,7 @@ from faceseal.audit.state import INTEGRITY_SETTING, INTEGRITY_VERSION, AuditStat
 from faceseal.crypto.secret import SecretBytes
 from faceseal.errors import AccessDenied, AuthenticationFailed, InvalidInput
 from faceseal.storage.base import PrincipalRow, TemplateStore
+from faceseal.vault import disclosure
 from faceseal.vault.config import VaultConfig
 from faceseal.vault.config_seal import seal_config
 from faceseal.vault.inventory import InventorySigner
@@ -152,6 +154,10 @@ def upgrade(*, store: TemplateStore, state: AuditState, seal: PrincipalSeal,
         for row in to_sign:
             store.set_principal_mac(row.principal_id, seal.sign(row).mac)
         subjects = _sign_inventories(store, inventory)
+        for tenant in store.tenants():  # policies set before they were signed
+            if store.get_meta(disclosure.META_PREFIX + tenant) is not None:
+                disclosure.save_policy(store, disclosure.load_policy(
+                    store, tenant, config.models()), auth)
         record = audit.append(AuditEvent(
             principal=admin.name, role=Role.ADMIN.value, action=UPGRADE_ACTION,
             outcome=OUTCOME_OK, request_id=new_request_id(),

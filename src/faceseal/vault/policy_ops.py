@@ -63,7 +63,7 @@ class PolicyOperations:
             old = self._answers.policy(tenant)
             new = TenantPolicy(tenant, level or old.disclosure, {**old.thresholds, **given})
             with op.transaction():
-                disclosure.save_policy(self._store, new)
+                self._answers.save_policy(new)
                 op.record(detail={
                     "disclosure": new.disclosure, "previous_disclosure": old.disclosure,
                     "thresholds": [f"{k}={v:g}" for k, v in sorted(new.thresholds.items())],

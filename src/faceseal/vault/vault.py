@@ -228,7 +228,8 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
             self._models)
         self._follower: ChangeFollower | None = None
         self._answers = AnswerRules(store, self._models, QueryBudgets(
-            counters if counters is not None else MemoryCounters(), config.budgets()))
+            counters if counters is not None else MemoryCounters(), config.budgets()),
+            self._guard.seal.authenticator)
         self._caller = Caller(None)
         self._principal: Principal | None = None
         self._root: Vault = self
