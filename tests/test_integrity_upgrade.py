@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,25 @@ def test_after_the_upgrade_forged_rows_and_edits_are_refused(legacy: tuple[Path,
     (home / "vault.json").write_text(json.dumps({**config, "thresholds": {"dlib-resnet-v1": 9}}))
     with pytest.raises(IntegrityFailure, match="thresholds"):
         reopen_vault(home)
+
+
+def test_the_upgrade_signs_tenant_policies_set_before(tmp_path: Path) -> None:
+    home, keys = tmp_path / "vault", tmp_path / "keys"
+    probe = random_encodings(1, seed=3)[0]
+    with make_vault(home, keys) as vault:
+        vault.enroll("alice", [probe])
+        vault.as_key(vault_keys(home).admin).set_tenant_policy(
+            "default", disclosure_level="decision", thresholds={"dlib-resnet-v1": 0.4})
+    roll_back_to_unsigned(home, keys)
+    with sqlite3.connect(home / "templates.db") as conn:  # as the previous release stored it
+        (text,) = conn.execute("SELECT value FROM meta WHERE key = 'tenant_policy:default'"
+                               ).fetchone()
+        unsigned = {k: v for k, v in json.loads(text).items() if k != "mac"}
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'tenant_policy:default'",
+                     (json.dumps(unsigned),))
+    conn.close()
+    assert migrate(home, vault_keys(home).admin)[0] == 0
+    with reopen_vault(home) as vault:
+        result = vault.verify("alice", probe)
+        assert (result.match, result.threshold) == (True, 0.4)  # the signed policy is in force
+        assert vault.tenant_policy("default").disclosure == "decision"
