@@ -51,7 +51,7 @@ def main() -> None:
     with Vault.create(root / "vault", keyring_dir=root / "keys") as created:
         admin_key = created.bootstrap_admin_key
         assert admin_key is not None
-    lift_budgets(root / "vault")
+        lift_budgets(created)
     with Vault.open(root / "vault", api_key=admin_key) as admin:
         worker_key = admin.add_principal("bench", ["enroller", "verifier", "identifier"]).api_key
         auditor_key = admin.add_principal("auditor", ["auditor"]).api_key

@@ -43,7 +43,7 @@ def _measure(n: int, ops: int, k: int) -> list[tuple[str, float, float]]:
     with Vault.create(root / "vault", keyring_dir=root / "keys") as created:
         key = created.add_principal("bench", ["enroller", "verifier", "identifier",
                                               "calibrator"]).api_key
-    lift_budgets(root / "vault")
+        lift_budgets(created)
     rows: list[tuple[str, float, float]] = []
     with Vault.open(root / "vault", api_key=key) as vault:
         vault.enroll_many(synthetic.subject_ids, synthetic.encodings)

@@ -62,7 +62,7 @@ def new_vault(root: Path, store_url: str | None = None) -> Iterator[tuple[Path, 
     home = root / "vault"
     with Vault.create(home, keyring_dir=root / "keys", store_url=store_url) as created:
         key = created.add_principal("bench", ("enroller", "verifier", "identifier")).api_key
-    lift_budgets(home)
+        lift_budgets(created)
     yield home, key
 
 
@@ -73,7 +73,8 @@ def propagation(home: Path, key: str, changes: int, interval: float, *,
     b = Vault.open(home, api_key=key)
     try:
         rng = np.random.default_rng(5)
-        seed = rng.standard_normal((4, 128)) * 0.06
+        data = make_gallery(changes + 4, per_subject=1, probes=1, seed=5)  # dlib-like norms
+        seed = data.encodings[:4]
         a.enroll_many([f"seed-{i}" for i in range(4)], seed)
         b.identify(seed[0])  # B loads its gallery
         listener = ChangeListener() if polling else b._store.change_listener()
@@ -82,8 +83,7 @@ def propagation(home: Path, key: str, changes: int, interval: float, *,
         time.sleep(0.3)
         samples = []
         for number in range(changes):
-            encoding = rng.standard_normal((1, 128)) * 0.06
-            a.enroll_many([f"p-{number}"], encoding)
+            a.enroll_many([f"p-{number}"], data.encodings[4 + number:5 + number])
             head = a._store.change_head(TENANT)
             started = time.perf_counter()
             while b._cache.states()[TENANT].applied < head:

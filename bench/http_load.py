@@ -121,7 +121,7 @@ def _run(args: argparse.Namespace, levels: list[int], root: Path) -> None:
         setup = admin.as_key(key)
         for i, encoding in enumerate(encodings):
             setup.enroll(f"s{i}", [encoding])
-    lift_budgets(home)
+        lift_budgets(admin)
     payloads = [{"encoding": p.tolist()} for p in probes]
     subjects = len(encodings)
 
