@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from faceseal.vault.config import VaultConfig
+from faceseal.vault import Vault
+
+from .conftest import vault_keys
 
 
 def plausible_encodings(base: NDArray[np.float64], count: int, *, spread: float = 0.05,
@@ -28,12 +30,14 @@ def random_plausible_probes(count: int, *, seed: int = 0) -> NDArray[np.float64]
 
 def set_budgets(home: Path, *, per_principal: int | None = None, per_subject: int | None = None,
                 window: float | None = None) -> None:
-    """Change a (closed) vault's query budgets in its configuration file."""
-    config = VaultConfig.load(home)
-    if per_principal is not None:
-        config.budget_per_principal = per_principal
-    if per_subject is not None:
-        config.budget_per_subject = per_subject
-    if window is not None:
-        config.budget_window_seconds = window
-    config.save(home)
+    """Change a (closed) vault's query budgets as its admin does: vault.json is signed, so only
+    ``Vault.save_config`` may change it."""
+    with Vault.open(home, api_key=vault_keys(home).admin) as admin:
+        config = admin.config
+        if per_principal is not None:
+            config.budget_per_principal = per_principal
+        if per_subject is not None:
+            config.budget_per_subject = per_subject
+        if window is not None:
+            config.budget_window_seconds = window
+        admin.save_config()
