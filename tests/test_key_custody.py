@@ -360,5 +360,5 @@ def test_init_with_a_key_uri_and_key_dir_via_the_cli(openbao: OpenBao, tmp_path:
     assert shared.returncode == 0  # another vault may share the KEK (bound by context)
     refused = invoke_cli("init", "--key-uri", uri, "--key-dir", str(tmp_path / "v3" / "k"),
                          "--json", env={"FACESEAL_HOME": str(tmp_path / "v3")})
-    assert refused.returncode == 2
+    assert refused.returncode == 5  # keyring errors are internal (docs/http.md, error codes)
     assert json.loads(refused.stdout)["error"]["code"] == "keyring_error"

@@ -36,7 +36,6 @@ from faceseal.audit.events import MAX_REQUEST_ID, new_request_id
 from faceseal.crypto.secret import SecretBytes
 from faceseal.errors import (
     AuthenticationFailed,
-    FacesealError,
     MalformedRequest,
     RateLimited,
     RequestTooLarge,
@@ -233,7 +232,7 @@ class _Exchange:
         if self.response_started:
             return
         body, extra = problems.for_error(error, self.context.request_id)
-        if isinstance(error, FacesealError) and error.http_status == 401:
+        if body["status"] == 401:
             extra.setdefault("WWW-Authenticate", 'Bearer realm="faceseal"')
         extra.update(headers or {})
         if close:
