@@ -49,8 +49,9 @@ def test_each_error_class_is_mapped_consistently(cls: type[FacesealError]) -> No
     assert cls.family in ("user", "internal")
     # The family and the class's place in the hierarchy say the same thing.
     assert cls.family == ("user" if issubclass(cls, errors.UserError) else "internal")
-    assert not hasattr(cls, "http_status") and not hasattr(cls, "exit_code"), (
-        "transport details belong to the edges, not the error classes")
+    # Transport details belong to the edges, not to the error classes.
+    assert not hasattr(cls, "http_status")
+    assert not hasattr(cls, "exit_code")
 
     assert cls in HTTP_STATUS, f"{cls.__name__} has no HTTP status in http/problems.py"
     assert cls in EXIT_CODES, f"{cls.__name__} has no exit status in cli/output.py"
