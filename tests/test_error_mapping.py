@@ -15,6 +15,8 @@ from faceseal.cli.output import EXIT_CODES, exit_code_for
 from faceseal.errors import FacesealError
 from faceseal.http.problems import HTTP_STATUS, TITLES, status_for
 
+from .conftest import PROJECT_ROOT
+
 #: The documented meaning of each exit status (docs/cli.md).
 EXIT_BAD_INPUT, EXIT_DENIED, EXIT_NOT_FOUND, EXIT_INTERNAL = 2, 3, 4, 5
 
@@ -96,3 +98,17 @@ def test_key_custody_and_a_missing_encoder_are_internal() -> None:
 
 def test_errors_that_are_not_faceseals_are_internal() -> None:
     assert (status_for(ValueError("x")), exit_code_for(ValueError("x"))) == (500, EXIT_INTERNAL)
+
+
+def test_the_documented_error_table_matches_the_code() -> None:
+    text = (PROJECT_ROOT / "docs" / "http.md").read_text()
+    header = "| code | family | HTTP | exit | class | meaning |"
+    documented: dict[str, tuple[str, int, int, str]] = {}
+    for line in text[text.index(header):].splitlines()[2:]:
+        if not line.startswith("| `"):
+            break
+        code, family, status, exit_status, name = (
+            c.strip().strip("`") for c in line.strip("|").split("|")[:5])
+        documented[code] = (family, int(status), int(exit_status), name)
+    assert documented == {cls.code: (cls.family, HTTP_STATUS[cls], EXIT_CODES[cls], cls.__name__)
+                          for cls in CLASSES}
