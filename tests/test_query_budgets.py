@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 from faceseal.access.counters import MemoryCounters, RedisCounters
+from faceseal.cli.output import exit_code_for
 from faceseal.errors import BudgetExceeded, InvalidInput
+from faceseal.http.problems import status_for
 from faceseal.vault import Vault
 from faceseal.vault.budgets import BudgetLimits
 
@@ -70,7 +72,7 @@ def test_a_principal_over_its_budget_is_refused_and_audited(
         door.verify("obama" if number % 2 else "biden", probe)
     with pytest.raises(BudgetExceeded) as refused:
         door.verify("obama", probe)
-    assert (refused.value.http_status, refused.value.exit_code) == (429, 3)
+    assert (status_for(refused.value), exit_code_for(refused.value)) == (429, 3)
     event = _last_event(vault)
     assert (event["principal"], event["outcome"]) == ("door", "failed")
     assert event["detail"] == {"error": "budget_exceeded", "suspicious": True}

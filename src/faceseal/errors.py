@@ -3,13 +3,20 @@
 Three families, so that callers (the CLI, the HTTP service, applications) can react without
 parsing messages:
 
-* :class:`UserError`: the caller can fix it (bad input, denied, not found). HTTP 4xx.
-* :class:`InternalError`: the deployment is unwell (key provider down, database unreachable,
-  audit log unwritable). HTTP 5xx. Never reported as a user mistake, and never the other way
+* :class:`UserError` (``family = "user"``): the caller can fix it (bad input, denied, not found).
+  HTTP 4xx; CLI exit status 2, 3 or 4.
+* :class:`InternalError` (``family = "internal"``): the deployment is unwell (key provider down
+  or keyring unusable, database unreachable, audit log unwritable, encoder not installed).
+  HTTP 5xx; CLI exit status 5. Never reported as a user mistake, and never the other way
   round: a network fault must not look like a wrong key.
 * :class:`DecryptionError`: every failure to open sealed data. It carries one fixed message and no
   detail, whatever went wrong (bad tag, wrong key, truncation, wrong associated data), so that it
-  cannot be used as an oracle.
+  cannot be used as an oracle. Family ``internal``.
+
+Each class has a stable ``code`` and a ``family``; nothing here knows about transports. The HTTP
+status and the CLI exit status of each class are mapped at the edges, in one table each
+(``faceseal.http.problems.HTTP_STATUS``, ``faceseal.cli.output.EXIT_CODES``), and a test checks
+that every class is in both and agrees with its family (docs/http.md lists them all).
 
 Messages never contain key material, passphrases, API keys or encoding values; they may contain
 identifiers the caller supplied (subject ids, file names).
@@ -17,16 +24,20 @@ identifiers the caller supplied (subject ids, file names).
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
+Family = Literal["user", "internal"]
+
 
 class FacesealError(Exception):
     """Base class of every error faceseal raises on purpose."""
 
     #: Stable machine-readable code, used in JSON output and HTTP problem details.
     code: str = "error"
-    #: HTTP status used by the HTTP service.
-    http_status: int = 500
-    #: Process exit status used by the CLI (0 and 1 are reserved for success and no-match).
-    exit_code: int = 5
+    #: Who can fix it: ``"user"`` (the caller) or ``"internal"`` (the deployment). The front ends
+    #: map each class to an HTTP status (``faceseal.http.problems.HTTP_STATUS``) and a CLI exit
+    #: status (``faceseal.cli.output.EXIT_CODES``); this layer knows neither.
+    family: ClassVar[Family] = "internal"
     #: Whether the refusal looks like probing the vault (its ``failed`` audit event is marked
     #: ``suspicious`` for a SIEM to alert on; see docs/audit.md).
     suspicious: bool = False
@@ -39,15 +50,13 @@ class UserError(FacesealError):
     """The request cannot be served as asked; the caller can fix it."""
 
     code = "user_error"
-    http_status = 400
-    exit_code = 2
+    family = "user"
 
 
 class InvalidInput(UserError):
     """Input that is malformed, out of range, or not what the operation accepts."""
 
     code = "invalid_input"
-    http_status = 422
 
 
 class ImageUnreadable(InvalidInput):
@@ -60,7 +69,6 @@ class ImageTooLarge(InvalidInput):
     """The photo is larger than the configured pixel or byte limit (refused before decoding)."""
 
     code = "image_too_large"
-    http_status = 413
 
 
 class NoFaceFound(InvalidInput):
@@ -98,60 +106,38 @@ class InvalidEncoding(InvalidInput):
     code = "invalid_encoding"
 
 
-class EncoderUnavailable(UserError):
-    """The optional face encoder is not installed."""
-
-    code = "encoder_unavailable"
-    http_status = 501
 
 
 class AuthenticationFailed(UserError):
     """No credential, or one that is unknown, revoked or malformed."""
 
     code = "unauthenticated"
-    http_status = 401
-    exit_code = 3
 
 
 class AccessDenied(UserError):
     """The principal is known but its role or tenant does not allow the operation."""
 
     code = "forbidden"
-    http_status = 403
-    exit_code = 3
 
 
 class NotFound(UserError):
     """The subject, template, principal or vault does not exist."""
 
     code = "not_found"
-    http_status = 404
-    exit_code = 4
 
 
 class Conflict(UserError):
     """The operation conflicts with the current state (already exists, still in use)."""
 
     code = "conflict"
-    http_status = 409
 
 
-class KeyringError(UserError):
-    """The keyring is missing, unreadable, misplaced, or does not belong to this vault.
-
-    Also raised for a wrong passphrase: the caller fixes it by supplying the right one.
-    """
-
-    code = "keyring_error"
-    http_status = 500  # in a running service a keyring problem is never the client's fault
 
 
 class RateLimited(UserError):
     """Too many failed attempts; try again later."""
 
     code = "rate_limited"
-    http_status = 429
-    exit_code = 3
 
 
 class BudgetExceeded(RateLimited):
@@ -180,21 +166,18 @@ class MalformedRequest(UserError):
     """A request the HTTP service cannot parse (not JSON, not multipart, a bad header)."""
 
     code = "malformed_request"
-    http_status = 400
 
 
 class UnsupportedMediaType(UserError):
     """The request body is not of the media type the operation takes."""
 
     code = "unsupported_media_type"
-    http_status = 415
 
 
 class RequestTooLarge(UserError):
     """The request body is larger than the service accepts (refused before it is all read)."""
 
     code = "request_too_large"
-    http_status = 413
 
 
 # --- internal errors -----------------------------------------------------------------------------
@@ -204,22 +187,38 @@ class InternalError(FacesealError):
     """The deployment failed to serve a valid request."""
 
     code = "internal_error"
-    http_status = 500
-    exit_code = 5
+    family = "internal"
+
+
+class KeyringError(InternalError):
+    """The keyring is missing, unreadable, misplaced, or does not belong to this vault; or its
+    passphrase, PIN or token is wrong or unset.
+
+    Internal, not a user error: the request was valid, and only whoever runs the deployment can
+    fix its key custody (an HTTP client never can, and a CLI user who can is acting as that
+    operator). HTTP 500, exit status 5, like the other key provider failures.
+    """
+
+    code = "keyring_error"
+
+
+class EncoderUnavailable(InternalError):
+    """The optional face encoder is not installed where the vault runs (HTTP 501: the service
+    does not implement photo operations; only its operator can install the ``faces`` extra)."""
+
+    code = "encoder_unavailable"
 
 
 class KeyProviderUnavailable(InternalError):
     """The key provider (keyring file, HSM, KMS) cannot be reached or refused to work."""
 
     code = "key_provider_unavailable"
-    http_status = 503
 
 
 class StorageUnavailable(InternalError):
     """The template store cannot be reached or failed to read or write."""
 
     code = "storage_unavailable"
-    http_status = 503
 
 
 class StorageMisconfigured(StorageUnavailable):
@@ -234,7 +233,6 @@ class AuditWriteFailed(InternalError):
     """The audit event could not be written; the operation was not carried out (fail-closed)."""
 
     code = "audit_unavailable"
-    http_status = 503
 
 
 class IntegrityFailure(InternalError):
@@ -248,7 +246,6 @@ class ServiceTimeout(InternalError):
     have been carried out: look its request id up in the audit log."""
 
     code = "timeout"
-    http_status = 503
 
 
 class ServiceUnavailable(InternalError):
@@ -256,7 +253,6 @@ class ServiceUnavailable(InternalError):
     (raised by :mod:`faceseal.client`; never a bad key)."""
 
     code = "service_unavailable"
-    http_status = 503
 
 
 # --- the opaque one ---------------------------------------------------------------------------
@@ -266,8 +262,6 @@ class DecryptionError(FacesealError):
     """Sealed data could not be opened. Deliberately carries no detail."""
 
     code = "decryption_failed"
-    http_status = 500
-    exit_code = 5
     MESSAGE = "decryption failed"
 
     def __init__(self) -> None:

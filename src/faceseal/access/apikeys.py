@@ -23,7 +23,8 @@ from faceseal.crypto.secret import SecretBytes
 PREFIX = "fsk"
 KEY_ID_BYTES = 8
 SECRET_BYTES = 32
-_PATTERN = re.compile(r"\Afsk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})\Z")
+#: The one definition of a well-formed key (the HTTP middleware uses it through :func:`key_id_of`).
+_PATTERN = re.compile(rf"\A{PREFIX}_([0-9a-f]{{{2 * KEY_ID_BYTES}}})_([A-Za-z0-9_-]{{43}})\Z")
 _HASH_LABEL = b"faceseal-api-key-v1\x00"
 #: Compared against when the key id is unknown, so that both paths cost the same.
 DUMMY_HASH = hashlib.sha256(b"faceseal-api-key-dummy").digest()
@@ -79,6 +80,13 @@ def parse_api_key(value: str | bytes | SecretBytes) -> ApiKey | None:
     if match is None:
         return None
     return ApiKey(match.group(1), SecretBytes(match.group(2).encode()))
+
+
+def key_id_of(text: str) -> str | None:
+    """The public key id of a well-formed key, None otherwise (nothing of the secret kept):
+    labels a request for rate limiting before the key is checked."""
+    match = _PATTERN.match(text)
+    return match.group(1) if match is not None else None
 
 
 def hash_secret(key_id: str, secret: SecretBytes) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -41,6 +42,13 @@ MAX_DETAIL_CHARS = 262_144
 MAX_DETAIL_STRING = 2048
 MAX_DETAIL_LIST = 1000
 MAX_REQUEST_ID = 128
+#: The one rule for request ids, whoever supplies them (the Python API, the X-Request-ID header,
+#: the OpenAPI schema): 1-128 printable ASCII characters without spaces, so that an id goes into
+#: a header, a log line and an audit event unchanged.
+REQUEST_ID_CHAR = "[!-~]"
+REQUEST_ID_PATTERN = rf"^{REQUEST_ID_CHAR}+$"  # the schema form; its length is bounded apart
+REQUEST_ID_RULE = f"1-{MAX_REQUEST_ID} printable ASCII characters without spaces"
+_REQUEST_ID = re.compile(rf"\A{REQUEST_ID_CHAR}{{1,{MAX_REQUEST_ID}}}\Z")
 
 DetailValue = str | int | float | bool | None | list[str]
 
@@ -104,14 +112,17 @@ def new_request_id() -> str:
     return os.urandom(16).hex()
 
 
+def is_request_id(value: object) -> bool:
+    """Whether ``value`` follows :data:`REQUEST_ID_RULE`."""
+    return isinstance(value, str) and _REQUEST_ID.match(value) is not None
+
+
 def check_request_id(request_id: str | None) -> str | None:
-    """A caller-supplied request id: 1-128 printable ASCII characters, or None."""
+    """A caller-supplied request id (see :data:`REQUEST_ID_RULE`), or None."""
     if request_id is None:
         return None
-    if (not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_REQUEST_ID
-            or not all(33 <= ord(ch) < 127 for ch in request_id)):
-        raise InvalidInput(f"a request id is 1-{MAX_REQUEST_ID} printable ASCII characters "
-                           "without spaces")
+    if not is_request_id(request_id):
+        raise InvalidInput(f"a request id is {REQUEST_ID_RULE}")
     return request_id
 
 

@@ -11,7 +11,7 @@ import click
 
 from faceseal.cli.common import common_options, open_vault
 from faceseal.cli.group import FullHelpGroup
-from faceseal.cli.output import Output
+from faceseal.cli.output import Output, exit_code_for
 from faceseal.errors import IntegrityFailure, InvalidInput
 from faceseal.vault.access_ops import MAX_TAIL
 from faceseal.vault.durations import parse_since
@@ -79,7 +79,7 @@ def audit_verify(output: Output, vault_dir: Path | None) -> None:
 
     output.emit(report.to_dict(), human)
     if not report.ok:
-        raise SystemExit(IntegrityFailure.exit_code)
+        raise SystemExit(exit_code_for(IntegrityFailure))
 
 
 @audit.command("export")

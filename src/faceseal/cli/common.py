@@ -16,7 +16,7 @@ import click
 from faceseal.cli.group import exit_on_broken_pipe, given_on_command_line, global_options
 from faceseal.cli.output import Output, configure_logging
 from faceseal.crypto.secret import SecretBytes
-from faceseal.errors import InvalidInput, KeyringError
+from faceseal.errors import InvalidInput
 from faceseal.storage.postgres_url import is_postgres_url, parse_pg_url
 from faceseal.vault import Vault
 from faceseal.vault.paths import HOME_ENV, PASSPHRASE_ENV
@@ -77,7 +77,8 @@ def passphrase_from_env_or_prompt(confirm: bool = False) -> SecretBytes | None:
         return None
     first = getpass.getpass("Keyring passphrase: ")
     if confirm and getpass.getpass("Repeat passphrase: ") != first:
-        raise KeyringError("the two passphrases differ")
+        # A typing mistake at the prompt, not a keyring problem: bad input (exit 2).
+        raise InvalidInput("the two passphrases differ")
     return SecretBytes(first.encode())
 
 

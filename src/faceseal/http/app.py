@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from faceseal import __version__
 from faceseal.access.counters import RedisCounters, WindowCounters
-from faceseal.errors import FacesealError, MalformedRequest
+from faceseal.errors import FacesealError, InvalidInput, MalformedRequest
 from faceseal.http import problems
 from faceseal.http.context import RouteTemplates, Service, context_of, service_of
 from faceseal.http.metrics import Metrics
@@ -159,14 +159,16 @@ async def _validation_error(request: Request, error: Exception) -> Response:
     request_id = context_of(request).request_id
     if any(e.get("type") == "json_invalid" for e in found):
         body, _ = problems.for_error(MalformedRequest("the body is not valid JSON"), request_id)
-        return Response(problems.encode(body), status_code=400, media_type=problems.CONTENT_TYPE)
+        return Response(problems.encode(body), status_code=body["status"],
+                        media_type=problems.CONTENT_TYPE)
     # Where and what, never the input itself (it may be an encoding).
     errors = [{"loc": [str(part) for part in e.get("loc", ())], "message": str(e.get("msg", ""))}
               for e in found[:20]]
     summary = "; ".join(f"{'.'.join(e['loc'])}: {e['message']}" for e in errors[:3])
-    body = problems.problem(422, "invalid_input", f"invalid request: {summary}", request_id,
-                            extra={"errors": errors})
-    return Response(problems.encode(body), status_code=422, media_type=problems.CONTENT_TYPE)
+    body = problems.problem(problems.status_for(InvalidInput), InvalidInput.code,
+                            f"invalid request: {summary}", request_id, extra={"errors": errors})
+    return Response(problems.encode(body), status_code=body["status"],
+                    media_type=problems.CONTENT_TYPE)
 
 
 async def _http_error(request: Request, error: Exception) -> Response:

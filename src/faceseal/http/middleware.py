@@ -32,11 +32,11 @@ import time
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from faceseal.audit.events import MAX_REQUEST_ID, new_request_id
+from faceseal.access.apikeys import key_id_of
+from faceseal.audit.events import REQUEST_ID_RULE, is_request_id, new_request_id
 from faceseal.crypto.secret import SecretBytes
 from faceseal.errors import (
     AuthenticationFailed,
-    FacesealError,
     MalformedRequest,
     RateLimited,
     RequestTooLarge,
@@ -50,8 +50,6 @@ log = logging.getLogger("faceseal.http")
 
 API_PREFIX = "/v1/"
 NO_KEY = "no API key: send one as Authorization: Bearer fsk_..."
-_REQUEST_ID = re.compile(rf"\A[!-~]{{1,{MAX_REQUEST_ID}}}\Z")
-_KEY_ID = re.compile(r"\Afsk_([0-9a-f]{16})_[A-Za-z0-9_-]{43}\Z")
 _DIGITS = re.compile(r"\A[0-9]{1,19}\Z")
 _BEARER = re.compile(r"\A(?i:bearer)[ \t]+(\S.*?)\s*\Z")  # the scheme is case-insensitive
 #: Responses that carry results about people must not be kept by caches or proxies.
@@ -115,10 +113,8 @@ class _Exchange:
         headers = _headers(self.scope)
         supplied = headers.get("x-request-id")
         if supplied is not None:
-            if not _REQUEST_ID.match(supplied):
-                await self._fail(MalformedRequest(
-                    f"X-Request-ID must be 1-{MAX_REQUEST_ID} printable ASCII characters "
-                    "without spaces"))
+            if not is_request_id(supplied):
+                await self._fail(MalformedRequest(f"X-Request-ID must be {REQUEST_ID_RULE}"))
                 return
             self.context.request_id = supplied
         length = headers.get("content-length")
@@ -163,8 +159,7 @@ class _Exchange:
     async def _authenticate(self, headers: dict[str, str]) -> bool:
         """Bind the request's vault view, or answer 401/429 (audited). True when bound."""
         token = _bearer(headers.get("authorization"))
-        key = _KEY_ID.match(token) if token is not None else None
-        self.context.key_id = key.group(1) if key else None
+        self.context.key_id = key_id_of(token) if token is not None else None
         service = self.service
         limiter = service.limiter
         key_wait = limiter.key_retry_after(self.context.key_id)
@@ -233,7 +228,7 @@ class _Exchange:
         if self.response_started:
             return
         body, extra = problems.for_error(error, self.context.request_id)
-        if isinstance(error, FacesealError) and error.http_status == 401:
+        if body["status"] == 401:
             extra.setdefault("WWW-Authenticate", 'Bearer realm="faceseal"')
         extra.update(headers or {})
         if close:

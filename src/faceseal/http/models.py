@@ -18,7 +18,6 @@ _ID_START = r"[^\x00-\x1f\x7f/.]"
 PATH_ID_PATTERN = (rf"^(?:{_ID_START}{_ID_CHAR}*|\.{_ID_START}{_ID_CHAR}*|\.\.{_ID_CHAR}+)$")
 #: An id in a JSON body or a query: 1-256 characters, no control characters.
 ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
-REQUEST_ID_PATTERN = r"^[!-~]+$"
 PRINCIPAL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
 MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 MAX_ENCODINGS = 100

@@ -6,12 +6,16 @@ Every error body is one JSON object::
      "detail": "no subject 'alice' in tenant 'acme'", "instance": "urn:faceseal:request:<id>",
      "code": "not_found", "request_id": "<id>"}
 
-* **4xx** (:class:`~faceseal.errors.UserError`): ``detail`` is the error's message, which by the
-  error hierarchy's contract names only what the caller sent (ids, sizes), never a key, a
-  passphrase or an encoding value.
-* **5xx** (internal errors, the opaque decryption error, anything unexpected): ``detail`` is a
-  fixed sentence. The real cause is logged server-side with the request id (faceseal's own
-  messages hold no secrets; for an unexpected exception only its type and stack, not its text),
+The status of each error class comes from :data:`HTTP_STATUS` (the error classes themselves
+know no transport).
+
+* **4xx** (the ``user`` family, :class:`~faceseal.errors.UserError`): ``detail`` is the
+  error's message, which by the error hierarchy's contract names only what the caller sent (ids,
+  sizes), never a key, a passphrase or an encoding value.
+* **5xx** (the ``internal`` family, the opaque decryption error, anything unexpected):
+  ``detail`` is a fixed sentence. The real cause is logged server-side with the request id
+  (faceseal's own messages hold no secrets; for an unexpected exception only its type and stack,
+  not its text),
   so no path, SQL, stack trace, key id or exception text reaches the client.
 """
 
@@ -22,7 +26,8 @@ import logging
 import traceback
 from typing import Any
 
-from faceseal.errors import FacesealError, UserError
+from faceseal import errors
+from faceseal.errors import FacesealError
 
 log = logging.getLogger("faceseal.http")
 
@@ -64,6 +69,55 @@ HTTP_CODES: dict[int, str] = {
 }
 
 
+#: The HTTP status of every faceseal error class: the only place one is chosen. Each class is
+#: listed (a test walks the hierarchy), user errors get a 4xx and internal ones a 5xx.
+HTTP_STATUS: dict[type[BaseException], int] = {
+    errors.FacesealError: 500,
+    # user errors: the caller can fix them
+    errors.UserError: 400,
+    errors.InvalidInput: 422,
+    errors.ImageUnreadable: 422,
+    errors.ImageTooLarge: 413,
+    errors.NoFaceFound: 422,
+    errors.MultipleFacesFound: 422,
+    errors.BadSources: 422,
+    errors.InvalidEncoding: 422,
+    errors.ImplausibleProbe: 422,
+    errors.ThresholdTooLoose: 422,
+    errors.AuthenticationFailed: 401,
+    errors.AccessDenied: 403,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.RateLimited: 429,
+    errors.BudgetExceeded: 429,
+    errors.MalformedRequest: 400,
+    errors.UnsupportedMediaType: 415,
+    errors.RequestTooLarge: 413,
+    # internal errors: the deployment failed a valid request
+    errors.InternalError: 500,
+    errors.KeyringError: 500,
+    errors.EncoderUnavailable: 501,
+    errors.KeyProviderUnavailable: 503,
+    errors.StorageUnavailable: 503,
+    errors.StorageMisconfigured: 503,
+    errors.AuditWriteFailed: 503,
+    errors.IntegrityFailure: 500,
+    errors.ServiceTimeout: 503,
+    errors.ServiceUnavailable: 503,
+    errors.DecryptionError: 500,
+}
+
+
+def status_for(error: BaseException | type[BaseException]) -> int:
+    """The HTTP status of an error (its nearest listed class; 500 for anything not faceseal's)."""
+    cls = error if isinstance(error, type) else type(error)
+    for klass in cls.__mro__:
+        status = HTTP_STATUS.get(klass)
+        if status is not None:
+            return status
+    return 500
+
+
 def problem(status: int, code: str, detail: str, request_id: str, *,
             extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """A problem details object."""
@@ -87,17 +141,16 @@ def encode(body: dict[str, Any]) -> bytes:
 
 def for_error(error: BaseException, request_id: str) -> tuple[dict[str, Any], dict[str, str]]:
     """The problem body and extra headers for an exception, logging internal causes."""
-    if isinstance(error, UserError) and error.http_status < 500:
+    if isinstance(error, FacesealError) and error.family == "user":
+        status = status_for(error)
         headers: dict[str, str] = {}
-        if error.http_status == 401:
+        if status == 401:
             headers["WWW-Authenticate"] = 'Bearer realm="faceseal"'
-        return problem(error.http_status, error.code, str(error), request_id), headers
+        return problem(status, error.code, str(error), request_id), headers
     if isinstance(error, FacesealError):
-        # Internal by status (5xx user errors such as a keyring problem or a missing encoder
-        # count too): the message may name files or the store, so it stays in the log.
+        # The message may name files, the store or the key provider, so it stays in the log.
         log.error("request %s failed: %s: %s", request_id, error.code, error)
-        status = error.http_status if error.http_status >= 500 else 500
-        return problem(status, error.code, INTERNAL_DETAIL, request_id), {}
+        return problem(status_for(error), error.code, INTERNAL_DETAIL, request_id), {}
     # Not faceseal's: a bug. Its text could carry anything; log its type and stack only.
     stack = "".join(traceback.format_tb(error.__traceback__))
     log.error("request %s failed with an unexpected %s\n%s", request_id, type(error).__name__,

@@ -9,10 +9,10 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Path, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from faceseal.audit.events import MAX_REQUEST_ID
+from faceseal.audit.events import MAX_REQUEST_ID, REQUEST_ID_PATTERN, REQUEST_ID_RULE
 from faceseal.errors import InvalidInput
 from faceseal.http.context import Service, bound_vault, service_of
-from faceseal.http.models import PATH_ID_PATTERN, REQUEST_ID_PATTERN
+from faceseal.http.models import PATH_ID_PATTERN
 from faceseal.vault import Vault
 from faceseal.vault.ids import MAX_ID_LENGTH
 
@@ -27,7 +27,7 @@ bearer_scheme = HTTPBearer(
 def request_id_header(
     x_request_id: Annotated[str | None, Header(
         alias="X-Request-ID", min_length=1, max_length=MAX_REQUEST_ID, pattern=REQUEST_ID_PATTERN,
-        description="Your id for this request (1-128 printable ASCII characters, no spaces), "
+        description=f"Your id for this request ({REQUEST_ID_RULE}), "
                     "returned in the response header and recorded in its audit events; one is "
                     "made up when absent.")] = None,
 ) -> None:
