@@ -41,7 +41,9 @@ _libc: Any = None
 _libc_loaded = False
 
 
-def _load_libc() -> Any:
+def load_libc() -> Any:
+    """The C library with ``mlock``/``munlock`` typed, or None where they are missing. One
+    handle per process, shared with the gallery's locked memory (``matching.memory``)."""
     global _libc, _libc_loaded  # noqa: PLW0603 - one lazily loaded handle per process
     if not _libc_loaded:
         _libc_loaded = True
@@ -50,14 +52,16 @@ def _load_libc() -> Any:
             libc = ctypes.CDLL(name, use_errno=True) if name else None
         except OSError:
             libc = None
-        if libc is not None and hasattr(libc, "mlock"):
-            libc.mlock.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-            libc.mlock.restype = ctypes.c_int
+        if libc is not None and hasattr(libc, "mlock") and hasattr(libc, "munlock"):
+            for function in (libc.mlock, libc.munlock):
+                function.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+                function.restype = ctypes.c_int
             _libc = libc
     return _libc
 
 
-def _locking_wanted() -> bool:
+def locking_wanted() -> bool:
+    """Whether memory locking is on (``FACESEAL_MLOCK=0`` turns it off everywhere)."""
     return os.environ.get(MLOCK_ENV, "1").strip().lower() not in ("0", "no", "false", "off")
 
 
@@ -91,10 +95,10 @@ def _protected_map(size: int) -> mmap.mmap:
         except OSError:  # an old kernel: still usable, only a core dump could hold it
             log.debug("MADV_DONTDUMP refused for key material", exc_info=True)
     _status.mapped_bytes += size
-    if _locking_wanted() and _status.locked_bytes + size > MAX_LOCKED_BYTES:
+    if locking_wanted() and _status.locked_bytes + size > MAX_LOCKED_BYTES:
         _status.lock_refused = f"over the {MAX_LOCKED_BYTES}-byte cap for locked key material"
-    elif _locking_wanted():
-        libc = _load_libc()
+    elif locking_wanted():
+        libc = load_libc()
         if libc is not None:
             view = (ctypes.c_char * size).from_buffer(mapping)
             address = ctypes.addressof(view)

@@ -30,12 +30,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from faceseal.crypto.secure_memory import MLOCK_ENV, load_libc, locking_wanted
+
 log = logging.getLogger(__name__)
 
-MLOCK_ENV = "FACESEAL_MLOCK"
 
-_libc: Any = None
-_libc_loaded = False
 _status_lock = threading.Lock()
 _warned = False
 
@@ -77,33 +76,11 @@ def memlock_limit() -> tuple[int, int] | None:
         return None
 
 
-def _load_libc() -> Any:
-    global _libc, _libc_loaded  # noqa: PLW0603 - one lazily loaded handle per process
-    if not _libc_loaded:
-        _libc_loaded = True
-        name = ctypes.util.find_library("c")
-        try:
-            libc = ctypes.CDLL(name, use_errno=True) if name else None
-        except OSError:
-            libc = None
-        if libc is not None and hasattr(libc, "mlock") and hasattr(libc, "munlock"):
-            libc.mlock.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-            libc.mlock.restype = ctypes.c_int
-            libc.munlock.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-            libc.munlock.restype = ctypes.c_int
-            _libc = libc
-    return _libc
-
-
-def _locking_wanted() -> bool:
-    return os.environ.get(MLOCK_ENV, "1").strip().lower() not in ("0", "no", "false", "off")
-
-
 def _try_lock(address: int, size: int) -> str | None:
     """mlock the range; None on success, else a short reason."""
-    if not _locking_wanted():
+    if not locking_wanted():
         return f"disabled by {MLOCK_ENV}=0"
-    libc = _load_libc()
+    libc = load_libc()
     if libc is None:
         return "mlock is not available on this platform"
     if libc.mlock(ctypes.c_void_p(address), ctypes.c_size_t(size)) == 0:
@@ -190,7 +167,7 @@ class LockedArray:
         whole = np.frombuffer(mapping, dtype=np.uint8)
         whole.fill(0)
         if self._locked:
-            libc = _load_libc()
+            libc = load_libc()
             if libc is not None:
                 libc.munlock(ctypes.c_void_p(int(whole.ctypes.data)), ctypes.c_size_t(self._size))
         _forget(self._size, self._locked)
