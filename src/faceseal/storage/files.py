@@ -423,6 +423,12 @@ class FileStore(TemplateStore):
             raise InvalidInput("batch_size must be a positive integer")
         with self._locked():
             files = self._subject_files(tenant)
+        yield from self._stream_rows(files, batch_size, lambda seq: True)
+
+    def _stream_rows(self, files: Sequence[Path], batch_size: int,
+                     wanted: Callable[[int], bool]) -> Iterator[list[TemplateRow]]:
+        """The templates in ``files`` whose change number is ``wanted``, in batches; 64 files
+        are read per hold of the lock, so other processes are not held up."""
         batch: list[TemplateRow] = []
         for start in range(0, len(files), 64):
             with self._locked():
@@ -430,7 +436,7 @@ class FileStore(TemplateStore):
             for document in documents:
                 if document is None:
                     continue  # erased meanwhile
-                batch.extend(_rows_of(document))
+                batch.extend(row for row, seq in _rows_and_changes(document) if wanted(seq))
                 while len(batch) >= batch_size:
                     yield batch[:batch_size]
                     batch = batch[batch_size:]
@@ -536,20 +542,7 @@ class FileStore(TemplateStore):
         if files is None:
             with self._locked():
                 files = self._subject_files(tenant)
-        batch: list[TemplateRow] = []
-        for start in range(0, len(files), 64):
-            with self._locked():
-                documents = [self._read(path, None) for path in files[start:start + 64]]
-            for subject in documents:
-                if subject is None:
-                    continue  # erased meanwhile
-                batch.extend(row for row, seq in _rows_and_changes(subject)
-                             if after < seq <= upto)
-                while len(batch) >= batch_size:
-                    yield batch[:batch_size]
-                    batch = batch[batch_size:]
-        if batch:
-            yield batch
+        yield from self._stream_rows(files, batch_size, lambda seq: after < seq <= upto)
 
     # --- shared counters -------------------------------------------------------------------------
 

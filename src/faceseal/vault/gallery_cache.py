@@ -73,7 +73,6 @@ class GalleryCache:
         self._saved: dict[str, int] = {}
         self._damaged: dict[str, TemplateRow] = {}
         self._last_persist: dict[str, float] = {}
-        self._known: dict[str, Any] = {}
         self._lock = threading.RLock()
         #: A change follower writes snapshots in the background (see :meth:`shred_snapshot`).
         self.background_persist = False
@@ -95,16 +94,16 @@ class GalleryCache:
         delta is applied between the freshness check and the answer."""
         return self._lock
 
-    def catch_up(self, tenant: str) -> int:
+    def catch_up(self, tenant: str, known: dict[str, Any] | None = None) -> int:
         """Load the tenant, or apply the changes committed since it was loaded; returns the head
-        its galleries now reflect."""
+        its galleries now reflect. ``known``: plaintext of templates this process just wrote."""
         with self._lock:
             if tenant not in self._applied:
                 self._load(tenant)
                 return self._applied[tenant]
             head = self._store.change_head(tenant)
             if head != self._applied[tenant]:
-                self._apply(tenant, head)
+                self._apply(tenant, head, known)
             return self._applied[tenant]
 
     def catch_up_all(self) -> None:
@@ -126,13 +125,8 @@ class GalleryCache:
         it just wrote to their encodings, which need no decryption (the rows are still read from
         the store: the log, not the caller, says what the gallery must hold)."""
         with self._lock:
-            if tenant not in self._applied:
-                return
-            self._known = known or {}
-            try:
-                self.catch_up(tenant)
-            finally:
-                self._known = {}
+            if tenant in self._applied:
+                self.catch_up(tenant, known)
 
     def after_erase(self, tenant: str, subject_id: str, template_ids: Iterable[str]) -> None:
         """The erasure committed: drop the subject from memory at once (overwritten) and catch
@@ -321,7 +315,8 @@ class GalleryCache:
         self.persist(tenant)
         return True
 
-    def _apply(self, tenant: str, head: int) -> tuple[int, int]:
+    def _apply(self, tenant: str, head: int,
+               known: dict[str, Any] | None = None) -> tuple[int, int]:
         """Apply the changes in (applied, head]; returns (templates added, subjects erased)."""
         applied = self._applied[tenant]
         summary = self._store.changes(tenant, applied, head)
@@ -340,7 +335,7 @@ class GalleryCache:
         added = 0
         if summary.added:
             added = self._decrypt_into(tenant, self._store.templates_added(tenant, applied, head),
-                                       whole_tenant=False)
+                                       whole_tenant=False, known=known)
         self._applied[tenant] = head
         log.debug("applied %d change(s): %d template(s) added, %d subject(s) erased",
                   head - applied, added, len(summary.erased))
@@ -352,7 +347,7 @@ class GalleryCache:
         self._applied.pop(tenant, None)
         self._saved.pop(tenant, None)
 
-    def _add_known(self, tenant: str, rows: list[TemplateRow]) -> int:
+    def _add_known(self, tenant: str, rows: list[TemplateRow], known: dict[str, Any]) -> int:
         by_model: dict[str, list[TemplateRow]] = {}
         for row in rows:
             by_model.setdefault(row.model_id, []).append(row)
@@ -363,20 +358,20 @@ class GalleryCache:
                 continue
             self._gallery(tenant, spec).add_many(
                 [r.subject_id for r in items], [r.template_id for r in items],
-                np.stack([self._known[r.template_id] for r in items]))
+                np.stack([known[r.template_id] for r in items]))
             added += len(items)
         return added
 
     def _decrypt_into(self, tenant: str, batches: Iterator[list[TemplateRow]], *,
-                      whole_tenant: bool) -> int:
+                      whole_tenant: bool, known: dict[str, Any] | None = None) -> int:
         # A whole tenant reads every subject secret in one pass; a delta asks only for its own.
         secrets = self._subject_keys.for_tenant(tenant) if whole_tenant else None
         count = 0
         for page in batches:
             batch = page
-            if self._known:
-                batch = [r for r in page if r.template_id not in self._known]
-                count += self._add_known(tenant, [r for r in page if r.template_id in self._known])
+            if known:
+                batch = [r for r in page if r.template_id not in known]
+                count += self._add_known(tenant, [r for r in page if r.template_id in known], known)
             opened, damaged = self._sealer.open(batch, secrets)
             for row in damaged:
                 self._damaged[row.template_id] = row
