@@ -14,28 +14,15 @@ from __future__ import annotations
 
 import argparse
 import sqlite3
-import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from faceseal.access.principals import authenticate
-from faceseal.bench.runner import lift_budgets
+from faceseal.bench.runner import lift_budgets, per_op
 from faceseal.vault import Vault
-
-
-def _per_op(func: Callable[[int], object], count: int) -> float:
-    """Median of 5 rounds of ``count`` calls, in microseconds per call."""
-    rounds = []
-    for _ in range(5):
-        started = time.perf_counter()
-        for i in range(count):
-            func(i)
-        rounds.append((time.perf_counter() - started) / count * 1e6)
-    return statistics.median(rounds)
 
 
 def main() -> None:
@@ -64,14 +51,14 @@ def main() -> None:
         n = args.subjects
 
         rows: list[tuple[str, float, float]] = []
-        bare_verify = _per_op(lambda i: gallery.closest_of_subject(f"s{i % n}", encodings[i % n]),
+        bare_verify = per_op(lambda i: gallery.closest_of_subject(f"s{i % n}", encodings[i % n]),
                               args.ops)
-        bare_identify = _per_op(lambda i: gallery.search(encodings[i % n], 5), args.ops)
+        bare_identify = per_op(lambda i: gallery.search(encodings[i % n], 5), args.ops)
         for every in (16, 1):
             vault._audit._checkpoint_every = every
-            audited = _per_op(lambda i: vault.verify(f"s{i % n}", encodings[i % n]), args.ops)
+            audited = per_op(lambda i: vault.verify(f"s{i % n}", encodings[i % n]), args.ops)
             rows.append((f"verify, audited (checkpoint every {every})", bare_verify, audited))
-            audited = _per_op(lambda i: vault.identify(encodings[i % n]), args.ops)
+            audited = per_op(lambda i: vault.identify(encodings[i % n]), args.ops)
             rows.append((f"identify top-5 of {n}, audited (checkpoint every {every})",
                          bare_identify, audited))
         vault._audit._checkpoint_every = 16
@@ -80,12 +67,12 @@ def main() -> None:
         scratch.execute("PRAGMA journal_mode=WAL")
         scratch.execute("PRAGMA synchronous=FULL")
         scratch.execute("CREATE TABLE t (x BLOB)")
-        commit = _per_op(lambda _i: scratch.execute("INSERT INTO t VALUES (randomblob(300))"),
+        commit = per_op(lambda _i: scratch.execute("INSERT INTO t VALUES (randomblob(300))"),
                          args.ops)
         scratch.close()
         store = vault._store
         seal = vault._guard.seal
-        check_key = _per_op(lambda _i: authenticate(store, seal, worker_key), args.ops)
+        check_key = per_op(lambda _i: authenticate(store, seal, worker_key), args.ops)
 
         # Grow the log to --events with cheap audited reads, then verify it.
         while True:

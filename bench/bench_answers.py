@@ -14,27 +14,13 @@ CLI do: one more durable commit per query, for the principal's charge).
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-from faceseal.bench.runner import lift_budgets
+from faceseal.bench.runner import lift_budgets, per_op
 from faceseal.bench.synthetic import make_gallery
 from faceseal.vault import Vault
 from faceseal.vault.exact_rank import ExactRanker, proposals
-
-
-def _per_op(func: Callable[[int], object], count: int) -> float:
-    """Median of 5 rounds of ``count`` calls, in microseconds per call."""
-    rounds = []
-    for _ in range(5):
-        started = time.perf_counter()
-        for i in range(count):
-            func(i)
-        rounds.append((time.perf_counter() - started) / count * 1e6)
-    return statistics.median(rounds)
 
 
 def _measure(n: int, ops: int, k: int) -> list[tuple[str, float, float]]:
@@ -66,16 +52,16 @@ def _measure(n: int, ops: int, k: int) -> list[tuple[str, float, float]]:
             vault._answers.admit(principal, spec, [probes[i % count]])
             assert terms.disclosure == "exact"
 
-        bare = _per_op(lambda i: gallery.search(probes[i % count], k), count)
+        bare = per_op(lambda i: gallery.search(probes[i % count], k), count)
         rows.append((f"identify top-{k} of {n}: search -> search + exact re-rank", bare,
-                     _per_op(exact, count)))
-        meta = _per_op(lambda _i: store.get_meta("tenant_policy:default"), count)
+                     per_op(exact, count)))
+        meta = per_op(lambda _i: store.get_meta("tenant_policy:default"), count)
         rows.append(("answer rules (policy, threshold, budget, plausibility) vs one meta read",
-                     meta, _per_op(rules, count)))
+                     meta, per_op(rules, count)))
         names = synthetic.subject_ids
-        in_memory = _per_op(lambda i: vault.verify(names[i % n], probes[i % count]), count)
+        in_memory = per_op(lambda i: vault.verify(names[i % n], probes[i % count]), count)
         vault.use_query_counters(vault.shared_counters())
-        in_store = _per_op(lambda i: vault.verify(names[i % n], probes[i % count]), count)
+        in_store = per_op(lambda i: vault.verify(names[i % n], probes[i % count]), count)
         rows.append(("audited verify: budgets counted in memory -> in the store (serve, CLI)",
                      in_memory, in_store))
     return rows

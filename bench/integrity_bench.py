@@ -18,28 +18,15 @@ far more than on the CPU.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from faceseal.access.apikeys import hashes_equal, parse_api_key
 from faceseal.access.principals import Credential, check_credential
+from faceseal.bench.runner import per_op
 from faceseal.vault import Vault
-
-
-def _per_op(func: Callable[[int], object], count: int) -> float:
-    """Median of 5 rounds of ``count`` calls, in microseconds per call."""
-    rounds = []
-    for _ in range(5):
-        started = time.perf_counter()
-        for i in range(count):
-            func(i)
-        rounds.append((time.perf_counter() - started) / count * 1e6)
-    return statistics.median(rounds)
 
 
 def main() -> None:
@@ -68,8 +55,8 @@ def main() -> None:
 
         rows: list[tuple[str, float, float]] = [(
             "check an API key: lookup + hash (before) vs + MAC + key-side revocation (now)",
-            _per_op(lookup_only, args.ops),
-            _per_op(lambda _i: check_credential(store, seal, credential), args.ops))]
+            per_op(lookup_only, args.ops),
+            per_op(lambda _i: check_credential(store, seal, credential), args.ops))]
 
         n = args.subjects
         inventory = vault._inventory
@@ -84,10 +71,10 @@ def main() -> None:
             store.subject_templates("default", f"s{i % n}")
 
         rows.append(("verify: its rows read (baseline) vs rows + inventory check",
-                     _per_op(read_rows, args.ops), _per_op(inventory_check, args.ops)))
+                     per_op(read_rows, args.ops), per_op(inventory_check, args.ops)))
         rows.append(("inventory check vs the whole audited verify",
-                     _per_op(inventory_check, args.ops),
-                     _per_op(lambda i: vault.verify(f"s{i % n}", encodings[i % n]), args.ops)))
+                     per_op(inventory_check, args.ops),
+                     per_op(lambda i: vault.verify(f"s{i % n}", encodings[i % n]), args.ops)))
         extra = rng.standard_normal((args.ops * 5, 128)) * 0.1
         counter = iter(range(10**9))
 
@@ -96,8 +83,8 @@ def main() -> None:
                 inventory.record(store, "default", {"s0": [f"t{next(counter)}"]})
 
         rows.append(("extend an inventory vs the whole audited one-template enroll",
-                     _per_op(extend, args.ops),
-                     _per_op(lambda i: vault.enroll(f"new{i}", [extra[i]]), args.ops // 3)))
+                     per_op(extend, args.ops),
+                     per_op(lambda i: vault.enroll(f"new{i}", [extra[i]]), args.ops // 3)))
 
     width = max(len(name) for name, _, _ in rows)
     print(f"{'':{width}}  {'baseline':>10}  {'measured':>10}  ratio")

@@ -146,6 +146,18 @@ def _timed(fn: Callable[..., object], *args: Any, **kwargs: Any) -> float:
     return time.perf_counter() - started
 
 
+def per_op(func: Callable[[int], object], count: int) -> float:
+    """Median of 5 rounds of ``count`` calls ``func(i)``, in microseconds per call (the small
+    benchmarks under bench/ use it)."""
+    rounds = []
+    for _ in range(5):
+        started = time.perf_counter()
+        for i in range(count):
+            func(i)
+        rounds.append((time.perf_counter() - started) / count * 1e6)
+    return statistics.median(rounds)
+
+
 def machine() -> dict[str, Any]:
     """Where the figures came from."""
     cpu = platform.processor() or platform.machine()
