@@ -9,6 +9,7 @@ import logging
 
 import pytest
 
+from faceseal.access.counters import MemoryCounters
 from faceseal.client import _path
 from faceseal.errors import (
     AccessDenied,
@@ -20,7 +21,7 @@ from faceseal.errors import (
 from faceseal.http import problems
 from faceseal.http.context import Service
 from faceseal.http.metrics import Metrics
-from faceseal.http.ratelimit import AuthRateLimiter, FailureWindow, client_key
+from faceseal.http.ratelimit import AuthRateLimiter, client_key
 from faceseal.http.routes.keys import _one_at_a_time
 from faceseal.http.settings import Settings
 from faceseal.vault import Vault
@@ -38,26 +39,26 @@ class Clock:
 
 def test_window_blocks_at_the_limit_and_frees_as_failures_age() -> None:
     clock = Clock()
-    window = FailureWindow(3, 3600, clock=clock)
+    window = MemoryCounters(clock=clock)
     for _ in range(2):
-        window.failed("k")
+        window.record("k", 3600)
         clock.now += 100
-    assert window.retry_after("k") is None
-    window.failed("k")  # three failures at t=1000, 1100, 1200
-    assert window.retry_after("k") == pytest.approx(3600 - 200)
+    assert window.retry_after("k", 3, 3600) is None
+    window.record("k", 3600)  # three failures at t=1000, 1100, 1200
+    assert window.retry_after("k", 3, 3600) == pytest.approx(3600 - 200)
     clock.now = 1000 + 3600  # the first failure leaves the window
-    assert window.retry_after("k") is None
-    window.failed("k")
-    assert window.retry_after("k") == pytest.approx(100)
+    assert window.retry_after("k", 3, 3600) is None
+    window.record("k", 3600)
+    assert window.retry_after("k", 3, 3600) == pytest.approx(100)
 
 
 def test_window_forgets_the_oldest_keys_beyond_its_bound() -> None:
-    window = FailureWindow(1, 3600, max_entries=3, clock=Clock())
+    window = MemoryCounters(max_entries=3, clock=Clock())
     for key in "abcd":
-        window.failed(key)
+        window.record(key, 3600)
     assert len(window) == 3
-    assert window.retry_after("a") is None
-    assert window.retry_after("d") is not None
+    assert window.retry_after("a", 1, 3600) is None
+    assert window.retry_after("d", 1, 3600) is not None
 
 
 def test_limiter_blocks_by_key_or_by_client() -> None:

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import threading
 import time
-from collections import OrderedDict, deque
 from collections.abc import Callable
 
 from faceseal.access.counters import MemoryCounters, WindowCounters
@@ -34,54 +32,6 @@ Clock = Callable[[], float]
 
 CLIENT_PREFIX = "auth:client:"
 KEY_PREFIX = "auth:key:"
-
-
-class FailureWindow:
-    """Failures per key within a sliding window, with a bound on remembered keys."""
-
-    def __init__(self, limit: int, window: float, *, max_entries: int = 100_000,
-                 clock: Clock = time.monotonic) -> None:
-        self._limit = limit
-        self._window = window
-        self._max_entries = max_entries
-        self._clock = clock
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def retry_after(self, key: str) -> float | None:
-        """Seconds until ``key`` may try again, or None when it is not blocked."""
-        now = self._clock()
-        with self._lock:
-            times = self._failures.get(key)
-            if times is None:
-                return None
-            self._expire(times, now)
-            if not times:
-                del self._failures[key]
-                return None
-            if len(times) < self._limit:
-                return None
-            return max(times[0] + self._window - now, 0.0)
-
-    def failed(self, key: str) -> None:
-        """Record a failed authentication for ``key``."""
-        now = self._clock()
-        with self._lock:
-            times = self._failures.pop(key, None)
-            if times is None:
-                times = deque(maxlen=self._limit)
-            self._expire(times, now)
-            times.append(now)
-            self._failures[key] = times  # most recent last
-            while len(self._failures) > self._max_entries:
-                self._failures.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._failures)
-
-    def _expire(self, times: deque[float], now: float) -> None:
-        while times and times[0] <= now - self._window:
-            times.popleft()
 
 
 class AuthRateLimiter:
