@@ -83,13 +83,14 @@ class ServiceOperations:
         (its newest checkpoint and event readable). Never raises for an outage: the failing
         check says ``unavailable`` and the cause is logged (without secrets)."""
         self._check_open()
-        behind: list[int] = [0]
+        behind = 0
 
         def probe_changes() -> None:
+            nonlocal behind
             follower = self.follower
             if follower is not None and (not follower.running or not follower.healthy):
                 raise RuntimeError("the change follower is not keeping up")
-            behind[0] = sum(self._cache.lag().values())
+            behind = sum(self._cache.lag().values())
 
         checks = {
             "store": self._probe("store", self._probe_store),
@@ -97,7 +98,7 @@ class ServiceOperations:
             "audit": self._probe("audit log", self._probe_audit),
             "changes": self._probe("change log", probe_changes),
         }
-        return Readiness(checks, behind[0])
+        return Readiness(checks, behind)
 
     def shared_counters(self) -> StoreCounters:
         """Sliding-window counters kept in this vault's store: every process of the vault (each
