@@ -33,6 +33,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from faceseal.errors import (
     AccessDenied,
@@ -52,11 +53,15 @@ from faceseal.storage.base import (
     TemplateRow,
     TemplateStore,
 )
+from faceseal.storage.group_commit import BatchSteps, GroupCommit
 from faceseal.storage.pg_common import connect, map_error
 from faceseal.storage.postgres_admin import LATEST_VERSION, grant_login, migrate_schema
 from faceseal.storage.postgres_url import PgLocation, parse_pg_url
 
 log = logging.getLogger(__name__)
+
+#: Reader connections kept open between reads (more are opened under load, then closed).
+MAX_IDLE_READERS = 8
 
 #: Batches of at least this many rows go through binary COPY; smaller ones as array parameters.
 COPY_THRESHOLD = 256
@@ -82,14 +87,25 @@ class PostgresStore(TemplateStore):
         self._loc = location if isinstance(location, PgLocation) else parse_pg_url(location)
         self._schema = sql.Identifier(self._loc.schema)
         self._lock = threading.RLock()
-        self._depth = 0
         self._staging_ready = False
         self._closed = False
         self._conn = self._open_connection()
+        self._group = GroupCommit(self._lock, BatchSteps(
+            begin=lambda: self._step("BEGIN", begin=True),
+            savepoint=lambda: self._step("SAVEPOINT member"),
+            release=lambda: self._step("RELEASE SAVEPOINT member"),
+            rollback_to=lambda: self._step("ROLLBACK TO SAVEPOINT member"),
+            commit=lambda: self._step("COMMIT", check=True),
+            rollback=lambda: self._step("ROLLBACK"),
+        ))
+        # Reads outside a transaction use connections of their own (committed data only, and
+        # never queued behind a batch); at most MAX_IDLE_READERS are kept between reads.
+        self._readers: list[psycopg.Connection[Any]] = []
+        self._readers_lock = threading.Lock()
 
     # --- connection ------------------------------------------------------------------------------
 
-    def _open_connection(self) -> psycopg.Connection[Any]:
+    def _open_connection(self, *, check: bool = True) -> psycopg.Connection[Any]:
         conn = connect(self._loc)
         try:
             # Every statement of this session, hence every faceseal transaction, waits for a
@@ -102,7 +118,8 @@ class PostgresStore(TemplateStore):
                 "set_config('idle_in_transaction_session_timeout', %s, false)",
                 (f"{self._loc.lock_timeout_ms}ms", f"{self._loc.statement_timeout_ms}ms",
                  f"{max(self._loc.statement_timeout_ms, 60_000)}ms"))
-            self._check_session(conn)
+            if check:
+                self._check_session(conn)
         except BaseException:
             conn.close()
             raise
@@ -184,11 +201,46 @@ class PostgresStore(TemplateStore):
         if self._closed:
             raise StorageUnavailable("the PostgreSQL store is closed")
         if self._conn.closed or self._conn.broken:
-            if self._depth:
+            if self._group.in_transaction():
                 raise StorageUnavailable("the PostgreSQL connection was lost mid-transaction")
             log.warning("PostgreSQL connection lost; reconnecting")
             self._conn = self._open_connection()
         return self._conn
+
+    def _step(self, statement: str, *, begin: bool = False, check: bool = False) -> None:
+        """One statement of a group-commit batch (see faceseal.storage.group_commit)."""
+        conn = self._live() if begin else self._conn
+        if check and conn.info.transaction_status != TransactionStatus.INTRANS:
+            # The transaction failed under us: no member of the batch may be reported done.
+            raise StorageUnavailable("the PostgreSQL transaction was aborted")
+        try:
+            conn.execute(statement)
+        except psycopg.Error as exc:
+            raise map_error(exc, "commit", self._loc) from None
+
+    @contextmanager
+    def _reading(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection for one read: the transaction's own inside one, else a reader."""
+        if self._group.in_transaction():
+            with self._lock:
+                yield self._live()
+            return
+        if self._closed:
+            raise StorageUnavailable("the PostgreSQL store is closed")
+        with self._readers_lock:
+            conn = self._readers.pop() if self._readers else None
+        if conn is None or conn.closed or conn.broken:
+            conn = self._open_connection(check=False)  # the writer's session was checked
+        try:
+            yield conn
+        except BaseException:
+            conn.close()
+            raise
+        with self._readers_lock:
+            if len(self._readers) < MAX_IDLE_READERS and not self._closed:
+                self._readers.append(conn)
+                return
+        conn.close()
 
     def _q(self, template: str) -> sql.Composed:
         """A statement with ``{s}`` replaced by the quoted schema name."""
@@ -197,6 +249,8 @@ class PostgresStore(TemplateStore):
     def _rows(self, query: sql.SQL | sql.Composed, params: Sequence[Any] = (),
               operation: str = "query") -> list[tuple[Any, ...]]:
         with self._lock:
+            if not self._group.in_transaction():
+                self._group.flush()  # a write or read outside a batch sees no open batch
             conn = self._live()
             try:
                 with conn.cursor(binary=True) as cursor:
@@ -205,6 +259,21 @@ class PostgresStore(TemplateStore):
             except psycopg.Error as exc:
                 raise map_error(exc, operation, self._loc) from None
 
+    def _read(self, query: sql.SQL | sql.Composed, params: Sequence[Any] = (),
+              operation: str = "query") -> list[tuple[Any, ...]]:
+        """A read-only statement, on a reader connection outside transactions."""
+        with self._reading() as conn:
+            try:
+                with conn.cursor(binary=True) as cursor:
+                    cursor.execute(query, params)
+                    return cursor.fetchall() if cursor.description else []
+            except psycopg.Error as exc:
+                raise map_error(exc, operation, self._loc) from None
+
+    def _read_value(self, query: sql.SQL | sql.Composed, params: Sequence[Any] = ()) -> Any:
+        rows = self._read(query, params)
+        return rows[0][0] if rows else None
+
     def _value(self, query: sql.SQL | sql.Composed, params: Sequence[Any] = (),
                operation: str = "query") -> Any:
         rows = self._rows(query, params, operation)
@@ -212,24 +281,9 @@ class PostgresStore(TemplateStore):
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        with self._lock:
-            if self._depth:
-                self._depth += 1
-                try:
-                    yield
-                finally:
-                    self._depth -= 1
-                return
-            conn = self._live()
-            try:
-                with conn.transaction():
-                    self._depth = 1
-                    try:
-                        yield
-                    finally:
-                        self._depth = 0
-            except psycopg.Error as exc:
-                raise map_error(exc, "commit", self._loc) from None
+        """One atomic, durable unit; concurrent ones share a commit (group commit)."""
+        with self._group.transaction():
+            yield
 
     # --- schema ----------------------------------------------------------------------------------
 
@@ -253,8 +307,9 @@ class PostgresStore(TemplateStore):
         privilege. A login that has just created the schema is granted every tenant.
         """
         with self._lock:
-            if self._depth:
+            if self._group.in_transaction():
                 raise InvalidInput("migrations cannot run inside a transaction")
+            self._group.flush()
             before = self.schema_version()
             if before == self.SCHEMA_VERSION:
                 return before, before
@@ -275,7 +330,7 @@ class PostgresStore(TemplateStore):
     # --- metadata --------------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
-        value = self._value(self._q("SELECT {s}.fs_get_meta(%s)"), (key,))
+        value = self._read_value(self._q("SELECT {s}.fs_get_meta(%s)"), (key,))
         return None if value is None else str(value)
 
     def set_meta(self, key: str, value: str) -> None:
@@ -287,7 +342,7 @@ class PostgresStore(TemplateStore):
         if not rows:
             return
         now = time.time()
-        with self._lock, self.transaction():
+        with self.transaction():
             for start in range(0, len(rows), COPY_CHUNK):
                 chunk = rows[start:start + COPY_CHUNK]
                 if len(chunk) < COPY_THRESHOLD:
@@ -336,7 +391,7 @@ class PostgresStore(TemplateStore):
             raise map_error(exc, "bulk enrolment", self._loc) from None
 
     def subject_templates(self, tenant: str, subject_id: str) -> list[TemplateRow]:
-        return [TemplateRow(*values) for values in self._rows(
+        return [TemplateRow(*values) for values in self._read(
             self._q("SELECT * FROM {s}.fs_subject_templates(%s, %s)"), (tenant, subject_id))]
 
     def gallery(self, tenant: str | None, batch_size: int = 10_000) -> Iterator[list[TemplateRow]]:
@@ -356,8 +411,7 @@ class PostgresStore(TemplateStore):
             "TO STDOUT (FORMAT BINARY)").format(
                 s=self._schema, tenant=sql.Literal(tenant), after=sql.Literal(after),
                 limit=sql.Literal(limit))
-        with self._lock:
-            conn = self._live()
+        with self._reading() as conn:
             try:
                 with conn.cursor() as cursor, cursor.copy(statement) as copy:
                     copy.set_types(_TEMPLATE_TYPES)
@@ -371,7 +425,7 @@ class PostgresStore(TemplateStore):
                     self._q("SELECT * FROM {s}.fs_subjects(%s)"), (tenant,))]
 
     def inventories(self, tenant: str, subject_ids: Sequence[str]) -> dict[str, bytes]:
-        return {str(subject): bytes(blob or b"") for subject, blob in self._rows(
+        return {str(subject): bytes(blob or b"") for subject, blob in self._read(
             self._q("SELECT * FROM {s}.fs_inventories(%s, %s::text[])"),
             (tenant, list(dict.fromkeys(subject_ids))))}
 
@@ -382,7 +436,7 @@ class PostgresStore(TemplateStore):
                        "writing subject inventories")
 
     def subject_exists(self, tenant: str, subject_id: str) -> bool:
-        return bool(self._value(self._q("SELECT {s}.fs_subject_exists(%s, %s)"),
+        return bool(self._read_value(self._q("SELECT {s}.fs_subject_exists(%s, %s)"),
                                 (tenant, subject_id)))
 
     def touch_subject(self, tenant: str, subject_id: str, when: float) -> None:
@@ -397,10 +451,10 @@ class PostgresStore(TemplateStore):
     # --- the change log --------------------------------------------------------------------------
 
     def change_head(self, tenant: str) -> int:
-        return int(self._value(self._q("SELECT {s}.fs_change_head(%s)"), (tenant,)) or 0)
+        return int(self._read_value(self._q("SELECT {s}.fs_change_head(%s)"), (tenant,)) or 0)
 
     def changes(self, tenant: str, after: int, upto: int) -> ChangeSummary:
-        rows = self._rows(self._q("SELECT * FROM {s}.fs_changes(%s, %s, %s)"),
+        rows = self._read(self._q("SELECT * FROM {s}.fs_changes(%s, %s, %s)"),
                           (tenant, after, upto))
         return ChangeSummary(
             tenant, after, upto,
@@ -420,8 +474,7 @@ class PostgresStore(TemplateStore):
                     s=self._schema, tenant=sql.Literal(tenant), seq=sql.Literal(last_seq),
                     id=sql.Literal(last_id), upto=sql.Literal(upto),
                     limit=sql.Literal(batch_size))
-            with self._lock:
-                conn = self._live()
+            with self._reading() as conn:
                 try:
                     with conn.cursor() as cursor, cursor.copy(statement) as copy:
                         copy.set_types([*_TEMPLATE_TYPES, "int8"])
@@ -488,7 +541,7 @@ class PostgresStore(TemplateStore):
 
     def append_audit(self, build: Callable[[int, bytes], AuditRecord]) -> AuditRecord:
         try:
-            with self._lock, self.transaction():
+            with self.transaction():
                 head = self._rows(self._q("SELECT * FROM {s}.fs_audit_head()"))
                 seq, mac = (int(head[0][0]), bytes(head[0][1])) if head else (0, b"")
                 record = build(seq + 1, mac)
@@ -538,7 +591,7 @@ class PostgresStore(TemplateStore):
             raise Conflict(f"a principal named {row.name!r} exists already") from None
 
     def principal_by_key_id(self, key_id: str) -> PrincipalRow | None:
-        rows = self._rows(self._q("SELECT * FROM {s}.fs_principal_by_key_id(%s)"), (key_id,))
+        rows = self._read(self._q("SELECT * FROM {s}.fs_principal_by_key_id(%s)"), (key_id,))
         return _principal(rows[0]) if rows else None
 
     def principals(self) -> list[PrincipalRow]:
@@ -583,7 +636,18 @@ class PostgresStore(TemplateStore):
         with self._lock:
             if self._closed:
                 return
+            try:
+                self._group.close()
+            except Exception:  # the batch's members get the error; closing goes on
+                log.debug("committing the last batch failed", exc_info=True)
             self._closed = True
+            with self._readers_lock:
+                readers, self._readers = self._readers, []
+            for reader in readers:
+                try:
+                    reader.close()
+                except psycopg.Error:
+                    log.debug("PostgreSQL close failed", exc_info=True)
             try:
                 self._conn.close()
             except psycopg.Error:  # closing a broken connection is harmless

@@ -33,6 +33,7 @@ from faceseal.storage.base import (
     TemplateStore,
     window_wait,
 )
+from faceseal.storage.group_commit import BatchSteps, GroupCommit
 from faceseal.storage.sqlite_migrations import MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -75,30 +76,51 @@ class SQLiteStore(TemplateStore):
         if create:
             path.chmod(0o600)
         self._lock = threading.RLock()
-        self._depth = 0
+        self._group = GroupCommit(self._lock, BatchSteps(
+            begin=lambda: self._step("BEGIN IMMEDIATE"),
+            savepoint=lambda: self._step("SAVEPOINT member"),
+            release=lambda: self._step("RELEASE member"),
+            rollback_to=lambda: self._step("ROLLBACK TO member"),
+            commit=lambda: self._step("COMMIT"),
+            rollback=lambda: self._step("ROLLBACK"),
+        ))
+        # Reads outside a transaction go to a connection of the reading thread's own: WAL lets
+        # it read while the writer works, and it sees committed data only (never a batch that
+        # is still open, see faceseal.storage.group_commit).
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._closed = False
 
     # --- plumbing --------------------------------------------------------------------------------
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        with self._lock:
-            if self._depth:
-                self._depth += 1
-                try:
-                    yield
-                finally:
-                    self._depth -= 1
-                return
-            self._execute("BEGIN IMMEDIATE")
-            self._depth = 1
+        """One atomic, durable unit; concurrent ones share a commit (group commit)."""
+        with self._group.transaction():
+            yield
+
+    def _step(self, statement: str) -> None:
+        if statement in ("RELEASE member", "COMMIT") and not self._db.in_transaction:
+            # SQLite rolled the whole transaction back on an error (a full disk, I/O): every
+            # member of the batch lost its work, so none may be reported done.
+            raise StorageUnavailable("SQLite rolled the transaction back")
+        self._execute(statement)
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if conn is None:
+            if self._closed:
+                raise StorageUnavailable("the SQLite store is closed")
             try:
-                yield
-            except BaseException:
-                self._depth = 0
-                self._execute("ROLLBACK")
-                raise
-            self._depth = 0
-            self._execute("COMMIT")
+                conn = sqlite3.connect(self._path, isolation_level=None,
+                                       check_same_thread=False, timeout=30)
+                conn.execute("PRAGMA query_only=ON")
+            except sqlite3.Error as exc:
+                raise StorageUnavailable(_describe_error("open", exc)) from None
+            with self._lock:
+                self._readers.append(conn)
+            self._local.db = conn
+        return conn
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         try:
@@ -117,13 +139,25 @@ class SQLiteStore(TemplateStore):
             raise StorageUnavailable(_describe_error("write", exc)) from None
 
     def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
+        if self._group.in_transaction():  # sees the transaction's own writes
             return self._execute(sql, params).fetchall()
+        try:
+            return self._reader().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(_describe_error("query", exc)) from None
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The writer connection for a read outside any transaction: the open batch commits
+        first, so the read never sees uncommitted work."""
+        with self._lock:
+            self._group.flush()
+            yield
 
     # --- schema ----------------------------------------------------------------------------------
 
     def schema_version(self) -> int:
-        with self._lock:
+        with self._locked():
             exists = self._execute(
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_migrations'"
             ).fetchone()
@@ -137,7 +171,7 @@ class SQLiteStore(TemplateStore):
             "SELECT version FROM schema_migrations").fetchall()}
 
     def migrate(self) -> tuple[int, int]:
-        with self._lock, self.transaction():
+        with self.transaction():
             before = self.schema_version()
             # Every step not yet recorded, in list order: a version number missing from the
             # list (or a step merged in below one already applied) is no obstacle.
@@ -161,7 +195,7 @@ class SQLiteStore(TemplateStore):
         return str(rows[0][0]) if rows else None
 
     def set_meta(self, key: str, value: str) -> None:
-        with self._lock, self.transaction():
+        with self.transaction():
             self._execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -175,7 +209,7 @@ class SQLiteStore(TemplateStore):
             return
         now = time.time()
         subjects = {(r.tenant, r.subject_id) for r in rows}
-        with self._lock, self.transaction():
+        with self.transaction():
             seqs = {tenant: self._log_change(tenant, "add",
                                              [r.subject_id for r in rows if r.tenant == tenant],
                                              now)
@@ -201,7 +235,7 @@ class SQLiteStore(TemplateStore):
             return
         now = time.time()
         subjects = dict.fromkeys(batch.subject_ids)
-        with self._lock, self.transaction():
+        with self.transaction():
             seq = self._log_change(batch.tenant, "add", list(subjects), now,
                                    templates=len(batch.template_ids))
             self._executemany(
@@ -285,13 +319,13 @@ class SQLiteStore(TemplateStore):
         return found
 
     def set_inventories(self, tenant: str, inventories: dict[str, bytes]) -> None:
-        with self._lock, self.transaction():
+        with self.transaction():
             self._executemany(
                 "UPDATE subjects SET inventory = ? WHERE tenant = ? AND subject_id = ?",
                 [(blob, tenant, subject) for subject, blob in inventories.items()])
 
     def touch_subject(self, tenant: str, subject_id: str, when: float) -> None:
-        with self._lock, self.transaction():
+        with self.transaction():
             self._execute(
                 "UPDATE subjects SET last_seen_at = MAX(last_seen_at, ?) "
                 "WHERE tenant = ? AND subject_id = ?",
@@ -299,7 +333,7 @@ class SQLiteStore(TemplateStore):
             )
 
     def erase_subject(self, tenant: str, subject_id: str) -> list[str]:
-        with self._lock, self.transaction():
+        with self.transaction():
             ids = [
                 str(r[0])
                 for r in self._execute(
@@ -367,7 +401,7 @@ class SQLiteStore(TemplateStore):
 
     def counter_take(self, key: str, limit: int | None, window: float, cost: int,
                      now: float) -> float | None:
-        with self._lock, self.transaction():
+        with self.transaction():
             self._execute("DELETE FROM counter_events WHERE (key = ? AND at <= ?) OR at <= ?",
                           (key, now - window, now - MAX_COUNTER_WINDOW))
             if limit is not None:
@@ -380,7 +414,7 @@ class SQLiteStore(TemplateStore):
 
     def counter_retry_after(self, key: str, limit: int, window: float,
                             now: float) -> float | None:
-        with self._lock:
+        with self._locked():
             events = [(at, c) for at, c in self._counter_events(key) if at > now - window]
         return window_wait(events, limit, 1, window, now)
 
@@ -389,7 +423,7 @@ class SQLiteStore(TemplateStore):
             "SELECT at, cost FROM counter_events WHERE key = ? ORDER BY at", (key,)).fetchall()]
 
     def replace_records(self, rows: Sequence[TemplateRow]) -> int:
-        with self._lock, self.transaction():
+        with self.transaction():
             cursor = self._executemany(
                 "UPDATE templates SET record = ?, key_version = ? WHERE template_id = ?",
                 [(r.record, r.key_version, r.template_id) for r in rows],
@@ -427,7 +461,7 @@ class SQLiteStore(TemplateStore):
         ]
 
     def insert_data_key(self, version: int, wrapped: bytes, created_at: float) -> bool:
-        with self._lock, self.transaction():
+        with self.transaction():
             cursor = self._execute(
                 "INSERT INTO data_keys (version, wrapped, created_at, encryptions) "
                 "VALUES (?, ?, ?, 0) ON CONFLICT (version) DO NOTHING",
@@ -436,7 +470,7 @@ class SQLiteStore(TemplateStore):
             return cursor.rowcount == 1
 
     def reserve_encryptions(self, version: int, count: int, limit: int) -> bool:
-        with self._lock, self.transaction():
+        with self.transaction():
             cursor = self._execute(
                 "UPDATE data_keys SET encryptions = encryptions + ? "
                 "WHERE version = ? AND encryptions + ? <= ?",
@@ -445,14 +479,14 @@ class SQLiteStore(TemplateStore):
             return cursor.rowcount == 1
 
     def replace_wrapped(self, version: int, wrapped: bytes) -> None:
-        with self._lock, self.transaction():
+        with self.transaction():
             self._execute("UPDATE data_keys SET wrapped = ? WHERE version = ?", (wrapped, version))
 
     # --- audit log ------------------------------------------------------------------------------
 
     def append_audit(self, build: Callable[[int, bytes], AuditRecord]) -> AuditRecord:
         try:
-            with self._lock, self.transaction():
+            with self.transaction():
                 head = self._execute(
                     "SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1"
                 ).fetchone()
@@ -502,7 +536,7 @@ class SQLiteStore(TemplateStore):
     # --- principals ------------------------------------------------------------------------------
 
     def add_principal(self, row: PrincipalRow) -> None:
-        with self._lock, self.transaction():
+        with self.transaction():
             taken = self._execute("SELECT 1 FROM principals WHERE name = ?", (row.name,))
             if taken.fetchone():
                 raise Conflict(f"a principal named {row.name!r} exists already")
@@ -528,7 +562,7 @@ class SQLiteStore(TemplateStore):
         ]
 
     def revoke_principal(self, name: str, when: float, mac: bytes = b"") -> bool:
-        with self._lock, self.transaction():
+        with self.transaction():
             cursor = self._execute(
                 "UPDATE principals SET revoked_at = ?, mac = ? "
                 "WHERE name = ? AND revoked_at IS NULL",
@@ -537,7 +571,7 @@ class SQLiteStore(TemplateStore):
             return cursor.rowcount == 1
 
     def set_principal_mac(self, principal_id: str, mac: bytes) -> bool:
-        with self._lock, self.transaction():
+        with self.transaction():
             cursor = self._execute("UPDATE principals SET mac = ? WHERE principal_id = ?",
                                    (mac, principal_id))
             return cursor.rowcount == 1
@@ -545,7 +579,7 @@ class SQLiteStore(TemplateStore):
     # --- tenants and retention -------------------------------------------------------------------
 
     def set_retention(self, tenant: str, seconds: float | None) -> None:
-        with self._lock, self.transaction():
+        with self.transaction():
             self._execute(
                 "INSERT INTO tenants (tenant, retention_seconds) VALUES (?, ?) "
                 "ON CONFLICT (tenant) DO UPDATE SET retention_seconds = excluded.retention_seconds",
@@ -585,6 +619,14 @@ class SQLiteStore(TemplateStore):
 
     def close(self) -> None:
         with self._lock:
+            self._group.close()
+            self._closed = True
+            for reader in self._readers:
+                try:
+                    reader.close()
+                except sqlite3.Error:
+                    log.debug("SQLite close failed", exc_info=True)
+            self._readers.clear()
             try:
                 self._db.close()
             except sqlite3.Error:  # closing twice or after a failure is harmless

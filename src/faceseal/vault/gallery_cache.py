@@ -22,9 +22,9 @@ from one applies only the delta since, whoever wrote it.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,7 @@ from faceseal.matching.gallery import Gallery
 from faceseal.matching.models import ModelSpec
 from faceseal.storage.base import FROM_START, TemplateRow, TemplateStore
 from faceseal.vault.records import RecordSealer
+from faceseal.vault.rwlock import SharedLock
 from faceseal.vault.snapshot import SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -73,13 +74,35 @@ class GalleryCache:
         self._saved: dict[str, int] = {}
         self._damaged: dict[str, TemplateRow] = {}
         self._last_persist: dict[str, float] = {}
-        self._lock = threading.RLock()
+        # Exclusive for bookkeeping and deltas; shared while a search reads a gallery.
+        self._lock = SharedLock()
         #: A change follower writes snapshots in the background (see :meth:`shred_snapshot`).
         self.background_persist = False
         #: How each tenant's galleries were loaded: source, seconds, templates, delta.
         self.loads: dict[str, dict[str, Any]] = {}
 
     # --- answering ---------------------------------------------------------------------------
+
+    @contextmanager
+    def answering(self, tenant: str, spec: ModelSpec) -> Iterator[tuple[Gallery | None, int]]:
+        """The tenant's gallery of ``spec`` with every change committed before this call applied,
+        and how many of the tenant's templates are damaged; held *shared* while the caller
+        searches it, so searches run side by side and a delta waits until they are done.
+
+        The store's head is read first, outside any lock (one indexed read); if the galleries
+        already reflect it (the common case) the search starts at once, else the delta is
+        applied under the exclusive lock and the check repeats. Heads only grow, so a gallery at
+        head >= the one read holds every change committed before the call (an erasure that
+        returned before it is gone; an enrolment is there)."""
+        while True:
+            head = self._store.change_head(tenant) if self.is_loaded(tenant) else None
+            with self._lock.shared():
+                applied = self._applied.get(tenant)
+                if head is not None and applied is not None and applied >= head:
+                    damaged = sum(1 for row in self._damaged.values() if row.tenant == tenant)
+                    yield self._galleries.get((tenant, spec.model_id)), damaged
+                    return
+            self.catch_up(tenant)
 
     def fresh(self, tenant: str, spec: ModelSpec) -> tuple[Gallery | None, int]:
         """The tenant's gallery of ``spec`` with every committed change applied, and how many of
@@ -89,9 +112,10 @@ class GalleryCache:
             damaged = sum(1 for row in self._damaged.values() if row.tenant == tenant)
             return self._galleries.get((tenant, spec.model_id)), damaged
 
-    def holding(self) -> threading.RLock:
+    def holding(self) -> SharedLock:
         """The lock under which a caller reads a gallery it got from :meth:`fresh`, so that no
-        delta is applied between the freshness check and the answer."""
+        delta is applied between the freshness check and the answer (exclusive: prefer
+        :meth:`answering`, which lets searches run side by side)."""
         return self._lock
 
     def catch_up(self, tenant: str, known: dict[str, Any] | None = None) -> int:

@@ -205,6 +205,8 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         )
         self._sealer = RecordSealer(config.keyset_id, self._data_keys, subject_keys)
         self._encoder_factory = encoder_factory
+        # Key custody, configuration and closing only: operations do not take it (the store,
+        # the key caches and the gallery cache are thread-safe each; see docs/performance.md).
         self._lock = threading.RLock()
         self._closed = False
         self._audit_state = audit_state
@@ -642,10 +644,9 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         spec = self.model(model)
         batch = self._reader(face_index).read_batch(sources, spec, progress, skip_bad=skip_bad)
         encodings = batch.encodings
-        with self._lock:
-            warnings = subject_warnings(self._store, self._sealer, tenant, subject_id, spec=spec,
-                                        labels=[e.label for e in encodings],
-                                        new=[e.encoding for e in encodings])
+        warnings = subject_warnings(self._store, self._sealer, tenant, subject_id, spec=spec,
+                                    labels=[e.label for e in encodings],
+                                    new=[e.encoding for e in encodings])
         items = [NewTemplate(tenant, subject_id, spec.model_id, e.encoding) for e in encodings]
         rows = self._sealer.seal(items)
         template_ids = [r.template_id for r in rows]
@@ -695,10 +696,10 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
             raise NotFound(f"no subject {subject_id!r} in tenant {tenant!r}")
         encoding = self._reader(face_index).read_probe(probe, spec).encoding
         self._answers.admit(op.principal, spec, [encoding])
-        with self._lock:
-            # Always from the subject's records, in float64: exact, and independent of the
-            # reduced-precision gallery that serves 1:N (docs/performance.md).
-            best, damaged, exists = self._verify_from_store(tenant, subject_id, spec, encoding)
+        # Always from the subject's records, in float64: exact, and independent of the
+        # reduced-precision gallery that serves 1:N (docs/performance.md). No vault lock: the
+        # store's reads are thread-safe and see committed data only.
+        best, damaged, exists = self._verify_from_store(tenant, subject_id, spec, encoding)
         if not exists:
             raise NotFound(f"no subject {subject_id!r} in tenant {tenant!r}")
         if best is None:
@@ -771,14 +772,15 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         limit = terms.threshold
         encoding = self._reader(face_index).read_probe(probe, spec).encoding
         self._answers.admit(op.principal, spec, [encoding])
-        with self._cache.holding():
-            # Every change committed by any process is applied before the gallery answers.
-            gallery, damaged = self._cache.fresh(tenant, spec)
+        # Every change committed by any process is applied before the gallery answers; searches
+        # share the gallery, a delta waits for them (and they for it).
+        with self._cache.answering(tenant, spec) as (gallery, damaged):
             proposed = gallery.search(encoding, proposals(top_k)) if gallery else []
-            with ExactRanker(self._store, self._sealer, tenant, spec) as ranker:
-                matches = ranker.rank(encoding, proposed, top_k)
-                self._cache.note_damaged(ranker.damaged)
             size = len(gallery) if gallery else 0
+        # Exact ranking reads the proposed subjects' records: one erased meanwhile drops out.
+        with ExactRanker(self._store, self._sealer, tenant, spec) as ranker:
+            matches = ranker.rank(encoding, proposed, top_k)
+        self._cache.note_damaged(ranker.damaged)
         candidates = [Candidate(m.subject_id, m.distance, m.distance <= limit, m.template_id)
                       for m in matches]
         result = IdentifyResult(tenant, spec.model_id, limit, top_k, candidates, size, damaged)
@@ -888,15 +890,14 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
                            for item in items])
         try:
             self._answers.admit(op.principal, spec, matrix)
-            with self._cache.holding():
-                gallery, damaged = self._cache.fresh(tenant, spec)
+            with self._cache.answering(tenant, spec) as (gallery, damaged):
                 proposed = (gallery.search_many(matrix, proposals(top_k)) if gallery
                             else [[] for _ in matrix])
-                with ExactRanker(self._store, self._sealer, tenant, spec) as ranker:
-                    found = [ranker.rank(probe, p, top_k)
-                             for probe, p in zip(matrix, proposed, strict=True)]
-                    self._cache.note_damaged(ranker.damaged)
                 size = len(gallery) if gallery else 0
+            with ExactRanker(self._store, self._sealer, tenant, spec) as ranker:
+                found = [ranker.rank(probe, p, top_k)
+                         for probe, p in zip(matrix, proposed, strict=True)]
+            self._cache.note_damaged(ranker.damaged)
         finally:
             matrix.fill(0.0)
         results = [
