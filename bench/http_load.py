@@ -1,180 +1,455 @@
-"""What serving over HTTP costs: concurrent 1:1 verify requests against a real `faceseal serve`
-on loopback, against the same verify done in-process (``Vault.verify``) in the same run.
+"""Throughput under concurrent load: a real `faceseal serve` on loopback, 1..64 clients.
 
-    .venv/bin/python bench/http_load.py [--requests 2000] [--concurrency 1,4,16]
-                                        [--subjects 1000] [--threads 8]
+    .venv/bin/python bench/http_load.py [--stores sqlite,postgres] [--clients 1,4,16,64]
+        [--workloads verify,identify-1k,identify-10k,enrol,mix] [--requests 2000] [--seconds 20]
+        [--threads 8] [--workers 1] [--client-procs 4] [--json PATH]
+    .venv/bin/python bench/http_load.py --soak 3600 [--stores sqlite] [--json PATH]
 
-For each concurrency level, C client threads (one keep-alive connection each) send verify requests
-with a 128-d encoding for random enrolled subjects; the baseline is C threads calling
-``Vault.verify`` on one open vault in this process. Both paths authorise, re-check the API key and
-write a durable audit event per verify, so the difference is what HTTP adds: parsing, JSON,
-validation, the thread hop, the network stack. Prints requests per second, p50 and p99 latency,
-and the ratio of the in-process rate to the HTTP rate. Figures depend on the disk's fsync latency
-(every verify commits an audit event) and on sharing 2 cores between client and server.
+For each store, one vault is made (a 1,000-subject gallery in tenant ``g1k``, a 10,000-subject
+one in ``g10k``) and one server started; every workload then runs at each client count against
+that same server, the one-client row first, so every figure has its baseline from the same run.
+Clients are threads in ``--client-procs`` separate processes (plain ``http.client``, one
+keep-alive connection each, bodies pre-encoded) so that the load generator is not itself
+serialised on one interpreter lock. Each level stops after ``--requests`` requests or
+``--seconds`` seconds, whichever comes first; the whole run is bounded and loopback only.
+
+Workloads: ``verify`` (1:1 against a random subject of g1k), ``identify-1k`` / ``identify-10k``
+(top-5 in g1k / g10k), ``enrol`` (one new subject, one template per request) and ``mix``
+(70% verify, 20% identify-1k, 8% enrol, 2% erasure of a subject the same client enrolled).
+
+Reported per row: req/s, p50, p99, errors (any non-2xx) and 5xx, and the ratios the issue asks
+for: throughput against the one-client row, p99 against the one-client p50. ``uptime`` load is
+recorded before and after: the machine is shared, so read ratios, not absolute figures.
+
+``--soak SECONDS`` runs the mix at 16 clients for that long instead, then stops the server and
+checks, in-process against the store: no 5xx, every template a client was told was enrolled is
+there exactly once and nothing else (erased subjects gone), and the audit chain verifies. The
+server's resident memory is sampled every 10 s and its slope after warm-up reported.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import os
+import random
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import httpx
-import numpy as np
+HERE = Path(__file__).resolve().parent
+TENANTS = {"identify-1k": "g1k", "identify-10k": "g10k"}
+MIX = (("verify", 70), ("identify-1k", 20), ("enrol", 8), ("erase", 2))
 
-from faceseal.bench.runner import lift_budgets
-from faceseal.vault import Vault
+
+# --- the client side (runs in its own process: `http_load.py --client SPEC.json`) -------------
+
+
+def _client_main(spec_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    bodies = json.loads(Path(spec["payloads"]).read_text())
+    host, port = spec["host"], spec["port"]
+    headers = {"Authorization": f"Bearer {spec['key']}", "Content-Type": "application/json"}
+    deadline = spec["start_at"] + spec["seconds"]
+    budget = [spec["requests"]]
+    lock = threading.Lock()
+    results: list[dict[str, Any]] = []
+
+    def take() -> bool:
+        with lock:
+            if budget[0] <= 0 or time.time() >= deadline:
+                return False
+            budget[0] -= 1
+            return True
+
+    def run(number: int) -> None:
+        rng = random.Random(f"{spec['name']}-{number}")
+        conn = http.client.HTTPConnection(host, port, timeout=120)
+        latencies: list[float] = []
+        statuses: dict[str, int] = {}
+        enrolled: dict[str, list[str]] = {}
+        erased: list[str] = []
+        mine: list[str] = []
+        counter = 0
+        kinds = [k for k, w in MIX for _ in range(w)]
+
+        def call(method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
+            nonlocal conn
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                response = conn.getresponse()
+                return response.status, response.read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection(host, port, timeout=120)
+                return 599, b""  # a transport failure counts as a server error
+
+        while time.time() < spec["start_at"]:
+            time.sleep(0.001)
+        while take():
+            kind = spec["workload"]
+            if kind == "mix":
+                kind = rng.choice(kinds)
+                if kind == "erase" and not mine:
+                    kind = "enrol"
+            i = rng.randrange(len(bodies["verify"]))
+            if kind == "verify":
+                method, path, body = ("POST", f"/v1/tenants/g1k/subjects/{bodies['subjects'][i]}"
+                                      "/verify", bodies["verify"][i].encode())
+            elif kind in TENANTS:
+                method, path, body = ("POST", f"/v1/tenants/{TENANTS[kind]}/identify",
+                                      bodies["identify"][i].encode())
+            elif kind == "enrol":
+                counter += 1
+                subject = f"n-{spec['name']}-{number}-{counter}"
+                method, path, body = ("POST", f"/v1/tenants/enrol/subjects/{subject}/templates",
+                                      bodies["enrol"][i].encode())
+            else:
+                subject = mine.pop(rng.randrange(len(mine)))
+                method, path, body = "DELETE", f"/v1/tenants/enrol/subjects/{subject}", None
+            started = time.perf_counter()
+            status, payload = call(method, path, body)
+            latencies.append(time.perf_counter() - started)
+            statuses[str(status)] = statuses.get(str(status), 0) + 1
+            if kind == "enrol" and status == 201:
+                enrolled[subject] = json.loads(payload)["template_ids"]
+                mine.append(subject)
+            elif kind == "erase" and status == 200:
+                erased.append(subject)
+            elif kind == "erase":
+                mine.append(subject)  # not erased: it stays expected in the store
+        conn.close()
+        with lock:
+            results.append({"latencies": latencies, "statuses": statuses,
+                            "enrolled": enrolled, "erased": erased})
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(spec["threads"])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    json.dump(results, sys.stdout)
+
+
+# --- the driver ---------------------------------------------------------------------------------
 
 
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))] if ordered else 0.0
 
 
-def _drive(concurrency: int, total: int, make_worker: Callable[[], Callable[[int], None]]
-           ) -> tuple[float, list[float]]:
-    """Run ``total`` calls over ``concurrency`` threads; return the wall time and latencies."""
-    latencies: list[float] = []
-    lock = threading.Lock()
-    counter = iter(range(total))
-    barrier = threading.Barrier(concurrency + 1)
-
-    def run() -> None:
-        call = make_worker()
-        mine: list[float] = []
-        barrier.wait()
-        while True:
-            with lock:
-                i = next(counter, None)
-            if i is None:
-                break
-            started = time.perf_counter()
-            call(i)
-            mine.append(time.perf_counter() - started)
-        with lock:
-            latencies.extend(mine)
-
-    threads = [threading.Thread(target=run) for _ in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - started, latencies
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
-def _start_server(home: Path, root: Path, threads: int) -> tuple[subprocess.Popen[bytes], str]:
+def _drive(root: Path, url: tuple[str, int], key: str, payloads: Path, workload: str,
+           clients: int, requests: int, seconds: float, procs: int) -> dict[str, Any]:
+    """Run one level: ``clients`` threads over up to ``procs`` processes, started together."""
+    procs = max(1, min(procs, clients))
+    split = [clients // procs + (1 if n < clients % procs else 0) for n in range(procs)]
+    start_at = time.time() + 1.5  # every process ready before the clock starts
+    running = []
+    for n, threads in enumerate(split):
+        spec = root / f"client-{workload}-{clients}-{n}.json"
+        spec.write_text(json.dumps({
+            "host": url[0], "port": url[1], "key": key, "payloads": str(payloads),
+            "workload": workload, "threads": threads, "start_at": start_at,
+            "seconds": seconds, "requests": requests * threads // clients or 1,
+            "name": f"{workload}-{clients}-{n}-{os.urandom(3).hex()}"}))
+        running.append(subprocess.Popen([sys.executable, __file__, "--client", str(spec)],
+                                        stdout=subprocess.PIPE))
+    parts: list[dict[str, Any]] = []
+    for process in running:
+        out, _ = process.communicate(timeout=seconds + 600)
+        if process.returncode != 0:
+            raise SystemExit(f"a client process failed ({process.returncode})")
+        parts.extend(json.loads(out))
+    elapsed = time.time() - start_at
+    latencies = [x for p in parts for x in p["latencies"]]
+    statuses: dict[str, int] = {}
+    for part in parts:
+        for code, count in part["statuses"].items():
+            statuses[code] = statuses.get(code, 0) + count
+    done = len(latencies)
+    errors = sum(n for code, n in statuses.items() if not code.startswith("2"))
+    return {
+        "workload": workload, "clients": clients, "requests": done,
+        "seconds": round(elapsed, 3), "rps": round(done / elapsed, 1) if elapsed else 0.0,
+        "p50_ms": round(_percentile(latencies, 0.5) * 1e3, 2),
+        "p99_ms": round(_percentile(latencies, 0.99) * 1e3, 2),
+        "errors": errors, "status_5xx": sum(n for c, n in statuses.items() if c[0] == "5"),
+        "statuses": statuses,
+        "enrolled": {s: t for p in parts for s, t in p["enrolled"].items()},
+        "erased": [s for p in parts for s in p["erased"]],
+    }
+
+
+def _start_server(home: Path, root: Path, threads: int, workers: int
+                  ) -> tuple[subprocess.Popen[bytes], tuple[str, int]]:
     port_file = root / "port"
-    log = (root / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "faceseal", "serve", "--vault", str(home), "--port", "0",
-         "--port-file", str(port_file), "--threads", str(threads)],
-        stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while not port_file.exists():
+    port_file.unlink(missing_ok=True)
+    log = (root / "serve.log").open("ab")
+    command = [sys.executable, "-m", "faceseal", "serve", "--vault", str(home), "--port", "0",
+               "--port-file", str(port_file), "--threads", str(threads)]
+    if workers > 1:
+        command += ["--workers", str(workers)]
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not port_file.exists() or not port_file.read_text().strip():
         if process.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"faceseal serve did not start; see {root / 'serve.log'}")
-        time.sleep(0.02)
-    url = f"http://127.0.0.1:{int(port_file.read_text())}"
+        time.sleep(0.05)
+    address = ("127.0.0.1", int(port_file.read_text()))
     while True:
         try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.05)
+            conn = http.client.HTTPConnection(*address, timeout=2)
+            conn.request("GET", "/readyz")
+            if conn.getresponse().status == 200:
+                return process, address
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"faceseal serve never became ready; see {root / 'serve.log'}")
+        time.sleep(0.1)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _rss_bytes(pid: int) -> int:
+    """Resident memory of the server and its worker processes."""
+    total = 0
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    for one in pids:
+        try:
+            for line in Path(f"/proc/{one}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
+def _make_vault(root: Path, store: str, subjects: int, big: int
+                ) -> tuple[Path, str, Any, Path, str]:
+    import numpy as np  # noqa: PLC0415 - the client processes do not need it
+
+    from faceseal.bench.runner import lift_budgets  # noqa: PLC0415
+    from faceseal.bench.synthetic import make_gallery  # noqa: PLC0415
+    from faceseal.vault import Vault  # noqa: PLC0415
+
+    pg = None
+    store_url = None
+    if store == "postgres":
+        sys.path.insert(0, str(HERE))
+        from storage_bench import PgBench  # noqa: PLC0415
+
+        pg = PgBench(os.environ.get("FACESEAL_BENCH_PG_URL",
+                                    "postgresql://postgres@127.0.0.1:5432/postgres"))
+        store_url = pg.store_url()
+    home = root / store / "vault"
+    small = make_gallery(subjects, per_subject=1, probes=subjects, seed=11)
+    with Vault.create(home, keyring_dir=root / store / "keys", store_url=store_url) as admin:
+        key = admin.add_principal("bench", ["enroller", "verifier", "identifier"],
+                                  all_tenants=True).api_key
+        admin_key = admin.add_principal("auditor", ["auditor"], all_tenants=True).api_key
+        lift_budgets(admin)
+        loader = admin.as_key(key)
+        loader.enroll_many(small.subject_ids, small.encodings, tenant="g1k")
+        if big:
+            large = make_gallery(big, per_subject=1, probes=1, seed=12)
+            loader.enroll_many(large.subject_ids, large.encodings, tenant="g10k")
+    rng = np.random.default_rng(13)
+    order = [small.subject_ids.index(s) for s in small.probe_subjects]
+    payloads = root / store / "payloads.json"
+    payloads.write_text(json.dumps({
+        "subjects": small.probe_subjects,
+        "verify": [json.dumps({"encoding": p.tolist()}) for p in small.probes],
+        "identify": [json.dumps({"encoding": p.tolist(), "top_k": 5}) for p in small.probes],
+        "enrol": [json.dumps({"encodings": [(small.encodings[j] + rng.standard_normal(128)
+                                             * 0.002).tolist()]}) for j in order],
+    }))
+    return home, key, pg, payloads, admin_key
+
+
+def _ratios(rows: list[dict[str, Any]]) -> None:
+    base = {r["workload"]: r for r in rows if r["clients"] == 1}
+    for row in rows:
+        one = base.get(row["workload"])
+        if one and one["rps"] and one["p50_ms"]:
+            row["rps_vs_1_client"] = round(row["rps"] / one["rps"], 2)
+            row["p99_vs_1_client_p50"] = round(row["p99_ms"] / one["p50_ms"], 2)
+
+
+def _print(store: str, rows: list[dict[str, Any]]) -> None:
+    print(f"\n{store}: workload      clients    req/s   p50 ms   p99 ms  errors  5xx  "
+          "x 1-client  p99/1-client p50")
+    for r in rows:
+        print(f"{'':{len(store) + 2}}{r['workload']:14} {r['clients']:7d} {r['rps']:8.1f} "
+              f"{r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['errors']:7d} {r['status_5xx']:4d} "
+              f"{r.get('rps_vs_1_client', 0):10.2f} {r.get('p99_vs_1_client_p50', 0):17.2f}")
+
+
+def _check_store(home: Path, key: str, enrolled: dict[str, list[str]], erased: list[str]
+                 ) -> dict[str, Any]:
+    """Count the soak's templates against the store, and verify the audit chain."""
+    from faceseal.vault import Vault  # noqa: PLC0415
+
+    gone = set(erased)
+    expected = {s: sorted(t) for s, t in enrolled.items() if s not in gone}
+    with Vault.open(home, api_key=key) as vault:
+        found: dict[str, list[str]] = {}
+        for info in vault.subjects(tenant="enrol"):
+            rows = vault._store.subject_templates("enrol", info.subject_id)
+            found[info.subject_id] = sorted(r.template_id for r in rows)
+    lost = sum(len(set(t) - set(found.get(s, []))) for s, t in expected.items())
+    extra = sum(len(set(t) - set(expected.get(s, []))) for s, t in found.items())
+    duplicated = sum(len(t) - len(set(t)) for t in found.values())
+    return {"expected_templates": sum(len(t) for t in expected.values()),
+            "found_templates": sum(len(t) for t in found.values()),
+            "lost": lost, "unexpected": extra, "duplicated": duplicated,
+            "erased_subjects_still_present": len(gone & set(found))}
+
+
+def _audit_verify(home: Path, auditor_key: str) -> dict[str, Any]:
+    from faceseal.vault import Vault  # noqa: PLC0415
+
+    with Vault.open(home, api_key=auditor_key) as vault:
+        report = vault.audit_verify()
+    return {"ok": report.ok, "events": report.events, "problem": report.problem}
+
+
+def _slope(samples: list[tuple[float, int]], warmup: float) -> float:
+    """Least-squares RSS slope in MB per hour over the samples after ``warmup`` seconds."""
+    points = [(t, r / 1e6) for t, r in samples if t >= warmup]
+    if len(points) < 3:
+        return 0.0
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    mr = sum(r for _, r in points) / n
+    var = sum((t - mt) ** 2 for t, _ in points)
+    return sum((t - mt) * (r - mr) for t, r in points) / var * 3600 if var else 0.0
 
 
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--client":
+        _client_main(sys.argv[2])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000, help="verifies per measurement")
-    parser.add_argument("--concurrency", default="1,4,16",
-                        help="comma-separated client thread counts")
-    parser.add_argument("--subjects", type=int, default=1000)
+    parser.add_argument("--stores", default="sqlite,postgres")
+    parser.add_argument("--clients", default="1,4,16,64")
+    parser.add_argument("--workloads", default="verify,identify-1k,identify-10k,enrol,mix")
+    parser.add_argument("--requests", type=int, default=2000, help="per level, at most")
+    parser.add_argument("--seconds", type=float, default=20.0, help="per level, at most")
+    parser.add_argument("--subjects", type=int, default=1000, help="the g1k gallery's size")
+    parser.add_argument("--big", type=int, default=10_000, help="the g10k gallery's size")
     parser.add_argument("--threads", type=int, default=8, help="server thread pool size")
+    parser.add_argument("--workers", type=int, default=1, help="server processes")
+    parser.add_argument("--client-procs", type=int, default=4)
+    parser.add_argument("--soak", type=float, default=0.0, help="soak for this many seconds")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
-    levels = [int(c) for c in args.concurrency.split(",")]
-
     root = Path(tempfile.mkdtemp(prefix="faceseal-bench-http-"))
+    report: dict[str, Any] = {"load_before": _load(), "cpus": os.cpu_count(),
+                              "threads": args.threads, "workers": args.workers, "stores": {}}
     try:
-        _run(args, levels, root)
+        for store in args.stores.split(","):
+            report["stores"][store] = (_soak(args, root, store) if args.soak
+                                       else _levels(args, root, store))
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    report["load_after"] = _load()
+    print(f"\nload before {report['load_before']}, after {report['load_after']} "
+          f"({report['cpus']} CPUs); server threads {args.threads}, workers {args.workers}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
 
 
-def _run(args: argparse.Namespace, levels: list[int], root: Path) -> None:
-    home = root / "vault"
-    rng = np.random.default_rng(0)
-    encodings = rng.standard_normal((args.subjects, 128)) * 0.1
-    probes = encodings + rng.standard_normal(encodings.shape) * 0.01
-    with Vault.create(home, keyring_dir=root / "keys") as admin:
-        key = admin.add_principal("bench", ["enroller", "verifier"]).api_key
-        setup = admin.as_key(key)
-        for i, encoding in enumerate(encodings):
-            setup.enroll(f"s{i}", [encoding])
-        lift_budgets(admin)
-    payloads = [{"encoding": p.tolist()} for p in probes]
-    subjects = len(encodings)
-
-    results: list[tuple[int, str, float, list[float]]] = []
-    # Baseline: the same verify, in this process, C threads on one open vault.
-    with Vault.open(home, api_key=key) as vault:
-        vault.verify("s0", probes[0])  # warm up
-
-        def in_process() -> Callable[[int], None]:
-            def call(i: int) -> None:
-                result = vault.verify(f"s{i % subjects}", probes[i % subjects])
-                assert result.match
-            return call
-
-        for level in levels:
-            elapsed, latencies = _drive(level, args.requests, in_process)
-            results.append((level, "in-process Vault.verify", elapsed, latencies))
-
-    process, url = _start_server(home, root, args.threads)
+def _levels(args: argparse.Namespace, root: Path, store: str) -> dict[str, Any]:
+    levels = [int(c) for c in args.clients.split(",")]
+    workloads = args.workloads.split(",")
+    home, key, pg, payloads, _ = _make_vault(root, store, args.subjects,
+                                             args.big if "identify-10k" in workloads else 0)
+    rows: list[dict[str, Any]] = []
     try:
-        headers = {"Authorization": f"Bearer {key}"}
-
-        def over_http() -> Callable[[int], None]:
-            client = httpx.Client(base_url=url, headers=headers, timeout=60)
-
-            def call(i: int) -> None:
-                response = client.post(f"/v1/tenants/default/subjects/s{i % subjects}/verify",
-                                       json=payloads[i % subjects])
-                if response.status_code != 200 or not response.json()["match"]:
-                    raise SystemExit(f"unexpected answer: {response.status_code} "
-                                     f"{response.text[:200]}")
-            call(0)  # connect before the clock starts
-            return call
-
-        for level in levels:
-            elapsed, latencies = _drive(level, args.requests, over_http)
-            results.append((level, "HTTP POST .../verify", elapsed, latencies))
+        process, url = _start_server(home, root / store, args.threads, args.workers)
+        try:
+            for workload in workloads:
+                for clients in levels:
+                    row = _drive(root / store, url, key, payloads, workload, clients,
+                                 args.requests, args.seconds, args.client_procs)
+                    row.pop("enrolled")
+                    row.pop("erased")
+                    row["load"] = _load()
+                    rows.append(row)
+        finally:
+            _stop(process)
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+        if pg is not None:
+            pg.drop()
+    _ratios(rows)
+    _print(store, rows)
+    return {"rows": rows}
 
-    print(f"faceseal HTTP load: {args.requests} verifies per row, {subjects} subjects, server "
-          f"threads {args.threads}, {os.cpu_count()} CPUs, loopback")
-    print(f"{'clients':>7}  {'path':26} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'mean ms':>8} {'in-process/HTTP':>16}")
-    baseline = {level: args.requests / elapsed for level, path, elapsed, _ in results
-                if path.startswith("in-process")}
-    for level, path, elapsed, latencies in sorted(results, key=lambda r: (r[0], r[1])):
-        rate = args.requests / elapsed
-        ratio = f"{baseline[level] / rate:15.2f}x" if path.startswith("HTTP") else ""
-        print(f"{level:7d}  {path:26} {rate:9.0f} {_percentile(latencies, 0.5) * 1e3:8.2f} "
-              f"{_percentile(latencies, 0.99) * 1e3:8.2f} "
-              f"{statistics.fmean(latencies) * 1e3:8.2f} {ratio:>16}".rstrip())
+
+def _soak(args: argparse.Namespace, root: Path, store: str) -> dict[str, Any]:
+    home, key, pg, payloads, admin_key = _make_vault(root, store, args.subjects, 0)
+    samples: list[tuple[float, int]] = []
+    result: dict[str, Any] = {}
+    try:
+        process, url = _start_server(home, root / store, args.threads, args.workers)
+        stop = threading.Event()
+        started = time.monotonic()
+
+        def sample() -> None:
+            while not stop.wait(10):
+                samples.append((time.monotonic() - started, _rss_bytes(process.pid)))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            row = _drive(root / store, url, key, payloads, "mix", 16, 10**9, args.soak,
+                         args.client_procs)
+        finally:
+            stop.set()
+            _stop(process)
+        result["load"] = {"rows": [row | {"enrolled": len(row["enrolled"]),
+                                          "erased": len(row["erased"])}]}
+        result["store_check"] = _check_store(home, key, row["enrolled"], row["erased"])
+        result["audit"] = _audit_verify(home, admin_key)
+        warmup = min(600.0, args.soak * 0.2)
+        result["rss"] = {"samples": len(samples), "warmup_s": warmup,
+                         "first_mb": round(samples[0][1] / 1e6, 1) if samples else None,
+                         "last_mb": round(samples[-1][1] / 1e6, 1) if samples else None,
+                         "slope_mb_per_hour": round(_slope(samples, warmup), 2),
+                         "series": [(round(t), r) for t, r in samples]}
+    finally:
+        if pg is not None:
+            pg.drop()
+    print(json.dumps({k: v for k, v in result.items() if k != "rss"} |
+                     {"rss": {k: v for k, v in result["rss"].items() if k != "series"}},
+                     indent=1))
+    return result
 
 
 if __name__ == "__main__":

@@ -64,6 +64,9 @@ SERVER_MODULES = frozenset({"fastapi", "uvicorn", "multipart", "python_multipart
               "per hour before 429.")
 @click.option("--threads", type=click.IntRange(min=1, max=256), default=8, show_default=True,
               help="Threads running vault calls.")
+@click.option("--workers", type=click.IntRange(min=1, max=64), default=1, show_default=True,
+              help="Server processes sharing the socket, each a full replica coherent through "
+                   "the change log (see docs/http.md for sizing).")
 @click.option("--limit-concurrency", type=click.IntRange(min=1), default=None,
               help="Answer 503 beyond this many connections and requests at once.")
 @click.option("--rate-limits", default="store", show_default=True, metavar="store|memory|URL",
@@ -80,7 +83,7 @@ def serve(vault_dir: Path | None, host: str, port: int, port_file: Path | None,
           client_certs: str, trusted_proxies: tuple[str, ...], root_path: str,
           max_body_bytes: int, max_image_pixels: int, max_photos: int,
           max_detect_pixels: int, photo_requests_per_principal: int, request_timeout: float,
-          auth_failures_per_key: int, auth_failures_per_client: int, threads: int,
+          auth_failures_per_key: int, auth_failures_per_client: int, threads: int, workers: int,
           limit_concurrency: int | None, rate_limits: str, follow_interval: float,
           no_openapi: bool, debug: bool, verbose: int) -> None:
     """Serve the vault over HTTP (JSON API under /v1, OpenAPI at /openapi.json).
@@ -118,7 +121,7 @@ def serve(vault_dir: Path | None, host: str, port: int, port_file: Path | None,
             host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
             ssl_ca_certs=ssl_ca_certs, client_certs=client_certs,
             trusted_proxies=trusted_proxies, root_path=root_path, port_file=port_file,
-            limit_concurrency=limit_concurrency,
+            limit_concurrency=limit_concurrency, workers=workers,
             log_level="debug" if debug else ("info" if verbose else "warning"),
         )
         serve_vault(vault_dir, settings, options, passphrase=passphrase_from_env_or_prompt)

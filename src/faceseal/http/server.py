@@ -10,6 +10,7 @@ failed-authentication rate limit.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -35,6 +36,8 @@ log = logging.getLogger("faceseal.http")
 #: Environment variable holding the password of an encrypted TLS key file (never an argument:
 #: arguments show in ``ps``).
 TLS_PASSWORD_ENV = "FACESEAL_TLS_KEY_PASSWORD"  # noqa: S105 - a variable name
+#: At most this many server processes (a replica each holds every loaded gallery in memory).
+MAX_WORKERS = 64
 CLIENT_CERT_MODES = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL,
                      "required": ssl.CERT_REQUIRED}
 
@@ -55,9 +58,13 @@ class ServerOptions:
     limit_concurrency: int | None = None
     keep_alive_seconds: int = 5
     log_level: str = "info"
+    #: Server processes sharing the socket, each a full replica (see :func:`serve_vault`).
+    workers: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise InvalidInput(f"--workers must be within 1..{MAX_WORKERS}")
         if not 0 <= self.port <= 65535:
             raise InvalidInput("the port must be within 0..65535")
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
@@ -110,26 +117,52 @@ def serve_vault(
     passphrase: Callable[[], Any],
     announce: Callable[[str], None] | None = None,
 ) -> None:
-    """Open the vault at ``home`` (unbound) and serve it until SIGINT/SIGTERM; then close it."""
+    """Open the vault at ``home`` (unbound) and serve it until SIGINT/SIGTERM; then close it.
+
+    With ``options.workers`` > 1 the socket is bound once and that many processes serve it, each
+    a full replica (its own vault, galleries and change follower, coherent through the store's
+    change log, see docs/architecture.md); this process only supervises them."""
+    options.check()
+    if options.workers > 1 and settings.rate_limits == "memory":
+        raise InvalidInput("--workers needs shared counters (--rate-limits store or a redis:// "
+                           "URL): in memory, every worker would keep its own query budgets and "
+                           "failed-authentication counts")
+    protect_process()
+    sock = bind_socket(options.host, options.port)
+    try:
+        if options.workers > 1:
+            _supervise(home, settings, options, passphrase=_once(passphrase),
+                       announce=announce, sock=sock)
+        else:
+            _serve(home, settings, options, passphrase=passphrase, sock=sock,
+                   ready=lambda url, vault_id: _announce(options, announce, url, vault_id))
+    finally:
+        sock.close()
+    log.info("faceseal: stopped")
+
+
+def _announce(options: ServerOptions, announce: Callable[[str], None] | None, url: str,
+              vault_id: str) -> None:
+    if options.port_file is not None:
+        _write_port_file(options.port_file, int(url.rsplit(":", 1)[1]))
+    (announce or _stderr)(f"faceseal: serving vault {vault_id} on {url}")
+
+
+def _serve(home: Path | None, settings: Settings, options: ServerOptions, *,
+           passphrase: Callable[[], Any], sock: socket.socket,
+           ready: Callable[[str, str], None]) -> None:
+    """One replica: open the vault, serve ``sock`` until a signal, close the vault."""
     import uvicorn  # noqa: PLC0415 - the server extra
 
     from faceseal.encoders import DlibResNetEncoder  # noqa: PLC0415
     from faceseal.http.app import create_app  # noqa: PLC0415
-
-    options.check()
-    protect_process()
-    sock = bind_socket(options.host, options.port)
 
     def encoder() -> DlibResNetEncoder:
         return DlibResNetEncoder(max_pixels=settings.max_image_pixels,
                                  max_bytes=settings.max_body_bytes,
                                  max_detect_pixels=settings.max_detect_pixels)
 
-    try:
-        vault = Vault.open(home, passphrase=passphrase, encoder_factory=encoder)
-    except BaseException:
-        sock.close()
-        raise
+    vault = Vault.open(home, passphrase=passphrase, encoder_factory=encoder)
     try:
         vault.follow_changes(settings.follow_interval)
         app = create_app(vault, settings)
@@ -159,19 +192,91 @@ def serve_vault(
         host, port = sock.getsockname()[:2]
         scheme = "https" if options.ssl_certfile else "http"
         shown = f"[{host}]" if ":" in host else host
-        url = f"{scheme}://{shown}:{port}"
-        if options.port_file is not None:
-            _write_port_file(options.port_file, port)
         if not options.ssl_certfile and not _is_loopback(host):
             log.warning("serving plain HTTP on %s: API keys and photos cross the network in "
                         "clear; terminate TLS here (--ssl-certfile) or in a reverse proxy", host)
-        (announce or _stderr)(f"faceseal: serving vault {vault.vault_id} on {url}")
+        ready(f"{scheme}://{shown}:{port}", vault.vault_id)
         with _graceful_signals():
             server.run(sockets=[sock])
     finally:
-        sock.close()
         vault.close()  # overwrites decrypted templates, writes the final audit checkpoint
-    log.info("faceseal: stopped")
+
+
+def _once(source: Callable[[], Any]) -> Callable[[], Any]:
+    """``source`` asked at most once (a passphrase prompt is not repeated per worker)."""
+    cache: list[Any] = []
+
+    def get() -> Any:
+        if not cache:
+            cache.append(source())
+        return cache[0]
+    return get
+
+
+def _supervise(home: Path | None, settings: Settings, options: ServerOptions, *,
+               passphrase: Callable[[], Any], announce: Callable[[str], None] | None,
+               sock: socket.socket) -> None:
+    """Fork ``options.workers`` replicas on ``sock``; announce once all are ready; on SIGINT or
+    SIGTERM stop them all; if one dies, stop the rest and fail (never serve degraded quietly)."""
+    # Opened once here first: a wrong passphrase or a broken vault fails once, before any fork,
+    # and the passphrase (if any) is asked here and inherited, not asked per worker.
+    Vault.open(home, passphrase=passphrase).close()
+    read_end, write_end = os.pipe()
+    urls: list[str] = []
+    children: list[int] = []
+    for _ in range(options.workers):
+        pid = os.fork()
+        if pid == 0:  # a worker: serve, then leave without running the parent's cleanup
+            os.close(read_end)
+            code = 0
+            try:
+                def ready(url: str, vault_id: str) -> None:
+                    os.write(write_end, f"{url} {vault_id}\n".encode())
+                _serve(home, settings, options, passphrase=passphrase, sock=sock, ready=ready)
+            except BaseException:  # reported, then the worker exits non-zero
+                log.exception("faceseal worker %d failed", os.getpid())
+                code = 1
+            finally:
+                os._exit(code)
+        children.append(pid)
+    os.close(write_end)
+    with os.fdopen(read_end) as announcements:
+        for _ in children:
+            line = announcements.readline()
+            if not line:
+                break
+            urls.append(line.split()[0])
+            vault_id = line.split()[1]
+    if len(urls) == len(children):
+        _announce(options, announce, urls[0], vault_id)
+        log.info("faceseal: %d workers serving", len(children))
+    _wait_for_workers(children, failed=len(urls) < len(children))
+
+
+def _wait_for_workers(children: list[int], *, failed: bool) -> None:
+    alive = set(children)
+
+    def stop_all(*_: object) -> None:
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, stop_all) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if failed:
+        stop_all()
+    try:
+        while alive:
+            pid, status = os.wait()
+            alive.discard(pid)
+            if status != 0 and not failed:
+                log.error("a faceseal worker exited (status %d); stopping the others", status)
+                failed = True
+                stop_all()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if failed:
+        raise InvalidInput("a server worker failed; see the log above")
 
 
 class _Stopped(BaseException):

@@ -31,8 +31,12 @@ from dataclasses import dataclass, field
 
 #: A batch commits once it holds this many members ...
 MAX_MEMBERS = 64
-#: ... or once it has been open this long (seconds), whatever is queued.
-MAX_OPEN_SECONDS = 0.002
+#: ... or once it has been open this long (seconds), whatever is queued. Long enough for a few
+#: members to run their statements between two switches of the interpreter lock (5 ms).
+MAX_OPEN_SECONDS = 0.01
+#: A member whose batch nobody committed checks this often (a safety net: the last member of a
+#: batch commits it as soon as no other transaction is queued).
+AWAIT_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -169,7 +173,7 @@ class GroupCommit:
     # --- waiting (the lock is not held) ---------------------------------------------------------
 
     def _await(self, batch: _Batch) -> None:
-        while not batch.done.wait(MAX_OPEN_SECONDS):
+        while not batch.done.wait(AWAIT_POLL_SECONDS):
             with self._lock:  # nobody came to commit it: do it ourselves
                 if self._batch is batch and self._owner is None:
                     self._commit(batch)
