@@ -61,7 +61,7 @@ from faceseal.storage.postgres_url import PgLocation, parse_pg_url
 log = logging.getLogger(__name__)
 
 #: Reader connections kept open between reads (more are opened under load, then closed).
-MAX_IDLE_READERS = 8
+MAX_IDLE_READERS = 32
 
 #: Batches of at least this many rows go through binary COPY; smaller ones as array parameters.
 COPY_THRESHOLD = 256
@@ -497,8 +497,9 @@ class PostgresStore(TemplateStore):
 
     def counter_take(self, key: str, limit: int | None, window: float, cost: int,
                      now: float) -> float | None:
-        wait = self._value(self._q("SELECT {s}.fs_counter_take(%s, %s, %s, %s, %s)"),
-                           (key, limit, float(window), cost, now), "counting")
+        with self.transaction():  # one statement, but it joins a batch (see group_commit)
+            wait = self._value(self._q("SELECT {s}.fs_counter_take(%s, %s, %s, %s, %s)"),
+                               (key, limit, float(window), cost, now), "counting")
         return None if wait is None else float(wait)
 
     def counter_retry_after(self, key: str, limit: int, window: float,
