@@ -1,10 +1,12 @@
-"""bench/http_load.py runs end to end (tiny sizes) and prints its table with the baseline."""
+"""bench/http_load.py runs end to end (tiny sizes): every workload at every client count against
+one server, the ratios against the one-client row of the same run, JSON results written."""
 
 from __future__ import annotations
 
-import re
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,17 +14,23 @@ from .conftest import PROJECT_ROOT
 
 
 @pytest.mark.slow
-def test_http_load_benchmark_prints_http_against_in_process() -> None:
+def test_http_load_benchmark_reports_every_level_against_one_client(tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
     result = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "bench" / "http_load.py"), "--requests", "30",
-         "--concurrency", "1,2", "--subjects", "10", "--threads", "2"],
+        [sys.executable, str(PROJECT_ROOT / "bench" / "http_load.py"), "--stores", "sqlite",
+         "--clients", "1,2", "--workloads", "verify,identify-1k,enrol,mix", "--requests", "20",
+         "--seconds", "10", "--subjects", "20", "--big", "0", "--threads", "2",
+         "--client-procs", "2", "--json", str(out)],
         capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    rows = re.findall(r"^\s+(\d+)\s+(HTTP POST \.\.\./verify|in-process Vault\.verify)\s+"
-                      r"(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)(?:\s+([\d.]+)x)?$",
-                      result.stdout, re.MULTILINE)
-    assert len(rows) == 4, result.stdout
-    for _clients, path, rate, p50, p99, _mean, ratio in rows:
-        assert int(rate) > 0
-        assert 0 < float(p50) <= float(p99)
-        assert bool(ratio) == path.startswith("HTTP")
+    rows = json.loads(out.read_text())["stores"]["sqlite"]["rows"]
+    assert [(r["workload"], r["clients"]) for r in rows] == [
+        (w, c) for w in ("verify", "identify-1k", "enrol", "mix") for c in (1, 2)]
+    for row in rows:
+        assert row["requests"] > 0, row
+        assert row["errors"] == 0, row
+        assert 0 < row["p50_ms"] <= row["p99_ms"]
+        assert row["rps_vs_1_client"] > 0
+        assert row["p99_vs_1_client_p50"] > 0
+    assert "verify" in result.stdout
+    assert "x 1-client" in result.stdout
