@@ -230,7 +230,7 @@ class GalleryCache:
     # --- status ------------------------------------------------------------------------------
 
     def states(self) -> dict[str, TenantState]:
-        with self._lock:
+        with self._lock.shared():
             return {
                 tenant: TenantState(
                     applied,
@@ -242,21 +242,24 @@ class GalleryCache:
     def lag(self) -> dict[str, int]:
         """Per loaded tenant: how many changes the store holds that this process has not
         applied (0 when caught up). Reads each head once."""
-        with self._lock:
+        with self._lock.shared():
             applied = dict(self._applied)
         return {tenant: max(0, self._store.change_head(tenant) - seq)
                 for tenant, seq in sorted(applied.items())}
 
     def galleries_of(self, tenant: str) -> dict[str, Gallery]:
-        with self._lock:
+        with self._lock.shared():
             return {model_id: g for (t, model_id), g in self._galleries.items() if t == tenant}
 
     # --- snapshots and shutdown --------------------------------------------------------------
 
     def persist(self, tenant: str) -> bool:
         """Write the tenant's snapshot if memory holds changes not yet in one. A snapshot that
-        cannot be written is logged and skipped: it is only a cache."""
-        with self._lock:
+        cannot be written is logged and skipped: it is only a cache.
+
+        Held shared: searches go on while a snapshot is written (a large one takes a while, and
+        a server's follower writes one after erasures); only deltas wait."""
+        with self._lock.shared():
             applied = self._applied.get(tenant)
             if applied is None or self._saved.get(tenant) == applied:
                 return False
