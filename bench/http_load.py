@@ -321,12 +321,13 @@ def _ratios(rows: list[dict[str, Any]]) -> None:
 
 
 def _print(store: str, rows: list[dict[str, Any]]) -> None:
-    print(f"\n{store}: workload      clients    req/s   p50 ms   p99 ms  errors  5xx  "
-          "x 1-client  p99/1-client p50")
+    print(f"\n{store}:\n{'workload':26} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'errors':>7} {'5xx':>4} {'x 1-client':>10} {'p99/1-client p50':>17} {'tx/commit':>9}")
     for r in rows:
-        print(f"{'':{len(store) + 2}}{r['workload']:14} {r['clients']:7d} {r['rps']:8.1f} "
+        print(f"{r['workload']:26} {r['clients']:7d} {r['rps']:8.1f} "
               f"{r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['errors']:7d} {r['status_5xx']:4d} "
-              f"{r.get('rps_vs_1_client', 0):10.2f} {r.get('p99_vs_1_client_p50', 0):17.2f}")
+              f"{r.get('rps_vs_1_client', 0):10.2f} {r.get('p99_vs_1_client_p50', 0):17.2f} "
+              f"{r.get('transactions_per_commit', ''):>9}")
 
 
 def _check_store(home: Path, key: str, enrolled: dict[str, list[str]], erased: list[str]
@@ -386,6 +387,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8, help="server thread pool size")
     parser.add_argument("--workers", type=int, default=1, help="server processes")
     parser.add_argument("--client-procs", type=int, default=4)
+    parser.add_argument("--in-process", action="store_true",
+                        help="also run verify/identify through Vault in this process (no HTTP)")
     parser.add_argument("--soak", type=float, default=0.0, help="soak for this many seconds")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
@@ -404,6 +407,64 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1) + "\n")
+
+
+def _in_process(home: Path, key: str, payloads: Path, workload: str, clients: int,
+                requests: int, seconds: float) -> dict[str, Any]:
+    """The same workload through one open vault in this process (no HTTP): C threads, shared
+    counters in the store as the server uses them; reports how many operations shared each
+    durable commit (group commit)."""
+    import numpy as np  # noqa: PLC0415
+
+    from faceseal.vault import Vault  # noqa: PLC0415
+
+    bodies = json.loads(payloads.read_text())
+    probes = [np.asarray(json.loads(b)["encoding"]) for b in bodies["verify"]]
+    with Vault.open(home) as vault:
+        vault.use_query_counters(vault.shared_counters())
+        group = vault._store._group  # type: ignore[attr-defined]
+        vault.as_key(key).identify(probes[0], tenant=TENANTS.get(workload, "g1k"))  # warm
+        commits, members = group.commits, group.members_committed
+        latencies: list[float] = []
+        lock = threading.Lock()
+        left = [requests]
+        deadline = time.monotonic() + seconds
+
+        def run(number: int) -> None:
+            view = vault.as_key(key)
+            rng = random.Random(number)
+            mine: list[float] = []
+            while time.monotonic() < deadline:
+                with lock:
+                    if left[0] <= 0:
+                        break
+                    left[0] -= 1
+                i = rng.randrange(len(probes))
+                started = time.perf_counter()
+                if workload == "verify":
+                    view.verify(bodies["subjects"][i], probes[i], tenant="g1k")
+                else:
+                    view.identify(probes[i], tenant=TENANTS[workload])
+                mine.append(time.perf_counter() - started)
+            with lock:
+                latencies.extend(mine)
+
+        threads = [threading.Thread(target=run, args=(n,)) for n in range(clients)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - started
+        batches = group.commits - commits
+        shared = group.members_committed - members
+    return {"workload": f"{workload} (in-process)", "clients": clients,
+            "requests": len(latencies), "seconds": round(elapsed, 3),
+            "rps": round(len(latencies) / elapsed, 1),
+            "p50_ms": round(_percentile(latencies, 0.5) * 1e3, 2),
+            "p99_ms": round(_percentile(latencies, 0.99) * 1e3, 2), "errors": 0,
+            "status_5xx": 0, "commits": batches,
+            "transactions_per_commit": round(shared / batches, 2) if batches else 0.0}
 
 
 def _levels(args: argparse.Namespace, root: Path, store: str) -> dict[str, Any]:
@@ -426,6 +487,13 @@ def _levels(args: argparse.Namespace, root: Path, store: str) -> dict[str, Any]:
                     rows.append(row)
         finally:
             _stop(process)
+        for workload in [w for w in workloads if args.in_process
+                         and (w == "verify" or w in TENANTS)]:
+            for clients in levels:
+                row = _in_process(home, key, payloads, workload, clients, args.requests,
+                                  args.seconds)
+                row["load"] = _load()
+                rows.append(row)
     finally:
         if pg is not None:
             pg.drop()
