@@ -24,6 +24,7 @@ store URL explicitly allows it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -91,7 +92,7 @@ class PostgresStore(TemplateStore):
         self._closed = False
         self._conn = self._open_connection()
         self._group = GroupCommit(self._lock, BatchSteps(
-            begin=lambda: self._step("BEGIN", begin=True),
+            begin=self._begin_batch,
             savepoint=lambda: self._step("SAVEPOINT member"),
             release=lambda: self._step("RELEASE SAVEPOINT member"),
             rollback_to=lambda: self._step("ROLLBACK TO SAVEPOINT member"),
@@ -217,6 +218,20 @@ class PostgresStore(TemplateStore):
             conn.execute(statement)
         except psycopg.Error as exc:
             raise map_error(exc, "commit", self._loc) from None
+
+    def _begin_batch(self) -> None:
+        """BEGIN, then lock the audit head first. A batch mixes several operations' lock
+        acquisitions (budget counters, subjects, the head) in whatever order its members come;
+        two processes' batches could then each hold what the other waits for. Taking the head
+        first -- every operation's event needs it anyway -- orders every batch behind it, so
+        batches of different replicas never deadlock (SQLite's BEGIN IMMEDIATE does the same)."""
+        self._step("BEGIN", begin=True)
+        try:
+            self._conn.execute(self._q("SELECT * FROM {s}.fs_audit_head()"))
+        except psycopg.Error as exc:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.execute("ROLLBACK")
+            raise map_error(exc, "locking the audit head", self._loc) from None
 
     @contextmanager
     def _reading(self) -> Iterator[psycopg.Connection[Any]]:
