@@ -22,6 +22,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from faceseal.bench.runner import lift_budgets
 from faceseal.errors import FacesealError
 from faceseal.storage.sqlite import SQLiteStore
 from faceseal.vault import Vault
@@ -273,3 +274,41 @@ def _auditor(vault: Vault) -> str:
     admin = vault.as_key(vault_keys(vault.home).admin)
     return admin.add_principal(f"auditor-{os.urandom(3).hex()}", ["auditor"],
                                all_tenants=True).api_key
+
+
+def test_two_replicas_batches_on_postgresql_never_deadlock(tmp_path: Path,
+                                                           pg_schema: PgTestDatabase) -> None:
+    """Two open vaults (two connections, as two server workers) batch verifies of one principal
+    and one subject at once: each batch charges the same budget counters and appends to the same
+    chain. A batch that took them in its members' order could hold what the other batch waits
+    for; every batch takes the audit head first, so all of them succeed."""
+    home = tmp_path / "vault"
+    login = pg_schema.create_login("replicas")
+    make_vault(home, tmp_path / "keys", store_url=pg_schema.store_url(login)).close()
+    with Vault.open(home, api_key=vault_keys(home).admin) as admin:
+        lift_budgets(admin)
+    encodings = random_encodings(4, seed=51)
+    replicas = [Vault.open(home) for _ in range(2)]
+    key = vault_keys(home).worker
+    replicas[0].as_key(key).enroll_many([f"s{i}" for i in range(4)], encodings)
+    errors: list[BaseException] = []
+    start = threading.Barrier(2 * THREADS)
+
+    def worker(replica: Vault, number: int) -> None:
+        view = replica.as_key(key)
+        start.wait()
+        for i in range(12):
+            try:
+                view.verify(f"s{(number + i) % 4}", encodings[(number + i) % 4])
+            except FacesealError as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(replicas[n % 2], n))
+               for n in range(2 * THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for replica in replicas:
+        replica.close()
+    assert not errors, errors[:3]
