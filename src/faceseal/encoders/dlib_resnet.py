@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,6 +48,7 @@ __all__ = [
     "LARGEST",
     "MODEL_ID",
     "DlibResNetEncoder",
+    "EncodedFace",
     "FaceBox",
     "FaceChoice",
     "Landmarks",
@@ -99,6 +100,14 @@ class FaceBox:
     @property
     def area(self) -> int:
         return max(self.bottom - self.top, 0) * max(self.right - self.left, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedFace:
+    """One face of a photo: where it is, and its 128-d encoding."""
+
+    box: FaceBox
+    encoding: NDArray[np.float64] = field(repr=False)  # an encoding is biometric data
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +195,33 @@ class DlibResNetEncoder:
         faces = self._detect(pixels)
         chosen = _choose(faces, face_index, label)
         return self._describe(pixels, faces[chosen].rect, chosen, len(faces))
+
+    def encode_all(self, image: NDArray[np.uint8]) -> list[EncodedFace]:
+        """Encode every face of an RGB ``uint8`` image, in face-index order (an empty list when
+        there is none).
+
+        One detection pass for the whole image, then one alignment and descriptor per face:
+        a group photo costs one search, as in ``face_recognition.face_encodings``, not one per
+        face as calling :meth:`encode` with each index would.
+        """
+        pixels = _check_image(image)
+        faces = self._detect(pixels)
+        return [
+            EncodedFace(face.box, self._describe(pixels, face.rect, index, len(faces)))
+            for index, face in enumerate(faces)
+        ]
+
+    def encode_photo_all(
+        self, source: ImageSource, *, max_pixels: int | None = None, max_bytes: int | None = None
+    ) -> list[EncodedFace]:
+        """Load a photo (see :meth:`encode_photo` for the limits) and :meth:`encode_all` of it."""
+        self.load()
+        image = load_image(
+            source,
+            max_pixels=self._max_pixels if max_pixels is None else max_pixels,
+            max_bytes=self._max_bytes if max_bytes is None else max_bytes,
+        )
+        return self.encode_all(image)
 
     def encode_photo(
         self,
