@@ -52,6 +52,7 @@ __all__ = [
     "FaceBox",
     "FaceChoice",
     "Landmarks",
+    "check_encoder_settings",
 ]
 
 MODEL_ID = "dlib-resnet-v1"
@@ -135,10 +136,7 @@ class DlibResNetEncoder:
         max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES,
         max_detect_pixels: int | None = DEFAULT_MAX_DETECT_PIXELS,
     ) -> None:
-        _check_option("upsample", upsample, 0, MAX_UPSAMPLE)
-        _check_option("num_jitters", num_jitters, 1, MAX_NUM_JITTERS)
-        if landmarks not in _PREDICTOR_FILES:
-            raise InvalidInput('landmarks must be "5" or "68"')
+        check_encoder_settings(upsample=upsample, num_jitters=num_jitters, landmarks=landmarks)
         _check_limit("max_pixels", max_pixels)
         _check_limit("max_bytes", max_bytes)
         if max_detect_pixels is not None:
@@ -159,6 +157,11 @@ class DlibResNetEncoder:
     @property
     def model_id(self) -> str:
         return MODEL_ID
+
+    @property
+    def encoding_settings(self) -> dict[str, object]:
+        """The settings that change the encoding itself (not only which faces are found)."""
+        return {"num_jitters": self._num_jitters, "landmarks": self._landmarks}
 
     @property
     def dimension(self) -> int:
@@ -292,7 +295,15 @@ class DlibResNetEncoder:
         )
 
 
-def _check_option(name: str, value: int, low: int, high: int) -> None:
+def check_encoder_settings(*, upsample: object, num_jitters: object, landmarks: object) -> None:
+    """Refuse encoder settings out of their bounds (:class:`~faceseal.errors.InvalidInput`)."""
+    _check_option("upsample", upsample, 0, MAX_UPSAMPLE)
+    _check_option("num_jitters", num_jitters, 1, MAX_NUM_JITTERS)
+    if landmarks not in _PREDICTOR_FILES:
+        raise InvalidInput('landmarks must be "5" or "68"')
+
+
+def _check_option(name: str, value: object, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InvalidInput(f"{name} must be an integer from {low} to {high}")
 
