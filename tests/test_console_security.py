@@ -1,0 +1,216 @@
+"""The console's defences, attacked in process (issue #17): CSRF, CSP on every page, escaped
+output, cookie flags, idle expiry, sign-out, and roles refused by the server whatever the menu
+shows. The browser flows are in test_console_browser.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from fastapi.testclient import TestClient
+
+from faceseal.http.app import create_app
+from faceseal.http.console.security import SESSION_COOKIE
+from faceseal.http.console.settings import ConsoleSettings
+from faceseal.http.console.web import Console
+from faceseal.http.settings import Settings
+from faceseal.vault import Vault
+
+from .conftest import make_vault, random_encodings, vault_keys
+from .console_support import XSS_ID, csrf_of, sign_in
+
+PAGES = ("/ui/", "/ui/subjects", "/ui/try", "/ui/audit", "/ui/principals", "/ui/keys",
+         "/ui/retention")
+
+
+@dataclass
+class Setup:
+    app: object
+    vault: Vault
+    keys: dict[str, str]
+    console: Console
+
+    def client(self, *, https: bool = False) -> TestClient:
+        base = "https://testserver" if https else "http://testserver"
+        return TestClient(self.app, base_url=base, follow_redirects=False)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    root = tmp_path_factory.mktemp("console")
+    home = root / "vault"
+    with make_vault(home, root / "keys") as worker:
+        worker.enroll("alice", [random_encodings(1, seed=1)[0]], tenant="acme")
+        worker.enroll(XSS_ID, [random_encodings(1, seed=2)[0]], tenant="acme")
+        admin_key = vault_keys(home).admin
+    keys = {"admin": admin_key, "everything": vault_keys(home).worker}
+    with Vault.open(home, api_key=admin_key) as admin:
+        for name, roles, tenant in (("enroller", ["enroller"], "acme"),
+                                    ("verifier", ["verifier"], "acme"),
+                                    ("auditor", ["auditor"], None)):
+            keys[name] = admin.add_principal(name, roles, tenant=tenant).api_key
+    vault = Vault.open(home)
+    app = create_app(vault, Settings(rate_limits="memory"), ConsoleSettings())
+    mount = next(r for r in app.routes if getattr(r, "path", "") == "/ui")
+    console: Console = mount.app.state.console  # type: ignore[attr-defined]
+    try:
+        yield Setup(app, vault, keys, console)
+    finally:
+        vault.close()
+
+
+def _signed_in(setup: Setup, who: str, *, https: bool = False) -> TestClient:
+    http = setup.client(https=https)
+    answer = sign_in(http, setup.keys[who])
+    assert answer.status_code == 303, answer.text
+    assert answer.headers["location"] == "/ui/"
+    return http
+
+
+def test_the_session_cookie_is_strict_and_the_key_stays_on_the_server(setup: Setup) -> None:
+    for https in (False, True):
+        http = setup.client(https=https)
+        answer = sign_in(http, setup.keys["admin"])
+        cookie = next(v for k, v in answer.headers.multi_items()
+                      if k == "set-cookie" and v.startswith(SESSION_COOKIE + "="))
+        flags = [part.strip().lower() for part in cookie.split(";")]
+        assert "httponly" in flags
+        assert "samesite=strict" in flags
+        assert "path=/ui" in flags
+        assert ("secure" in flags) is https
+        assert setup.keys["admin"] not in cookie
+        page = http.get("/ui/principals")
+        assert page.status_code == 200
+        assert setup.keys["admin"] not in page.text
+        assert "fsk_" not in page.text  # no key, only key ids (which have no prefix)
+
+
+def test_every_page_carries_a_strict_csp(setup: Setup) -> None:
+    http = _signed_in(setup, "everything")  # every role: every page
+    answers = [http.get(path) for path in PAGES]
+    answers += [http.get("/ui/no-such-page"), http.get("/ui/static/console.js"),
+                http.get("/ui/static/console.css"), http.get("/ui/subjects/erase?subject_id=x"),
+                setup.client().get("/ui/sign-in"), setup.client().get("/ui/")]
+    for answer in answers:
+        csp = answer.headers.get("content-security-policy", "")
+        assert "frame-ancestors 'none'" in csp, answer.request.url
+        assert "script-src 'self'" in csp
+        assert "unsafe-inline" not in csp
+        assert "unsafe-eval" not in csp
+        assert "default-src 'none'" in csp
+        assert answer.headers["x-frame-options"] == "DENY"
+        assert answer.headers["cache-control"] == "no-store"
+    for answer in answers[:len(PAGES)]:
+        assert answer.status_code == 200, answer.request.url
+        assert "<script>" not in answer.text
+        assert " style=" not in answer.text
+        assert "onclick" not in answer.text
+
+
+def test_state_changes_without_the_csrf_token_are_refused(setup: Setup) -> None:
+    http = _signed_in(setup, "enroller")
+    token = csrf_of(http.get("/ui/subjects?tenant=acme"))
+    form = {"tenant": "acme", "subject_id": "alice", "confirm": "erase"}
+    for data, headers in (
+        (form, {}),                                                  # no token
+        ({**form, "csrf": "x" * 43}, {}),                            # a wrong one
+        ({**form, "csrf": token}, {"Origin": "https://evil.example"}),  # right token, wrong site
+        ({**form, "csrf": token}, {"Sec-Fetch-Site": "cross-site"}),
+    ):
+        answer = http.post("/ui/subjects/erase", data=data, headers=headers)
+        assert answer.status_code == 403
+        assert "refused" in answer.text.lower() or "csrf" in answer.text.lower()
+    listing = http.get("/ui/subjects?tenant=acme")
+    assert ">alice<" in listing.text  # nothing was erased
+    # The sign-in form has its own token: a forged sign-in is refused too.
+    fresh = setup.client()
+    answer = fresh.post("/ui/sign-in", data={"api_key": setup.keys["admin"]})
+    assert answer.status_code == 403
+    assert SESSION_COOKIE not in answer.headers.get("set-cookie", "")
+
+
+def test_ids_are_rendered_as_text(setup: Setup) -> None:
+    http = _signed_in(setup, "enroller")
+    page = http.get("/ui/subjects?tenant=acme")
+    assert "<script>window.__xss" not in page.text
+    assert "<img src=x" not in page.text
+    assert "&lt;script&gt;window.__xss=1&lt;/script&gt;&lt;img src=x onerror=" in page.text
+    confirm = http.get("/ui/subjects/erase", params={"tenant": "acme", "subject_id": XSS_ID})
+    assert "<script>window.__xss" not in confirm.text
+    # Control characters never reach the vault as an id; the refusal is a page, not an echo.
+    token = csrf_of(page)
+    answer = http.post("/ui/subjects/erase", data={
+        "csrf": token, "tenant": "acme", "subject_id": "bell\x07\u202eevil", "confirm": "erase"})
+    assert answer.status_code == 422
+    assert "control characters" in answer.text
+    assert "\x07" not in answer.text
+    assert "\u202e" not in answer.text
+
+
+def test_an_idle_session_expires_to_the_sign_in_page(setup: Setup) -> None:
+    http = _signed_in(setup, "auditor")
+    assert http.get("/ui/audit").status_code == 200
+    sessions = setup.console.sessions
+    real = sessions.clock
+    try:
+        start = real()
+        sessions.clock = lambda: start + sessions.idle_timeout + 1
+        answer = http.get("/ui/audit")
+        assert answer.status_code == 303
+        assert answer.headers["location"] == "/ui/sign-in?expired=1"
+        assert "Your session ended" in http.get(answer.headers["location"]).text
+        assert http.get("/ui/audit").status_code == 303  # the session is gone for good
+    finally:
+        sessions.clock = real
+
+
+def test_sign_out_ends_the_session_on_the_server(setup: Setup) -> None:
+    http = _signed_in(setup, "verifier")
+    cookie = http.cookies[SESSION_COOKIE]
+    page = http.get("/ui/try")
+    answer = http.post("/ui/sign-out", data={"csrf": csrf_of(page)})
+    assert answer.status_code == 303
+    assert f'{SESSION_COOKIE}=""' in answer.headers["set-cookie"]
+    replay = setup.client()
+    again = replay.get("/ui/try", headers={"Cookie": f"{SESSION_COOKIE}={cookie}"})
+    assert again.status_code == 303
+    assert again.headers["location"].startswith("/ui/sign-in")
+
+
+def test_a_role_sees_only_its_pages_and_the_server_refuses_the_rest(setup: Setup) -> None:
+    http = _signed_in(setup, "verifier")
+    overview = http.get("/ui/")
+    assert 'href="/ui/try"' in overview.text
+    for hidden in ("/ui/subjects", "/ui/audit", "/ui/principals", "/ui/keys"):
+        assert f'href="{hidden}"' not in overview.text
+        answer = http.get(hidden)
+        assert answer.status_code == 403, hidden
+        assert "access denied" in answer.text
+    token = csrf_of(overview)
+    answer = http.post("/ui/principals/add", data={"csrf": token, "name": "sneaky",
+                                                   "role_admin": "on"})
+    assert answer.status_code == 403
+    # The refusals are the vault's, audited under the verifier's name.
+    auditor = _signed_in(setup, "auditor")
+    denied = auditor.get("/ui/audit", params={"principal": "verifier", "outcome": "denied"})
+    assert "principals.add" in denied.text
+    assert "keys.status" in denied.text
+
+
+def test_the_console_can_be_switched_off(setup: Setup) -> None:
+    app = create_app(setup.vault, Settings(rate_limits="memory"),
+                     ConsoleSettings(enabled=False))
+    with TestClient(app) as http:
+        answer = http.get("/ui/sign-in")
+        assert answer.status_code == 404
+        assert answer.headers["content-type"].startswith("application/problem+json")
+
+
+def test_a_refused_key_does_not_sign_in(setup: Setup) -> None:
+    http = setup.client()
+    answer = sign_in(http, "fsk_" + "A" * 20 + "_" + "B" * 40)
+    assert answer.status_code == 401
+    assert SESSION_COOKIE + "=" not in answer.headers.get("set-cookie", "")
+    assert "refused" in answer.text
+
