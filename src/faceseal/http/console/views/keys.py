@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from faceseal.access.roles import KEYS_ROTATE
 from faceseal.errors import Conflict, InvalidInput
@@ -52,7 +52,8 @@ async def rotate_data(page: Page) -> Response:
         page.console.jobs.start_data_rotation(page.vault)
     except Conflict as error:
         return await keys_page(page, error=str(error), status=409)
-    return await keys_page(page, done="data-key rotation started; this page follows it")
+    # To the page by GET: it reloads itself while the job runs, which must not post again.
+    return RedirectResponse(f"{page.base}/keys", status_code=303)
 
 
 async def retire(page: Page) -> Response:

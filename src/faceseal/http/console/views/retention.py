@@ -23,16 +23,19 @@ async def retention(page: Page) -> Response:
     return await retention_page(page)
 
 
-def _days(text: str) -> float | None:
+def _days(text: str, *, zero: bool = False) -> float | None:
+    """Days as seconds (None when empty); 0 only where ``zero`` allows it (a dry run of
+    "inactive for any time at all")."""
     text = text.strip()
     if not text:
         return None
     try:
         days = float(text)
     except ValueError:
-        raise InvalidInput("the retention period is a number of days") from None
-    if not 0 < days <= 36500:
-        raise InvalidInput("the retention period is between 0 and 36500 days")
+        raise InvalidInput("give a number of days") from None
+    low_ok = days >= 0 if zero else days > 0
+    if not low_ok or days > 36500:
+        raise InvalidInput(f"give {'0' if zero else 'more than 0'} to 36500 days")
     return days * DAY
 
 
@@ -51,7 +54,7 @@ async def set_retention(page: Page) -> Response:
 async def purge_dry_run(page: Page) -> Response:
     tenant = page.tenant()
     try:
-        inactive = _days(page.form.fields.get("inactive_days", ""))
+        inactive = _days(page.form.fields.get("inactive_days", ""), zero=True)
         result = await page.service.run(page.vault.purge, inactive, tenant=tenant,
                                         dry_run=True)
     except InvalidInput as error:
