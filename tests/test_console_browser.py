@@ -10,6 +10,7 @@ docs/console/ (the normal run leaves tracked files alone).
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,10 +90,13 @@ class Console:
             raise AssertionError(f"no {css} on {self.driver.current_url}:\n{text}") from None
 
     def submit(self, button: str, *, confirm: bool = False) -> None:
+        """Click ``button`` and wait for the page it leads to (never the one still shown)."""
+        before = self.find("html")
         self.find(button).click()
         if confirm:
             WebDriverWait(self.driver, 5).until(expected_conditions.alert_is_present())
             self.driver.switch_to.alert.accept()
+        WebDriverWait(self.driver, WAIT_SECONDS).until(expected_conditions.staleness_of(before))
 
     def sign_in(self, key: str) -> None:
         self.driver.delete_all_cookies()
@@ -117,7 +121,15 @@ class Console:
     def shot(self, name: str) -> None:
         if os.environ.get("FACESEAL_SCREENSHOTS") == "1":
             SHOTS.mkdir(parents=True, exist_ok=True)
-            self.driver.save_screenshot(str(SHOTS / f"{name}.png"))
+            # The whole page, not only the viewport (Chromium's DevTools protocol).
+            width, height = self.driver.execute_script(
+                "return [document.documentElement.clientWidth,"
+                " document.documentElement.scrollHeight]")
+            shot = self.driver.execute_cdp_cmd("Page.captureScreenshot", {  # type: ignore[attr-defined]
+                "format": "png", "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": width, "height": min(height, 2400),
+                         "scale": 1}})
+            (SHOTS / f"{name}.png").write_bytes(base64.b64decode(shot["data"]))
 
 
 @pytest.fixture(scope="module")
@@ -276,12 +288,15 @@ def test_keyboard_and_phone_width(console: Console, served: Served,
     body.send_keys(Keys.TAB)  # the first stop is the skip link
     focused = console.driver.switch_to.active_element
     assert focused.text == "Skip to content"
+    cdp = console.driver.execute_cdp_cmd  # type: ignore[attr-defined]
+    cdp("Emulation.setDeviceMetricsOverride",  # a phone: 390 CSS pixels wide, touch, mobile
+        {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
     try:
-        console.driver.set_window_size(390, 844)
         console.open("/audit")
-        width = console.driver.execute_script("return document.documentElement.scrollWidth")
-        assert width <= 390 + 1  # nothing wider than the phone: the table scrolls in its box
+        inner, scroll = console.driver.execute_script(
+            "return [window.innerWidth, document.documentElement.scrollWidth]")
+        assert scroll <= inner  # nothing wider than the phone: the table scrolls in its box
         console.shot("audit-phone")
     finally:
-        console.driver.set_window_size(1280, 800)
+        cdp("Emulation.clearDeviceMetricsOverride", {})
     console.sign_out()

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from faceseal.http.app import create_app
+from faceseal.http.console.render import visible
 from faceseal.http.console.security import SESSION_COOKIE
 from faceseal.http.console.settings import ConsoleSettings
 from faceseal.http.console.web import Console
@@ -214,3 +215,22 @@ def test_a_refused_key_does_not_sign_in(setup: Setup) -> None:
     assert SESSION_COOKIE + "=" not in answer.headers.get("set-cookie", "")
     assert "refused" in answer.text
 
+
+
+def test_control_and_bidi_characters_are_shown_as_escapes() -> None:
+    assert visible("a\x07b\u202ec\x00") == "a\\x07b\\u202ec\\x00"
+    assert visible("plain <b>") == "plain <b>"  # escaping is autoescape's job, after this
+    assert visible(7) == 7
+
+
+def test_revoking_a_principal_ends_its_console_session(setup: Setup) -> None:
+    with Vault.open(setup.vault.home, api_key=setup.keys["admin"]) as admin:
+        key = admin.add_principal("short-lived", ["auditor"]).api_key
+        setup.keys["short-lived"] = key
+        http = _signed_in(setup, "short-lived")
+        assert http.get("/ui/audit").status_code == 200
+        admin.revoke_principal("short-lived")
+    answer = http.get("/ui/audit")
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/ui/sign-in?expired=1"
+    assert http.get("/ui/").status_code == 303  # the session is gone, not only refused once

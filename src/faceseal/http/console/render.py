@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 from starlette.responses import HTMLResponse
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e"
@@ -17,10 +18,17 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a-\
 def visible(value: object) -> object:
     """Strings with control and bidirectional-override characters written as escapes, so
     that an id cannot hide text or reorder what the page shows. Other values unchanged."""
+    if isinstance(value, Markup):  # already HTML (a filter's output): keep it HTML
+        # Already Markup; the replacements are a backslash and hex digits, never markup.
+        return Markup(_CONTROL.sub(_escape_control, str(value)))  # noqa: S704
     if isinstance(value, str):
-        return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256
-                            else f"\\u{ord(m.group()):04x}", value)
+        return _CONTROL.sub(_escape_control, value)
     return value
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 256 else f"\\u{code:04x}"
 
 
 def when(value: float | None) -> str:

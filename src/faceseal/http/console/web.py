@@ -148,7 +148,9 @@ def signed_in(handler: Handler, *, files: dict[str, int] | None = None,
             if isinstance(checked, Response):
                 return checked
             form = checked
-        view = session.view.for_request(context_of(request).request_id)
+        context = context_of(request)
+        view = session.view.for_request(context.request_id)
+        context.view = view  # photo slots, like the API's, are per principal
         page = Page(request, console, session, view, form)
         try:
             return await handler(page)
