@@ -241,6 +241,29 @@ def test_roles_walk_through_their_pages(console: Console, served: Served,
     console.sign_out()
 
 
+def test_identify_discloses_what_the_role_may_see(console: Console, served: Served,
+                                                  keys: dict[str, str]) -> None:
+    """An identifier gets decisions and bands; a calibrator also the exact distances."""
+    client = served.client("enroller")  # through the API: the console is not under test here
+    try:
+        client.enroll_photos("barack", [FACES_DIR / "obama-1.jpg"], tenant="acme")
+    finally:
+        client.close()
+    for who, exact in (("identifier", False), ("calibrator", True)):
+        console.sign_in(served.keys[who])
+        console.open("/try")
+        console.find("#identify-photo").send_keys(str(FACES_DIR / "obama-3.jpg"))
+        console.submit("#identify")
+        console.wait_for("#identify-result")
+        result = console.find("#identify-result").text
+        assert "barack" in console.texts("#identify-result td.subject-id")
+        assert ("Distance" in result) is exact
+        assert f"({'exact' if exact else 'band'} disclosure)" in result
+        if exact:
+            console.shot("identify")
+        console.sign_out()
+
+
 def test_sign_out_ends_the_session(console: Console, served: Served,
                                    keys: dict[str, str]) -> None:
     console.sign_in(keys["ui-verifier"])

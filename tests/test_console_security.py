@@ -4,8 +4,10 @@ shows. The browser flows are in test_console_browser.py."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -20,6 +22,7 @@ from faceseal.vault import Vault
 
 from .conftest import make_vault, random_encodings, vault_keys
 from .console_support import XSS_ID, csrf_of, sign_in
+from .test_audit_tamper import attack
 
 PAGES = ("/ui/", "/ui/subjects", "/ui/try", "/ui/audit", "/ui/principals", "/ui/keys",
          "/ui/retention")
@@ -234,3 +237,22 @@ def test_revoking_a_principal_ends_its_console_session(setup: Setup) -> None:
     assert answer.status_code == 303
     assert answer.headers["location"] == "/ui/sign-in?expired=1"
     assert http.get("/ui/").status_code == 303  # the session is gone, not only refused once
+
+
+def test_verify_chain_marks_an_edited_event(tmp_path: Path) -> None:
+    home = tmp_path / "vault"
+    with make_vault(home, tmp_path / "keys") as worker:
+        worker.enroll("bob", [random_encodings(1, seed=3)[0]], tenant="acme")
+        edited = max(e["seq"] for e in worker.audit_tail(50) if e["action"] == "enroll")
+    attack(home / "templates.db",
+           ("UPDATE audit_events SET subject_id = 'mallory' WHERE seq = ?", (edited,)))
+    with Vault.open(home) as vault:
+        app = create_app(vault, Settings(rate_limits="memory"), ConsoleSettings())
+        http = TestClient(app, follow_redirects=False)
+        assert sign_in(http, vault_keys(home).worker).status_code == 303
+        page = http.get("/ui/audit")
+        answer = http.post("/ui/audit/verify", data={"csrf": csrf_of(page)})
+    assert answer.status_code == 200
+    assert "Chain broken" in answer.text
+    marked = re.findall(r'<tr class="broken[^"]*"[^>]*>\s*<td>(\d+) <strong', answer.text)
+    assert str(edited) in marked
