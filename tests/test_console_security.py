@@ -256,3 +256,17 @@ def test_verify_chain_marks_an_edited_event(tmp_path: Path) -> None:
     assert "Chain broken" in answer.text
     marked = re.findall(r'<tr class="broken[^"]*"[^>]*>\s*<td>(\d+) <strong', answer.text)
     assert str(edited) in marked
+
+
+def test_failed_sign_ins_are_rate_limited_like_api_calls(setup: Setup) -> None:
+    app = create_app(setup.vault, Settings(rate_limits="memory", auth_failures_per_client=2),
+                     ConsoleSettings())
+    http = TestClient(app, follow_redirects=False)
+    wrong = "fsk_" + "A" * 20 + "_" + "B" * 40
+    assert [sign_in(http, wrong).status_code for _ in range(2)] == [401, 401]
+    limited = sign_in(http, wrong)
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) > 0
+    assert sign_in(http, "not a key at all").status_code == 429
+    # A valid key still gets in from that address (everyone behind one NAT is not locked out).
+    assert sign_in(http, setup.keys["auditor"]).status_code == 303

@@ -30,7 +30,7 @@ from faceseal.http.console.web import (
     refused,
     to_sign_in,
 )
-from faceseal.http.context import context_of
+from faceseal.http.context import Service, context_of
 
 #: Seconds the sign-in form stays usable.
 SIGN_IN_FORM_SECONDS = 600
@@ -68,22 +68,23 @@ async def sign_in(request: Request) -> Response:
     raw = data.get("api_key")
     text = raw.strip() if isinstance(raw, str) else ""
     key_id = key_id_of(text)
+    # The API's rules (faceseal.http.middleware): a key id that failed too often is refused; an
+    # address that failed too often may still sign in with a valid key (one guesser behind a
+    # NAT must not lock everyone out), and its failures are answered 429.
     limiter = service.limiter
-    wait = limiter.key_retry_after(key_id) or limiter.client_retry_after(context.client)
-    if wait is not None:
-        try:
-            await service.run(service.vault.refuse_rate_limited, key_id=key_id,
-                              request_id=context.request_id)
-        except RateLimited:
-            response = _form(request, 429, f"too many failed sign-ins; try again in {wait} s")
-            response.headers["Retry-After"] = str(wait)
-            return response
+    key_wait = limiter.key_retry_after(key_id)
+    client_wait = limiter.client_retry_after(context.client)
+    if key_wait is not None or (client_wait is not None and key_id is None):
+        await service.run(_audit_rate_limited, service, key_id, context.request_id)
+        return _too_many(request, max(w for w in (key_wait, client_wait) if w is not None))
     secret = SecretBytes(text.encode())
     try:
         view = await service.run(service.vault.as_key, secret, request_id=context.request_id)
     except AuthenticationFailed:
         limiter.failed(context.client, key_id)
         context.counted_failure = True
+        if client_wait is not None:
+            return _too_many(request, client_wait)
         return _form(request, 401, "that API key was refused (unknown, revoked or malformed)")
     finally:
         secret.wipe()
@@ -93,6 +94,20 @@ async def sign_in(request: Request) -> Response:
     response = RedirectResponse(f"{base_of(request)}/", status_code=303)
     set_cookie(response, request, SESSION_COOKIE, token)
     clear_cookie(response, request, SIGN_IN_COOKIE)
+    return response
+
+
+def _audit_rate_limited(service: Service, key_id: str | None, request_id: str) -> None:
+    """The vault's audited refusal of a rate-limited attempt (it always raises)."""
+    try:
+        service.vault.refuse_rate_limited(key_id=key_id, request_id=request_id)
+    except RateLimited:
+        return
+
+
+def _too_many(request: Request, wait: int) -> Response:
+    response = _form(request, 429, f"too many failed sign-ins; try again in {wait} s")
+    response.headers["Retry-After"] = str(wait)
     return response
 
 
