@@ -186,11 +186,14 @@ def test_a_role_sees_only_its_pages_and_the_server_refuses_the_rest(setup: Setup
     http = _signed_in(setup, "verifier")
     overview = http.get("/ui/")
     assert 'href="/ui/try"' in overview.text
-    for hidden in ("/ui/subjects", "/ui/audit", "/ui/principals", "/ui/keys"):
+    for hidden in ("/ui/subjects", "/ui/audit", "/ui/principals", "/ui/keys", "/ui/retention"):
         assert f'href="{hidden}"' not in overview.text
         answer = http.get(hidden)
         assert answer.status_code == 403, hidden
         assert "access denied" in answer.text
+    assert http.get("/ui/subjects/erase?subject_id=alice&tenant=acme").status_code == 403
+    enroller = _signed_in(setup, "enroller")
+    assert enroller.get("/ui/try").status_code == 403
     token = csrf_of(overview)
     answer = http.post("/ui/principals/add", data={"csrf": token, "name": "sneaky",
                                                    "role_admin": "on"})

@@ -92,6 +92,15 @@ class Page:
         where = None if action in GLOBAL_ACTIONS else (tenant or principal.tenant)
         return authorize(principal, action, where).allowed
 
+    def require(self, *actions: str) -> None:
+        """Refuse (403) a page that only shows a form, when the principal may do none of the
+        actions behind it. Pages that read or change data need no such check: the vault
+        refuses and audits the call itself."""
+        if not any(self.may(action, self.tenant()) for action in actions):
+            principal = self.session.principal
+            raise AccessDenied(f"access denied to {principal.name}: role "
+                               f"{principal.role_names} may not use this page")
+
     def tenant(self) -> str:
         """The tenant the page works on: the form's or query's ``tenant``, else the principal's
         own, else ``default``. The vault checks it like any id."""

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 from starlette.responses import Response, StreamingResponse
 
+from faceseal.access.roles import AUDIT_VERIFY
 from faceseal.errors import InvalidInput
 from faceseal.http.console.web import Page
 
@@ -73,6 +74,7 @@ async def audit_page(page: Page, *, report: Any = None, status: int = 200) -> Re
                        events=found[(number - 1) * size:number * size], total=len(found),
                        window=window, filters=wanted, tenant=tenant or "", page_number=number,
                        pages=pages, report=report, broken=broken, error=error,
+                       can_verify=page.may(AUDIT_VERIFY),
                        query=_query(wanted, tenant))
 
 

@@ -22,6 +22,7 @@ async def try_page(page: Page, *, verified: object = None, identified: object = 
 
 
 async def show(page: Page) -> Response:
+    page.require(VERIFY, IDENTIFY)
     return await try_page(page)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from faceseal.access.roles import TENANTS_LIST
+from faceseal.access.roles import PURGE, TENANTS_LIST, TENANTS_RETENTION
 from faceseal.errors import InvalidInput
 from faceseal.http.console.web import Page
 
@@ -20,6 +20,7 @@ async def retention_page(page: Page, *, dry_run: object = None, error: str | Non
 
 
 async def retention(page: Page) -> Response:
+    page.require(TENANTS_RETENTION, PURGE)
     return await retention_page(page)
 
 

@@ -3,8 +3,9 @@ confirmation that names what erasure does."""
 
 from __future__ import annotations
 
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
+from faceseal.access.roles import ERASE
 from faceseal.errors import Conflict, InvalidInput, NotFound
 from faceseal.http.console.web import Page
 
@@ -67,6 +68,7 @@ def _face_index(text: str) -> int | None:
 
 
 async def confirm_erase(page: Page) -> Response:
+    page.require(ERASE)
     tenant = page.tenant()
     subject_id = page.request.query_params.get("subject_id", "")
     return page.render("erase.html", title="Erase a subject", tenant=tenant,
@@ -83,6 +85,3 @@ async def erase(page: Page) -> Response:
     result = await page.service.run(page.vault.erase, subject_id, tenant=tenant)
     return page.render("erased.html", title="Subject erased", result=result)
 
-
-def redirect_to_subjects(page: Page) -> Response:
-    return RedirectResponse(f"{page.base}/subjects", status_code=303)
