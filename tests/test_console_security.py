@@ -273,3 +273,12 @@ def test_failed_sign_ins_are_rate_limited_like_api_calls(setup: Setup) -> None:
     assert sign_in(http, "not a key at all").status_code == 429
     # A valid key still gets in from that address (everyone behind one NAT is not locked out).
     assert sign_in(http, setup.keys["auditor"]).status_code == 303
+
+
+def test_console_events_carry_the_page_request_id(setup: Setup) -> None:
+    auditor = _signed_in(setup, "auditor")
+    first = auditor.get("/ui/audit", headers={"X-Request-ID": "console-page-1"})
+    assert first.headers["x-request-id"] == "console-page-1"
+    assert "console-page-1" in first.text  # the footer names it
+    events = auditor.get("/ui/audit", params={"action": "audit.read", "principal": "auditor"})
+    assert "<code>console-page</code>" in events.text  # the event of the first page, by its id
