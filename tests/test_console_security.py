@@ -1,6 +1,7 @@
-"""The console's defences, attacked in process (issue #17): CSRF, CSP on every page, escaped
-output, cookie flags, idle expiry, sign-out, and roles refused by the server whatever the menu
-shows. The browser flows are in test_console_browser.py."""
+"""The console in process (issue #17): its defences attacked (CSRF, CSP on every page, escaped
+output, cookie flags, idle expiry, sign-out, rate limits, roles refused by the server whatever
+the menu shows) and its page actions checked. The browser flows are in
+test_console_browser.py."""
 
 from __future__ import annotations
 
@@ -282,3 +283,42 @@ def test_console_events_carry_the_page_request_id(setup: Setup) -> None:
     assert "console-page-1" in first.text  # the footer names it
     events = auditor.get("/ui/audit", params={"action": "audit.read", "principal": "auditor"})
     assert "<code>console-page</code>" in events.text  # the event of the first page, by its id
+
+
+def test_an_admin_adds_and_revokes_a_principal_and_sets_retention(setup: Setup) -> None:
+    http = _signed_in(setup, "admin")
+    form = {"csrf": csrf_of(http.get("/ui/principals")), "name": "temp-auditor",
+            "role_auditor": "on", "all_tenants": "on"}
+    created = http.post("/ui/principals/add", data=form)
+    key = re.search(r'<code id="new-key">(fsk_[^<]+)</code>', created.text)
+    assert key, created.text
+    assert key.group(1) not in http.get("/ui/principals").text  # shown once
+    assert sign_in(setup.client(), key.group(1)).status_code == 303
+    again = http.post("/ui/principals/add", data=form)  # names are unique for good
+    assert again.status_code == 422
+    revoked = http.post("/ui/principals/revoke", data={"csrf": form["csrf"],
+                                                       "name": "temp-auditor"})
+    assert 'id="revoked"' in revoked.text
+    assert sign_in(setup.client(), key.group(1)).status_code == 401
+    answer = http.post("/ui/retention/set", data={"csrf": form["csrf"], "tenant": "acme",
+                                                  "days": "30"})
+    assert answer.status_code == 200
+    assert "30.0 days" in answer.text
+    bad = http.post("/ui/retention/set", data={"csrf": form["csrf"], "tenant": "acme",
+                                               "days": "forever"})
+    assert bad.status_code == 422
+    assert "number of days" in bad.text
+
+
+def test_audit_filters_by_time_and_refuses_a_bad_date(setup: Setup) -> None:
+    http = _signed_in(setup, "auditor")
+    future = http.get("/ui/audit", params={"since": "2999-01-01"})
+    assert "<p>0 event(s) match" in future.text
+    past = http.get("/ui/audit", params={"until": "2000-01-01T00:00"})
+    assert "<p>0 event(s) match" in past.text
+    now = http.get("/ui/audit", params={"since": "2000-01-01", "outcome": "ok"})
+    assert "<p>0 event(s) match" not in now.text
+    assert 'outcome-denied' not in now.text
+    bad = http.get("/ui/audit", params={"since": "yesterday"})
+    assert bad.status_code == 200
+    assert "since is a date" in bad.text
