@@ -179,6 +179,12 @@ def test_roles_walk_through_their_pages(console: Console, served: Served,
         console.submit("#enrol")
         console.wait_for("#enrolled")
         assert "the only face found" in console.find("#enrolled").text
+    console.find("#enrol-subject").send_keys("front")  # a photo of two: the larger face
+    console.find("#enrol-photo").send_keys(str(FACES_DIR / "two-people.jpg"))
+    console.find("#enrol-face").send_keys("largest")
+    console.submit("#enrol")
+    console.wait_for("#enrolled")
+    assert "the largest face" in console.find("#enrolled").text
     assert XSS_ID in console.texts("#subjects td.subject-id")  # the id, as text
     assert console.driver.execute_script("return window.__xss") is None  # and it never ran
     console.shot("subjects")

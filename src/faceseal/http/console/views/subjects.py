@@ -6,6 +6,7 @@ from __future__ import annotations
 from starlette.responses import Response
 
 from faceseal.access.roles import ERASE
+from faceseal.encoders.dlib_resnet import LARGEST, FaceChoice
 from faceseal.errors import Conflict, InvalidInput, NotFound
 from faceseal.http.console.web import Page
 
@@ -53,17 +54,23 @@ async def enrol(page: Page) -> Response:
                                                face_index=face_index)
     except (InvalidInput, NotFound, Conflict) as error:
         return await list_subjects(page, error=str(error), status=422)
-    face = ("the only face found" if face_index is None
-            else f"face {face_index} (counting from the left, from 0)")
+    if face_index is None:
+        face = "the only face found"
+    elif face_index == LARGEST:
+        face = "the largest face (others ignored)"
+    else:
+        face = f"face {face_index} (counting from the left, from 0)"
     return await list_subjects(page, enrolled={"result": result, "face": face})
 
 
-def _face_index(text: str) -> int | None:
-    text = text.strip()
+def _face_index(text: str) -> FaceChoice:
+    text = text.strip().lower()
     if not text:
         return None
+    if text == LARGEST:
+        return "largest"
     if not text.isdigit() or int(text) > MAX_FACE_INDEX:
-        raise InvalidInput(f"the face number is a whole number from 0 to {MAX_FACE_INDEX}")
+        raise InvalidInput(f'the face is "largest" or a number from 0 to {MAX_FACE_INDEX}')
     return int(text)
 
 
