@@ -199,8 +199,8 @@ def _start_server(home: Path, root: Path, threads: int, workers: int
     log = (root / "serve.log").open("ab")
     command = [sys.executable, "-m", "faceseal", "serve", "--vault", str(home), "--port", "0",
                "--port-file", str(port_file), "--threads", str(threads)]
-    if workers > 1:
-        command += ["--workers", str(workers)]
+    if workers > 1:  # console sessions live in one process: workers serve the API only
+        command += ["--workers", str(workers), "--no-console"]
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
     deadline = time.monotonic() + 120

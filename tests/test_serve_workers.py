@@ -27,7 +27,7 @@ def _children(pid: int) -> list[int]:
 @pytest.mark.slow
 def test_two_workers_answer_each_others_writes_and_stop_together(tmp_path: Path) -> None:
     encodings = random_encodings(6, seed=31)
-    with served_vault(tmp_path, "--workers", "2") as served:
+    with served_vault(tmp_path, "--workers", "2", "--no-console") as served:
         workers = _children(served.process.pid)
         assert len(workers) == 2
         headers = {"Authorization": f"Bearer {served.keys['worker']}"}
@@ -63,10 +63,15 @@ def test_two_workers_answer_each_others_writes_and_stop_together(tmp_path: Path)
                     and "zombie" not in Path(f"/proc/{pid}/status").read_text()]
 
 
-def test_workers_with_in_memory_counters_are_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("extra", "reason"), [
+    (["--rate-limits", "memory", "--no-console"], "shared counters"),
+    ([], "--no-console"),  # console sessions live in one process's memory
+])
+def test_workers_that_would_split_state_are_refused(tmp_path: Path, extra: list[str],
+                                                   reason: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "faceseal", "serve", "--vault", str(tmp_path / "none"),
-         "--workers", "2", "--rate-limits", "memory", "--port", "0"],
+         "--workers", "2", "--port", "0", *extra],
         capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode != 0
-    assert "shared counters" in result.stderr
+    assert reason in result.stderr

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from faceseal.errors import InvalidInput
+from faceseal.http.console.settings import ConsoleSettings
 from faceseal.http.settings import Settings
 from faceseal.keys.env_secrets import scrub_environment
 from faceseal.keys.process_guard import protect_process
@@ -116,6 +117,7 @@ def serve_vault(
     *,
     passphrase: Callable[[], Any],
     announce: Callable[[str], None] | None = None,
+    console: ConsoleSettings | None = None,
 ) -> None:
     """Open the vault at ``home`` (unbound) and serve it until SIGINT/SIGTERM; then close it.
 
@@ -127,15 +129,20 @@ def serve_vault(
         raise InvalidInput("--workers needs shared counters (--rate-limits store or a redis:// "
                            "URL): in memory, every worker would keep its own query budgets and "
                            "failed-authentication counts")
+    if options.workers > 1 and console is not None and console.enabled:
+        raise InvalidInput("--workers needs --no-console: console sessions live in one "
+                           "process's memory, and a browser's next request may reach another "
+                           "worker")
     protect_process()
     sock = bind_socket(options.host, options.port)
     try:
         if options.workers > 1:
             _supervise(home, settings, options, passphrase=_once(passphrase),
-                       announce=announce, sock=sock)
+                       announce=announce, sock=sock, console=console)
         else:
             _serve(home, settings, options, passphrase=passphrase, sock=sock,
-                   ready=lambda url, vault_id: _announce(options, announce, url, vault_id))
+                   ready=lambda url, vault_id: _announce(options, announce, url, vault_id),
+                   console=console)
     finally:
         sock.close()
     log.info("faceseal: stopped")
@@ -150,22 +157,22 @@ def _announce(options: ServerOptions, announce: Callable[[str], None] | None, ur
 
 def _serve(home: Path | None, settings: Settings, options: ServerOptions, *,
            passphrase: Callable[[], Any], sock: socket.socket,
-           ready: Callable[[str, str], None]) -> None:
+           ready: Callable[[str, str], None], console: ConsoleSettings | None) -> None:
     """One replica: open the vault, serve ``sock`` until a signal, close the vault."""
     import uvicorn  # noqa: PLC0415 - the server extra
 
     from faceseal.encoders import DlibResNetEncoder  # noqa: PLC0415
     from faceseal.http.app import create_app  # noqa: PLC0415
 
-    def encoder() -> DlibResNetEncoder:
-        return DlibResNetEncoder(max_pixels=settings.max_image_pixels,
+    def encoder(**vault_settings: Any) -> DlibResNetEncoder:
+        return DlibResNetEncoder(**vault_settings, max_pixels=settings.max_image_pixels,
                                  max_bytes=settings.max_body_bytes,
                                  max_detect_pixels=settings.max_detect_pixels)
 
     vault = Vault.open(home, passphrase=passphrase, encoder_factory=encoder)
     try:
         vault.follow_changes(settings.follow_interval)
-        app = create_app(vault, settings)
+        app = create_app(vault, settings, console)
         config = uvicorn.Config(
             app,
             ssl_certfile=_path(options.ssl_certfile),
@@ -215,7 +222,7 @@ def _once(source: Callable[[], Any]) -> Callable[[], Any]:
 
 def _supervise(home: Path | None, settings: Settings, options: ServerOptions, *,
                passphrase: Callable[[], Any], announce: Callable[[str], None] | None,
-               sock: socket.socket) -> None:
+               sock: socket.socket, console: ConsoleSettings | None) -> None:
     """Fork ``options.workers`` replicas on ``sock``; announce once all are ready; on SIGINT or
     SIGTERM stop them all; if one dies, stop the rest and fail (never serve degraded quietly)."""
     # Opened once here first: a wrong passphrase or a broken vault fails once, before any fork,
@@ -232,7 +239,8 @@ def _supervise(home: Path | None, settings: Settings, options: ServerOptions, *,
             try:
                 def ready(url: str, vault_id: str) -> None:
                     os.write(write_end, f"{url} {vault_id}\n".encode())
-                _serve(home, settings, options, passphrase=passphrase, sock=sock, ready=ready)
+                _serve(home, settings, options, passphrase=passphrase, sock=sock, ready=ready,
+                       console=console)
             except BaseException:  # reported, then the worker exits non-zero
                 log.exception("faceseal worker %d failed", os.getpid())
                 code = 1
