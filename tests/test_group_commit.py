@@ -11,6 +11,7 @@ and the chain verifies once the table is repaired.
 
 from __future__ import annotations
 
+import gc
 import os
 import sqlite3
 import threading
@@ -111,6 +112,37 @@ def test_a_failing_member_rolls_back_alone(tmp_path: Path) -> None:
     assert len(errors) == 1
     assert store.get_meta("kept-1") == store.get_meta("kept-2") == "1"
     assert store.get_meta("dropped") is None
+    store.close()
+
+
+def test_reads_see_committed_data_only_and_a_thread_s_reader_goes_with_it(
+        tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "t.db", create=True)
+    store.migrate()
+    inside, release, seen = threading.Event(), threading.Event(), []
+
+    def writer() -> None:
+        with store.transaction():
+            store.set_meta("pending", "1")
+            inside.set()
+            release.wait()
+
+    def reader() -> None:
+        seen.append(store.get_meta("pending"))
+
+    write = threading.Thread(target=writer)
+    write.start()
+    inside.wait()
+    for _ in range(3):  # pool threads come and go
+        thread = threading.Thread(target=reader)
+        thread.start()
+        thread.join()
+    release.set()
+    write.join()
+    gc.collect()
+    assert seen == [None, None, None]  # never the open transaction's write
+    assert len(store._readers) == 0  # each ended thread's connection was closed
+    assert store.get_meta("pending") == "1"
     store.close()
 
 

@@ -4,8 +4,10 @@ WAL journal (readers never block the writer), ``synchronous=FULL`` (a committed 
 power loss), foreign keys on, ``secure_delete`` on (erased rows are overwritten in the main file;
 copies that linger in the WAL or a backup are covered by crypto-shredding, not by this).
 
-One connection per store object, shared by threads under a lock: SQLite serialises writers anyway,
-and the hot read path (the in-memory gallery) does not touch the database.
+One writer connection per store object, shared by threads: its transactions are batched by
+group commit (:mod:`faceseal.storage.group_commit`: concurrent operations share one fsync). Reads
+outside a transaction go to a read-only connection of the reading thread's own, which WAL lets run
+beside the writer and which sees committed data only.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,6 +51,15 @@ _PRINCIPAL_COLUMNS = (
 _TEMPLATE_COLUMNS = (
     "template_id, tenant, subject_id, model_id, dimension, dtype, key_version, record, created_at"
 )
+
+
+class _Reader:
+    """Holds one thread's read connection (a connection cannot be weakly referenced)."""
+
+    __slots__ = ("__weakref__", "db")
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
 
 
 def _row(values: tuple[Any, ...]) -> TemplateRow:
@@ -88,7 +100,8 @@ class SQLiteStore(TemplateStore):
         # it read while the writer works, and it sees committed data only (never a batch that
         # is still open, see faceseal.storage.group_commit).
         self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()
+        self._readers_lock = threading.Lock()  # not the writer's: a transaction may be open
         self._closed = False
 
     # --- plumbing --------------------------------------------------------------------------------
@@ -107,8 +120,8 @@ class SQLiteStore(TemplateStore):
         self._execute(statement)
 
     def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if conn is None:
+        reader: _Reader | None = getattr(self._local, "reader", None)
+        if reader is None:
             if self._closed:
                 raise StorageUnavailable("the SQLite store is closed")
             try:
@@ -117,10 +130,14 @@ class SQLiteStore(TemplateStore):
                 conn.execute("PRAGMA query_only=ON")
             except sqlite3.Error as exc:
                 raise StorageUnavailable(_describe_error("open", exc)) from None
-            with self._lock:
-                self._readers.append(conn)
-            self._local.db = conn
-        return conn
+            reader = _Reader(conn)
+            # A server's pool threads come and go: when one ends, its thread-local holder is
+            # dropped and the connection closed with it, rather than kept until the store closes.
+            weakref.finalize(reader, conn.close)
+            with self._readers_lock:
+                self._readers.add(reader)
+            self._local.reader = reader
+        return reader.db
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         try:
@@ -621,9 +638,11 @@ class SQLiteStore(TemplateStore):
         with self._lock:
             self._group.close()
             self._closed = True
-            for reader in self._readers:
+            with self._readers_lock:
+                readers = list(self._readers)
+            for reader in readers:
                 try:
-                    reader.close()
+                    reader.db.close()
                 except sqlite3.Error:
                     log.debug("SQLite close failed", exc_info=True)
             self._readers.clear()
