@@ -104,6 +104,7 @@ from faceseal.vault.ids import check_id
 from faceseal.vault.integrity import IntegrityUpgrade
 from faceseal.vault.inventory import InventorySigner
 from faceseal.vault.legacy_import import LegacyImportOptions, LegacyImportResult, import_table
+from faceseal.vault.partition_view import Owns, Partition, ShardedGalleries, partition_cache
 from faceseal.vault.paths import default_home, default_keyring_dir
 from faceseal.vault.policy_ops import PolicyOperations
 from faceseal.vault.records import NewTemplate, RecordSealer
@@ -227,6 +228,8 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
                           vault_id=config.vault_id, keyset_id=config.keyset_id),
             self._models)
         self._follower: ChangeFollower | None = None
+        #: Set by :meth:`use_shards`: identify asks these shards instead of the local gallery.
+        self._shards: ShardedGalleries | None = None
         self._answers = AnswerRules(store, self._models, QueryBudgets(
             counters if counters is not None else MemoryCounters(), config.budgets()),
             self._guard.seal.authenticator)
@@ -612,6 +615,73 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
     def model(self, model_id: str | None = None) -> ModelSpec:
         return resolve_model(model_id or DEFAULT_MODEL_ID, self._models)
 
+    # --- sharded galleries (faceseal.cluster; see docs/scale-out.md) -----------------------------
+
+    def use_shards(self, shards: ShardedGalleries | None) -> None:
+        """Answer identify from ``shards`` (every view of this vault) instead of this process's
+        galleries; None goes back to the local gallery. Results are the same either way."""
+        self._check_open()
+        self._root._shards = shards
+
+    @property
+    def shards(self) -> ShardedGalleries | None:
+        return self._root._shards
+
+    def partition_key(self) -> SecretBytes:
+        """The key of the keyed hash that assigns subjects to shards: a PRF of the vault's first
+        audit key (key side, wrapped by the KEK), so every process of the vault derives the same
+        key itself and it never crosses a network."""
+        self._check_open()
+        auth = self._guard.seal.authenticator
+        for version in range(1, auth.version + 1):
+            value = auth.prf(version, b"faceseal-shard-partition-v1", self._config.keyset_id)
+            if value is not None:
+                return SecretBytes(value)
+        raise KeyringError("the vault has no audit key to derive its partition key from")
+
+    def partition_cache(self, layout: str, owns: Owns) -> Partition:
+        """A gallery cache over one partition of every tenant (what a shard holds; see
+        :mod:`faceseal.vault.partition_view`). ``layout`` names its snapshot directory."""
+        self._check_open()
+        return partition_cache(
+            home=self._home, key_dir=Path(self._config.key_store_dir), layout=layout, owns=owns,
+            store=self._store, sealer=self._sealer, subject_keys=self._subject_keys,
+            data_keys=self._data_keys, models=self._models, vault_id=self._config.vault_id,
+            keyset_id=self._config.keyset_id)
+
+    def change_head(self, tenant: str) -> int:
+        """The tenant's newest committed change (an id count, no biometric data)."""
+        self._check_open()
+        return self._store.change_head(tenant)
+
+    def _proposals(self, tenant: str, spec: ModelSpec, probes: np.ndarray[Any, Any],
+                   top_k: int) -> tuple[list[list[Any]], int, int]:
+        """identify's answer for each probe (exact, re-ranked), the gallery size and the damaged
+        count: from this process's gallery, or from the shards when sharded."""
+        shards = self._root._shards
+        if shards is not None:
+            head = self._store.change_head(tenant)
+            proposed, size, damaged = shards.propose(tenant, spec, probes, proposals(top_k), head)
+            with ExactRanker(self._store, self._sealer, tenant, spec) as ranker:
+                found = [ranker.rank(probe, p, top_k)
+                         for probe, p in zip(probes, proposed, strict=True)]
+                self._cache.note_damaged(ranker.damaged)
+            return found, size, damaged
+        with self._cache.holding():
+            # Every change committed by any process is applied before the gallery answers.
+            gallery, damaged = self._cache.fresh(tenant, spec)
+            if gallery is None:
+                local: list[list[Any]] = [[] for _ in probes]
+            elif len(probes) == 1:
+                local = [gallery.search(probes[0], proposals(top_k))]
+            else:
+                local = gallery.search_many(probes, proposals(top_k))
+            with ExactRanker(self._store, self._sealer, tenant, spec) as ranker:
+                found = [ranker.rank(probe, p, top_k)
+                         for probe, p in zip(probes, local, strict=True)]
+                self._cache.note_damaged(ranker.damaged)
+            return found, (len(gallery) if gallery else 0), damaged
+
     # --- operations ------------------------------------------------------------------------------
 
     def enroll(
@@ -771,14 +841,8 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         limit = terms.threshold
         encoding = self._reader(face_index).read_probe(probe, spec).encoding
         self._answers.admit(op.principal, spec, [encoding])
-        with self._cache.holding():
-            # Every change committed by any process is applied before the gallery answers.
-            gallery, damaged = self._cache.fresh(tenant, spec)
-            proposed = gallery.search(encoding, proposals(top_k)) if gallery else []
-            with ExactRanker(self._store, self._sealer, tenant, spec) as ranker:
-                matches = ranker.rank(encoding, proposed, top_k)
-                self._cache.note_damaged(ranker.damaged)
-            size = len(gallery) if gallery else 0
+        found, size, damaged = self._proposals(tenant, spec, encoding[None, :], top_k)
+        matches = found[0]
         candidates = [Candidate(m.subject_id, m.distance, m.distance <= limit, m.template_id)
                       for m in matches]
         result = IdentifyResult(tenant, spec.model_id, limit, top_k, candidates, size, damaged)
@@ -888,15 +952,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
                            for item in items])
         try:
             self._answers.admit(op.principal, spec, matrix)
-            with self._cache.holding():
-                gallery, damaged = self._cache.fresh(tenant, spec)
-                proposed = (gallery.search_many(matrix, proposals(top_k)) if gallery
-                            else [[] for _ in matrix])
-                with ExactRanker(self._store, self._sealer, tenant, spec) as ranker:
-                    found = [ranker.rank(probe, p, top_k)
-                             for probe, p in zip(matrix, proposed, strict=True)]
-                    self._cache.note_damaged(ranker.damaged)
-                size = len(gallery) if gallery else 0
+            found, size, damaged = self._proposals(tenant, spec, matrix, top_k)
         finally:
             matrix.fill(0.0)
         results = [
@@ -966,6 +1022,9 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         self._cache.after_erase(tenant, subject_id, template_ids)
         if shred_snapshot:
             self._cache.shred_snapshot(tenant)
+        shards = self._root._shards
+        if shards is not None:  # the owning shard drops it and replaces its snapshot
+            shards.erased(tenant, subject_id, template_ids)
         destroyed = self._subject_keys.destroy(tenant, subject_id)
         log.debug("erased a subject: %d template(s)", len(template_ids))
         return len(template_ids), destroyed

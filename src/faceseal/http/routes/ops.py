@@ -27,7 +27,8 @@ async def health() -> dict[str, str]:
 async def ready(service: ServiceDep) -> Response:
     readiness = await service.run(service.vault.readiness)
     body = ReadinessResponse(ready=readiness.ready, checks=readiness.checks,
-                             caught_up=readiness.behind == 0, changes_behind=readiness.behind)
+                             caught_up=readiness.behind == 0, changes_behind=readiness.behind,
+                             shards=readiness.shards)
     return JSONResponse(body.model_dump(), status_code=200 if readiness.ready else 503)
 
 
