@@ -72,6 +72,12 @@ SERVER_MODULES = frozenset({"fastapi", "uvicorn", "multipart", "python_multipart
 @click.option("--follow-interval", type=click.FloatRange(min=0.01, max=3600), default=1.0,
               show_default=True,
               help="Seconds between checks of the change log while idle (PostgreSQL notifies).")
+@click.option("--shards", type=click.IntRange(min=0, max=4096), default=0, show_default=True,
+              help="Answer identify from N shard actors on Ray (the cluster extra), each holding "
+              "a keyed-hash partition of every tenant; 0: this process's gallery.")
+@click.option("--ray-address", default=None, metavar="ADDR",
+              help="Start the shards on this existing Ray cluster (TLS required beyond the "
+              "loopback) instead of an embedded one; see docs/scale-out.md.")
 @click.option("--no-openapi", is_flag=True, help="Do not serve /openapi.json.")
 @click.option("--debug", is_flag=True, help="Log at DEBUG.")
 @click.option("-v", "--verbose", count=True, help="Log at INFO (one access line per request).")
@@ -82,7 +88,8 @@ def serve(vault_dir: Path | None, host: str, port: int, port_file: Path | None,
           max_detect_pixels: int, photo_requests_per_principal: int, request_timeout: float,
           auth_failures_per_key: int, auth_failures_per_client: int, threads: int,
           limit_concurrency: int | None, rate_limits: str, follow_interval: float,
-          no_openapi: bool, debug: bool, verbose: int) -> None:
+          shards: int, ray_address: str | None, no_openapi: bool, debug: bool,
+          verbose: int) -> None:
     """Serve the vault over HTTP (JSON API under /v1, OpenAPI at /openapi.json).
 
     The vault is opened once without an API key; every request authenticates with its own
@@ -118,7 +125,7 @@ def serve(vault_dir: Path | None, host: str, port: int, port_file: Path | None,
             host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
             ssl_ca_certs=ssl_ca_certs, client_certs=client_certs,
             trusted_proxies=trusted_proxies, root_path=root_path, port_file=port_file,
-            limit_concurrency=limit_concurrency,
+            limit_concurrency=limit_concurrency, shards=shards, ray_address=ray_address,
             log_level="debug" if debug else ("info" if verbose else "warning"),
         )
         serve_vault(vault_dir, settings, options, passphrase=passphrase_from_env_or_prompt)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from faceseal.errors import InvalidInput
+from faceseal.errors import InvalidInput, UserError
 from faceseal.http.settings import Settings
 from faceseal.keys.env_secrets import scrub_environment
 from faceseal.keys.process_guard import protect_process
@@ -55,11 +55,19 @@ class ServerOptions:
     limit_concurrency: int | None = None
     keep_alive_seconds: int = 5
     log_level: str = "info"
+    #: Shard actors answering identify (0: this process's gallery); docs/scale-out.md.
+    shards: int = 0
+    #: An existing Ray cluster to start them on (None: an embedded one on the loopback).
+    ray_address: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
         if not 0 <= self.port <= 65535:
             raise InvalidInput("the port must be within 0..65535")
+        if not 0 <= self.shards <= 4096:
+            raise InvalidInput("--shards must be within 0..4096")
+        if self.ray_address is not None and not self.shards:
+            raise InvalidInput("--ray-address needs --shards N")
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise InvalidInput("TLS needs both --ssl-certfile and --ssl-keyfile")
         if self.client_certs not in CLIENT_CERT_MODES:
@@ -130,8 +138,13 @@ def serve_vault(
     except BaseException:
         sock.close()
         raise
+    shards: Any = None
     try:
         vault.follow_changes(settings.follow_interval)
+        if options.shards:
+            # Before the environment is scrubbed: an embedded Ray's workers inherit it (the
+            # keyring passphrase, if any, which each shard needs to open the vault itself).
+            shards = _start_shards(vault, options, settings.follow_interval)
         app = create_app(vault, settings)
         config = uvicorn.Config(
             app,
@@ -170,8 +183,24 @@ def serve_vault(
             server.run(sockets=[sock])
     finally:
         sock.close()
+        if shards is not None:
+            from faceseal.cluster.launch import detach  # noqa: PLC0415 - the cluster extra
+
+            detach(vault, shards)
         vault.close()  # overwrites decrypted templates, writes the final audit checkpoint
     log.info("faceseal: stopped")
+
+
+def _start_shards(vault: Vault, options: ServerOptions, follow_interval: float) -> Any:
+    try:
+        from faceseal.cluster.launch import attach  # noqa: PLC0415 - the cluster extra
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.split(".")[0] != "ray":
+            raise
+        raise UserError("--shards needs the cluster extra (Ray is not installed); run: "
+                        "pip install 'faceseal[cluster]'") from None
+    return attach(vault, options.shards, ray_address=options.ray_address,
+                  follow_interval=follow_interval)
 
 
 class _Stopped(BaseException):
