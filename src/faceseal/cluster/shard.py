@@ -50,6 +50,15 @@ class ShardAnswer:
     proposals: list[list[Proposal]] = field(default_factory=list)
 
 
+def _rss_bytes() -> int:
+    """This process's resident memory (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def _passphrase() -> SecretBytes | None:
     value = os.environ.get(PASSPHRASE_ENV)
     return SecretBytes(value.encode()) if value else None
@@ -148,6 +157,9 @@ class ShardCore:
             "node": socket.gethostname(),
             "healthy": self.healthy and self._thread.is_alive(),
             "behind": sum(lag.values()),
+            "gallery_bytes": sum(g.nbytes() for t in states
+                                 for g in cache.galleries_of(t).values()),
+            "rss_bytes": _rss_bytes(),
             "tenants": {tenant: {"applied": state.applied, "templates": state.templates,
                                  "damaged": state.damaged,
                                  "source": cache.loads.get(tenant, {}).get("source")}
