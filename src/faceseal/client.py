@@ -347,8 +347,10 @@ class FacesealClient:
         if response.status_code in (200, 503) and _media_type(response) == "application/json":
             body = response.json()
             checks = body.get("checks", {})
+            shards = body.get("shards") or {}
             return Readiness({str(k): str(v) for k, v in checks.items()},
-                             int(body.get("changes_behind", 0)))
+                             int(body.get("changes_behind", 0)),
+                             {str(k): str(v) for k, v in shards.items()})
         raise self._error(response)
 
     def metrics(self) -> str:

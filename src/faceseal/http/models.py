@@ -359,9 +359,9 @@ class ReadinessResponse(_Response):
     changes_behind: int = Field(description="Changes committed to the store (by any process) "
                                 "that this replica has not applied yet, over all loaded "
                                 "tenants.")
-    shards: dict[str, str] = Field(default_factory=dict, description='Sharded galleries only '
-                                   '(serve --shards): per shard number, "ok", "behind", '
-                                   '"loading" or "down".')
+    shards: dict[str, str] | None = Field(default=None, description='Sharded galleries only '
+                                          '(serve --shards; absent otherwise): per shard '
+                                          'number, "ok", "behind" or "down".')
 
 
 class Problem(BaseModel):

@@ -57,7 +57,7 @@ class ShardedGalleries(Protocol):
         before this returns."""
 
     def states(self) -> dict[str, str]:
-        """Per shard ("0", "1", ...): "ok", "behind", "loading" or "down"."""
+        """Per shard ("0", "1", ...): "ok", "behind" or "down"."""
 
 
 class PartitionStore:

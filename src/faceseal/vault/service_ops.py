@@ -55,7 +55,7 @@ class Readiness:
     checks: dict[str, str] = field(default_factory=dict)
     #: Changes committed by any process that this process's loaded galleries lack (0: caught up).
     behind: int = 0
-    #: Per shard of a sharded gallery ("0", "1", ...): "ok", "behind", "loading" or "down".
+    #: Per shard of a sharded gallery ("0", "1", ...): "ok", "behind" or "down".
     shards: dict[str, str] = field(default_factory=dict)
 
     @property
