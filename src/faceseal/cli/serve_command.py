@@ -8,13 +8,14 @@ import click
 
 from faceseal.cli.common import passphrase_from_env_or_prompt
 from faceseal.cli.group import given_on_command_line, global_options
-from faceseal.cli.output import Output, configure_logging
+from faceseal.cli.logs import configure_logging
+from faceseal.cli.output import Output
 from faceseal.errors import UserError
 from faceseal.vault.paths import HOME_ENV
 
 #: The top-level modules the server extra installs.
 SERVER_MODULES = frozenset({"fastapi", "uvicorn", "multipart", "python_multipart", "httpx",
-                            "anyio", "pydantic", "starlette"})
+                            "anyio", "pydantic", "starlette", "jinja2", "markupsafe"})
 
 
 @click.command()
@@ -79,6 +80,10 @@ SERVER_MODULES = frozenset({"fastapi", "uvicorn", "multipart", "python_multipart
               help="Start the shards on this existing Ray cluster (TLS required beyond the "
               "loopback) instead of an embedded one; see docs/scale-out.md.")
 @click.option("--no-openapi", is_flag=True, help="Do not serve /openapi.json.")
+@click.option("--no-console", is_flag=True, help="Do not serve the browser console under /ui.")
+@click.option("--console-idle-timeout", type=click.FloatRange(min=1, max=86400), default=900.0,
+              show_default=True, help="Seconds without a request after which a console "
+              "session is signed out.")
 @click.option("--debug", is_flag=True, help="Log at DEBUG.")
 @click.option("-v", "--verbose", count=True, help="Log at INFO (one access line per request).")
 def serve(vault_dir: Path | None, host: str, port: int, port_file: Path | None,
@@ -88,9 +93,10 @@ def serve(vault_dir: Path | None, host: str, port: int, port_file: Path | None,
           max_detect_pixels: int, photo_requests_per_principal: int, request_timeout: float,
           auth_failures_per_key: int, auth_failures_per_client: int, threads: int,
           limit_concurrency: int | None, rate_limits: str, follow_interval: float,
-          shards: int, ray_address: str | None, no_openapi: bool, debug: bool,
-          verbose: int) -> None:
-    """Serve the vault over HTTP (JSON API under /v1, OpenAPI at /openapi.json).
+          shards: int, ray_address: str | None, no_openapi: bool, no_console: bool,
+          console_idle_timeout: float, debug: bool, verbose: int) -> None:
+    """Serve the vault over HTTP (JSON API under /v1, OpenAPI at /openapi.json, the browser
+    console under /ui).
 
     The vault is opened once without an API key; every request authenticates with its own
     (Authorization: Bearer fsk_...). Stop with Ctrl-C or SIGTERM. See docs/http.md.
@@ -102,6 +108,7 @@ def serve(vault_dir: Path | None, host: str, port: int, port_file: Path | None,
     output = Output(debug=debug)
     configure_logging(debug, verbose)
     try:
+        from faceseal.http.console.settings import ConsoleSettings  # noqa: PLC0415
         from faceseal.http.server import ServerOptions, serve_vault  # noqa: PLC0415
         from faceseal.http.settings import Settings  # noqa: PLC0415
     except ModuleNotFoundError as error:
@@ -128,6 +135,8 @@ def serve(vault_dir: Path | None, host: str, port: int, port_file: Path | None,
             limit_concurrency=limit_concurrency, shards=shards, ray_address=ray_address,
             log_level="debug" if debug else ("info" if verbose else "warning"),
         )
-        serve_vault(vault_dir, settings, options, passphrase=passphrase_from_env_or_prompt)
+        console = ConsoleSettings(enabled=not no_console, idle_timeout=console_idle_timeout)
+        serve_vault(vault_dir, settings, options, passphrase=passphrase_from_env_or_prompt,
+                    console=console)
     except Exception as error:
         output.fail(error)

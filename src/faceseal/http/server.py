@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from faceseal.errors import InvalidInput, UserError
+from faceseal.http.console.settings import ConsoleSettings
 from faceseal.http.settings import Settings
 from faceseal.keys.env_secrets import scrub_environment
 from faceseal.keys.process_guard import protect_process
@@ -117,6 +118,7 @@ def serve_vault(
     *,
     passphrase: Callable[[], Any],
     announce: Callable[[str], None] | None = None,
+    console: ConsoleSettings | None = None,
 ) -> None:
     """Open the vault at ``home`` (unbound) and serve it until SIGINT/SIGTERM; then close it."""
     import uvicorn  # noqa: PLC0415 - the server extra
@@ -128,8 +130,8 @@ def serve_vault(
     protect_process()
     sock = bind_socket(options.host, options.port)
 
-    def encoder() -> DlibResNetEncoder:
-        return DlibResNetEncoder(max_pixels=settings.max_image_pixels,
+    def encoder(**vault_settings: Any) -> DlibResNetEncoder:
+        return DlibResNetEncoder(**vault_settings, max_pixels=settings.max_image_pixels,
                                  max_bytes=settings.max_body_bytes,
                                  max_detect_pixels=settings.max_detect_pixels)
 
@@ -145,7 +147,7 @@ def serve_vault(
             # Before the environment is scrubbed: an embedded Ray's workers inherit it (the
             # keyring passphrase, if any, which each shard needs to open the vault itself).
             shards = _start_shards(vault, options, settings.follow_interval)
-        app = create_app(vault, settings)
+        app = create_app(vault, settings, console)
         config = uvicorn.Config(
             app,
             ssl_certfile=_path(options.ssl_certfile),
