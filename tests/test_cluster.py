@@ -140,6 +140,13 @@ def test_a_killed_shard_fails_closed_then_recovers_without_loss(sharded: Sharded
     probes = _probes(sharded, 200, seed=2)
     with reopen_vault(sharded.home) as single:
         expected = _answers(single.identify_many(probes, top_k=TOP_K))
+    # Shard 1 has written its snapshot (erasures in earlier tests destroy it; it is rewritten
+    # within seconds), so its restart can load from it.
+    layout = Partitioner(sharded.front.partition_key(), SHARDS).layout(1)
+    deadline = time.monotonic() + 60
+    while not list((sharded.home / "shards" / layout).rglob("*.snap")):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
     before = sharded.shards.statuses()[1]
     assert before is not None
     os.kill(before["pid"], signal.SIGKILL)

@@ -27,6 +27,7 @@ from typing import Any, Protocol, cast
 import numpy as np
 import numpy.typing as npt
 
+from faceseal.crypto.partition import Partitioner, parse_layout
 from faceseal.crypto.secret import SecretBytes
 from faceseal.keys.datakeys import DataKeyManager
 from faceseal.keys.files import ensure_private_dir
@@ -140,3 +141,32 @@ def partition_cache(*, home: Path, key_dir: Path, layout: str, owns: Owns,
     snapshots = SnapshotStore(snapshot_home, snapshot_keys, data_keys, as_store,
                               vault_id=vault_id, keyset_id=keyset_id)
     return Partition(GalleryCache(as_store, sealer, keys, snapshots, models), view)
+
+
+def shred_shard_snapshots(*, home: Path, key_dir: Path, tenant: str, subject_id: str,
+                          partition_key: SecretBytes, data_keys: DataKeyManager,
+                          store: TemplateStore, vault_id: str, keyset_id: bytes) -> int:
+    """After an erasure, by any process: destroy the snapshot of ``tenant`` held by the shard
+    that owns ``subject_id``, in every shard layout on disk (running or not), so no shard
+    snapshot copied before the erasure can bring the subject back. The shard itself rewrites
+    it (a running one within a follow interval; a stopped one when it next loads). Returns how
+    many layouts' snapshots were destroyed."""
+    root = key_dir / "shards"
+    if not root.is_dir():
+        return 0
+    destroyed = 0
+    for directory in sorted(root.iterdir()):
+        layout = parse_layout(directory.name)
+        if layout is None or not directory.is_dir():
+            continue
+        fingerprint, index, shards = layout
+        if 1 <= shards <= 4096:
+            partitioner = Partitioner(partition_key, shards)
+            # A layout of this vault whose owner is another shard holds no copy of the subject.
+            if partitioner.fingerprint() == fingerprint \
+                    and partitioner.shard_of(tenant, subject_id) != index:
+                continue
+        SnapshotStore(home / "shards" / directory.name, directory, data_keys, store,
+                      vault_id=vault_id, keyset_id=keyset_id).discard(tenant)
+        destroyed += 1
+    return destroyed

@@ -111,7 +111,13 @@ from faceseal.vault.ids import check_id
 from faceseal.vault.integrity import IntegrityUpgrade
 from faceseal.vault.inventory import InventorySigner
 from faceseal.vault.legacy_import import LegacyImportOptions, LegacyImportResult, import_table
-from faceseal.vault.partition_view import Owns, Partition, ShardedGalleries, partition_cache
+from faceseal.vault.partition_view import (
+    Owns,
+    Partition,
+    ShardedGalleries,
+    partition_cache,
+    shred_shard_snapshots,
+)
 from faceseal.vault.paths import default_home, default_keyring_dir
 from faceseal.vault.policy_ops import PolicyOperations
 from faceseal.vault.records import NewTemplate, RecordSealer
@@ -690,6 +696,17 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
             data_keys=self._data_keys, models=self._models, vault_id=self._config.vault_id,
             keyset_id=self._config.keyset_id)
 
+    def _shred_shard_snapshots(self, tenant: str, subject_id: str) -> None:
+        key = self.partition_key()
+        try:
+            shred_shard_snapshots(
+                home=self._home, key_dir=Path(self._config.key_store_dir), tenant=tenant,
+                subject_id=subject_id, partition_key=key, data_keys=self._data_keys,
+                store=self._store, vault_id=self._config.vault_id,
+                keyset_id=self._config.keyset_id)
+        finally:
+            key.wipe()
+
     def change_head(self, tenant: str) -> int:
         """The tenant's newest committed change (an id count, no biometric data)."""
         self._check_open()
@@ -1063,8 +1080,9 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         self._cache.after_erase(tenant, subject_id, template_ids)
         if shred_snapshot:
             self._cache.shred_snapshot(tenant)
+        self._shred_shard_snapshots(tenant, subject_id)
         shards = self._root._shards
-        if shards is not None:  # the owning shard drops it and replaces its snapshot
+        if shards is not None:  # the owning shard drops it from memory now
             shards.erased(tenant, subject_id, template_ids)
         destroyed = self._subject_keys.destroy(tenant, subject_id)
         log.debug("erased a subject: %d template(s)", len(template_ids))
