@@ -707,11 +707,6 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         finally:
             key.wipe()
 
-    def change_head(self, tenant: str) -> int:
-        """The tenant's newest committed change (an id count, no biometric data)."""
-        self._check_open()
-        return self._store.change_head(tenant)
-
     def _proposals(self, tenant: str, spec: ModelSpec, probes: np.ndarray[Any, Any],
                    top_k: int) -> tuple[list[list[Any]], int, int]:
         """identify's answer for each probe (exact, re-ranked), the gallery size and the damaged
