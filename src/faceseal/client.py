@@ -47,7 +47,6 @@ from faceseal.vault.bulk import BulkEnrollResult
 from faceseal.vault.config import DEFAULT_TENANT
 from faceseal.vault.disclosure import TenantPolicy
 from faceseal.vault.results import (
-    Candidate,
     EnrollResult,
     EraseResult,
     IdentifyResult,
@@ -55,7 +54,6 @@ from faceseal.vault.results import (
     VerifyResult,
 )
 from faceseal.vault.rotation import (
-    DataKeyState,
     DataRotation,
     KekRotation,
     KeyStatus,
@@ -158,7 +156,7 @@ class FacesealClient:
             body["model"] = model
         data = self._call("POST", _path("v1", "tenants", tenant, "subjects", subject_id,
                                         "templates"), json=body, request_id=request_id)
-        return EnrollResult(**data)
+        return EnrollResult.from_dict(data)
 
     def enroll_photos(self, subject_id: str, photos: Iterable[PhotoSource], *,
                       tenant: str = DEFAULT_TENANT, face_index: int | None = None,
@@ -171,20 +169,20 @@ class FacesealClient:
         data = self._call("POST", _path("v1", "tenants", tenant, "subjects", subject_id,
                                         "photos"), files=files,
                           fields=_fields(face_index=face_index), request_id=request_id)
-        return EnrollResult(**data)
+        return EnrollResult.from_dict(data)
 
     def subjects(self, *, tenant: str = DEFAULT_TENANT,
                  request_id: str | None = None) -> list[SubjectInfo]:
         data = self._call("GET", _path("v1", "tenants", tenant, "subjects"),
                           request_id=request_id)
-        return [SubjectInfo(**s) for s in data["subjects"]]
+        return [SubjectInfo.from_dict(s) for s in data["subjects"]]
 
     def erase(self, subject_id: str, *, tenant: str = DEFAULT_TENANT,
               request_id: str | None = None) -> EraseResult:
         """Erase the subject's templates and destroy its key material (crypto-shredding)."""
         data = self._call("DELETE", _path("v1", "tenants", tenant, "subjects", subject_id),
                           request_id=request_id)
-        return EraseResult(**data)
+        return EraseResult.from_dict(data)
 
     # --- matching --------------------------------------------------------------------------------
 
@@ -202,7 +200,7 @@ class FacesealClient:
         else:
             body = _without_none(encoding=encoding, threshold=threshold, model=model)
             data = self._call("POST", base, json=body, request_id=request_id)
-        return VerifyResult(**data)
+        return VerifyResult.from_dict(data)
 
     def identify(self, probe: Probe, *, tenant: str = DEFAULT_TENANT, top_k: int = 5,
                  threshold: float | None = None, model: str | None = None,
@@ -221,7 +219,7 @@ class FacesealClient:
             body = _without_none(encoding=encoding, top_k=top_k, threshold=threshold,
                                  model=model)
             data = self._call("POST", base, json=body, request_id=request_id)
-        return _identify_result(data)
+        return IdentifyResult.from_dict(data)
 
     # --- batches ---------------------------------------------------------------------------------
 
@@ -241,7 +239,7 @@ class FacesealClient:
             body["model"] = model
         data = self._call("POST", _path("v1", "tenants", tenant, "batch", "enroll"), json=body,
                           request_id=request_id)
-        return BulkEnrollResult(**data)
+        return BulkEnrollResult.from_dict(data)
 
     def identify_many(self, probes: npt.ArrayLike, *, tenant: str = DEFAULT_TENANT,
                       top_k: int = 5, threshold: float | None = None, model: str | None = None,
@@ -255,7 +253,7 @@ class FacesealClient:
                              model=model)
         data = self._call("POST", _path("v1", "tenants", tenant, "batch", "identify"),
                           json=body, request_id=request_id)
-        return [_identify_result(r) for r in data["results"]]
+        return [IdentifyResult.from_dict(r) for r in data["results"]]
 
     # --- tenants ---------------------------------------------------------------------------------
 
@@ -263,7 +261,7 @@ class FacesealClient:
                       request_id: str | None = None) -> TenantPolicy:
         """What the tenant's answers reveal, and its configured thresholds (admin or auditor)."""
         data = self._call("GET", _path("v1", "tenants", tenant, "policy"), request_id=request_id)
-        return TenantPolicy(**data)
+        return TenantPolicy.from_dict(data)
 
     def set_tenant_policy(self, tenant: str = DEFAULT_TENANT, *,
                           disclosure_level: str | None = None,
@@ -273,7 +271,7 @@ class FacesealClient:
         body = _without_none(disclosure=disclosure_level, thresholds=thresholds)
         data = self._call("PUT", _path("v1", "tenants", tenant, "policy"), json=body,
                           request_id=request_id)
-        return TenantPolicy(**data)
+        return TenantPolicy.from_dict(data)
 
     # --- principals ------------------------------------------------------------------------------
 
@@ -299,25 +297,26 @@ class FacesealClient:
 
     def key_status(self, *, request_id: str | None = None) -> KeyStatus:
         data = self._call("GET", "/v1/keys", request_id=request_id)
-        data_keys = [DataKeyState(**k) for k in data.pop("data_keys")]
-        return KeyStatus(data_keys=data_keys, **data)
+        return KeyStatus.from_dict(data)
 
     def rotate_kek(self, *, request_id: str | None = None) -> KekRotation:
         """New KEK version; every data key rewrapped; no record re-encrypted."""
-        return KekRotation(**self._call("POST", "/v1/keys/kek/rotate", request_id=request_id))
+        return KekRotation.from_dict(self._call("POST", "/v1/keys/kek/rotate",
+                                                   request_id=request_id))
 
     def rewrap_data_keys(self, *, request_id: str | None = None) -> KekRotation:
-        return KekRotation(**self._call("POST", "/v1/keys/kek/rewrap", request_id=request_id))
+        return KekRotation.from_dict(self._call("POST", "/v1/keys/kek/rewrap",
+                                                   request_id=request_id))
 
     def rotate_data_keys(self, *, request_id: str | None = None) -> DataRotation:
         """New data-key version; every record re-encrypted (resumable: call again after a
         timeout to finish)."""
-        return DataRotation(**self._call("POST", "/v1/keys/data/rotate",
+        return DataRotation.from_dict(self._call("POST", "/v1/keys/data/rotate",
                                          request_id=request_id))
 
     def retire_data_keys(self, below: int, *, request_id: str | None = None) -> Retirement:
-        return Retirement(**self._call("POST", "/v1/keys/data/retire", json={"below": below},
-                                       request_id=request_id))
+        return Retirement.from_dict(self._call("POST", "/v1/keys/data/retire",
+                                               json={"below": below}, request_id=request_id))
 
     # --- audit -----------------------------------------------------------------------------------
 
@@ -491,11 +490,6 @@ def _probe(probe: Probe) -> tuple[bytes | None, list[float] | None]:
     if array.ndim != 1:
         raise InvalidInput("a probe encoding must be 1-D")
     return None, array.tolist()
-
-
-def _identify_result(data: dict[str, Any]) -> IdentifyResult:
-    candidates = [Candidate(**c) for c in data.pop("candidates")]
-    return IdentifyResult(candidates=candidates, **data)
 
 
 def _numbers(values: object) -> npt.NDArray[np.float64]:

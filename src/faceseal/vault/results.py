@@ -1,17 +1,71 @@
-"""Typed results of vault operations. None of them carries an encoding."""
+"""Typed results of vault operations. None of them carries an encoding.
+
+Each result type is the one definition of its shape: the Python API returns it, the HTTP service
+serves it as its response model (pydantic reads these dataclasses: the field types, and the
+docstring under a field as its description in the OpenAPI document), the CLI prints its
+:meth:`Result.to_dict`, and the HTTP client rebuilds it with :meth:`Result.from_dict`. Adding a
+field here adds it everywhere (``tests/test_result_schemas.py``).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal, Self
+
+#: How pydantic reads a result as a response model: unknown fields refused, the docstring under a
+#: field is its description, and every field is required in what is served (the service always
+#: sends them all). A plain dict (pydantic's ConfigDict is a TypedDict), so the vault itself
+#: needs no pydantic.
+SCHEMA_CONFIG: dict[str, Any] = {"extra": "forbid", "use_attribute_docstrings": True,
+                                 "json_schema_serialization_defaults_required": True}
+
+#: What an answer reveals: exact distances, a band, or the decision only.
+Disclosure = Literal["exact", "band", "decision"]
+#: The coarse band a non-exact answer gives.
+Score = Literal["strong", "match", "none"]
 
 
 @dataclass(frozen=True)
 class Result:
-    """Base of every typed result: a frozen dataclass that turns into a JSON-ready dict."""
+    """Base of every typed result: a frozen dataclass that turns into a JSON-ready dict and
+    back."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = SCHEMA_CONFIG
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """The result from its JSON form (:meth:`to_dict`, what the service serves), nested
+        results rebuilt from their field types. Fields this version does not know are ignored
+        (a newer service may send more)."""
+        return typing.cast(Self, _build(cls, data))
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    return cls(**{f.name: _value(hints[f.name], data[f.name])
+                  for f in dataclasses.fields(cls) if f.name in data})
+
+
+def _value(hint: Any, value: Any) -> Any:
+    """``value`` (JSON) as the field type ``hint`` wants it: nested results rebuilt."""
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _value(options[0], value) if len(options) == 1 else value
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return [_value(item, v) for v in value]
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return _build(hint, value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -35,18 +89,18 @@ class VerifyResult(Result):
     tenant: str
     subject_id: str
     match: bool
-    #: The exact distance; None unless the caller may see exact distances (docs/threat-model.md).
     distance: float | None
+    """The exact distance: only for principals holding the calibrator role, else null."""
     threshold: float
     model_id: str
-    #: The closest template; None when it is not disclosed (no match without exact disclosure).
     template_id: str | None
-    #: Templates of this subject that failed their integrity check and were left out.
+    """The closest template; null on a non-match unless the disclosure is exact."""
     damaged_template_ids: list[str] = field(default_factory=list)
-    #: A coarse band (``strong``, ``match``, ``none``) when the disclosure level gives one.
-    score: str | None = None
-    #: What this answer reveals: ``exact``, ``band`` or ``decision``.
-    disclosure: str = "exact"
+    """Templates of this subject that failed their integrity check and were left out."""
+    score: Score | None = None
+    """A coarse band (strong, match, none); null when the tenant's disclosure is 'decision'."""
+    disclosure: Disclosure = "exact"
+    """What this answer reveals: exact, band or decision."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +110,7 @@ class Candidate(Result):
     distance: float | None
     match: bool
     template_id: str
-    score: str | None = None
+    score: Score | None = None
 
 
 @dataclass(frozen=True)
@@ -68,13 +122,15 @@ class IdentifyResult(Result):
     threshold: float
     top_k: int
     candidates: list[Candidate]
+    """Closest first. Every top-k candidate with its distance for calibrators; otherwise only
+    the candidates within the threshold."""
     #: How many templates the gallery searched.
     gallery_size: int
     #: How many templates of the tenant are damaged and were left out of the search.
     damaged_templates: int = 0
     #: What this answer reveals: ``exact`` (every top-k candidate with its distance), ``band``
     #: or ``decision`` (only the candidates within the threshold).
-    disclosure: str = "exact"
+    disclosure: Disclosure = "exact"
 
     @property
     def best(self) -> Candidate | None:
