@@ -4,10 +4,12 @@ serves (its response models) and what the client returns, so a field is added in
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Any
 
 from fastapi import FastAPI
 
+from faceseal.access.roles import Role, RoleName
 from faceseal.http import Settings, create_app
 from faceseal.vault import Vault
 from faceseal.vault.bulk import BulkEnrollResult
@@ -46,7 +48,12 @@ def test_every_served_result_is_the_vault_type_field_for_field(vault: Vault) -> 
                 assert resolved["additionalProperties"] is False, path
     assert served >= {"EnrollResult", "VerifyResult", "IdentifyResult", "EraseResult",
                       "TenantPolicy", "BulkEnrollResult", "KeyStatus", "KekRotation",
-                      "DataRotation", "Retirement"}
+                      "DataRotation", "Retirement", "PrincipalInfo", "NewPrincipalInfo",
+                      "ChainReport"}
+
+
+def test_role_names_are_the_roles() -> None:
+    assert set(typing.get_args(RoleName)) == {role.value for role in Role}
 
 
 def test_adding_a_field_to_a_result_type_is_one_edit() -> None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import ssl
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -39,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from faceseal import errors
+from faceseal.access.principals import NewPrincipalInfo, PrincipalInfo
 from faceseal.audit.chain import ChainReport
 from faceseal.crypto.secret import SecretBytes
 from faceseal.encoders.files import is_encoding_file, load_encodings_file
@@ -81,30 +81,6 @@ class ApiError(FacesealError):
     status: int = 0
     request_id: str | None = None
     problem: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class PrincipalInfo:
-    name: str
-    roles: list[str]
-    tenant: str | None  # None: every tenant
-    all_tenants: bool
-    key_id: str
-    created_at: float
-    revoked_at: float | None
-    active: bool
-    #: False: the stored row's MAC fails (written without the vault's key); it is refused.
-    verified: bool = True
-
-
-@dataclass(frozen=True)
-class NewPrincipalInfo(PrincipalInfo):
-    """A principal just created, and its API key, shown this once."""
-
-    api_key: str = ""
-
-    def __repr__(self) -> str:
-        return f"NewPrincipalInfo(name={self.name!r}, api_key=<redacted>)"
 
 
 class FacesealClient:
@@ -277,7 +253,7 @@ class FacesealClient:
 
     def principals(self, *, request_id: str | None = None) -> list[PrincipalInfo]:
         data = self._call("GET", "/v1/principals", request_id=request_id)
-        return [PrincipalInfo(**p) for p in data["principals"]]
+        return [PrincipalInfo.from_dict(p) for p in data["principals"]]
 
     def add_principal(self, name: str, roles: Sequence[str], *, tenant: str | None = None,
                       all_tenants: bool = False,
@@ -287,11 +263,11 @@ class FacesealClient:
         if all_tenants:
             body["all_tenants"] = True
         data = self._call("POST", "/v1/principals", json=body, request_id=request_id)
-        return NewPrincipalInfo(**data)
+        return NewPrincipalInfo.from_dict(data)
 
     def revoke_principal(self, name: str, *, request_id: str | None = None) -> PrincipalInfo:
         data = self._call("DELETE", _path("v1", "principals", name), request_id=request_id)
-        return PrincipalInfo(**data)
+        return PrincipalInfo.from_dict(data)
 
     # --- keys (admin over every tenant) ----------------------------------------------------------
 
@@ -331,7 +307,7 @@ class FacesealClient:
 
     def audit_verify(self, *, request_id: str | None = None) -> ChainReport:
         data = self._call("GET", "/v1/audit/verify", request_id=request_id)
-        return ChainReport(**data)
+        return ChainReport.from_dict(data)
 
     # --- operations ------------------------------------------------------------------------------
 

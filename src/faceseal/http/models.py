@@ -3,10 +3,14 @@ and response models (what the OpenAPI document promises and schemathesis checks)
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from faceseal.access.principals import NewPrincipalInfo, PrincipalInfo
+from faceseal.access.roles import RoleName
+from faceseal.audit.chain import Break, ChainReport
+from faceseal.audit.log import AuditEventInfo
 from faceseal.encoders.validation import MAX_ABS_VALUE, MAX_DIMENSION, MIN_DIMENSION
 from faceseal.vault.bulk import BulkEnrollResult
 from faceseal.vault.disclosure import TenantPolicy
@@ -53,7 +57,6 @@ Threshold = Annotated[float, Field(gt=0, le=1e6, description="A stricter thresho
                                    "tenant's configured one (a looser one is refused with 422); "
                                    "a match is distance <= threshold.")]
 
-RoleName = Literal["admin", "enroller", "verifier", "identifier", "auditor", "calibrator"]
 
 
 def _integral(value: object) -> object:
@@ -177,72 +180,23 @@ class TenantPolicyRequest(_Request):
                     "left out keep their value.")
 
 
-class PrincipalModel(_Response):
-    name: str
-    roles: list[RoleName]
-    tenant: str | None
-    all_tenants: bool
-    key_id: str
-    created_at: float
-    revoked_at: float | None
-    active: bool
-    verified: bool = Field(description="False when the stored row's MAC does not verify: it "
-                           "was written without the vault's key and is refused.")
-
-
-class NewPrincipalResponse(PrincipalModel):
-    api_key: str = Field(description="The principal's API key, shown this once; faceseal keeps "
-                         "only a hash of it.")
+PrincipalModel = PrincipalInfo
+NewPrincipalResponse = NewPrincipalInfo
 
 
 class PrincipalsResponse(_Response):
-    principals: list[PrincipalModel]
+    principals: list[PrincipalInfo]
 
 
-class AuditEventModel(_Response):
-    seq: int
-    event_id: str
-    time: str
-    occurred_at: float
-    principal: str
-    role: str
-    action: str
-    tenant: str | None
-    subject_id: str | None
-    template_ids: list[str]
-    outcome: str
-    request_id: str
-    detail: dict[str, Any]
-    prev_mac: str
-    mac: str
-    verified: bool = Field(description="Whether the event's own MAC holds; false marks an event "
-                           "written without the audit key (forged or edited).")
+AuditEventModel = AuditEventInfo
 
 
 class AuditEventsResponse(_Response):
-    events: list[AuditEventModel]
+    events: list[AuditEventInfo]
 
 
-class ChainBreakModel(_Response):
-    seq: int
-    event_id: str | None
-    problem: str
-
-
-class ChainReportModel(_Response):
-    ok: bool
-    events: int
-    head_seq: int
-    checkpoint_seq: int
-    first_broken_seq: int | None
-    first_broken_event_id: str | None
-    problem: str | None
-    checkpoints_checked: int
-    notes: list[str]
-    breaks: list[ChainBreakModel] = Field(description="Every break found (up to 1000), in log "
-                                          "order; the walk goes on past each one.")
-    break_count: int
-    verified_events: int = Field(description="Events whose own MAC holds.")
+ChainBreakModel = Break
+ChainReportModel = ChainReport
 
 
 class RetireRequest(_Request):

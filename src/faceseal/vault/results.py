@@ -4,68 +4,26 @@ Each result type is the one definition of its shape: the Python API returns it, 
 serves it as its response model (pydantic reads these dataclasses: the field types, and the
 docstring under a field as its description in the OpenAPI document), the CLI prints its
 :meth:`Result.to_dict`, and the HTTP client rebuilds it with :meth:`Result.from_dict`. Adding a
-field here adds it everywhere (``tests/test_result_schemas.py``).
+field here adds it everywhere (``tests/test_result_schemas.py``). The base,
+:class:`faceseal.schema.Result`, sits in the top layer so that the audit and access layers'
+results (``ChainReport``, ``PrincipalInfo``) share it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Literal, Self
+from dataclasses import dataclass, field
+from typing import Literal
 
-#: How pydantic reads a result as a response model: unknown fields refused, the docstring under a
-#: field is its description, and every field is required in what is served (the service always
-#: sends them all). A plain dict (pydantic's ConfigDict is a TypedDict), so the vault itself
-#: needs no pydantic.
-SCHEMA_CONFIG: dict[str, Any] = {"extra": "forbid", "use_attribute_docstrings": True,
-                                 "json_schema_serialization_defaults_required": True}
+from faceseal.schema import SCHEMA_CONFIG, Result
+
+# Result and SCHEMA_CONFIG are re-exported: the base every result type shares.
+__all__ = ["SCHEMA_CONFIG", "Candidate", "CheckResult", "Disclosure", "EnrollResult",
+           "EraseResult", "IdentifyResult", "Result", "Score", "SubjectInfo", "VerifyResult"]
 
 #: What an answer reveals: exact distances, a band, or the decision only.
 Disclosure = Literal["exact", "band", "decision"]
 #: The coarse band a non-exact answer gives.
 Score = Literal["strong", "match", "none"]
-
-
-@dataclass(frozen=True)
-class Result:
-    """Base of every typed result: a frozen dataclass that turns into a JSON-ready dict and
-    back."""
-
-    __pydantic_config__: ClassVar[dict[str, Any]] = SCHEMA_CONFIG
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        """The result from its JSON form (:meth:`to_dict`, what the service serves), nested
-        results rebuilt from their field types. Fields this version does not know are ignored
-        (a newer service may send more)."""
-        return typing.cast(Self, _build(cls, data))
-
-
-def _build(cls: type, data: dict[str, Any]) -> Any:
-    hints = typing.get_type_hints(cls)
-    return cls(**{f.name: _value(hints[f.name], data[f.name])
-                  for f in dataclasses.fields(cls) if f.name in data})
-
-
-def _value(hint: Any, value: Any) -> Any:
-    """``value`` (JSON) as the field type ``hint`` wants it: nested results rebuilt."""
-    if value is None:
-        return None
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(hint) if a is not type(None)]
-        return _value(options[0], value) if len(options) == 1 else value
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        return [_value(item, v) for v in value]
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return _build(hint, value)
-    return value
 
 
 @dataclass(frozen=True)
