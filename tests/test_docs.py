@@ -9,6 +9,7 @@ import os
 import re
 
 import click
+import pytest
 from click.testing import CliRunner
 
 from faceseal.cli import cli
@@ -114,3 +115,17 @@ def test_every_setting_is_an_option_and_an_environment_variable() -> None:
     assert Settings(**{item.name: context.params[item.name] for item, _ in specs()}) == Settings()
     given = serve.make_context("serve", ["--timeout", "12"])
     assert given.params["request_timeout"] == 12.0
+
+
+def test_a_setting_comes_from_its_environment_variable_and_the_flag_wins(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from faceseal.cli.serve_command import serve
+
+    monkeypatch.setenv("FACESEAL_REQUEST_TIMEOUT", "7.5")
+    monkeypatch.setenv("FACESEAL_OPENAPI", "false")
+    from_env = serve.make_context("serve", [])
+    assert (from_env.params["request_timeout"], from_env.params["openapi"]) == (7.5, False)
+    assert serve.make_context("serve", ["--timeout", "3"]).params["request_timeout"] == 3.0
+    monkeypatch.setenv("FACESEAL_MAX_PHOTOS", "101")  # outside the setting's bounds
+    with pytest.raises(click.BadParameter, match="101"):
+        serve.make_context("serve", [])
