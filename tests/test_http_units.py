@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from faceseal.access.counters import MemoryCounters
 from faceseal.client import _path
@@ -106,17 +107,23 @@ def test_metrics_render_prometheus_text() -> None:
     metrics.finished("BREW", "unmatched", 401, 0.001)
     metrics.match("verify", True)
     text = metrics.render()
-    assert 'faceseal_http_requests_total{method="POST",route="/v1/x/{id}\\"\\\\",status="200"} 1' \
-        in text
-    assert 'faceseal_http_requests_total{method="OTHER",route="unmatched",status="401"} 1' in text
-    assert ('faceseal_http_request_duration_seconds_bucket{method="POST",route="/v1/x/{id}\\"\\\\"'
-            ',le="0.025"} 1') in text
-    assert ('faceseal_http_request_duration_seconds_bucket{method="POST",route="/v1/x/{id}\\"\\\\"'
-            ',le="0.01"} 0') in text
-    assert "faceseal_auth_failures_total 1" in text
-    assert "faceseal_http_requests_in_flight 0" in text
-    assert 'faceseal_matches_total{operation="verify",result="match"} 1' in text
     assert text.endswith("\n")
+    # Read back with prometheus-client's own parser: escaping and label order are its business.
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    route = '/v1/x/{id}"\\'
+    assert samples[("faceseal_http_requests_total",
+                    (("method", "POST"), ("route", route), ("status", "200")))] == 1
+    assert samples[("faceseal_http_requests_total",
+                    (("method", "OTHER"), ("route", "unmatched"), ("status", "401")))] == 1
+    bucket = "faceseal_http_request_duration_seconds_bucket"
+    assert samples[(bucket, (("le", "0.025"), ("method", "POST"), ("route", route)))] == 1
+    assert samples[(bucket, (("le", "0.01"), ("method", "POST"), ("route", route)))] == 0
+    assert samples[("faceseal_auth_failures_total", ())] == 1
+    assert samples[("faceseal_http_requests_in_flight", ())] == 0
+    assert samples[("faceseal_matches_total",
+                    (("operation", "verify"), ("result", "match")))] == 1
+    assert samples[("process_resident_memory_bytes", ())] > 0
 
 
 def test_internal_problems_say_nothing_and_log_no_exception_text(

@@ -19,7 +19,7 @@ from faceseal.vault.paths import HOME_ENV
 
 #: The top-level modules the server extra installs.
 SERVER_MODULES = frozenset({"fastapi", "uvicorn", "multipart", "python_multipart", "httpx",
-                            "anyio", "pydantic", "starlette"})
+                            "anyio", "pydantic", "starlette", "jinja2", "markupsafe"})
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -67,14 +67,19 @@ def settings_options(command: F) -> F:
 @click.option("--limit-concurrency", type=click.IntRange(min=1), default=None,
               help="Answer 503 beyond this many connections and requests at once.")
 @settings_options
+@click.option("--no-console", is_flag=True, help="Do not serve the browser console under /ui.")
+@click.option("--console-idle-timeout", type=click.FloatRange(min=1, max=86400), default=900.0,
+              show_default=True, help="Seconds without a request after which a console "
+              "session is signed out.")
 @click.option("--debug", is_flag=True, help="Log at DEBUG.")
 @click.option("-v", "--verbose", count=True, help="Log at INFO (one access line per request).")
 def serve(vault_dir: Path | None, host: str, port: int, port_file: Path | None,
           ssl_certfile: Path | None, ssl_keyfile: Path | None, ssl_ca_certs: Path | None,
           client_certs: str, trusted_proxies: tuple[str, ...], root_path: str,
-          limit_concurrency: int | None, debug: bool, verbose: int,
-          **settings_values: Any) -> None:
-    """Serve the vault over HTTP (JSON API under /v1, OpenAPI at /openapi.json).
+          limit_concurrency: int | None, no_console: bool, console_idle_timeout: float,
+          debug: bool, verbose: int, **settings_values: Any) -> None:
+    """Serve the vault over HTTP (JSON API under /v1, OpenAPI at /openapi.json, the browser
+    console under /ui).
 
     The vault is opened once without an API key; every request authenticates with its own
     (Authorization: Bearer fsk_...). Stop with Ctrl-C or SIGTERM. See docs/http.md.
@@ -86,6 +91,7 @@ def serve(vault_dir: Path | None, host: str, port: int, port_file: Path | None,
     output = Output(debug=debug)
     configure_logging(debug, verbose)
     try:
+        from faceseal.http.console.settings import ConsoleSettings  # noqa: PLC0415
         from faceseal.http.server import ServerOptions, serve_vault  # noqa: PLC0415
 
         importlib.import_module("faceseal.http.app")  # FastAPI and the rest of the extra
@@ -105,6 +111,8 @@ def serve(vault_dir: Path | None, host: str, port: int, port_file: Path | None,
             limit_concurrency=limit_concurrency,
             log_level="debug" if debug else ("info" if verbose else "warning"),
         )
-        serve_vault(vault_dir, settings, options, passphrase=passphrase_from_env_or_prompt)
+        console = ConsoleSettings(enabled=not no_console, idle_timeout=console_idle_timeout)
+        serve_vault(vault_dir, settings, options, passphrase=passphrase_from_env_or_prompt,
+                    console=console)
     except Exception as error:
         output.fail(error)

@@ -45,7 +45,14 @@ from faceseal.access.roles import (
     Role,
 )
 from faceseal.access.sealing import PrincipalSeal
-from faceseal.audit.events import OUTCOME_OK, SYSTEM, AuditEvent, DetailValue, new_request_id
+from faceseal.audit.events import (
+    OUTCOME_OK,
+    SYSTEM,
+    AuditEvent,
+    DetailValue,
+    check_request_id,
+    new_request_id,
+)
 from faceseal.audit.integrity import RowAuthenticator
 from faceseal.audit.log import AuditLog
 from faceseal.audit.state import AUDIT_STATE_FILE, AuditState
@@ -508,6 +515,16 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         view._caller, view._principal = caller, principal
         view._root, view._closed = self._root, False
         view.bootstrap_admin_key = None
+        return view
+
+    def for_request(self, request_id: str) -> Vault:
+        """This view again, its audit events tagged with ``request_id``. A console session keeps
+        the view its sign-in bound (its credential, never the key) and tags each page's events
+        with that page's request id; the key is re-checked on every operation as usual."""
+        self._check_open()
+        view = Vault.__new__(Vault)
+        view.__dict__.update(self.__dict__)
+        view._caller = Caller(self._caller.credential, check_request_id(request_id))
         return view
 
     def _bind(self, api_key: str) -> None:
