@@ -14,6 +14,7 @@ from faceseal.cli.group import given_on_command_line, global_options
 from faceseal.cli.logs import configure_logging
 from faceseal.cli.output import Output
 from faceseal.errors import UserError
+from faceseal.http.console.settings import DEFAULT_IDLE_SECONDS
 from faceseal.http.settings import Settings, env_var, specs
 from faceseal.vault.paths import HOME_ENV
 
@@ -68,7 +69,8 @@ def settings_options(command: F) -> F:
               help="Answer 503 beyond this many connections and requests at once.")
 @settings_options
 @click.option("--no-console", is_flag=True, help="Do not serve the browser console under /ui.")
-@click.option("--console-idle-timeout", type=click.FloatRange(min=1, max=86400), default=900.0,
+@click.option("--console-idle-timeout", type=click.FloatRange(min=1, max=86400),
+              default=DEFAULT_IDLE_SECONDS,
               show_default=True, help="Seconds without a request after which a console "
               "session is signed out.")
 @click.option("--debug", is_flag=True, help="Log at DEBUG.")
