@@ -1148,7 +1148,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         """New KEK version in the provider; every data key and the audit key rewrapped; no
         record re-encrypted."""
         self._check_open()
-        return self._run_audited(KEYS_ROTATE, self._rotate_kek,
+        return self._run_audited(KEYS_ROTATE, self._rotate_kek, key_operation=True,
                                  describe=lambda r: {"kind": "kek", "kek_version": r.kek_version,
                                                      "rewrapped": r.data_keys_rewrapped})
 
@@ -1162,7 +1162,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         """Rewrap data keys (and the audit key) still under an older KEK version (finishes an
         interrupted ``rotate_kek``)."""
         self._check_open()
-        return self._run_audited(KEYS_ROTATE, self._rewrap_data_keys,
+        return self._run_audited(KEYS_ROTATE, self._rewrap_data_keys, key_operation=True,
                                  describe=lambda r: {"kind": "rewrap",
                                                      "rewrapped": r.data_keys_rewrapped})
 
@@ -1182,7 +1182,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         idempotent, safe to kill)."""
         self._check_open()
         return self._run_audited(
-            KEYS_ROTATE, lambda: self._rotate_data_keys(batch_size, progress),
+            KEYS_ROTATE, lambda: self._rotate_data_keys(batch_size, progress), key_operation=True,
             describe=lambda r: {"kind": "data", "data_key_version": r.target_version,
                                 "reencrypted": r.records_reencrypted,
                                 "remaining": r.records_remaining})
@@ -1196,6 +1196,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         """Refuse data-key versions below ``below`` from now on, once no record needs them."""
         self._check_open()
         return self._run_audited(KEYS_RETIRE, lambda: self._retire_data_keys(below),
+                                 key_operation=True,
                                  describe=lambda r: {"min_decrypt_version": r.min_decrypt_version})
 
     def _retire_data_keys(self, below: int) -> rotation.Retirement:
@@ -1208,7 +1209,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         self._check_open()
         return self._run_audited(KEYS_MIGRATE,
                                  lambda: self._migrate_keys(to_uri, passphrase, progress),
-                                 describe=lambda r: {"to": check_uri(r.to_uri)})
+                                 key_operation=True, describe=lambda r: {"to": check_uri(r.to_uri)})
 
     def _migrate_keys(self, to_uri: str, passphrase: PassphraseSource,
                       progress: Progress | None) -> rotation.Migration:
