@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import anyio
+import httpx
 
 from .ray_tls import TLS_FILES  # before Ray is imported: it reads RAY_USE_TLS once
 
@@ -28,6 +30,7 @@ from faceseal.cluster.front import RayShards
 from faceseal.cluster.launch import attach, detach, is_loopback_address
 from faceseal.cluster.partition import Partitioner
 from faceseal.errors import InvalidInput, ShardUnavailable
+from faceseal.http.app import create_app
 from faceseal.http.problems import status_for
 from faceseal.vault import Vault
 
@@ -192,3 +195,18 @@ def test_a_remote_cluster_without_tls_is_refused(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(InvalidInput, match="TLS"):
         attach(sharded.front, 2, ray_address="10.1.2.3:6379")
     assert sharded.front.shards is sharded.shards  # nothing changed
+
+
+def test_readyz_reports_every_shard(sharded: Sharded) -> None:
+    async def readyz(app: object) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://shards") as http:
+            return await http.get("/readyz")
+
+    with Vault.open(sharded.home) as served:  # unbound, as faceseal serve opens it
+        served.use_shards(sharded.shards)
+        ready = anyio.run(readyz, create_app(served))
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["checks"]["shards"] == "ok"
+    assert body["shards"] == {str(i): "ok" for i in range(SHARDS)}
