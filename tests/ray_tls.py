@@ -3,7 +3,9 @@ that turns TLS on.
 
 Ray's native core reads ``RAY_USE_TLS`` once, when the ``ray`` package is first imported, so
 this module must be imported before Ray (test_cluster imports it first); it refuses to run
-after. The files live in a private temporary directory removed at exit.
+after. It names the files then; :func:`write_certificates` writes them before the cluster
+starts, for the addresses Ray itself picks. They live in a private temporary directory removed
+at exit.
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 TLS_FILES = ("RAY_TLS_SERVER_CERT", "RAY_TLS_SERVER_KEY", "RAY_TLS_CA_CERT")
+_FILES = dict(zip(TLS_FILES, ("node.crt", "node.key", "ca.crt"), strict=True))
 
 
-def _addresses() -> set[str]:
-    """The addresses Ray may listen on here: loopback and the one it picks by default (the
-    interface of the default route, as Ray finds it)."""
-    found = {"127.0.0.1"}
+def _addresses(extra: set[str]) -> set[str]:
+    """The addresses Ray may listen on here: loopback, the one Ray picks (``extra``) and the
+    interface of the default route."""
+    found = {"127.0.0.1", *extra}
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         probe.connect(("192.0.2.1", 9))  # no packet is sent: only the route is looked up
@@ -44,7 +47,13 @@ def _addresses() -> set[str]:
     return found
 
 
-def _write(directory: Path) -> dict[str, str]:
+def write_certificates(addresses: set[str]) -> None:
+    """A CA and a node certificate valid for ``addresses`` (and the loopback), at the paths the
+    environment names."""
+    _write(_DIR, addresses)
+
+
+def _write(directory: Path, addresses: set[str]) -> dict[str, str]:
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "faceseal test ray ca")])
@@ -55,7 +64,7 @@ def _write(directory: Path) -> dict[str, str]:
           .sign(ca_key, hashes.SHA256()))
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = [x509.DNSName("localhost")]
-    names += [x509.IPAddress(ipaddress.ip_address(a)) for a in sorted(_addresses())]
+    names += [x509.IPAddress(ipaddress.ip_address(a)) for a in sorted(_addresses(addresses))]
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ray node")]))
             .issuer_name(ca_name).public_key(key.public_key())
@@ -63,8 +72,7 @@ def _write(directory: Path) -> dict[str, str]:
             .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .sign(ca_key, hashes.SHA256()))
-    paths = dict(zip(TLS_FILES, (directory / "node.crt", directory / "node.key",
-                                 directory / "ca.crt"), strict=True))
+    paths = {name: directory / file for name, file in _FILES.items()}
     paths["RAY_TLS_CA_CERT"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths["RAY_TLS_SERVER_CERT"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     paths["RAY_TLS_SERVER_KEY"].write_bytes(key.private_bytes(
@@ -78,4 +86,4 @@ if "ray" in sys.modules:
     raise RuntimeError("tests/ray_tls.py must be imported before Ray (RAY_USE_TLS is read once)")
 _DIR = Path(tempfile.mkdtemp(prefix="faceseal-ray-tls-"))
 atexit.register(shutil.rmtree, _DIR, ignore_errors=True)
-os.environ.update(_write(_DIR), RAY_USE_TLS="1")
+os.environ.update({name: str(_DIR / file) for name, file in _FILES.items()}, RAY_USE_TLS="1")

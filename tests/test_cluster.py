@@ -20,7 +20,7 @@ import pytest
 import anyio
 import httpx
 
-from .ray_tls import TLS_FILES  # before Ray is imported: it reads RAY_USE_TLS once
+from .ray_tls import TLS_FILES, write_certificates  # first: Ray reads RAY_USE_TLS once
 
 import ray
 from ray.cluster_utils import Cluster
@@ -49,6 +49,7 @@ TOP_K = 5
 def ray_cluster() -> Iterator[Cluster]:
     assert os.environ.get("RAY_USE_TLS") == "1"
     assert os.environ.get(TLS_FILES[0])
+    write_certificates({ray.util.get_node_ip_address()})  # the address Ray will use here
     cluster = Cluster(initialize_head=True,
                       head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
