@@ -94,7 +94,7 @@ from faceseal.vault.bulk import BulkEnrollResult, check_batch, seal_and_store
 from faceseal.vault.config import CONFIG_FILE, DEFAULT_TENANT, VaultConfig
 from faceseal.vault.config_seal import check_config, seal_config
 from faceseal.vault.enrol_checks import subject_warnings
-from faceseal.vault.exact_rank import ExactRanker, proposals
+from faceseal.vault.exact_rank import ExactRanker
 from faceseal.vault.face_choice import FaceChoices
 from faceseal.vault.follower import DEFAULT_INTERVAL as DEFAULT_FOLLOW_INTERVAL
 from faceseal.vault.follower import ChangeFollower
@@ -774,9 +774,9 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         with self._cache.holding():
             # Every change committed by any process is applied before the gallery answers.
             gallery, damaged = self._cache.fresh(tenant, spec)
-            proposed = gallery.search(encoding, proposals(top_k)) if gallery else []
             with ExactRanker(self._store, self._sealer, tenant, spec) as ranker:
-                matches = ranker.rank(encoding, proposed, top_k)
+                # Bounded first pass, then every candidate it cannot exclude ranked exactly.
+                matches = gallery.search(encoding, top_k, ranker.exact) if gallery else []
                 self._cache.note_damaged(ranker.damaged)
             size = len(gallery) if gallery else 0
         candidates = [Candidate(m.subject_id, m.distance, m.distance <= limit, m.template_id)
@@ -890,11 +890,9 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
             self._answers.admit(op.principal, spec, matrix)
             with self._cache.holding():
                 gallery, damaged = self._cache.fresh(tenant, spec)
-                proposed = (gallery.search_many(matrix, proposals(top_k)) if gallery
-                            else [[] for _ in matrix])
                 with ExactRanker(self._store, self._sealer, tenant, spec) as ranker:
-                    found = [ranker.rank(probe, p, top_k)
-                             for probe, p in zip(matrix, proposed, strict=True)]
+                    found = (gallery.search_many(matrix, top_k, ranker.exact) if gallery
+                             else [[] for _ in matrix])
                     self._cache.note_damaged(ranker.damaged)
                 size = len(gallery) if gallery else 0
         finally:
