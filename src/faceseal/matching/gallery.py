@@ -69,6 +69,9 @@ TEXT_IDS = "text"
 #: ``exact(subject_id, probe)``: the subject's closest template and its exact float64 distance
 #: to ``probe`` (the caller's probe, as given), or None when the subject has none any more.
 ExactFn = Callable[[str, npt.NDArray[np.floating]], tuple[str, float] | None]
+#: ``prefetch(subject_ids)``: the exact function will be asked about these subjects (every one
+#: of them), so it may open them in one go.
+PrefetchFn = Callable[[list[str]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +101,7 @@ class Bounds(NamedTuple):
 
 
 #: The arrays a gallery is made of, in snapshot order.
-SECTION_NAMES = ("codes", "scales", "norms", "errors", "subjects", "template_ids",
+SECTION_NAMES = ("center", "codes", "scales", "norms", "errors", "subjects", "template_ids",
                  "subject_names")
 
 
@@ -124,6 +127,10 @@ class Gallery:
         self._code_of: dict[str, int] = {}
         self._max_err = 0.0
         self._max_norm = 0.0
+        # Euclidean distances do not change when both sides move by the same vector; face
+        # encodings share a large common part (dlib's: norm ~1.2 of ~1.4), so codes of x - centre
+        # have a third of the quantisation error of codes of x, and the bound excludes more.
+        self._center = LockedArray((dimension,), np.float64)
         self._lock = threading.RLock()
         self._allocate(max(capacity, 1))
 
@@ -149,7 +156,7 @@ class Gallery:
     @property
     def memory_locked(self) -> bool:
         """Whether every array holding decrypted data is locked against swapping."""
-        parts = (self._codes, self._scale, self._norms, self._err)
+        parts = (self._codes, self._scale, self._norms, self._err, self._center)
         return all(p is not None and p.locked for p in parts)
 
     def nbytes(self) -> int:
@@ -243,10 +250,13 @@ class Gallery:
             raise ValueError("ids and vectors do not line up with the gallery dimension")
         if count == 0:
             return
-        prepared = self._prepare(vectors)
+        prepared = self._prepare(vectors, centred=False)
         if not np.isfinite(prepared).all():
             raise ValueError("vectors must be finite")
         with self._lock:
+            if self._size == 0 and self._metric == "euclidean":
+                self._center.array[:] = prepared.mean(axis=0)
+            prepared -= self._center.array
             encoded_ids = self._encode_ids(template_ids)
             start = self._size
             self._reserve(start + count)
@@ -317,11 +327,15 @@ class Gallery:
             array[last] = np.zeros((), dtype=array.dtype) if array.dtype.kind == "V" else 0
         self._size = last
 
-    def _prepare(self, vectors: npt.NDArray[np.floating]) -> FloatMatrix:
+    def _prepare(self, vectors: npt.NDArray[np.floating], *, centred: bool = True) -> FloatMatrix:
+        """float64 copies in the space the codes live in: unit length (cosine) or minus the
+        centre (Euclidean; the centre is zero for cosine)."""
         prepared = np.array(vectors, dtype=np.float64, copy=True)
         if self._metric == "cosine":
             norms = np.linalg.norm(prepared, axis=1, keepdims=True)
             prepared /= np.where(norms == 0.0, 1.0, norms)
+        elif centred:
+            prepared -= self._center.array
         return prepared
 
     def clear(self) -> None:
@@ -337,6 +351,7 @@ class Gallery:
             self._names.clear()
             self._code_of.clear()
             self._max_err = self._max_norm = 0.0
+            self._center.array.fill(0.0)
             self._allocate(1)
 
     # --- what is held ----------------------------------------------------------------------------
@@ -347,6 +362,7 @@ class Gallery:
             n = self._size
             scale = self._arr(self._scale)[:n].astype(np.float64)[:, None]
             held: FloatMatrix = scale * self._arr(self._codes)[:n].astype(np.float64)
+            held += self._center.array
             return held
 
     def errors(self) -> FloatMatrix:
@@ -394,16 +410,18 @@ class Gallery:
                          (high - low) / 2)
 
     def search(self, probe: npt.NDArray[np.floating], top_k: int,
-               exact: ExactFn | None = None) -> list[Match]:
+               exact: ExactFn | None = None, prefetch: PrefetchFn | None = None) -> list[Match]:
         """The ``top_k`` closest distinct subjects, each with its closest template.
 
         With ``exact`` the answer is exact (see the module docstring); without it, ranked by the
-        approximate distances, each within its :attr:`Match.error`.
+        approximate distances, each within its :attr:`Match.error`. ``prefetch`` is told the
+        subjects ``exact`` will certainly be asked about (the first ``top_k`` candidates).
         """
-        return self.search_many(np.asarray(probe).reshape(1, -1), top_k, exact)[0]
+        return self.search_many(np.asarray(probe).reshape(1, -1), top_k, exact, prefetch)[0]
 
     def search_many(self, probes: npt.NDArray[np.floating], top_k: int,
-                    exact: ExactFn | None = None) -> list[list[Match]]:
+                    exact: ExactFn | None = None,
+                    prefetch: PrefetchFn | None = None) -> list[list[Match]]:
         """:meth:`search` for each row of ``probes`` (one scan of the gallery for all of them)."""
         probes = self._check_probes(probes, top_k)
         missing: set[str] = set()
@@ -411,6 +429,9 @@ class Gallery:
             bounds = self.candidates_many(probes, top_k, exclude=missing)
             if exact is None:
                 return [self._approximate(b, top_k) for b in bounds]
+            if prefetch is not None:  # the re-rank opens at least the first top_k of each
+                prefetch(list(dict.fromkeys(b.subject_id for found in bounds
+                                            for b in found[:top_k])))
             found = [_rerank(b, probe, top_k, exact, missing)
                      for b, probe in zip(bounds, probes, strict=True)]
             if all(f is not None for f in found):
@@ -599,6 +620,7 @@ class Gallery:
         live, inverse = np.unique(self._subj[:n], return_inverse=True)
         names = "\x00".join(self._names[int(c)] for c in live).encode()
         return [
+            ("center", self._center.array),
             ("codes", self._arr(self._codes)[:n]),
             ("scales", self._arr(self._scale)[:n]),
             ("norms", self._arr(self._norms)[:n]),
@@ -624,6 +646,7 @@ class Gallery:
     def load_targets(self, rows: int) -> dict[str, npt.NDArray[Any]]:
         """Writable arrays for the first ``rows`` rows (a snapshot is decrypted straight in)."""
         return {
+            "center": self._center.array,
             "codes": self._arr(self._codes)[:rows],
             "scales": self._arr(self._scale)[:rows],
             "norms": self._arr(self._norms)[:rows],
@@ -648,6 +671,9 @@ class Gallery:
         errors = self._arr(self._err)[:rows]
         if rows and not (np.isfinite(errors).all() and errors.min() >= 0):
             raise ValueError("row errors out of range")
+        if not np.isfinite(self._center.array).all() or (
+                self._metric == "cosine" and np.any(self._center.array)):
+            raise ValueError("centre out of range")
         self._max_err = float(errors.max()) if rows else 0.0
         self._max_norm = float(self._arr(self._norms)[:rows].max()) if rows else 0.0
 

@@ -15,6 +15,7 @@ the gallery was loaded) is left out and the bound recomputed without it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,18 +62,30 @@ class ExactRanker:
     def _subject(self, subject_id: str) -> _Opened:
         found = self._opened.get(subject_id)
         if found is None:
-            rows = self._store.subject_templates(self._tenant, subject_id)
-            opened, damaged = self._sealer.open(rows)
-            self.damaged.extend(damaged)
-            found = _Opened()
-            for item in opened:
-                if item.row.model_id == self._spec.model_id:
-                    found.encodings.append(item.encoding)
-                    found.template_ids.append(item.row.template_id)
-                else:
-                    item.encoding.fill(0)
-            self._opened[subject_id] = found
+            self.prefetch([subject_id])
+            found = self._opened[subject_id]
         return found
+
+    def prefetch(self, subject_ids: Sequence[str]) -> None:
+        """Open the records of subjects the re-rank will certainly need, in one go: their
+        secrets in one read and one pass of :meth:`RecordSealer.open` (the gallery's
+        ``prefetch`` function; per-subject reads cost a secrets query each)."""
+        wanted = [s for s in dict.fromkeys(subject_ids) if s not in self._opened]
+        if not wanted:
+            return
+        rows = [row for subject in wanted
+                for row in self._store.subject_templates(self._tenant, subject)]
+        opened, damaged = self._sealer.open(rows)
+        self.damaged.extend(damaged)
+        for subject in wanted:
+            self._opened[subject] = _Opened()
+        for item in opened:
+            if item.row.model_id == self._spec.model_id and item.row.subject_id in self._opened:
+                found = self._opened[item.row.subject_id]
+                found.encodings.append(item.encoding)
+                found.template_ids.append(item.row.template_id)
+            else:
+                item.encoding.fill(0)
 
     def exact(self, subject_id: str, probe: np.ndarray[Any, Any]) -> tuple[str, float] | None:
         """The subject's closest template to ``probe`` and the float64 distance (the gallery's

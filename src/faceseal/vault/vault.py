@@ -776,7 +776,8 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
             gallery, damaged = self._cache.fresh(tenant, spec)
             with ExactRanker(self._store, self._sealer, tenant, spec) as ranker:
                 # Bounded first pass, then every candidate it cannot exclude ranked exactly.
-                matches = gallery.search(encoding, top_k, ranker.exact) if gallery else []
+                matches = (gallery.search(encoding, top_k, ranker.exact, ranker.prefetch)
+                           if gallery else [])
                 self._cache.note_damaged(ranker.damaged)
             size = len(gallery) if gallery else 0
         candidates = [Candidate(m.subject_id, m.distance, m.distance <= limit, m.template_id)
@@ -891,7 +892,8 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
             with self._cache.holding():
                 gallery, damaged = self._cache.fresh(tenant, spec)
                 with ExactRanker(self._store, self._sealer, tenant, spec) as ranker:
-                    found = (gallery.search_many(matrix, top_k, ranker.exact) if gallery
+                    found = (gallery.search_many(matrix, top_k, ranker.exact, ranker.prefetch)
+                             if gallery
                              else [[] for _ in matrix])
                     self._cache.note_damaged(ranker.damaged)
                 size = len(gallery) if gallery else 0
