@@ -124,9 +124,12 @@ def seal_record(
     return header + key.encrypt(plaintext, context.associated_data(header))
 
 
-def open_record(key: AeadKey, record: bytes, context: RecordContext) -> FloatArray:
-    """Open a v1 record; returns the encoding with its original dtype and shape, or raises."""
-    header = parse_header(record)
+def open_record(key: AeadKey, record: bytes, context: RecordContext,
+                header: RecordHeader | None = None) -> FloatArray:
+    """Open a v1 record; returns the encoding with its original dtype and shape, or raises.
+    ``header``: what :func:`parse_header` returned for this very record, if already parsed."""
+    if header is None:
+        header = parse_header(record)
     header_bytes = record[:HEADER_BYTES]
     plaintext = key.decrypt(record[HEADER_BYTES:], context.associated_data(header_bytes))
     stored, native = _OPEN_DTYPES[header.dtype]

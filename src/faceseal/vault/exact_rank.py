@@ -73,8 +73,7 @@ class ExactRanker:
         wanted = [s for s in dict.fromkeys(subject_ids) if s not in self._opened]
         if not wanted:
             return
-        rows = [row for subject in wanted
-                for row in self._store.subject_templates(self._tenant, subject)]
+        rows = self._store.subjects_templates(self._tenant, wanted)
         opened, damaged = self._sealer.open(rows)
         self.damaged.extend(damaged)
         for subject in wanted:
