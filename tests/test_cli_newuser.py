@@ -91,7 +91,7 @@ def test_global_options_before_the_command(cli_vault: CliVault, tmp_path: Path) 
 
 def test_verify_checks_the_subject_before_encoding(cli_vault: CliVault,
                                                    faces_dir: Path) -> None:
-    def no_encoding() -> object:
+    def no_encoding(**_: object) -> object:
         raise AssertionError("the photo was encoded for a subject that does not exist")
 
     keys = vault_keys(cli_vault.home)

@@ -159,6 +159,36 @@ def test_face_index_picks_each_person(
     assert pairs == {(True, False), (False, True)}
 
 
+def test_encode_all_detects_once_and_equals_each_index(
+    encoder: DlibResNetEncoder, two_people: NDArray[np.uint8], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one_by_one = [encoder.encode(two_people, face_index=i) for i in (0, 1)]
+    searches = 0
+    detect = DlibResNetEncoder._detect
+
+    def counted(self: DlibResNetEncoder, pixels: NDArray[np.uint8]) -> object:
+        nonlocal searches
+        searches += 1
+        return detect(self, pixels)
+
+    monkeypatch.setattr(DlibResNetEncoder, "_detect", counted)
+    every = encoder.encode_all(two_people)
+    assert searches == 1
+    assert [face.box for face in every] == encoder.detect(two_people)
+    for face, alone in zip(every, one_by_one, strict=True):
+        np.testing.assert_array_equal(face.encoding, alone)
+    assert "encoding" not in repr(every[0])  # an encoding is biometric data
+
+
+def test_encode_all_without_a_face_is_empty(encoder: DlibResNetEncoder) -> None:
+    assert encoder.encode_all(np.full((64, 64, 3), 128, dtype=np.uint8)) == []
+
+
+def test_encode_photo_all_reads_the_file(encoder: DlibResNetEncoder, faces_dir: Path) -> None:
+    every = encoder.encode_photo_all(faces_dir / "two-people.jpg")
+    assert len(every) == 2
+
+
 @pytest.mark.parametrize("face_index", [2, 17, -1])
 def test_face_index_out_of_range(
     encoder: DlibResNetEncoder, two_people: NDArray[np.uint8], face_index: int

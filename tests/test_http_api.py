@@ -562,6 +562,9 @@ def test_metrics_count_requests_and_matches_but_name_nobody(
     assert re.search(r"faceseal_auth_failures_total [1-9]", text)
     assert re.search(r"faceseal_access_denials_total \d", text)
     assert "faceseal_http_request_duration_seconds_bucket" in text
+    # The process's own figures, from prometheus-client's collectors.
+    assert re.search(r"^process_resident_memory_bytes [0-9.e+]+$", text, re.MULTILINE)
+    assert re.search(r"^process_cpu_seconds_total [0-9.e+]+$", text, re.MULTILINE)
     for name in (secret_subject, "acme", "enroller", "verifier", "test-worker", "0123456789abcdef",
                  *(key.split("_")[1] for key in served.keys.values())):
         assert name not in text

@@ -184,7 +184,7 @@ def test_slow_request_times_out_with_503(limited: Served) -> None:
     assert 1.5 < elapsed < 10
     with limited.http() as http:
         metrics = http.get("/metrics").text
-    assert "faceseal_request_timeouts_total 1" in metrics
+    assert "faceseal_request_timeouts_total 1.0" in metrics
     assert "slow" not in subjects(limited)
 
 
@@ -243,7 +243,7 @@ def test_client_address_is_limited_and_cannot_spoof_another(strict_clients: Serv
         assert http.get(url, headers=good).status_code == 200
         # Liveness and metrics are not behind the limit.
         assert http.get("/healthz").status_code == 200
-        assert "faceseal_auth_rate_limited_total 3" in http.get("/metrics").text
+        assert "faceseal_auth_rate_limited_total 3.0" in http.get("/metrics").text
 
 
 def test_a_blocked_address_never_refuses_a_valid_key(tmp_path: Path) -> None:
@@ -539,4 +539,4 @@ def test_the_api_works_behind_a_root_path(tmp_path: Path) -> None:
             # The prefix does not take authentication away, and a missing key is a 401.
             assert http.get("/v1/tenants/acme/subjects").status_code == 401
         # Valid requests were never counted as failures: the address is not blocked.
-        assert "faceseal_auth_rate_limited_total 0" in httpx.get(server.url + "/metrics").text
+        assert "faceseal_auth_rate_limited_total 0.0" in httpx.get(server.url + "/metrics").text

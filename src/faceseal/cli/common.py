@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 import click
 
 from faceseal.cli.group import exit_on_broken_pipe, given_on_command_line, global_options
-from faceseal.cli.output import Output, configure_logging
+from faceseal.cli.logs import configure_logging
+from faceseal.cli.output import Output
 from faceseal.crypto.secret import SecretBytes
 from faceseal.errors import InvalidInput
 from faceseal.storage.postgres_url import is_postgres_url, parse_pg_url

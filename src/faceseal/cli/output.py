@@ -9,7 +9,6 @@ no transport).
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import traceback
 from collections.abc import Callable
@@ -119,10 +118,3 @@ class Output:
             click.echo(json.dumps({"error": body}, indent=2))
         click.echo(f"faceseal: error: {message}", err=True)
         raise SystemExit(status)
-
-
-def configure_logging(debug: bool, verbose: int) -> None:
-    level = logging.DEBUG if debug else (logging.INFO if verbose else logging.WARNING)
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("faceseal").setLevel(level)

@@ -8,7 +8,8 @@ import click
 
 from faceseal.cli.common import passphrase_from_env_or_prompt
 from faceseal.cli.group import given_on_command_line, global_options
-from faceseal.cli.output import Output, configure_logging
+from faceseal.cli.logs import configure_logging
+from faceseal.cli.output import Output
 from faceseal.errors import UserError
 from faceseal.vault.paths import HOME_ENV
 

@@ -76,13 +76,23 @@ sources_argument = click.argument(
 @click.option("--write-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Save the first admin's API key to this new file (0600) instead of printing "
                    "it.")
+@click.option("--upsample", type=click.IntRange(0, 3), default=1, show_default=True,
+              help="Photo encoder: upsample photos this many times before searching for faces "
+                   "(finds smaller faces; each step costs about 4x the time).")
+@click.option("--jitters", "num_jitters", type=click.IntRange(1, 100), default=1,
+              show_default=True,
+              help="Photo encoder: average each encoding over this many jittered crops (slower, "
+                   "slightly more stable). Fixed for the life of the vault.")
+@click.option("--landmarks", type=click.Choice(["5", "68"]), default="5", show_default=True,
+              help="Photo encoder: the 5- or 68-point landmark model that aligns faces. Fixed "
+                   "for the life of the vault.")
 @store_option
 @admin_url_option
 @common_options
 def init(output: Output, vault_dir: Path | None, keyring_dir: Path | None, key_uri: str | None,
          insecure_key_server: bool, use_passphrase: bool, force_keyring_location: bool,
-         admin_name: str, write_key: Path | None, store_url: str | None,
-         admin_url: str | None) -> None:
+         admin_name: str, write_key: Path | None, upsample: int, num_jitters: int,
+         landmarks: str, store_url: str | None, admin_url: str | None) -> None:
     """Create a new vault, its keyring, and its first admin (whose API key is shown once)."""
     if write_key is not None and write_key.exists():
         raise click.UsageError(f"{write_key} exists already; refusing to overwrite it")
@@ -102,14 +112,16 @@ def init(output: Output, vault_dir: Path | None, keyring_dir: Path | None, key_u
     with Vault.create(vault_dir, keyring_dir=keyring_dir, passphrase=passphrase,
                       allow_keyring_in_vault_dir=force_keyring_location,
                       key_uri=key_uri, admin_name=admin_name, store_url=store_url,
-                      store_admin_url=admin_url) as vault:
+                      store_admin_url=admin_url,
+                      encoder_settings={"upsample": upsample, "num_jitters": num_jitters,
+                                        "landmarks": landmarks}) as vault:
         admin_key = vault.bootstrap_admin_key
         assert admin_key is not None
         document: dict[str, Any] = {
             "vault": str(vault.home), "vault_id": vault.vault_id,
             "keyring": vault.config.key_store_dir, "passphrase_sealed": use_passphrase,
             "admin": admin_name, "key_uri": vault.config.key_uri,
-            "store": vault.store_description}
+            "store": vault.store_description, "encoder": vault.config.encoder_settings()}
     if write_key is not None:
         write_key_file(write_key, admin_key)
         document["admin_key_file"] = str(write_key)

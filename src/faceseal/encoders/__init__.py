@@ -7,7 +7,7 @@ photo is first read or encoded. Reading ``.npy``/``.json`` encodings needs numpy
 
 from __future__ import annotations
 
-from faceseal.encoders.dlib_resnet import MODEL_ID, DlibResNetEncoder, FaceBox
+from faceseal.encoders.dlib_resnet import MODEL_ID, DlibResNetEncoder, EncodedFace, FaceBox
 from faceseal.encoders.files import is_encoding_file, load_encodings_file
 from faceseal.encoders.images import is_image_file, load_image
 from faceseal.encoders.validation import SUPPORTED_DTYPES, validate_encoding
@@ -16,6 +16,7 @@ __all__ = [
     "MODEL_ID",
     "SUPPORTED_DTYPES",
     "DlibResNetEncoder",
+    "EncodedFace",
     "FaceBox",
     "is_encoding_file",
     "is_image_file",

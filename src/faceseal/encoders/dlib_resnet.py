@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,9 +48,11 @@ __all__ = [
     "LARGEST",
     "MODEL_ID",
     "DlibResNetEncoder",
+    "EncodedFace",
     "FaceBox",
     "FaceChoice",
     "Landmarks",
+    "check_encoder_settings",
 ]
 
 MODEL_ID = "dlib-resnet-v1"
@@ -102,6 +104,14 @@ class FaceBox:
 
 
 @dataclass(frozen=True, slots=True)
+class EncodedFace:
+    """One face of a photo: where it is, and its 128-d encoding."""
+
+    box: FaceBox
+    encoding: NDArray[np.float64] = field(repr=False)  # an encoding is biometric data
+
+
+@dataclass(frozen=True, slots=True)
 class _Face:
     box: FaceBox
     rect: Any  # the dlib.rectangle the landmarks are predicted from (unclipped, as dlib gave it)
@@ -126,10 +136,7 @@ class DlibResNetEncoder:
         max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES,
         max_detect_pixels: int | None = DEFAULT_MAX_DETECT_PIXELS,
     ) -> None:
-        _check_option("upsample", upsample, 0, MAX_UPSAMPLE)
-        _check_option("num_jitters", num_jitters, 1, MAX_NUM_JITTERS)
-        if landmarks not in _PREDICTOR_FILES:
-            raise InvalidInput('landmarks must be "5" or "68"')
+        check_encoder_settings(upsample=upsample, num_jitters=num_jitters, landmarks=landmarks)
         _check_limit("max_pixels", max_pixels)
         _check_limit("max_bytes", max_bytes)
         if max_detect_pixels is not None:
@@ -150,6 +157,11 @@ class DlibResNetEncoder:
     @property
     def model_id(self) -> str:
         return MODEL_ID
+
+    @property
+    def encoding_settings(self) -> dict[str, object]:
+        """The settings that change the encoding itself (not only which faces are found)."""
+        return {"num_jitters": self._num_jitters, "landmarks": self._landmarks}
 
     @property
     def dimension(self) -> int:
@@ -186,6 +198,33 @@ class DlibResNetEncoder:
         faces = self._detect(pixels)
         chosen = _choose(faces, face_index, label)
         return self._describe(pixels, faces[chosen].rect, chosen, len(faces))
+
+    def encode_all(self, image: NDArray[np.uint8]) -> list[EncodedFace]:
+        """Encode every face of an RGB ``uint8`` image, in face-index order (an empty list when
+        there is none).
+
+        One detection pass for the whole image, then one alignment and descriptor per face:
+        a group photo costs one search, as in ``face_recognition.face_encodings``, not one per
+        face as calling :meth:`encode` with each index would.
+        """
+        pixels = _check_image(image)
+        faces = self._detect(pixels)
+        return [
+            EncodedFace(face.box, self._describe(pixels, face.rect, index, len(faces)))
+            for index, face in enumerate(faces)
+        ]
+
+    def encode_photo_all(
+        self, source: ImageSource, *, max_pixels: int | None = None, max_bytes: int | None = None
+    ) -> list[EncodedFace]:
+        """Load a photo (see :meth:`encode_photo` for the limits) and :meth:`encode_all` of it."""
+        self.load()
+        image = load_image(
+            source,
+            max_pixels=self._max_pixels if max_pixels is None else max_pixels,
+            max_bytes=self._max_bytes if max_bytes is None else max_bytes,
+        )
+        return self.encode_all(image)
 
     def encode_photo(
         self,
@@ -256,7 +295,15 @@ class DlibResNetEncoder:
         )
 
 
-def _check_option(name: str, value: int, low: int, high: int) -> None:
+def check_encoder_settings(*, upsample: object, num_jitters: object, landmarks: object) -> None:
+    """Refuse encoder settings out of their bounds (:class:`~faceseal.errors.InvalidInput`)."""
+    _check_option("upsample", upsample, 0, MAX_UPSAMPLE)
+    _check_option("num_jitters", num_jitters, 1, MAX_NUM_JITTERS)
+    if landmarks not in _PREDICTOR_FILES:
+        raise InvalidInput('landmarks must be "5" or "68"')
+
+
+def _check_option(name: str, value: object, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InvalidInput(f"{name} must be an integer from {low} to {high}")
 

@@ -105,9 +105,13 @@ class _Exchange:
             metrics.finished(self.scope.get("method", "?"), route, status, seconds)
             if status == 401 and not self.context.counted_failure:
                 self.service.limiter.failed(self.context.client, self.context.key_id)
+            method = self.scope.get("method", "?")
             access_log.info("%s %s %s %d %.1fms request_id=%s", self.context.client or "-",
-                            self.scope.get("method", "?"), route, status, seconds * 1000,
-                            self.context.request_id)
+                            method, route, status, seconds * 1000, self.context.request_id,
+                            extra={"client": self.context.client, "method": method,
+                                   "route": route, "status": status,
+                                   "duration_ms": round(seconds * 1000, 1),
+                                   "request_id": self.context.request_id})
 
     async def _serve(self) -> None:
         headers = _headers(self.scope)

@@ -120,8 +120,8 @@ def serve_vault(
     protect_process()
     sock = bind_socket(options.host, options.port)
 
-    def encoder() -> DlibResNetEncoder:
-        return DlibResNetEncoder(max_pixels=settings.max_image_pixels,
+    def encoder(**vault_settings: Any) -> DlibResNetEncoder:
+        return DlibResNetEncoder(**vault_settings, max_pixels=settings.max_image_pixels,
                                  max_bytes=settings.max_body_bytes,
                                  max_detect_pixels=settings.max_detect_pixels)
 

@@ -7,10 +7,12 @@ It is written last when a vault is created, so its presence means the vault is c
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from faceseal.encoders.dlib_resnet import check_encoder_settings
 from faceseal.errors import InvalidInput, NotFound
 from faceseal.keys.datakeys import DEFAULT_MAX_ENCRYPTIONS
 from faceseal.keys.files import write_private_atomic
@@ -54,6 +56,38 @@ class VaultConfig:
     budget_window_seconds: float = DEFAULT_WINDOW_SECONDS
     budget_per_principal: int = DEFAULT_PER_PRINCIPAL
     budget_per_subject: int = DEFAULT_PER_SUBJECT
+    #: The photo encoder's settings (docs/cli.md#encoder-settings). ``landmarks`` and
+    #: ``num_jitters`` change the encoding itself, so every template and every probe of a vault
+    #: is encoded with the same ones (an encoder built otherwise is refused); ``upsample`` only
+    #: changes which faces are found.
+    encoder_upsample: int = 1
+    encoder_num_jitters: int = 1
+    encoder_landmarks: str = "5"
+
+    def encoder_settings(self) -> dict[str, Any]:
+        """The keyword arguments of :class:`~faceseal.encoders.DlibResNetEncoder` this vault's
+        photos are encoded with (checked: a malformed file is refused here)."""
+        settings: dict[str, Any] = {"upsample": self.encoder_upsample,
+                                    "num_jitters": self.encoder_num_jitters,
+                                    "landmarks": self.encoder_landmarks}
+        try:
+            check_encoder_settings(**settings)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{CONFIG_FILE}: {exc}") from None
+        return settings
+
+    def set_encoder(self, settings: Mapping[str, Any]) -> None:
+        """Set the encoder's settings (any of ``upsample``, ``num_jitters``, ``landmarks``; the
+        others keep their defaults), refusing unknown names and out-of-bound values."""
+        chosen = {"upsample": 1, "num_jitters": 1, "landmarks": "5", **settings}
+        unknown = set(chosen) - {"upsample", "num_jitters", "landmarks"}
+        if unknown:
+            raise InvalidInput(f"unknown encoder setting(s): {', '.join(sorted(unknown))} "
+                               "(known: upsample, num_jitters, landmarks)")
+        check_encoder_settings(**chosen)
+        self.encoder_upsample = chosen["upsample"]
+        self.encoder_num_jitters = chosen["num_jitters"]
+        self.encoder_landmarks = chosen["landmarks"]
 
     def budgets(self) -> BudgetLimits:
         return BudgetLimits(self.budget_window_seconds, self.budget_per_principal,

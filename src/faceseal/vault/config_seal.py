@@ -16,7 +16,7 @@ the configuration with :meth:`~faceseal.vault.Vault.save_config`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields
 from typing import Any
 
 from faceseal.audit.integrity import RowAuthenticator
@@ -71,24 +71,41 @@ def _open(state: AuditState, auth: RowAuthenticator, key: str) -> dict[str, Any]
     return settings
 
 
+def _with_later_defaults(signed: dict[str, Any]) -> dict[str, Any]:
+    """The signed settings, with each setting added to faceseal after they were signed at its
+    default: an older vault's copy does not name it, and its file then holds the default."""
+    filled = dict(signed)
+    for spec in fields(VaultConfig):
+        if spec.name not in filled and spec.default is not MISSING:
+            filled[spec.name] = json.loads(json.dumps(spec.default))
+    return filled
+
+
 def _differences(signed: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return [f"{name} (signed {signed.get(name)!r}, file {current.get(name)!r})"
             for name in sorted(set(signed) | set(current))
             if signed.get(name) != current.get(name)]
 
 
+def signed_config(state: AuditState, auth: RowAuthenticator) -> dict[str, Any]:
+    """The settings as last signed (empty for a vault that predates signing)."""
+    opened = _open(state, auth, SETTING)
+    return {} if opened is None else _with_later_defaults(opened)
+
+
 def check_config(config: VaultConfig, state: AuditState, auth: RowAuthenticator) -> None:
     """Refuse a ``vault.json`` that differs from the signed copy, naming what changed."""
     current = _settings(config)
-    signed = _open(state, auth, SETTING)
-    if signed is None:
+    opened = _open(state, auth, SETTING)
+    if opened is None:
         raise IntegrityFailure(
             f"{CONFIG_FILE} has no signed copy in the key directory: this vault predates "
             "authenticated configuration; run `faceseal migrate` with an admin's key")
+    signed = _with_later_defaults(opened)
     if signed == current:
         return
     pending = _open(state, auth, PENDING_SETTING)
-    if pending is not None and pending == current:
+    if pending is not None and _with_later_defaults(pending) == current:
         # A key migration switched the file and stopped before promoting its signed copy.
         state.set_setting(SETTING, state.setting(PENDING_SETTING) or "")
         state.set_setting(PENDING_SETTING, "")

@@ -19,7 +19,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -51,7 +51,7 @@ from faceseal.audit.log import AuditLog
 from faceseal.audit.state import AUDIT_STATE_FILE, AuditState
 from faceseal.crypto.legacy_cbc import KEY_BYTES as LEGACY_KEY_BYTES
 from faceseal.crypto.secret import SecretBytes
-from faceseal.encoders.dlib_resnet import FaceChoice
+from faceseal.encoders.dlib_resnet import DlibResNetEncoder, FaceChoice
 from faceseal.errors import (
     Conflict,
     DecryptionError,
@@ -92,7 +92,7 @@ from faceseal.vault.answers import AnswerRules
 from faceseal.vault.budgets import QueryBudgets
 from faceseal.vault.bulk import BulkEnrollResult, check_batch, seal_and_store
 from faceseal.vault.config import CONFIG_FILE, DEFAULT_TENANT, VaultConfig
-from faceseal.vault.config_seal import check_config, seal_config
+from faceseal.vault.config_seal import check_config, seal_config, signed_config
 from faceseal.vault.enrol_checks import subject_warnings
 from faceseal.vault.exact_rank import ExactRanker
 from faceseal.vault.face_choice import FaceChoices
@@ -190,7 +190,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         store: TemplateStore,
         *,
         audit_state: AuditState,
-        encoder_factory: Callable[[], Any] | None = None,
+        encoder_factory: Callable[..., Any] | None = None,
         verify_config: bool = True,
         counters: WindowCounters | None = None,
     ) -> None:
@@ -204,7 +204,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
             ledger=integrity.KeySideLedger(audit_state),
         )
         self._sealer = RecordSealer(config.keyset_id, self._data_keys, subject_keys)
-        self._encoder_factory = encoder_factory
+        self._encoder_factory: Callable[..., Any] = encoder_factory or DlibResNetEncoder
         self._lock = threading.RLock()
         self._closed = False
         self._audit_state = audit_state
@@ -249,6 +249,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         key_uri: str | None = None,
         store_url: str | None = None,
         store_admin_url: str | None = None,
+        encoder_settings: Mapping[str, Any] | None = None,
     ) -> Vault:
         """Create a new vault in ``home``.
 
@@ -267,6 +268,10 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         ``store_admin_url`` (used once, never saved) lets an administrator create the schema and
         grant the store URL's login every tenant first; without it the schema must exist and the
         login be granted.
+
+        ``encoder_settings`` (``upsample``, ``num_jitters``, ``landmarks``; default 1, 1, "5")
+        are the photo encoder's for the life of the vault: every template and probe is encoded
+        with them (docs/cli.md#encoder-settings).
         """
         protect_process()
         if store_url is not None:
@@ -299,6 +304,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
             key_uri=key_uri or local_uri(keys_dir),
             key_store_dir=str(keys_dir),
         )
+        config.set_encoder(encoder_settings or {})
         if max_encryptions_per_key is not None:
             config.max_encryptions_per_key = max_encryptions_per_key
         if store_url is not None:
@@ -342,7 +348,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         *,
         api_key: ApiKeyInput | None = None,
         passphrase: PassphraseSource = _no_passphrase,
-        encoder_factory: Callable[[], Any] | None = None,
+        encoder_factory: Callable[..., Any] | None = None,
         request_id: str | None = None,
         counters: WindowCounters | None = None,
     ) -> Vault:
@@ -353,7 +359,11 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         Without one the vault is unbound: every operation is refused until :meth:`as_key` gives a
         bound view (what a server holding one vault for many callers does). ``counters`` holds
         the query budgets' counts (default: this process's memory; pass a shared one when
-        several replicas serve one vault).
+        several replicas serve one vault). ``encoder_factory`` builds the photo encoder when one
+        is first needed: it is called with the vault's encoder settings as keywords
+        (``upsample``, ``num_jitters``, ``landmarks``: :meth:`VaultConfig.encoder_settings`), and
+        an encoder whose settings change the encoding differently is refused (default
+        :class:`~faceseal.encoders.DlibResNetEncoder`).
         """
         protect_process()
         home = check_safe_dir(Path(home) if home is not None else default_home(),
@@ -447,7 +457,21 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         to change ``vault.json`` that the vault will accept. Needs an all-tenant admin."""
         self._check_open()
         self._config.models()  # refuses out-of-bounds thresholds before anything is written
+        self._check_encoder_change()
         self._run_audited(CONFIG_SAVE, self._save_config)
+
+    def _check_encoder_change(self) -> None:
+        """Encodings made with other landmarks or jitters do not compare with the enrolled ones:
+        such a change is refused once the vault holds a template."""
+        settings = self._config.encoder_settings()
+        signed = signed_config(self._audit_state, self._guard.seal.authenticator)
+        changed = [name for name in ("num_jitters", "landmarks")
+                   if signed.get(f"encoder_{name}") != settings[name]]
+        if changed and sum(self._store.key_version_counts().values()):
+            raise InvalidInput(
+                f"the encoder's {' and '.join(changed)} cannot change in a vault that holds "
+                "templates: the new encodings would not compare with the enrolled ones "
+                "(create a new vault and enrol again)")
 
     def _save_config(self) -> None:
         with self._lock:
@@ -1147,9 +1171,18 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
             raise InvalidInput("the vault is closed")
 
     def _reader(self, face_index: FaceChoice | FaceChoices) -> SourceReader:
-        if self._encoder_factory is None:
-            return SourceReader(self._models, face_index=face_index)
-        return SourceReader(self._models, self._encoder_factory, face_index=face_index)
+        return SourceReader(self._models, self._photo_encoder, face_index=face_index)
+
+    def _photo_encoder(self) -> DlibResNetEncoder:
+        settings = self._config.encoder_settings()
+        encoder: DlibResNetEncoder = self._encoder_factory(**settings)
+        expected = {name: settings[name] for name in ("num_jitters", "landmarks")}
+        if encoder.encoding_settings != expected:
+            raise InvalidInput(
+                f"the photo encoder was built with {encoder.encoding_settings}, the vault's "
+                f"photos are encoded with {expected}: its encodings would not compare with the "
+                "enrolled templates")
+        return encoder
 
 
 def _check_schema(store: TemplateStore) -> None:
