@@ -30,7 +30,7 @@ def scan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
         monkeypatch.setenv(kernels.NUMBA_ENV, "0")
     else:
         monkeypatch.delenv(kernels.NUMBA_ENV, raising=False)
-    if request.param == "threads":
+    if request.param != "serial":  # the threaded scan, and the BLAS batch scan
         monkeypatch.setattr(kernels, "PARALLEL_FROM", 0)
         monkeypatch.setattr(kernels, "CHUNK_ROWS", 32)
     return str(request.param)

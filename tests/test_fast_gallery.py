@@ -35,7 +35,8 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
         monkeypatch.delenv(kernels.NUMBA_ENV, raising=False)
         if not kernels.numba_enabled():
             pytest.fail("numba is part of the dev extras; the compiled scan must be tested")
-    if request.param == "numba-threads":  # small galleries scan serially; force the threads
+    if request.param != "numba":  # small galleries scan serially, one probe at a time:
+        # force the threaded scan and the BLAS batch scan (with numba's or numpy's selection)
         monkeypatch.setattr(kernels, "PARALLEL_FROM", 0)
         monkeypatch.setattr(kernels, "CHUNK_ROWS", 64)
     return str(request.param)
