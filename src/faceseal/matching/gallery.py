@@ -296,7 +296,8 @@ class Gallery:
         self._arr(self._norms)[start:end] = norms.astype(np.float32)
         self._arr(self._err)[start:end] = errors32
         self._max_err = max(self._max_err, float(errors32.max()))
-        self._max_norm = max(self._max_norm, float(norms.max()))
+        # From the float32 values held, as a loaded snapshot computes it: same bounds either way.
+        self._max_norm = max(self._max_norm, float(norms.astype(np.float32).max()))
         for temp in (codes, approx):
             temp.fill(0.0)
 
