@@ -8,6 +8,7 @@ import datetime
 import io
 import ipaddress
 import json
+import re
 import select
 import socket
 import sqlite3
@@ -184,7 +185,10 @@ def test_slow_request_times_out_with_503(limited: Served) -> None:
     assert 1.5 < elapsed < 10
     with limited.http() as http:
         metrics = http.get("/metrics").text
-    assert "faceseal_request_timeouts_total 1.0" in metrics
+    # At least this one (an earlier test of this server may have timed out on a loaded machine).
+    counted = re.search(r"^faceseal_request_timeouts_total ([0-9.]+)$", metrics, re.MULTILINE)
+    assert counted is not None
+    assert float(counted.group(1)) >= 1
     assert "slow" not in subjects(limited)
 
 

@@ -53,3 +53,11 @@ def test_sample_photos_are_package_data() -> None:
     shipped = {p.name for p in (PROJECT_ROOT / "src" / "faceseal" / "sample_faces").iterdir()}
     assert {"obama-1.jpg", "obama-2.jpg", "obama-3.jpg", "biden-1.jpg",
             "LICENSE.face_recognition"} <= shipped
+
+
+def test_console_templates_and_static_files_are_package_data() -> None:
+    patterns = PYPROJECT["tool"]["setuptools"]["package-data"]["faceseal"]
+    assert "http/console/templates/*.html" in patterns
+    assert "http/console/static/*" in patterns
+    console = PROJECT_ROOT / "src" / "faceseal" / "http" / "console"
+    assert {"console.js", "console.css"} <= {p.name for p in (console / "static").iterdir()}

@@ -16,6 +16,9 @@ from faceseal import __version__
 from faceseal.access.counters import RedisCounters, WindowCounters
 from faceseal.errors import FacesealError, InvalidInput, MalformedRequest
 from faceseal.http import problems
+from faceseal.http.console.app import PREFIX as CONSOLE_PREFIX
+from faceseal.http.console.app import create_console
+from faceseal.http.console.settings import ConsoleSettings
 from faceseal.http.context import RouteTemplates, Service, context_of, service_of
 from faceseal.http.metrics import Metrics
 from faceseal.http.middleware import ServiceMiddleware
@@ -90,10 +93,12 @@ _LINKS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def create_app(vault: Vault, settings: Settings | None = None) -> FastAPI:
+def create_app(vault: Vault, settings: Settings | None = None,
+               console: ConsoleSettings | None = None) -> FastAPI:
     """The HTTP service over ``vault``: an open, *unbound* vault (``Vault.open(home)``); each
     request binds its own view with its API key. The caller keeps ownership of the vault (close
-    it after the server stops)."""
+    it after the server stops). The browser console is served under ``/ui`` unless
+    ``console.enabled`` is false (it is off when ``console`` is None)."""
     settings = settings or Settings()
     counters = _counters(vault, settings.rate_limits)
     if counters is not None:  # query budgets live where the failed-auth limits do
@@ -118,6 +123,9 @@ def create_app(vault: Vault, settings: Settings | None = None) -> FastAPI:
         for route in module.router.routes:
             if isinstance(route, APIRoute):
                 routes.setdefault(route.path, set()).update(route.methods or ())
+    if console is not None and console.enabled:
+        app.mount(CONSOLE_PREFIX, create_console(service, console))
+        routes[CONSOLE_PREFIX + "/{page:path}"] = {"GET", "POST"}  # one metrics label
     service.routes = RouteTemplates(routes)
     app.add_middleware(ServiceMiddleware, service=service)
 

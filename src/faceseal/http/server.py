@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from faceseal.errors import InvalidInput
+from faceseal.http.console.settings import ConsoleSettings
 from faceseal.http.settings import Settings
 from faceseal.keys.env_secrets import scrub_environment
 from faceseal.keys.process_guard import protect_process
@@ -109,6 +110,7 @@ def serve_vault(
     *,
     passphrase: Callable[[], Any],
     announce: Callable[[str], None] | None = None,
+    console: ConsoleSettings | None = None,
 ) -> None:
     """Open the vault at ``home`` (unbound) and serve it until SIGINT/SIGTERM; then close it."""
     import uvicorn  # noqa: PLC0415 - the server extra
@@ -132,7 +134,7 @@ def serve_vault(
         raise
     try:
         vault.follow_changes(settings.follow_interval)
-        app = create_app(vault, settings)
+        app = create_app(vault, settings, console)
         config = uvicorn.Config(
             app,
             ssl_certfile=_path(options.ssl_certfile),

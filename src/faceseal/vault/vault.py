@@ -45,7 +45,14 @@ from faceseal.access.roles import (
     Role,
 )
 from faceseal.access.sealing import PrincipalSeal
-from faceseal.audit.events import OUTCOME_OK, SYSTEM, AuditEvent, DetailValue, new_request_id
+from faceseal.audit.events import (
+    OUTCOME_OK,
+    SYSTEM,
+    AuditEvent,
+    DetailValue,
+    check_request_id,
+    new_request_id,
+)
 from faceseal.audit.integrity import RowAuthenticator
 from faceseal.audit.log import AuditLog
 from faceseal.audit.state import AUDIT_STATE_FILE, AuditState
@@ -508,6 +515,16 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         view._caller, view._principal = caller, principal
         view._root, view._closed = self._root, False
         view.bootstrap_admin_key = None
+        return view
+
+    def for_request(self, request_id: str) -> Vault:
+        """This view again, its audit events tagged with ``request_id``. A console session keeps
+        the view its sign-in bound (its credential, never the key) and tags each page's events
+        with that page's request id; the key is re-checked on every operation as usual."""
+        self._check_open()
+        view = Vault.__new__(Vault)
+        view.__dict__.update(self.__dict__)
+        view._caller = Caller(self._caller.credential, check_request_id(request_id))
         return view
 
     def _bind(self, api_key: str) -> None:
@@ -1059,7 +1076,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         """New KEK version in the provider; every data key and the audit key rewrapped; no
         record re-encrypted."""
         self._check_open()
-        return self._run_audited(KEYS_ROTATE, self._rotate_kek,
+        return self._run_audited(KEYS_ROTATE, self._rotate_kek, key_operation=True,
                                  describe=lambda r: {"kind": "kek", "kek_version": r.kek_version,
                                                      "rewrapped": r.data_keys_rewrapped})
 
@@ -1073,7 +1090,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         """Rewrap data keys (and the audit key) still under an older KEK version (finishes an
         interrupted ``rotate_kek``)."""
         self._check_open()
-        return self._run_audited(KEYS_ROTATE, self._rewrap_data_keys,
+        return self._run_audited(KEYS_ROTATE, self._rewrap_data_keys, key_operation=True,
                                  describe=lambda r: {"kind": "rewrap",
                                                      "rewrapped": r.data_keys_rewrapped})
 
@@ -1093,7 +1110,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         idempotent, safe to kill)."""
         self._check_open()
         return self._run_audited(
-            KEYS_ROTATE, lambda: self._rotate_data_keys(batch_size, progress),
+            KEYS_ROTATE, lambda: self._rotate_data_keys(batch_size, progress), key_operation=True,
             describe=lambda r: {"kind": "data", "data_key_version": r.target_version,
                                 "reencrypted": r.records_reencrypted,
                                 "remaining": r.records_remaining})
@@ -1107,6 +1124,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         """Refuse data-key versions below ``below`` from now on, once no record needs them."""
         self._check_open()
         return self._run_audited(KEYS_RETIRE, lambda: self._retire_data_keys(below),
+                                 key_operation=True,
                                  describe=lambda r: {"min_decrypt_version": r.min_decrypt_version})
 
     def _retire_data_keys(self, below: int) -> rotation.Retirement:
@@ -1119,7 +1137,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         self._check_open()
         return self._run_audited(KEYS_MIGRATE,
                                  lambda: self._migrate_keys(to_uri, passphrase, progress),
-                                 describe=lambda r: {"to": check_uri(r.to_uri)})
+                                 key_operation=True, describe=lambda r: {"to": check_uri(r.to_uri)})
 
     def _migrate_keys(self, to_uri: str, passphrase: PassphraseSource,
                       progress: Progress | None) -> rotation.Migration:
