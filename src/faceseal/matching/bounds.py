@@ -63,3 +63,21 @@ def kth_subject_upper(subjects: Any, upper: Any, top_k: int) -> tuple[int, float
         return count, math.inf
     ranked = np.sort(best[:count])
     return count, float(ranked[top_k - 1])
+
+
+def quantize_probe(query: Any, q16: Any) -> tuple[float, float, float]:
+    """Write ``query`` as int16 codes into ``q16``; returns ``(scale, |query - q^|, |q^|^2)``
+    with ``q^ = q16 * scale`` (the error computed in float64, as the bound uses it)."""
+    peak = 0.0
+    for j in range(query.shape[0]):
+        peak = max(peak, abs(float(query[j])))
+    scale = peak / 32767.0 if peak > 0 else 1.0
+    err = 0.0
+    norm = 0.0
+    for j in range(query.shape[0]):
+        code = min(32767.0, max(-32767.0, float(np.rint(query[j] / scale))))
+        q16[j] = np.int16(code)
+        approx = code * scale
+        err += (float(query[j]) - approx) ** 2
+        norm += approx * approx
+    return scale, math.sqrt(err), norm

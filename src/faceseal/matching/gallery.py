@@ -34,6 +34,7 @@ candidate rows per query are not).
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -539,11 +540,12 @@ class Gallery:
         slack = _ROUNDING_SLACK * (qnorm + self._max_norm) + 1e-30
         err = self._max_err
         if self._metric == "cosine":
-            norm = np.sqrt(self._max_norm) * (1 + 1e-6)
-            reach = q_err * (norm + err) + np.sqrt(qnorm) * (1 + 1e-6) * err + slack + _ABS_SLACK
-            return float(upper_k - 1.0 + reach)
+            norm = math.sqrt(self._max_norm) * (1 + 1e-6)
+            reach = q_err * (norm + err) + math.sqrt(qnorm) * (1 + 1e-6) * err + slack \
+                + _ABS_SLACK
+            return upper_k - 1.0 + reach
         reach = upper_k + q_err + err + _ABS_SLACK
-        return float(reach * reach + slack)
+        return reach * reach + slack
 
     def _complete(  # noqa: PLR0917 - internal step of one search
         self,
@@ -565,11 +567,11 @@ class Gallery:
             rows, values, subj = rows[keep], values[keep], subj[keep]
         lower, upper = self._row_bounds(rows, values, q_err, qnorm)
         count, upper_k = kernels.kth_subject_upper(subj, upper, top_k)
-        if count < top_k and np.isfinite(floor):
+        if count < top_k and math.isfinite(floor):
             return None
         if count == 0:
             return []
-        if np.isfinite(floor) and self._limit(upper_k, q_err, qnorm) >= floor:
+        if math.isfinite(floor) and self._limit(upper_k, q_err, qnorm) >= floor:
             # Rows outside the selection may not be excluded by the bound: fetch them.
             extra, extra_values = rescan(self._limit(upper_k, q_err, qnorm))
             fresh = ~np.isin(extra, rows)

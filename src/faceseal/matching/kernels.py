@@ -106,14 +106,11 @@ class Probe:
 def quantize_probe(query: npt.NDArray[np.float64]) -> Probe:
     """The probe as int16 codes and their scale, with the error this makes (a bound, rounded
     up generously: it only ever widens the set of rows re-checked exactly)."""
-    peak = float(np.max(np.abs(query))) if query.size else 0.0
-    qscale = peak / 32767.0 if peak > 0 else 1.0
-    q16 = np.rint(query / qscale).clip(-32767, 32767).astype(np.int16)
-    q_hat = q16.astype(np.float64) * qscale
-    q_err = float(np.linalg.norm(query - q_hat)) * (1 + 1e-6) + 1e-300
-    qnorm = float(q_hat @ q_hat)
-    q_hat.fill(0.0)
-    return Probe(q16, qscale, q_err, qnorm)
+    q16 = np.empty(query.shape[0], dtype=np.int16)
+    kernels = _numba()
+    quantize = bounds.quantize_probe if kernels is None else kernels["quantize_probe"]
+    qscale, q_err, qnorm = quantize(np.ascontiguousarray(query, dtype=np.float64), q16)
+    return Probe(q16, float(qscale), float(q_err) * (1 + 1e-6) + 1e-300, float(qnorm))
 
 
 def _chunk_bounds(n: int, chunks: int) -> list[tuple[int, int]]:
@@ -163,11 +160,13 @@ def scan_one(  # noqa: PLR0917 - internal kernels
     heap_idx = np.empty((chunks, m), dtype=np.int64)
     args = (codes, scale, norms, probe.q16, np.float32(probe.qscale), np.float32(probe.qnorm),
             metric_cos, n, heap_val, heap_idx)
-    if chunks > 1:
-        with _kernel_lock:
-            kernels["scan_parallel"](*args)
-    else:
+    if chunks == 1:
         kernels["scan_serial"](*args)  # no thread pool: safe from any thread
+        if n > m:  # the heap is full: every other row's value is at least its largest
+            return heap_idx[0], heap_val[0], float(heap_val[0].max())
+        return heap_idx[0], heap_val[0], float("inf")  # m == n: every row is in it
+    with _kernel_lock:
+        kernels["scan_parallel"](*args)
     floor = np.inf
     for c, (lo, hi) in enumerate(_chunk_bounds(n, chunks)):
         if hi - lo > m:  # some rows of this chunk stayed out of its heap
