@@ -129,6 +129,18 @@ def test_templates_round_trip_exactly(store: TemplateStore) -> None:
     assert store.subject_templates("t2", "alice") == []
 
 
+def test_several_subjects_read_at_once(store: TemplateStore) -> None:
+    """What identify's exact re-rank reads: the same rows as one read per subject."""
+    rows = [row(created_at=200.0), row(created_at=100.0), row(subject="bob"),
+            row(subject="carol"), row(subject="bob", tenant="t2")]
+    store.add_templates(rows)
+    got = store.subjects_templates("t1", ["bob", "alice", "nobody", "bob"])
+    expected = store.subject_templates("t1", "bob") + store.subject_templates("t1", "alice")
+    assert sorted(got, key=lambda r: r.template_id) == sorted(expected,
+                                                               key=lambda r: r.template_id)
+    assert store.subjects_templates("t1", []) == []
+
+
 def test_add_nothing_changes_nothing(store: TemplateStore) -> None:
     store.add_templates([])
     assert store.tenants() == []

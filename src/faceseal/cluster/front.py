@@ -1,11 +1,11 @@
 """The front end of a sharded gallery: fan a batch of probes out to every shard, merge.
 
-Each shard returns, per probe, the ``count`` candidates of its partition closest by the
-gallery's distance. A subject lives in exactly one partition and a template's gallery distance
-does not depend on which gallery holds it (per-row quantisation), so the ``count`` best of the
-union are exactly what one gallery holding the whole tenant would propose; the vault then
-re-ranks them from the records in float64 (:mod:`faceseal.vault.exact_rank`), as it does in a
-single process. Same candidates, same distances.
+Each shard returns, per probe, the exact top-k of its partition: its gallery's bounded first
+pass, then every candidate the bound cannot exclude opened from the records and compared in
+float64 with verify's function (:mod:`faceseal.vault.exact_rank`), as one process does. A
+subject lives in exactly one partition, so the global top-k (ordered by exact distance, then
+subject id, as the gallery orders them) is among the union of the shards' top-k: merging them
+gives exactly the single-process answer. Same candidates, same distances.
 
 Fail closed: if any shard is down, restarting, times out or reflects an older change than the
 store's head read before the fan-out, the whole call raises
@@ -47,8 +47,8 @@ DOWN = "down"
 
 
 def merge(answers: Sequence[ShardAnswer], probes: int, count: int) -> list[list[Match]]:
-    """Per probe, the ``count`` best proposals over every shard (by gallery distance, then
-    subject id so that equal distances order the same in every run)."""
+    """Per probe, the ``count`` best over every shard (by exact distance, then subject id: the
+    gallery's own order)."""
     merged: list[list[Match]] = []
     for number in range(probes):
         pool = [Match(subject, template, distance)
@@ -98,7 +98,7 @@ class RayShards:
                 f"{what} refused rather than answered from the other shards") from None
 
     def propose(self, tenant: str, spec: ModelSpec, probes: npt.NDArray[np.float64],
-                count: int, head: int) -> tuple[list[list[Match]], int, int]:
+                top_k: int, head: int) -> tuple[list[list[Match]], int, int]:
         refs: list[Any] = []
         shard_of: list[int] = []
         for lo in range(0, len(probes), CHUNK_PROBES):
@@ -106,7 +106,7 @@ class RayShards:
             chunk = np.array(probes[lo:lo + CHUNK_PROBES], dtype=np.float64, order="C", copy=True)
             try:
                 for index, handle in enumerate(self._handles):
-                    refs.append(handle.search.remote(tenant, spec.model_id, chunk, count))
+                    refs.append(handle.search.remote(tenant, spec.model_id, chunk, top_k))
                     shard_of.append(index)
             finally:
                 chunk.fill(0.0)  # serialised into the calls; this copy is no longer needed
@@ -118,7 +118,7 @@ class RayShards:
         merged: list[list[Match]] = []
         chunks = [answers[i:i + self.count] for i in range(0, len(answers), self.count)]
         for lo, group in zip(range(0, len(probes), CHUNK_PROBES), chunks, strict=True):
-            merged.extend(merge(group, min(CHUNK_PROBES, len(probes) - lo), count))
+            merged.extend(merge(group, min(CHUNK_PROBES, len(probes) - lo), top_k))
         first = chunks[0] if chunks else []
         size = sum(a.size for a in first)
         damaged = sum(a.damaged for a in first)

@@ -8,8 +8,8 @@ partition's templates (:mod:`faceseal.vault.partition_view`). Before each answer
 applies every committed change, as a single process does; a follower thread also applies them
 while idle and replaces the shard's snapshot after an erasure of one of its subjects.
 
-What leaves a shard: gallery proposals (subject ids, template ids, gallery distances) and
-counts. Never a template, a key or a subject secret.
+What leaves a shard: its exact top-k per probe (subject ids, template ids, float64
+distances) and counts. Never a template, a key or a subject secret.
 """
 
 from __future__ import annotations
@@ -30,12 +30,13 @@ from faceseal.cluster.partition import Partitioner
 from faceseal.crypto.secret import SecretBytes
 from faceseal.errors import InvalidInput
 from faceseal.vault import Vault
+from faceseal.vault.exact_rank import ExactRanker
 from faceseal.vault.partition_view import Partition
 from faceseal.vault.paths import PASSPHRASE_ENV
 
 log = logging.getLogger(__name__)
 
-#: One proposal as it crosses the wire: (subject id, template id, gallery distance).
+#: One answer row as it crosses the wire: (subject id, template id, exact distance).
 Proposal = tuple[str, str, float]
 
 
@@ -102,11 +103,13 @@ class ShardCore:
     # --- answering -------------------------------------------------------------------------------
 
     def search(self, tenant: str, model_id: str, probes: npt.NDArray[np.float64],
-               count: int) -> ShardAnswer:
-        """The ``count`` closest candidates of this partition for each probe, after applying
-        every committed change."""
+               top_k: int) -> ShardAnswer:
+        """The exact ``top_k`` of this partition for each probe (the gallery's bounded first
+        pass, then every candidate it cannot exclude opened from the records and compared in
+        float64, as one process does), after applying every committed change."""
         spec = self._vault.model(model_id)
-        cache = self._partition.cache
+        partition = self._partition
+        cache = partition.cache
         try:
             with cache.holding():
                 applied = cache.catch_up(tenant)
@@ -115,7 +118,10 @@ class ShardCore:
                     found: list[list[Proposal]] = [[] for _ in probes]
                     size = 0
                 else:
-                    matches = gallery.search_many(probes, count)
+                    with ExactRanker(partition.store, partition.sealer, tenant, spec) as ranker:
+                        matches = gallery.search_many(probes, top_k, ranker.exact,
+                                                      ranker.prefetch)
+                        cache.note_damaged(ranker.damaged)
                     found = [[(m.subject_id, m.template_id, m.distance) for m in row]
                              for row in matches]
                     size = len(gallery)

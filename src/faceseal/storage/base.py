@@ -234,6 +234,12 @@ class TemplateStore(ABC):
     def subject_templates(self, tenant: str, subject_id: str) -> list[TemplateRow]:
         """All templates of one subject (empty if the subject does not exist)."""
 
+    def subjects_templates(self, tenant: str, subject_ids: Sequence[str]) -> list[TemplateRow]:
+        """The templates of several subjects (identify's exact re-rank opens a few at once);
+        stores that can read them in one query override this."""
+        return [row for subject_id in dict.fromkeys(subject_ids)
+                for row in self.subject_templates(tenant, subject_id)]
+
     @abstractmethod
     def gallery(self, tenant: str | None, batch_size: int = 10_000) -> Iterator[list[TemplateRow]]:
         """Stream the templates of a tenant (or of every tenant when ``None``) in batches."""

@@ -47,11 +47,12 @@ class ShardedGalleries(Protocol):
     """The gallery of a front end whose tenants are sharded (see :mod:`faceseal.cluster`)."""
 
     def propose(self, tenant: str, spec: ModelSpec, probes: npt.NDArray[np.float64],
-                count: int, head: int) -> tuple[list[list[Match]], int, int]:
-        """Per probe, the ``count`` gallery candidates closest over every shard (what one
-        gallery holding the whole tenant would propose), the gallery size and the number of
-        damaged templates. Every shard must reflect change ``head`` or later; any shard down or
-        behind raises :class:`~faceseal.errors.ShardUnavailable` (never a partial answer)."""
+                top_k: int, head: int) -> tuple[list[list[Match]], int, int]:
+        """Per probe, the exact ``top_k`` over every shard (each shard ranks its partition
+        exactly, as one process does; the merged top-k are the whole gallery's), the gallery
+        size and the number of damaged templates. Every shard must reflect change ``head`` or
+        later; any shard down or behind raises :class:`~faceseal.errors.ShardUnavailable`
+        (never a partial answer)."""
 
     def erased(self, tenant: str, subject_id: str, template_ids: list[str]) -> None:
         """The erasure committed: the owning shard drops the subject and replaces its snapshot
@@ -116,10 +117,13 @@ class PartitionSubjectKeys:
 
 @dataclass(frozen=True)
 class Partition:
-    """A shard's gallery cache and the store view it reads through."""
+    """A shard's gallery cache, the store view it reads through, and what an exact re-rank of
+    its candidates needs (the store itself and the record sealer)."""
 
     cache: GalleryCache
     view: PartitionStore
+    store: TemplateStore
+    sealer: RecordSealer
 
 
 def partition_cache(*, home: Path, key_dir: Path, layout: str, owns: Owns,
@@ -140,7 +144,8 @@ def partition_cache(*, home: Path, key_dir: Path, layout: str, owns: Owns,
     keys = cast(SubjectKeyStore, PartitionSubjectKeys(subject_keys, owns))
     snapshots = SnapshotStore(snapshot_home, snapshot_keys, data_keys, as_store,
                               vault_id=vault_id, keyset_id=keyset_id)
-    return Partition(GalleryCache(as_store, sealer, keys, snapshots, models), view)
+    return Partition(GalleryCache(as_store, sealer, keys, snapshots, models), view, store,
+                     sealer)
 
 
 def shred_shard_snapshots(*, home: Path, key_dir: Path, tenant: str, subject_id: str,

@@ -101,7 +101,7 @@ from faceseal.vault.bulk import BulkEnrollResult, check_batch, seal_and_store
 from faceseal.vault.config import CONFIG_FILE, DEFAULT_TENANT, VaultConfig
 from faceseal.vault.config_seal import check_config, seal_config, signed_config
 from faceseal.vault.enrol_checks import subject_warnings
-from faceseal.vault.exact_rank import ExactRanker, proposals
+from faceseal.vault.exact_rank import ExactRanker
 from faceseal.vault.face_choice import FaceChoices
 from faceseal.vault.follower import DEFAULT_INTERVAL as DEFAULT_FOLLOW_INTERVAL
 from faceseal.vault.follower import ChangeFollower
@@ -709,29 +709,23 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
 
     def _proposals(self, tenant: str, spec: ModelSpec, probes: np.ndarray[Any, Any],
                    top_k: int) -> tuple[list[list[Any]], int, int]:
-        """identify's answer for each probe (exact, re-ranked), the gallery size and the damaged
-        count: from this process's gallery, or from the shards when sharded."""
+        """identify's exact answer for each probe, the gallery size and the damaged count: from
+        this process's gallery, or from the shards when sharded (each ranks its partition
+        exactly; their top-k merged are the whole gallery's)."""
         shards = self._root._shards
         if shards is not None:
-            head = self._store.change_head(tenant)
-            proposed, size, damaged = shards.propose(tenant, spec, probes, proposals(top_k), head)
-            with ExactRanker(self._store, self._sealer, tenant, spec) as ranker:
-                found = [ranker.rank(probe, p, top_k)
-                         for probe, p in zip(probes, proposed, strict=True)]
-                self._cache.note_damaged(ranker.damaged)
-            return found, size, damaged
+            return shards.propose(tenant, spec, probes, top_k, self._store.change_head(tenant))
         with self._cache.holding():
             # Every change committed by any process is applied before the gallery answers.
             gallery, damaged = self._cache.fresh(tenant, spec)
-            if gallery is None:
-                local: list[list[Any]] = [[] for _ in probes]
-            elif len(probes) == 1:
-                local = [gallery.search(probes[0], proposals(top_k))]
-            else:
-                local = gallery.search_many(probes, proposals(top_k))
             with ExactRanker(self._store, self._sealer, tenant, spec) as ranker:
-                found = [ranker.rank(probe, p, top_k)
-                         for probe, p in zip(probes, local, strict=True)]
+                # Bounded first pass, then every candidate it cannot exclude ranked exactly.
+                if gallery is None:
+                    found: list[list[Any]] = [[] for _ in probes]
+                elif len(probes) == 1:
+                    found = [gallery.search(probes[0], top_k, ranker.exact, ranker.prefetch)]
+                else:
+                    found = gallery.search_many(probes, top_k, ranker.exact, ranker.prefetch)
                 self._cache.note_damaged(ranker.damaged)
             return found, (len(gallery) if gallery else 0), damaged
 
