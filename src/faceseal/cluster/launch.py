@@ -3,7 +3,7 @@
 ``faceseal serve --shards N`` starts an embedded Ray instance on this machine, bound to the
 loopback address; ``--ray-address ADDR`` joins an existing cluster, which must use Ray's TLS
 (``RAY_USE_TLS=1`` with ``RAY_TLS_SERVER_CERT``, ``RAY_TLS_SERVER_KEY`` and ``RAY_TLS_CA_CERT``
-on every node and here) unless it is on the loopback address: probes and proposals cross that
+on every node and here) unless it is on the loopback address: probes and answers cross that
 network (docs/scale-out.md, docs/threat-model.md).
 """
 

@@ -42,7 +42,7 @@ Proposal = tuple[str, str, float]
 
 @dataclass(frozen=True)
 class ShardAnswer:
-    """A shard's proposals for a batch of probes, and the change its gallery reflected."""
+    """A shard's exact top-k for a batch of probes, and the change its gallery reflected."""
 
     index: int
     applied: int

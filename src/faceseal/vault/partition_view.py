@@ -9,8 +9,8 @@ Two sides:
   with snapshots of its own (a directory per partition layout, keys in a key file of its own),
   so a shard decrypts nothing outside its partition and never overwrites another's snapshot.
 * **A front end** (the vault that answers ``identify``) asks a :class:`ShardedGalleries` for
-  the gallery's proposals instead of its own gallery, then re-ranks them exactly as a single
-  process does (:mod:`faceseal.vault.exact_rank`), and tells it about each erasure.
+  the exact top-k instead of its own gallery (each shard ranks its partition exactly, with
+  :mod:`faceseal.vault.exact_rank`, as one process does), and tells it about each erasure.
 
 The partition of a subject is a keyed hash (the key from :meth:`Vault.partition_key`, derived
 from the vault's audit key on the key side), so shard membership says nothing about a subject to
