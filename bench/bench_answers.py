@@ -20,7 +20,7 @@ from pathlib import Path
 from faceseal.bench.runner import lift_budgets, per_op
 from faceseal.bench.synthetic import make_gallery
 from faceseal.vault import Vault
-from faceseal.vault.exact_rank import ExactRanker, proposals
+from faceseal.vault.exact_rank import ExactRanker
 
 
 def _measure(n: int, ops: int, k: int) -> list[tuple[str, float, float]]:
@@ -45,15 +45,15 @@ def _measure(n: int, ops: int, k: int) -> list[tuple[str, float, float]]:
         def exact(i: int) -> None:
             probe = probes[i % count]
             with ExactRanker(store, vault._sealer, "default", spec) as ranker:
-                ranker.rank(probe, gallery.search(probe, proposals(k)), k)
+                gallery.search(probe, k, ranker.exact)
 
         def rules(i: int) -> None:
             terms = vault._answers.terms(principal, "default", spec, None)
             vault._answers.admit(principal, spec, [probes[i % count]])
             assert terms.disclosure == "exact"
 
-        bare = per_op(lambda i: gallery.search(probes[i % count], k), count)
-        rows.append((f"identify top-{k} of {n}: search -> search + exact re-rank", bare,
+        bare = per_op(lambda i: gallery.candidates(probes[i % count], k), count)
+        rows.append((f"identify top-{k} of {n}: bounded first pass -> + exact re-rank", bare,
                      per_op(exact, count)))
         meta = per_op(lambda _i: store.get_meta("tenant_policy:default"), count)
         rows.append(("answer rules (policy, threshold, budget, plausibility) vs one meta read",

@@ -177,9 +177,11 @@ def sqlite_per_row(path: Path, rows: Sequence[TemplateRow]) -> None:
     now = time.time()
     db.execute("BEGIN IMMEDIATE")
     for r in rows:
-        db.execute("INSERT INTO subjects VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+        db.execute("INSERT INTO subjects (tenant, subject_id, created_at, last_seen_at) "
+                   "VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
                    "last_seen_at = excluded.last_seen_at", (r.tenant, r.subject_id, now, now))
-        db.execute("INSERT INTO templates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        db.execute("INSERT INTO templates (template_id, tenant, subject_id, model_id, dimension, "
+                   "dtype, key_version, record, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    (r.template_id, r.tenant, r.subject_id, r.model_id, r.dimension, r.dtype,
                     r.key_version, r.record, r.created_at))
     db.execute("COMMIT")

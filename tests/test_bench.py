@@ -8,7 +8,8 @@ import pytest
 
 from tests.conftest import run_cli
 
-FIGURES = {"seal", "enrol", "open", "memory", "identify", "identify_batch", "recall", "verify"}
+FIGURES = {"seal", "enrol", "open", "memory", "cold_start", "identify", "identify_batch",
+           "bytes_per_template", "recall", "verify"}
 
 
 @pytest.mark.slow
@@ -29,8 +30,11 @@ def test_bench_json_reports_every_figure_beside_a_baseline(tmp_path: object) -> 
     assert recall["extra"]["planted_identity_top1"] == 1.0
     assert figures["open"]["extra"]["fast_source"] == "snapshot"
     assert figures["open"]["extra"]["baseline_source"] == "records"
-    assert figures["identify"]["extra"]["faiss_flat_ip_ms"] is not None
+    assert figures["identify"]["extra"]["faiss"]["one_thread_ms"] > 0
+    assert figures["identify"]["extra"]["faiss"]["default_threads_ms"] > 0
+    assert figures["identify"]["extra"]["first_pass_ms"] > 0
     assert figures["identify"]["extra"]["search_only_ms"] > 0
+    assert figures["bytes_per_template"]["value"] <= 160
     assert figures["verify"]["extra"]["audit_events_written"] > 0  # the audit write is measured
     assert report["machine"]["cores"] >= 1
     assert report["n"] == 2000

@@ -20,6 +20,7 @@ from faceseal.http.console.settings import ConsoleSettings
 from faceseal.http.console.web import Console
 from faceseal.http.settings import Settings
 from faceseal.vault import Vault
+from faceseal.vault.key_lease import key_operation
 
 from .conftest import make_vault, random_encodings, vault_keys
 from .console_support import XSS_ID, csrf_of, sign_in
@@ -322,3 +323,15 @@ def test_audit_filters_by_time_and_refuses_a_bad_date(setup: Setup) -> None:
     bad = http.get("/ui/audit", params={"since": "yesterday"})
     assert bad.status_code == 200
     assert "since is a date" in bad.text
+
+
+def test_key_operations_meet_the_vaults_lease_like_the_api(setup: Setup) -> None:
+    """Another process's key operation (here: a lease this test holds) refuses the console's
+    KEK rotation and its background data-key rotation at once (409), as it does the API's."""
+    http = _signed_in(setup, "admin")
+    token = csrf_of(http.get("/ui/keys"))
+    with key_operation(setup.vault._store, "keys.migrate"):
+        for path in ("/ui/keys/kek/rotate", "/ui/keys/data/rotate"):
+            answer = http.post(path, data={"csrf": token})
+            assert answer.status_code == 409, path
+            assert "another key operation is running (keys.migrate" in answer.text

@@ -22,9 +22,10 @@ from faceseal.client import ApiError, FacesealClient
 from faceseal.errors import AccessDenied, AuthenticationFailed, InvalidInput, NotFound
 from faceseal.http.middleware import NO_KEY
 from faceseal.vault.guard import REFUSED_MESSAGE
+from faceseal.vault.key_lease import key_operation
 
 from .bad_inputs import grey_jpeg, png_claiming
-from .conftest import EncodingOf, random_encodings
+from .conftest import EncodingOf, random_encodings, reopen_vault
 from .http_server import Served, served_vault
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -675,3 +676,15 @@ def test_batches_over_http(clients: dict[str, FacesealClient], http: httpx.Clien
     assert_problem(ragged, 422, "invalid_encoding")
     with pytest.raises(InvalidInput):  # refused by the client before sending
         clients["enroller"].enroll_many(["a"], encodings, tenant="acme")
+
+
+def test_a_key_operation_running_in_another_process_is_409(served: Served,
+                                                           http: httpx.Client) -> None:
+    """The exclusion is the vault's lease in the store, so a CLI run (here: this process) and
+    the server refuse each other alike; someone without the admin role gets 403 as always."""
+    with reopen_vault(served.home) as vault, key_operation(vault._store, "keys.migrate"):
+        refused = http.post("/v1/keys/kek/rotate", headers=bearer(served.keys["admin"]))
+        problem = assert_problem(refused, 409, "conflict")
+        assert "another key operation is running (keys.migrate" in problem["detail"]
+        denied = http.post("/v1/keys/kek/rotate", headers=bearer(served.keys["verifier"]))
+        assert_problem(denied, 403, "forbidden")

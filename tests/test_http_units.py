@@ -1,6 +1,6 @@
 """The HTTP service's parts in-process: the failed-authentication limiter (with a fake clock),
-metrics rendering, settings checks, problem details of internal errors, the key-operation guard,
-the client's URL building. The end-to-end behaviour is in test_http_api.py and
+metrics rendering, settings checks, problem details of internal errors, the client's URL
+building. The end-to-end behaviour is in test_http_api.py and
 test_http_limits.py."""
 
 from __future__ import annotations
@@ -13,21 +13,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from faceseal.access.counters import MemoryCounters
 from faceseal.client import _path
 from faceseal.errors import (
-    AccessDenied,
-    Conflict,
     InvalidInput,
     NotFound,
     StorageUnavailable,
 )
 from faceseal.http import problems
-from faceseal.http.context import Service
 from faceseal.http.metrics import Metrics
 from faceseal.http.ratelimit import AuthRateLimiter, client_key
-from faceseal.http.routes.keys import _one_at_a_time
 from faceseal.http.settings import Settings
-from faceseal.vault import Vault
-
-from .conftest import vault_keys
 
 
 class Clock:
@@ -147,25 +140,6 @@ def test_internal_problems_say_nothing_and_log_no_exception_text(
     assert "/srv" not in str(body)
     body, headers = problems.for_error(NotFound("no subject 'a'"), "rid-3")
     assert (body["status"], body["detail"], headers) == (404, "no subject 'a'", {})
-
-
-def test_key_operations_run_one_at_a_time_for_admins_only(vault: Vault) -> None:
-    keys = vault_keys(vault.home)
-    admin = vault.as_key(keys.admin)
-    verifier_key = admin.add_principal("lonely-verifier", ["verifier"]).api_key
-    verifier = vault.as_key(verifier_key)
-    service = Service(vault, Settings(), Metrics(),
-                      AuthRateLimiter(per_key=1, per_client=1, window=60))
-    assert _one_at_a_time(service, admin, admin.rotate_kek).kek_version == 2
-    assert service.key_lock.acquire(blocking=False)  # another key operation is running
-    try:
-        with pytest.raises(Conflict, match="another key operation"):
-            _one_at_a_time(service, admin, admin.rotate_kek)
-        # Someone who may not rotate learns nothing about it: the vault's own refusal.
-        with pytest.raises(AccessDenied):
-            _one_at_a_time(service, verifier, verifier.rotate_kek)
-    finally:
-        service.key_lock.release()
 
 
 @pytest.mark.parametrize("segment", ["a/b", ".", "..", ""])

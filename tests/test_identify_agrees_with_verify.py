@@ -1,8 +1,9 @@
 """identify's distances and decisions are verify's, bit for bit (issue #11, item 5).
 
-The gallery serves 1:N from a reduced-precision copy; identify re-ranks its proposals from the
-subjects' records in float64 with verify's own function. Probes placed within 1e-6 of the
-threshold are where the two would disagree if identify reported the gallery's numbers.
+The gallery serves 1:N from int8 codes; identify re-ranks every candidate its bound cannot
+exclude from the subjects' records in float64 with verify's own function. Probes placed within
+1e-6 of the threshold are where the two would disagree if identify reported the gallery's
+numbers.
 """
 
 from __future__ import annotations

@@ -129,6 +129,18 @@ def test_templates_round_trip_exactly(store: TemplateStore) -> None:
     assert store.subject_templates("t2", "alice") == []
 
 
+def test_several_subjects_read_at_once(store: TemplateStore) -> None:
+    """What identify's exact re-rank reads: the same rows as one read per subject."""
+    rows = [row(created_at=200.0), row(created_at=100.0), row(subject="bob"),
+            row(subject="carol"), row(subject="bob", tenant="t2")]
+    store.add_templates(rows)
+    got = store.subjects_templates("t1", ["bob", "alice", "nobody", "bob"])
+    expected = store.subject_templates("t1", "bob") + store.subject_templates("t1", "alice")
+    assert sorted(got, key=lambda r: r.template_id) == sorted(expected,
+                                                               key=lambda r: r.template_id)
+    assert store.subjects_templates("t1", []) == []
+
+
 def test_add_nothing_changes_nothing(store: TemplateStore) -> None:
     store.add_templates([])
     assert store.tenants() == []
@@ -536,3 +548,57 @@ def test_counters_take_within_the_limit_and_say_when_to_retry(store: TemplateSto
     assert store.counter_retry_after("auth:client:x", 3, 60.0, 1061.0) is not None
     assert store.counter_retry_after("auth:client:x", 3, 60.0, 1091.0) is None
     assert store.counter_take("auth:client:x", 3, 60.0, 5, 1100.0) == 60.0  # never fits
+
+
+# --- leases (the key-operation lock) ----------------------------------------------------------
+
+
+def test_a_lease_has_one_holder_across_handles_and_lapses_at_its_expiry(
+        backend: Backend, store: TemplateStore) -> None:
+    other = backend.open()
+    try:
+        a = {"token": "a" * 32, "action": "keys.rotate"}
+        b = {"token": "b" * 32, "action": "keys.retire"}
+        assert store.lease_take("key-operation", a, 60.0, 1000.0) is None
+        held = other.lease_take("key-operation", b, 60.0, 1001.0)
+        assert held is not None
+        assert (held["action"], held["expires"]) == ("keys.rotate", 1060.0)
+        assert store.lease_take("key-operation", a, 60.0, 1050.0) is None  # renewed to 1110
+        assert other.lease_take("key-operation", b, 60.0, 1100.0) is not None
+        other.lease_release("key-operation", b["token"])  # not its lease: nothing happens
+        assert other.lease_take("key-operation", b, 60.0, 1100.0) is not None
+        # The holder died without releasing: at its expiry the lease is free again.
+        assert other.lease_take("key-operation", b, 60.0, 1110.5) is None
+        assert store.lease_take("key-operation", a, 60.0, 1111.0) is not None
+        other.lease_release("key-operation", b["token"])
+        assert store.lease_take("key-operation", a, 60.0, 1112.0) is None
+        assert store.lease_take("another-lease", b, 60.0, 1112.0) is None  # leases are apart
+        # A holder known dead is replaced at once, only if it still holds the lease.
+        assert other.lease_take("key-operation", b, 60.0, 1113.0, replace="c" * 32) is not None
+        assert other.lease_take("key-operation", b, 60.0, 1113.0, replace=a["token"]) is None
+    finally:
+        other.close()
+
+
+def test_racing_handles_never_both_take_a_lease(backend: Backend, store: TemplateStore) -> None:
+    handles = [store, backend.open()]
+    try:
+        for round_ in range(15):
+            name = f"race-{round_}"
+            winners: list[int] = []
+            barrier = threading.Barrier(2)
+
+            def take(i: int, name: str = name, winners: list[int] = winners,
+                     barrier: threading.Barrier = barrier) -> None:
+                barrier.wait()
+                if handles[i].lease_take(name, {"token": str(i) * 32}, 60.0, 1000.0) is None:
+                    winners.append(i)
+
+            threads = [threading.Thread(target=take, args=(i,)) for i in range(2)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert len(winners) == 1, name
+    finally:
+        handles[1].close()

@@ -153,8 +153,9 @@ def test_closed_vault_overwrites_its_gallery(vault: Vault) -> None:
     vault.enroll("a", [ENCODINGS[0]])
     vault.identify(ENCODINGS[0])
     gallery = next(iter(vault._cache.galleries_of("default").values()))
-    # The gallery's decrypted data lives in its codes, residuals and scales (issue #7).
-    held = [part.array for part in (gallery._codes, gallery._resid, gallery._scale)]
+    # The gallery's decrypted data lives in its codes, scales, norms and errors (issue #14).
+    held = [part.array for part in (gallery._codes, gallery._scale, gallery._norms,
+                                    gallery._err)]
     assert any(np.any(array) for array in held)
     vault.close()
     assert len(gallery) == 0

@@ -10,11 +10,15 @@ import stat
 from pathlib import Path
 
 import numpy as np
+import psycopg
 import pytest
 
 from faceseal.errors import AccessDenied, Conflict, InvalidInput, StorageUnavailable
 from faceseal.storage.files import FileStore
+from faceseal.storage.pg_common import connect
 from faceseal.storage.postgres import PostgresStore
+from faceseal.storage.postgres_admin import migrate_schema
+from faceseal.storage.postgres_url import parse_pg_url
 from faceseal.storage.sqlite import SQLiteStore
 
 from .conftest import EncodingOf, make_vault, reopen_vault, run_cli, vault_keys
@@ -222,6 +226,40 @@ def test_cli_schema_sql_names_the_store_roles(tmp_path: Path) -> None:
     assert 'CREATE ROLE "acme_owner" NOLOGIN;' in done.stdout
     assert 'CREATE SCHEMA "vault1" AUTHORIZATION "acme_owner";' in done.stdout
     assert "@schema@" not in done.stdout
+
+
+def _catalog(conn: psycopg.Connection[tuple[object, ...]], schema: str,
+             prefix: str) -> set[tuple[str, ...]]:
+    """Tables, columns, functions and triggers of ``schema``, role names without ``prefix``."""
+    rows = conn.execute(
+        "SELECT 'column', table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = %(s)s UNION ALL "
+        "SELECT 'function', p.proname, pg_get_function_identity_arguments(p.oid), "
+        "       pg_get_userbyid(p.proowner) FROM pg_proc p JOIN pg_namespace n "
+        "       ON n.oid = p.pronamespace WHERE n.nspname = %(s)s UNION ALL "
+        "SELECT 'trigger', event_object_table, trigger_name, action_timing "
+        "FROM information_schema.triggers WHERE trigger_schema = %(s)s UNION ALL "
+        "SELECT 'migration', version::text, '', '' FROM " + f'"{schema}"' + ".schema_migrations",
+        {"s": schema}).fetchall()
+    return {tuple(str(v).replace(prefix, "P") for v in row) for row in rows}
+
+
+def test_schema_sql_is_the_schema_migrate_makes(pg_db: PgTestDatabase) -> None:
+    """`db schema-sql` and `migrate` share one builder: the printed script, run with psql's
+    rights, makes the same tables, functions, owners and triggers as `migrate`."""
+    printed_prefix, migrated_prefix = f"{pg_db.prefix}_p", f"{pg_db.prefix}_m"
+    done = run_cli("db", "schema-sql", "--store", pg_db.admin_url(
+        schema="printed", roles=printed_prefix))
+    assert done.returncode == 0, done.stderr
+    with pg_db.admin() as conn:
+        with conn.transaction():
+            conn.execute(done.stdout.encode())
+        location = parse_pg_url(pg_db.admin_url(schema="migrated", roles=migrated_prefix))
+        with connect(location) as migrating:
+            migrate_schema(migrating, location)
+        printed = _catalog(conn, "printed", printed_prefix)
+        assert printed
+        assert printed == _catalog(conn, "migrated", migrated_prefix)
 
 
 def test_cli_init_with_a_files_store(tmp_path: Path, encoding_of: EncodingOf) -> None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import ssl
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -39,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from faceseal import errors
+from faceseal.access.principals import NewPrincipalInfo, PrincipalInfo
 from faceseal.audit.chain import ChainReport
 from faceseal.crypto.secret import SecretBytes
 from faceseal.encoders.files import is_encoding_file, load_encodings_file
@@ -47,7 +47,6 @@ from faceseal.vault.bulk import BulkEnrollResult
 from faceseal.vault.config import DEFAULT_TENANT
 from faceseal.vault.disclosure import TenantPolicy
 from faceseal.vault.results import (
-    Candidate,
     EnrollResult,
     EraseResult,
     IdentifyResult,
@@ -55,7 +54,6 @@ from faceseal.vault.results import (
     VerifyResult,
 )
 from faceseal.vault.rotation import (
-    DataKeyState,
     DataRotation,
     KekRotation,
     KeyStatus,
@@ -83,30 +81,6 @@ class ApiError(FacesealError):
     status: int = 0
     request_id: str | None = None
     problem: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class PrincipalInfo:
-    name: str
-    roles: list[str]
-    tenant: str | None  # None: every tenant
-    all_tenants: bool
-    key_id: str
-    created_at: float
-    revoked_at: float | None
-    active: bool
-    #: False: the stored row's MAC fails (written without the vault's key); it is refused.
-    verified: bool = True
-
-
-@dataclass(frozen=True)
-class NewPrincipalInfo(PrincipalInfo):
-    """A principal just created, and its API key, shown this once."""
-
-    api_key: str = ""
-
-    def __repr__(self) -> str:
-        return f"NewPrincipalInfo(name={self.name!r}, api_key=<redacted>)"
 
 
 class FacesealClient:
@@ -158,7 +132,7 @@ class FacesealClient:
             body["model"] = model
         data = self._call("POST", _path("v1", "tenants", tenant, "subjects", subject_id,
                                         "templates"), json=body, request_id=request_id)
-        return EnrollResult(**data)
+        return EnrollResult.from_dict(data)
 
     def enroll_photos(self, subject_id: str, photos: Iterable[PhotoSource], *,
                       tenant: str = DEFAULT_TENANT, face_index: int | None = None,
@@ -171,20 +145,20 @@ class FacesealClient:
         data = self._call("POST", _path("v1", "tenants", tenant, "subjects", subject_id,
                                         "photos"), files=files,
                           fields=_fields(face_index=face_index), request_id=request_id)
-        return EnrollResult(**data)
+        return EnrollResult.from_dict(data)
 
     def subjects(self, *, tenant: str = DEFAULT_TENANT,
                  request_id: str | None = None) -> list[SubjectInfo]:
         data = self._call("GET", _path("v1", "tenants", tenant, "subjects"),
                           request_id=request_id)
-        return [SubjectInfo(**s) for s in data["subjects"]]
+        return [SubjectInfo.from_dict(s) for s in data["subjects"]]
 
     def erase(self, subject_id: str, *, tenant: str = DEFAULT_TENANT,
               request_id: str | None = None) -> EraseResult:
         """Erase the subject's templates and destroy its key material (crypto-shredding)."""
         data = self._call("DELETE", _path("v1", "tenants", tenant, "subjects", subject_id),
                           request_id=request_id)
-        return EraseResult(**data)
+        return EraseResult.from_dict(data)
 
     # --- matching --------------------------------------------------------------------------------
 
@@ -202,7 +176,7 @@ class FacesealClient:
         else:
             body = _without_none(encoding=encoding, threshold=threshold, model=model)
             data = self._call("POST", base, json=body, request_id=request_id)
-        return VerifyResult(**data)
+        return VerifyResult.from_dict(data)
 
     def identify(self, probe: Probe, *, tenant: str = DEFAULT_TENANT, top_k: int = 5,
                  threshold: float | None = None, model: str | None = None,
@@ -221,7 +195,7 @@ class FacesealClient:
             body = _without_none(encoding=encoding, top_k=top_k, threshold=threshold,
                                  model=model)
             data = self._call("POST", base, json=body, request_id=request_id)
-        return _identify_result(data)
+        return IdentifyResult.from_dict(data)
 
     # --- batches ---------------------------------------------------------------------------------
 
@@ -241,7 +215,7 @@ class FacesealClient:
             body["model"] = model
         data = self._call("POST", _path("v1", "tenants", tenant, "batch", "enroll"), json=body,
                           request_id=request_id)
-        return BulkEnrollResult(**data)
+        return BulkEnrollResult.from_dict(data)
 
     def identify_many(self, probes: npt.ArrayLike, *, tenant: str = DEFAULT_TENANT,
                       top_k: int = 5, threshold: float | None = None, model: str | None = None,
@@ -255,7 +229,7 @@ class FacesealClient:
                              model=model)
         data = self._call("POST", _path("v1", "tenants", tenant, "batch", "identify"),
                           json=body, request_id=request_id)
-        return [_identify_result(r) for r in data["results"]]
+        return [IdentifyResult.from_dict(r) for r in data["results"]]
 
     # --- tenants ---------------------------------------------------------------------------------
 
@@ -263,7 +237,7 @@ class FacesealClient:
                       request_id: str | None = None) -> TenantPolicy:
         """What the tenant's answers reveal, and its configured thresholds (admin or auditor)."""
         data = self._call("GET", _path("v1", "tenants", tenant, "policy"), request_id=request_id)
-        return TenantPolicy(**data)
+        return TenantPolicy.from_dict(data)
 
     def set_tenant_policy(self, tenant: str = DEFAULT_TENANT, *,
                           disclosure_level: str | None = None,
@@ -273,13 +247,13 @@ class FacesealClient:
         body = _without_none(disclosure=disclosure_level, thresholds=thresholds)
         data = self._call("PUT", _path("v1", "tenants", tenant, "policy"), json=body,
                           request_id=request_id)
-        return TenantPolicy(**data)
+        return TenantPolicy.from_dict(data)
 
     # --- principals ------------------------------------------------------------------------------
 
     def principals(self, *, request_id: str | None = None) -> list[PrincipalInfo]:
         data = self._call("GET", "/v1/principals", request_id=request_id)
-        return [PrincipalInfo(**p) for p in data["principals"]]
+        return [PrincipalInfo.from_dict(p) for p in data["principals"]]
 
     def add_principal(self, name: str, roles: Sequence[str], *, tenant: str | None = None,
                       all_tenants: bool = False,
@@ -289,35 +263,36 @@ class FacesealClient:
         if all_tenants:
             body["all_tenants"] = True
         data = self._call("POST", "/v1/principals", json=body, request_id=request_id)
-        return NewPrincipalInfo(**data)
+        return NewPrincipalInfo.from_dict(data)
 
     def revoke_principal(self, name: str, *, request_id: str | None = None) -> PrincipalInfo:
         data = self._call("DELETE", _path("v1", "principals", name), request_id=request_id)
-        return PrincipalInfo(**data)
+        return PrincipalInfo.from_dict(data)
 
     # --- keys (admin over every tenant) ----------------------------------------------------------
 
     def key_status(self, *, request_id: str | None = None) -> KeyStatus:
         data = self._call("GET", "/v1/keys", request_id=request_id)
-        data_keys = [DataKeyState(**k) for k in data.pop("data_keys")]
-        return KeyStatus(data_keys=data_keys, **data)
+        return KeyStatus.from_dict(data)
 
     def rotate_kek(self, *, request_id: str | None = None) -> KekRotation:
         """New KEK version; every data key rewrapped; no record re-encrypted."""
-        return KekRotation(**self._call("POST", "/v1/keys/kek/rotate", request_id=request_id))
+        return KekRotation.from_dict(self._call("POST", "/v1/keys/kek/rotate",
+                                                   request_id=request_id))
 
     def rewrap_data_keys(self, *, request_id: str | None = None) -> KekRotation:
-        return KekRotation(**self._call("POST", "/v1/keys/kek/rewrap", request_id=request_id))
+        return KekRotation.from_dict(self._call("POST", "/v1/keys/kek/rewrap",
+                                                   request_id=request_id))
 
     def rotate_data_keys(self, *, request_id: str | None = None) -> DataRotation:
         """New data-key version; every record re-encrypted (resumable: call again after a
         timeout to finish)."""
-        return DataRotation(**self._call("POST", "/v1/keys/data/rotate",
+        return DataRotation.from_dict(self._call("POST", "/v1/keys/data/rotate",
                                          request_id=request_id))
 
     def retire_data_keys(self, below: int, *, request_id: str | None = None) -> Retirement:
-        return Retirement(**self._call("POST", "/v1/keys/data/retire", json={"below": below},
-                                       request_id=request_id))
+        return Retirement.from_dict(self._call("POST", "/v1/keys/data/retire",
+                                               json={"below": below}, request_id=request_id))
 
     # --- audit -----------------------------------------------------------------------------------
 
@@ -332,7 +307,7 @@ class FacesealClient:
 
     def audit_verify(self, *, request_id: str | None = None) -> ChainReport:
         data = self._call("GET", "/v1/audit/verify", request_id=request_id)
-        return ChainReport(**data)
+        return ChainReport.from_dict(data)
 
     # --- operations ------------------------------------------------------------------------------
 
@@ -347,8 +322,10 @@ class FacesealClient:
         if response.status_code in (200, 503) and _media_type(response) == "application/json":
             body = response.json()
             checks = body.get("checks", {})
+            shards = body.get("shards") or {}
             return Readiness({str(k): str(v) for k, v in checks.items()},
-                             int(body.get("changes_behind", 0)))
+                             int(body.get("changes_behind", 0)),
+                             {str(k): str(v) for k, v in shards.items()})
         raise self._error(response)
 
     def metrics(self) -> str:
@@ -491,11 +468,6 @@ def _probe(probe: Probe) -> tuple[bytes | None, list[float] | None]:
     if array.ndim != 1:
         raise InvalidInput("a probe encoding must be 1-D")
     return None, array.tolist()
-
-
-def _identify_result(data: dict[str, Any]) -> IdentifyResult:
-    candidates = [Candidate(**c) for c in data.pop("candidates")]
-    return IdentifyResult(candidates=candidates, **data)
 
 
 def _numbers(values: object) -> npt.NDArray[np.float64]:

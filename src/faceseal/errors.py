@@ -255,6 +255,14 @@ class ServiceUnavailable(InternalError):
     code = "service_unavailable"
 
 
+class ShardUnavailable(InternalError):
+    """A shard of a sharded gallery (``faceseal serve --shards``) is down, restarting or not
+    caught up with the change log; identify is refused rather than answered from the other
+    shards (a partial answer could turn a match into "no match")."""
+
+    code = "shard_unavailable"
+
+
 # --- the opaque one ---------------------------------------------------------------------------
 
 

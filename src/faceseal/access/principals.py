@@ -13,7 +13,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from faceseal.access.apikeys import (
     DUMMY_HASH,
@@ -22,10 +22,11 @@ from faceseal.access.apikeys import (
     hashes_equal,
     parse_api_key,
 )
-from faceseal.access.roles import PERMISSIONS, Role, format_roles, parse_roles
+from faceseal.access.roles import PERMISSIONS, Role, RoleName, format_roles, parse_roles
 from faceseal.access.sealing import PrincipalSeal
 from faceseal.crypto.secret import SecretBytes
 from faceseal.errors import InvalidInput
+from faceseal.schema import Result
 from faceseal.storage.base import PrincipalRow, TemplateStore
 
 _NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._@-]{0,63}\Z")
@@ -97,13 +98,43 @@ class Principal:
         """Whether this principal's scope includes ``tenant`` (None: every tenant)."""
         return self.tenant is None or (tenant is not None and tenant == self.tenant)
 
+    def info(self) -> PrincipalInfo:
+        """What may be shown of this principal (listed, served, printed)."""
+        return PrincipalInfo(self.name, cast(list[RoleName], sorted(r.value for r in self.roles)),
+                             self.tenant, self.tenant is None, self.key_id, self.created_at,
+                             self.revoked_at, self.active, self.verified)
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name, "roles": sorted(r.value for r in self.roles),
-            "tenant": self.tenant, "all_tenants": self.tenant is None, "key_id": self.key_id,
-            "created_at": self.created_at, "revoked_at": self.revoked_at,
-            "active": self.active, "verified": self.verified,
-        }
+        return self.info().to_dict()
+
+
+@dataclass(frozen=True)
+class PrincipalInfo(Result):
+    """A principal as listed and served: no key, no key hash, no internal id."""
+
+    name: str
+    roles: list[RoleName]
+    tenant: str | None
+    """The tenant it is scoped to; null: every tenant."""
+    all_tenants: bool
+    key_id: str
+    created_at: float
+    revoked_at: float | None
+    active: bool
+    verified: bool = True
+    """False when the stored row's MAC does not verify: it was written without the vault's key
+    and is refused."""
+
+
+@dataclass(frozen=True)
+class NewPrincipalInfo(PrincipalInfo):
+    """A principal just created, and its API key, shown this once."""
+
+    api_key: str = ""
+    """The principal's API key, shown this once; faceseal keeps only a hash of it."""
+
+    def __repr__(self) -> str:
+        return f"NewPrincipalInfo(name={self.name!r}, api_key=<redacted>)"
 
 
 @dataclass(frozen=True)
@@ -143,8 +174,11 @@ class NewPrincipal:
     def __repr__(self) -> str:
         return f"NewPrincipal(name={self.principal.name!r}, api_key=<redacted>)"
 
+    def info(self) -> NewPrincipalInfo:
+        return NewPrincipalInfo(**vars(self.principal.info()), api_key=self.api_key)
+
     def to_dict(self) -> dict[str, Any]:
-        return {**self.principal.to_dict(), "api_key": self.api_key}
+        return self.info().to_dict()
 
 
 def new_principal_row(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import StrEnum
+from typing import Literal
 
 from faceseal.errors import InvalidInput
 
@@ -29,6 +30,9 @@ class Role(StrEnum):
 
 
 ALL_ROLES: frozenset[Role] = frozenset(Role)
+#: A role's name as results and the HTTP API spell it (tests/test_result_schemas.py keeps it
+#: equal to Role).
+RoleName = Literal["admin", "enroller", "verifier", "identifier", "auditor", "calibrator"]
 
 # --- actions -------------------------------------------------------------------------------------
 

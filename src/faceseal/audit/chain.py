@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 
 from faceseal.crypto.encoding import length_prefixed
 from faceseal.crypto.secret import SecretBytes
+from faceseal.schema import Result
 from faceseal.storage.base import AuditRecord
 
 _EVENT_LABEL = b"faceseal-audit-event-v1\x00"
@@ -131,15 +132,12 @@ class Checkpoint:
 
 
 @dataclass(frozen=True)
-class Break:
+class Break(Result):
     """One place where the log is broken: the event (None for a gap) and what is wrong."""
 
     seq: int
     event_id: str | None
     problem: str
-
-    def to_dict(self) -> dict[str, object]:
-        return {"seq": self.seq, "event_id": self.event_id, "problem": self.problem}
 
 
 #: At most this many breaks are listed (all are counted): a wholesale rewrite stays readable.
@@ -147,7 +145,7 @@ MAX_LISTED_BREAKS = 1000
 
 
 @dataclass(frozen=True)
-class ChainReport:
+class ChainReport(Result):
     """The outcome of verifying the audit chain (no event content, only positions).
 
     Every event is checked on its own (its MAC) and against its predecessor (its link), and
@@ -164,18 +162,10 @@ class ChainReport:
     checkpoints_checked: int = 0
     notes: list[str] = field(default_factory=list)
     breaks: list[Break] = field(default_factory=list)
+    """Every break found (up to 1000), in log order; the walk goes on past each one."""
     break_count: int = 0
     verified_events: int = 0
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "ok": self.ok, "events": self.events, "head_seq": self.head_seq,
-            "checkpoint_seq": self.checkpoint_seq, "first_broken_seq": self.first_broken_seq,
-            "first_broken_event_id": self.first_broken_event_id, "problem": self.problem,
-            "checkpoints_checked": self.checkpoints_checked, "notes": list(self.notes),
-            "breaks": [b.to_dict() for b in self.breaks], "break_count": self.break_count,
-            "verified_events": self.verified_events,
-        }
+    """Events whose own MAC holds."""
 
 
 def event_verifies(record: AuditRecord, keys: dict[int, AuditKey]) -> bool:

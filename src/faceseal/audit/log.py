@@ -15,6 +15,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +30,7 @@ from faceseal.audit.clock import CheckpointClock
 from faceseal.audit.events import AuditEvent, decode_detail
 from faceseal.audit.state import AuditState
 from faceseal.errors import FacesealError
+from faceseal.schema import Result
 from faceseal.storage.base import AuditRecord, TemplateStore
 
 log = logging.getLogger(__name__)
@@ -174,25 +176,41 @@ class AuditLog:
         return verify_chain(self._store.audit_events(), self._keys, self._state.checkpoints())
 
 
+@dataclass(frozen=True)
+class AuditEventInfo(Result):
+    """One audit event as shown: ``audit tail``, ``audit export`` and ``GET /v1/audit/events``."""
+
+    seq: int
+    event_id: str
+    time: str
+    occurred_at: float
+    principal: str
+    role: str
+    action: str
+    tenant: str | None
+    subject_id: str | None
+    template_ids: list[str]
+    outcome: str
+    request_id: str
+    detail: dict[str, Any]
+    prev_mac: str
+    mac: str
+    verified: bool
+    """Whether the event's own MAC holds; false marks an event written without the audit key
+    (forged or edited)."""
+
+
 def record_to_json(record: AuditRecord, verified: bool | None = None) -> dict[str, Any]:
-    """One event as a JSON object (for ``audit tail --json`` and ``audit export``), with
-    ``verified`` (whether its own MAC holds) when the caller checked it."""
-    marks = {} if verified is None else {"verified": verified}
-    return {**marks,
-        "seq": record.seq,
-        "event_id": record.event_id,
-        "time": datetime.fromtimestamp(record.occurred_at, UTC).isoformat(timespec="microseconds")
+    """One event as a JSON object (:class:`AuditEventInfo`), with ``verified`` (whether its own
+    MAC holds) when the caller checked it, and without it otherwise (``audit export``)."""
+    shown = AuditEventInfo(
+        record.seq, record.event_id,
+        datetime.fromtimestamp(record.occurred_at, UTC).isoformat(timespec="microseconds")
         .replace("+00:00", "Z"),
-        "occurred_at": record.occurred_at,
-        "principal": record.principal,
-        "role": record.role,
-        "action": record.action,
-        "tenant": record.tenant,
-        "subject_id": record.subject_id,
-        "template_ids": list(record.template_ids),
-        "outcome": record.outcome,
-        "request_id": record.request_id,
-        "detail": decode_detail(record.detail),
-        "prev_mac": record.prev_mac.hex(),
-        "mac": record.mac.hex(),
-    }
+        record.occurred_at, record.principal, record.role, record.action, record.tenant,
+        record.subject_id, list(record.template_ids), record.outcome, record.request_id,
+        decode_detail(record.detail), record.prev_mac.hex(), record.mac.hex(),
+        bool(verified)).to_dict()
+    if verified is None:
+        del shown["verified"]
+    return shown

@@ -63,6 +63,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     errors.IntegrityFailure: EXIT_INTERNAL,
     errors.ServiceTimeout: EXIT_INTERNAL,
     errors.ServiceUnavailable: EXIT_INTERNAL,
+    errors.ShardUnavailable: EXIT_INTERNAL,
     errors.DecryptionError: EXIT_INTERNAL,
 }
 

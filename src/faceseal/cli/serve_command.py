@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -11,11 +14,31 @@ from faceseal.cli.group import given_on_command_line, global_options
 from faceseal.cli.logs import configure_logging
 from faceseal.cli.output import Output
 from faceseal.errors import UserError
+from faceseal.http.console.settings import DEFAULT_IDLE_SECONDS
+from faceseal.http.settings import Settings, env_var, specs
 from faceseal.vault.paths import HOME_ENV
 
 #: The top-level modules the server extra installs.
 SERVER_MODULES = frozenset({"fastapi", "uvicorn", "multipart", "python_multipart", "httpx",
                             "anyio", "pydantic", "starlette", "jinja2", "markupsafe"})
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def settings_options(command: F) -> F:
+    """One option per field of :class:`Settings`: its flag, help, bounds and default from the
+    field, its environment variable ``FACESEAL_<FIELD>`` (so nothing here repeats a default)."""
+    for item, spec in reversed(specs()):
+        kind: Any = {"bool": bool, "str": str}.get(str(item.type))
+        if kind is None:
+            low, high = spec.minimum, spec.maximum
+            kind = (click.IntRange(None if low is None else int(low),
+                                   None if high is None else int(high))
+                    if item.type == "int" else click.FloatRange(low, high))
+        command = click.option(spec.flag, item.name, type=kind, default=item.default,
+                               show_default=True, envvar=env_var(item.name), show_envvar=True,
+                               metavar=spec.metavar, help=spec.help)(command)
+    return command
 
 
 @click.command()
@@ -42,43 +65,21 @@ SERVER_MODULES = frozenset({"fastapi", "uvicorn", "multipart", "python_multipart
               "(repeatable; * trusts everyone: only behind a proxy that overwrites them).")
 @click.option("--root-path", default="", help="Path prefix a reverse proxy serves the API "
               "under (e.g. /faceseal).")
-@click.option("--max-body", "max_body_bytes", type=click.IntRange(min=1), default=8 * 2**20,
-              show_default=True, help="Largest request body in bytes (413 beyond).")
-@click.option("--max-image-pixels", type=click.IntRange(min=1), default=16_000_000,
-              show_default=True, help="Largest photo in pixels, checked before decoding (413 "
-              "beyond).")
-@click.option("--max-photos", type=click.IntRange(min=1, max=100), default=10,
-              show_default=True, help="Photos per enrolment request.")
-@click.option("--max-detect-pixels", type=click.IntRange(min=10_000), default=2_000_000,
-              show_default=True, help="Pixels searched for faces at most; larger photos are "
-              "searched downscaled and encoded at full size.")
-@click.option("--photo-requests-per-principal", type=click.IntRange(min=1, max=64), default=2,
-              show_default=True, help="Photo requests of one principal at work at once (more "
-              "wait their turn).")
-@click.option("--timeout", "request_timeout", type=click.FloatRange(min=0.1, max=3600),
-              default=30.0, show_default=True, help="Seconds a request may take (503 after).")
-@click.option("--auth-failures-per-key", type=click.IntRange(min=1, max=100), default=100,
-              show_default=True, help="Failed authentications per key id per hour before 429 "
-              "(at most 100: OWASP ASVS 2.2.1).")
-@click.option("--auth-failures-per-client", type=click.IntRange(min=1), default=100,
-              show_default=True, help="Failed authentications per client address (IPv6: /64) "
-              "per hour before 429.")
-@click.option("--threads", type=click.IntRange(min=1, max=256), default=8, show_default=True,
-              help="Threads running vault calls.")
 @click.option("--workers", type=click.IntRange(min=1, max=64), default=1, show_default=True,
               help="Server processes sharing the socket, each a full replica coherent through "
                    "the change log (see docs/http.md for sizing).")
 @click.option("--limit-concurrency", type=click.IntRange(min=1), default=None,
               help="Answer 503 beyond this many connections and requests at once.")
-@click.option("--rate-limits", default="store", show_default=True, metavar="store|memory|URL",
-              help="Where failed-authentication counts live: the vault's store (shared by every "
-                   "replica), this process's memory, or a redis:// URL.")
-@click.option("--follow-interval", type=click.FloatRange(min=0.01, max=3600), default=1.0,
-              show_default=True,
-              help="Seconds between checks of the change log while idle (PostgreSQL notifies).")
-@click.option("--no-openapi", is_flag=True, help="Do not serve /openapi.json.")
+@click.option("--shards", type=click.IntRange(min=0, max=4096), default=0, show_default=True,
+              help="Answer identify from N shard actors on Ray (the cluster extra), each holding "
+              "a keyed-hash partition of every tenant; 0: this process's gallery.")
+@click.option("--ray-address", default=None, metavar="ADDR",
+              help="Start the shards on this existing Ray cluster (TLS required beyond the "
+              "loopback) instead of an embedded one; see docs/scale-out.md.")
+@settings_options
 @click.option("--no-console", is_flag=True, help="Do not serve the browser console under /ui.")
-@click.option("--console-idle-timeout", type=click.FloatRange(min=1, max=86400), default=900.0,
+@click.option("--console-idle-timeout", type=click.FloatRange(min=1, max=86400),
+              default=DEFAULT_IDLE_SECONDS,
               show_default=True, help="Seconds without a request after which a console "
               "session is signed out.")
 @click.option("--debug", is_flag=True, help="Log at DEBUG.")
@@ -86,12 +87,9 @@ SERVER_MODULES = frozenset({"fastapi", "uvicorn", "multipart", "python_multipart
 def serve(vault_dir: Path | None, host: str, port: int, port_file: Path | None,
           ssl_certfile: Path | None, ssl_keyfile: Path | None, ssl_ca_certs: Path | None,
           client_certs: str, trusted_proxies: tuple[str, ...], root_path: str,
-          max_body_bytes: int, max_image_pixels: int, max_photos: int,
-          max_detect_pixels: int, photo_requests_per_principal: int, request_timeout: float,
-          auth_failures_per_key: int, auth_failures_per_client: int, threads: int, workers: int,
-          limit_concurrency: int | None, rate_limits: str, follow_interval: float,
-          no_openapi: bool, no_console: bool, console_idle_timeout: float, debug: bool,
-          verbose: int) -> None:
+          workers: int, limit_concurrency: int | None, shards: int, ray_address: str | None,
+          no_console: bool, console_idle_timeout: float, debug: bool, verbose: int,
+          **settings_values: Any) -> None:
     """Serve the vault over HTTP (JSON API under /v1, OpenAPI at /openapi.json, the browser
     console under /ui).
 
@@ -107,7 +105,8 @@ def serve(vault_dir: Path | None, host: str, port: int, port_file: Path | None,
     try:
         from faceseal.http.console.settings import ConsoleSettings  # noqa: PLC0415
         from faceseal.http.server import ServerOptions, serve_vault  # noqa: PLC0415
-        from faceseal.http.settings import Settings  # noqa: PLC0415
+
+        importlib.import_module("faceseal.http.app")  # FastAPI and the rest of the extra
     except ModuleNotFoundError as error:
         if error.name is None or error.name.split(".")[0] not in SERVER_MODULES:
             raise
@@ -116,20 +115,13 @@ def serve(vault_dir: Path | None, host: str, port: int, port_file: Path | None,
             f"faceseal serve needs the server extra ({error.name} is not installed); run: "
             "pip install 'faceseal[server]'"))
     try:
-        settings = Settings(
-            max_body_bytes=max_body_bytes, max_image_pixels=max_image_pixels,
-            max_photos=max_photos, request_timeout=request_timeout,
-            max_detect_pixels=max_detect_pixels,
-            photo_requests_per_principal=photo_requests_per_principal,
-            auth_failures_per_key=auth_failures_per_key,
-            auth_failures_per_client=auth_failures_per_client, threads=threads,
-            openapi=not no_openapi, rate_limits=rate_limits, follow_interval=follow_interval,
-        )
+        settings = Settings(**settings_values)
         options = ServerOptions(
             host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
             ssl_ca_certs=ssl_ca_certs, client_certs=client_certs,
             trusted_proxies=trusted_proxies, root_path=root_path, port_file=port_file,
-            limit_concurrency=limit_concurrency, workers=workers,
+            limit_concurrency=limit_concurrency, shards=shards, ray_address=ray_address,
+            workers=workers,
             log_level="debug" if debug else ("info" if verbose else "warning"),
         )
         console = ConsoleSettings(enabled=not no_console, idle_timeout=console_idle_timeout)

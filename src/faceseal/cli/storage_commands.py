@@ -142,20 +142,11 @@ def grants(output: Output, vault_dir: Path | None, store_url: str | None,
 @common_options
 def schema_sql(output: Output, vault_dir: Path | None, store_url: str | None) -> None:
     """Print the SQL that `faceseal migrate` runs, for review or for running with psql."""
-    from faceseal.storage.postgres_admin import MIGRATIONS, migration_sql  # noqa: PLC0415
+    from faceseal.storage.postgres_admin import schema_script  # noqa: PLC0415
 
     location = _store_location(vault_dir, store_url) if (store_url or vault_dir) else \
         parse_pg_url("postgresql:///")
-    roles = location.roles
-    preamble = (f"-- run as a superuser (or CREATEROLE + CREATE on the database), in one "
-                f"transaction\nCREATE ROLE \"{roles.owner}\" NOLOGIN;\n"
-                f"CREATE ROLE \"{roles.app}\" NOLOGIN;\nCREATE ROLE \"{roles.auditor}\" NOLOGIN;\n"
-                f"CREATE SCHEMA \"{location.schema}\" AUTHORIZATION \"{roles.owner}\";\n"
-                f"SET LOCAL ROLE \"{roles.owner}\";\n")
-    scripts = [migration_sql(version, location) + "\nINSERT INTO "
-               f"\"{location.schema}\".schema_migrations VALUES ({version}, "
-               "extract(epoch FROM now()));\n" for version, _ in MIGRATIONS]
-    text = preamble + "\n".join(scripts) + "RESET ROLE;\n"
+    text = schema_script(location)
     output.emit({"sql": text}, lambda: click.echo(text, nl=False))
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
@@ -58,8 +57,6 @@ class Service:
     metrics: Metrics
     limiter: AuthRateLimiter
     routes: RouteTemplates = field(default_factory=RouteTemplates)
-    #: Held while a key operation runs (they run one at a time).
-    key_lock: threading.Lock = field(default_factory=threading.Lock)
     _threads: anyio.CapacityLimiter | None = None
     _photo_slots: PhotoSlots | None = None
 

@@ -3,12 +3,27 @@ and response models (what the OpenAPI document promises and schemathesis checks)
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from faceseal.access.principals import NewPrincipalInfo, PrincipalInfo
+from faceseal.access.roles import RoleName
+from faceseal.audit.chain import Break, ChainReport
+from faceseal.audit.log import AuditEventInfo
 from faceseal.encoders.validation import MAX_ABS_VALUE, MAX_DIMENSION, MIN_DIMENSION
+from faceseal.vault.bulk import BulkEnrollResult
+from faceseal.vault.disclosure import TenantPolicy
 from faceseal.vault.ids import MAX_ID_LENGTH
+from faceseal.vault.results import (
+    Candidate,
+    EnrollResult,
+    EraseResult,
+    IdentifyResult,
+    SubjectInfo,
+    VerifyResult,
+)
+from faceseal.vault.rotation import DataKeyState, DataRotation, KekRotation, KeyStatus, Retirement
 from faceseal.vault.vault import MAX_TOP_K
 
 #: An id in a URL path: what the vault accepts (1-256 characters, no control characters), minus
@@ -42,9 +57,6 @@ Threshold = Annotated[float, Field(gt=0, le=1e6, description="A stricter thresho
                                    "tenant's configured one (a looser one is refused with 422); "
                                    "a match is distance <= threshold.")]
 
-RoleName = Literal["admin", "enroller", "verifier", "identifier", "auditor", "calibrator"]
-Disclosure = Literal["exact", "band", "decision"]
-Score = Literal["strong", "match", "none"]
 
 
 def _integral(value: object) -> object:
@@ -125,55 +137,34 @@ class AddPrincipalRequest(_Request):
 
 
 # --- responses -----------------------------------------------------------------------------------
+# The vault's result types are the response models (one definition each: faceseal.vault.results
+# and friends, read by pydantic as dataclasses). The names below are the ones the routes and
+# other code used before; they are the same classes. Only shapes that are the service's own
+# (envelopes, principals, audit events, health) are defined here.
+
+EnrollResponse = EnrollResult
+VerifyResponse = VerifyResult
+CandidateModel = Candidate
+IdentifyResponse = IdentifyResult
+TenantPolicyResponse = TenantPolicy
+BulkEnrollResponse = BulkEnrollResult
+SubjectModel = SubjectInfo
+EraseResponse = EraseResult
+DataKeyModel = DataKeyState
+KeyStatusResponse = KeyStatus
+KekRotationResponse = KekRotation
+DataRotationResponse = DataRotation
+RetirementResponse = Retirement
 
 
-class EnrollResponse(_Response):
+class IdentifyBatchResponse(_Response):
+    results: list[IdentifyResult]
+
+
+class SubjectsResponse(_Response):
     tenant: str
-    subject_id: str
-    model_id: str
-    template_ids: list[str]
-    sources: list[str]
-    #: Always empty over HTTP (enrolment there is all or nothing); kept for one result shape.
-    skipped: list[dict[str, str]] = []
-    #: "far_from_subject" (another person?) or "duplicate" templates, enrolled anyway.
-    warnings: list[dict[str, str]] = []
+    subjects: list[SubjectInfo]
 
-
-class VerifyResponse(_Response):
-    tenant: str
-    subject_id: str
-    match: bool
-    distance: float | None = Field(description="The exact distance: only for principals holding "
-                                               "the calibrator role, else null.")
-    threshold: float
-    model_id: str
-    template_id: str | None = Field(description="The closest template; null on a non-match "
-                                                "unless the disclosure is exact.")
-    damaged_template_ids: list[str]
-    score: Score | None = Field(description="A coarse band (strong, match, none); null when the "
-                                            "tenant's disclosure is 'decision'.")
-    disclosure: Disclosure
-
-
-class CandidateModel(_Response):
-    subject_id: str
-    distance: float | None
-    match: bool
-    template_id: str
-    score: Score | None
-
-
-class IdentifyResponse(_Response):
-    tenant: str
-    model_id: str
-    threshold: float
-    top_k: int
-    candidates: list[CandidateModel] = Field(
-        description="Closest first. Every top-k candidate with its distance for calibrators; "
-                    "otherwise only the candidates within the threshold.")
-    gallery_size: int
-    damaged_templates: int
-    disclosure: Disclosure
 
 
 class TenantPolicyRequest(_Request):
@@ -189,160 +180,28 @@ class TenantPolicyRequest(_Request):
                     "left out keep their value.")
 
 
-class TenantPolicyResponse(_Response):
-    tenant: str
-    disclosure: Literal["band", "decision"]
-    thresholds: dict[str, float]
-
-
-class BulkEnrollResponse(_Response):
-    tenant: str
-    model_id: str
-    templates: int
-    subjects: int
-    template_ids: list[str]
-
-
-class IdentifyBatchResponse(_Response):
-    results: list[IdentifyResponse]
-
-
-class SubjectModel(_Response):
-    tenant: str
-    subject_id: str
-    templates: int
-    created_at: float
-    last_seen_at: float
-
-
-class SubjectsResponse(_Response):
-    tenant: str
-    subjects: list[SubjectModel]
-
-
-class EraseResponse(_Response):
-    tenant: str
-    subject_id: str
-    templates_erased: int
-    key_material_destroyed: bool
-
-
-class PrincipalModel(_Response):
-    name: str
-    roles: list[RoleName]
-    tenant: str | None
-    all_tenants: bool
-    key_id: str
-    created_at: float
-    revoked_at: float | None
-    active: bool
-    verified: bool = Field(description="False when the stored row's MAC does not verify: it "
-                           "was written without the vault's key and is refused.")
-
-
-class NewPrincipalResponse(PrincipalModel):
-    api_key: str = Field(description="The principal's API key, shown this once; faceseal keeps "
-                         "only a hash of it.")
+PrincipalModel = PrincipalInfo
+NewPrincipalResponse = NewPrincipalInfo
 
 
 class PrincipalsResponse(_Response):
-    principals: list[PrincipalModel]
+    principals: list[PrincipalInfo]
 
 
-class AuditEventModel(_Response):
-    seq: int
-    event_id: str
-    time: str
-    occurred_at: float
-    principal: str
-    role: str
-    action: str
-    tenant: str | None
-    subject_id: str | None
-    template_ids: list[str]
-    outcome: str
-    request_id: str
-    detail: dict[str, Any]
-    prev_mac: str
-    mac: str
-    verified: bool = Field(description="Whether the event's own MAC holds; false marks an event "
-                           "written without the audit key (forged or edited).")
+AuditEventModel = AuditEventInfo
 
 
 class AuditEventsResponse(_Response):
-    events: list[AuditEventModel]
+    events: list[AuditEventInfo]
 
 
-class ChainBreakModel(_Response):
-    seq: int
-    event_id: str | None
-    problem: str
-
-
-class ChainReportModel(_Response):
-    ok: bool
-    events: int
-    head_seq: int
-    checkpoint_seq: int
-    first_broken_seq: int | None
-    first_broken_event_id: str | None
-    problem: str | None
-    checkpoints_checked: int
-    notes: list[str]
-    breaks: list[ChainBreakModel] = Field(description="Every break found (up to 1000), in log "
-                                          "order; the walk goes on past each one.")
-    break_count: int
-    verified_events: int = Field(description="Events whose own MAC holds.")
+ChainBreakModel = Break
+ChainReportModel = ChainReport
 
 
 class RetireRequest(_Request):
     below: Integer = Field(ge=1, le=2**31 - 1, description="Refuse data-key versions below this "
                            "one from now on (once no record needs them).")
-
-
-class DataKeyModel(_Response):
-    version: int
-    created_at: float
-    encryptions: int
-    records: int
-    kek_version: int | None
-    active: bool
-    retired: bool
-
-
-class KeyStatusResponse(_Response):
-    key_uri: str
-    provider: str
-    provider_location: str
-    kek_versions: list[int]
-    active_kek_version: int
-    provider_details: dict[str, str]
-    data_keys: list[DataKeyModel]
-    active_data_key: int
-    min_decrypt_version: int
-    max_encryptions_per_key: int
-    key_store_dir: str
-    rotation_in_progress: dict[str, int] | None
-
-
-class KekRotationResponse(_Response):
-    kek_version_before: int
-    kek_version: int
-    data_keys_rewrapped: int
-    records_reencrypted: int
-
-
-class DataRotationResponse(_Response):
-    target_version: int
-    resumed: bool
-    records_reencrypted: int
-    records_remaining: int
-    damaged_template_ids: list[str]
-
-
-class RetirementResponse(_Response):
-    min_decrypt_version_before: int
-    min_decrypt_version: int
 
 
 class HealthResponse(_Response):
@@ -359,6 +218,9 @@ class ReadinessResponse(_Response):
     changes_behind: int = Field(description="Changes committed to the store (by any process) "
                                 "that this replica has not applied yet, over all loaded "
                                 "tenants.")
+    shards: dict[str, str] | None = Field(default=None, description='Sharded galleries only '
+                                          '(serve --shards; absent otherwise): per shard '
+                                          'number, "ok", "behind" or "down".')
 
 
 class Problem(BaseModel):

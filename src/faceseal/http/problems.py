@@ -104,6 +104,7 @@ HTTP_STATUS: dict[type[BaseException], int] = {
     errors.IntegrityFailure: 500,
     errors.ServiceTimeout: 503,
     errors.ServiceUnavailable: 503,
+    errors.ShardUnavailable: 503,
     errors.DecryptionError: 500,
 }
 

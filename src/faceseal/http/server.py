@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from faceseal.errors import InvalidInput
+from faceseal.errors import InvalidInput, UserError
 from faceseal.http.console.settings import ConsoleSettings
 from faceseal.http.settings import Settings
 from faceseal.keys.env_secrets import scrub_environment
@@ -61,6 +61,10 @@ class ServerOptions:
     log_level: str = "info"
     #: Server processes sharing the socket, each a full replica (see :func:`serve_vault`).
     workers: int = 1
+    #: Shard actors answering identify (0: this process's gallery); docs/scale-out.md.
+    shards: int = 0
+    #: An existing Ray cluster to start them on (None: an embedded one on the loopback).
+    ray_address: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -68,6 +72,10 @@ class ServerOptions:
             raise InvalidInput(f"--workers must be within 1..{MAX_WORKERS}")
         if not 0 <= self.port <= 65535:
             raise InvalidInput("the port must be within 0..65535")
+        if not 0 <= self.shards <= 4096:
+            raise InvalidInput("--shards must be within 0..4096")
+        if self.ray_address is not None and not self.shards:
+            raise InvalidInput("--ray-address needs --shards N")
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise InvalidInput("TLS needs both --ssl-certfile and --ssl-keyfile")
         if self.client_certs not in CLIENT_CERT_MODES:
@@ -129,6 +137,9 @@ def serve_vault(
         raise InvalidInput("--workers needs shared counters (--rate-limits store or a redis:// "
                            "URL): in memory, every worker would keep its own query budgets and "
                            "failed-authentication counts")
+    if options.workers > 1 and options.shards:
+        raise InvalidInput("--workers and --shards do not mix: each worker would start shards "
+                           "of its own; use one or the other")
     if options.workers > 1 and console is not None and console.enabled:
         raise InvalidInput("--workers needs --no-console: console sessions live in one "
                            "process's memory, and a browser's next request may reach another "
@@ -170,8 +181,13 @@ def _serve(home: Path | None, settings: Settings, options: ServerOptions, *,
                                  max_detect_pixels=settings.max_detect_pixels)
 
     vault = Vault.open(home, passphrase=passphrase, encoder_factory=encoder)
+    shards: Any = None
     try:
         vault.follow_changes(settings.follow_interval)
+        if options.shards:
+            # Before the environment is scrubbed: an embedded Ray's workers inherit it (the
+            # keyring passphrase, if any, which each shard needs to open the vault itself).
+            shards = _start_shards(vault, options, settings.follow_interval)
         app = create_app(vault, settings, console)
         config = uvicorn.Config(
             app,
@@ -206,6 +222,10 @@ def _serve(home: Path | None, settings: Settings, options: ServerOptions, *,
         with _graceful_signals():
             server.run(sockets=[sock])
     finally:
+        if shards is not None:
+            from faceseal.cluster.launch import detach  # noqa: PLC0415 - the cluster extra
+
+            detach(vault, shards)
         vault.close()  # overwrites decrypted templates, writes the final audit checkpoint
 
 
@@ -285,6 +305,18 @@ def _wait_for_workers(children: list[int], *, failed: bool) -> None:
             signal.signal(sig, handler)
     if failed:
         raise InvalidInput("a server worker failed; see the log above")
+
+
+def _start_shards(vault: Vault, options: ServerOptions, follow_interval: float) -> Any:
+    try:
+        from faceseal.cluster.launch import attach  # noqa: PLC0415 - the cluster extra
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.split(".")[0] != "ray":
+            raise
+        raise UserError("--shards needs the cluster extra (Ray is not installed); run: "
+                        "pip install 'faceseal[cluster]'") from None
+    return attach(vault, options.shards, ray_address=options.ray_address,
+                  follow_interval=follow_interval)
 
 
 class _Stopped(BaseException):

@@ -3,6 +3,12 @@
 Compiled on first use and cached on disk by numba (``cache=True``; the kernels are module-level
 functions so that the cache works), so later processes load them in a fraction of a second.
 Arguments are numpy arrays and scalars; see the callers for their meaning.
+
+The single-probe scan comes in two builds of one body: :func:`scan_serial` runs on the calling
+thread (no thread-pool wake-up: what a small gallery needs, where waking a worker costs more than
+the whole scan) and :func:`scan_parallel` splits the rows over numba's worker threads (a large
+gallery). Both compute every row's value with the same float32 operations in the same order
+(:func:`scan_range`), so the selection and the rescan (:func:`rows_below`) agree exactly.
 """
 # ruff: noqa: PLR0917 - kernels take their arrays positionally, as numba needs
 
@@ -16,11 +22,18 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from faceseal.matching import bounds
+
 if "NUMBA_THREADING_LAYER" not in os.environ:
     # The OpenMP layer's idle threads spin; on a small machine they steal the cores that BLAS
     # (batch search) and the other kernel threads need. workqueue threads sleep. Calls are
     # serialised by faceseal.matching.kernels, as workqueue requires.
     numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
+
+#: Rows whose integer dot products are computed in one tight loop before their values are
+#: compared with the heap (a small buffer that stays in L1; mixing the heap into the dot loop
+#: stops the vectoriser).
+BLOCK = 256
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
@@ -47,51 +60,79 @@ def sift_down(vals: Any, idxs: Any, h: Any, m: Any, value: Any, row: Any) -> Non
     sift(vals, idxs, h, m, 0, value, row)
 
 
+@njit(nogil=True, cache=True, boundscheck=False, inline="always")
+def row_value(dot: Any, scale: Any, qscale: Any, qnorm: Any, norm: Any, metric_cos: Any) -> Any:
+    # The approximate value of one row from its exact integer dot product (float32 throughout).
+    prod = np.float32(scale) * np.float32(qscale) * np.float32(dot)
+    if metric_cos:
+        return -prod
+    return np.float32(qnorm) - np.float32(2.0) * prod + np.float32(norm)
+
+
 @njit(nogil=True, cache=True, boundscheck=False)
-def heapify(vals: Any, idxs: Any, h: Any, m: Any) -> None:
-    for start in range(m // 2 - 1, -1, -1):
-        sift(vals, idxs, h, m, start, vals[h, start], idxs[h, start])
+def scan_range(codes: Any, scale: Any, norms: Any, q16: Any, qscale: Any, qnorm: Any,
+               metric_cos: Any, lo: Any, hi: Any, heap_val: Any, heap_idx: Any,
+               h: Any) -> None:
+    # heap_*[h, :m]: a max-heap of the m smallest values of rows lo..hi and their rows
+    # (+inf / -1 where the range has fewer than m rows).
+    d = codes.shape[1]
+    m = heap_val.shape[1]
+    for t in range(m):
+        heap_val[h, t] = np.inf
+        heap_idx[h, t] = -1
+    dots = np.empty(BLOCK, dtype=np.int32)
+    root = heap_val[h, 0]
+    for start in range(lo, hi, BLOCK):
+        stop = min(hi, start + BLOCK)
+        for i in range(start, stop):
+            acc = np.int32(0)
+            for j in range(d):
+                acc += np.int32(q16[j]) * np.int32(codes[i, j])
+            dots[i - start] = acc
+        for i in range(start, stop):
+            value = row_value(dots[i - start], scale[i], qscale, qnorm, norms[i], metric_cos)
+            if value < root:
+                sift_down(heap_val, heap_idx, h, m, value, i)
+                root = heap_val[h, 0]
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def scan_serial(codes: Any, scale: Any, norms: Any, q16: Any, qscale: Any, qnorm: Any,
+                metric_cos: Any, n: Any, heap_val: Any, heap_idx: Any) -> None:
+    # One chunk (heap row 0), on the calling thread.
+    scan_range(codes, scale, norms, q16, qscale, qnorm, metric_cos, 0, n, heap_val, heap_idx, 0)
 
 
 @njit(parallel=True, nogil=True, cache=True, boundscheck=False)
-def scan_select(codes: Any, scale: Any, norms: Any, q16: Any, qscale: Any, qnorm: Any,
-                metric_cos: Any, n: Any, m: Any, dots: Any, out: Any, heap_val: Any,
-                heap_idx: Any) -> None:
-    # out[i] = approximate value of row i (squared distance, or -dot for cosine);
-    # heap_* [chunk, m] = a max-heap of the m smallest values of each chunk and their rows.
-    # Two passes per chunk: a pure integer loop (vectorised, vpmaddwd) into dots, then the
-    # float epilogue and the heap (mixing them in one loop stops the vectoriser).
-    d = codes.shape[1]
+def scan_parallel(codes: Any, scale: Any, norms: Any, q16: Any, qscale: Any, qnorm: Any,
+                  metric_cos: Any, n: Any, heap_val: Any, heap_idx: Any) -> None:
+    # One chunk per heap row, spread over the worker threads.
     chunks = heap_val.shape[0]
     for c in prange(chunks):
         lo = c * (n // chunks) + min(c, n % chunks)
         hi = lo + n // chunks + (1 if c < n % chunks else 0)
-        for i in range(lo, hi):
-            acc: Any = 0
-            for j in range(d):
-                acc += np.int32(q16[j]) * np.int32(codes[i, j])
-            dots[i] = acc
-        if metric_cos:
-            for i in range(lo, hi):
-                out[i] = -(np.float32(scale[i]) * np.float32(qscale) * np.float32(dots[i]))
-        else:
-            for i in range(lo, hi):
-                dot = np.float32(scale[i]) * np.float32(qscale) * np.float32(dots[i])
-                out[i] = np.float32(qnorm) - np.float32(2.0) * dot + norms[i]
-        filled = 0
-        for i in range(lo, hi):
-            value = out[i]
-            if filled < m:
-                heap_val[c, filled] = value
-                heap_idx[c, filled] = i
-                filled += 1
-                if filled == m:
-                    heapify(heap_val, heap_idx, c, m)
-            elif value < heap_val[c, 0]:
-                sift_down(heap_val, heap_idx, c, m, value, i)
-        for t in range(filled, m):
-            heap_val[c, t] = np.inf
-            heap_idx[c, t] = -1
+        scan_range(codes, scale, norms, q16, qscale, qnorm, metric_cos, lo, hi, heap_val,
+                   heap_idx, c)
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def rows_below(codes: Any, scale: Any, norms: Any, q16: Any, qscale: Any, qnorm: Any,
+               metric_cos: Any, n: Any, limit: Any, out: Any, out_val: Any) -> Any:
+    # Rows whose value (as scan_range computes it) is at most limit, into out (their values into
+    # out_val); returns the count.
+    d = codes.shape[1]
+    count = 0
+    for i in range(n):
+        acc = np.int32(0)
+        for j in range(d):
+            acc += np.int32(q16[j]) * np.int32(codes[i, j])
+        value = row_value(acc, scale[i], qscale, qnorm, norms[i], metric_cos)
+        if value <= limit:
+            out[count] = i
+            out_val[count] = value
+            count += 1
+    return count
+
 
 @njit(parallel=True, nogil=True, cache=True, boundscheck=False)
 def select_block(dots: Any, scale: Any, norms: Any, qnorms: Any, metric_cos: Any,
@@ -115,18 +156,14 @@ def select_block(dots: Any, scale: Any, norms: Any, qnorms: Any, metric_cos: Any
                 sift_down(heap_val, heap_idx, p, m, values[r], base + r)
                 root = heap_val[p, 0]
 
-@njit(parallel=True, nogil=True, cache=True, boundscheck=False)
-def rows_below(values: Any, bounds: Any, limit: Any, out: Any, counts: Any) -> None:
-    # Rows lo..hi of chunk c are bounds[c]..bounds[c + 1]; matches go to out[lo:lo + count].
-    for c in prange(counts.shape[0]):
-        k = bounds[c]
-        for i in range(bounds[c], bounds[c + 1]):
-            if values[i] <= limit:
-                out[k] = i
-                k += 1
-        counts[c] = k - bounds[c]
+
+row_bounds = njit(nogil=True, cache=True, boundscheck=False)(bounds.row_bounds)
+kth_subject_upper = njit(nogil=True, cache=True, boundscheck=False)(bounds.kth_subject_upper)
+quantize_probe = njit(nogil=True, cache=True, boundscheck=False)(bounds.quantize_probe)
 
 
 def build() -> dict[str, Callable[..., Any]]:
     """The kernels by name (compiled, or loaded from numba's cache, on first call)."""
-    return {"scan_select": scan_select, "select_block": select_block, "rows_below": rows_below}
+    return {"scan_serial": scan_serial, "scan_parallel": scan_parallel,
+            "rows_below": rows_below, "select_block": select_block, "row_bounds": row_bounds,
+            "kth_subject_upper": kth_subject_upper, "quantize_probe": quantize_probe}

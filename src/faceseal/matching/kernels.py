@@ -18,19 +18,25 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from faceseal.matching import bounds
+
 log = logging.getLogger(__name__)
 
 NUMBA_ENV = "FACESEAL_NUMBA"
-#: Below this many rows the compiled kernel's thread start-up costs more than numpy's scan.
-SMALL_GALLERY = 32768
-#: Rows per selection chunk (each chunk keeps its own smallest values).
-CHUNK_ROWS = 16384
-#: Rows per block of the batch (many probes) scan: small enough for the cache.
+#: From this many rows the single-probe scan is spread over numba's worker threads; below it, it
+#: runs on the calling thread. Waking the pool costs tens of microseconds (more when the other
+#: core is busy), which is the whole scan of a 10,000-row gallery; from a few hundred thousand
+#: rows the scan is long enough for a second thread to pay (see docs/performance.md).
+PARALLEL_FROM = 262_144
+#: Rows per chunk of the parallel scan (each chunk keeps its own smallest values).
+CHUNK_ROWS = 65_536
+#: Rows per block of the batch (many probes) scan and of the numpy scan: small enough for cache.
 BATCH_BLOCK_ROWS = 16384
 
 F32 = npt.NDArray[np.float32]
@@ -71,35 +77,40 @@ def _build_numba() -> dict[str, Callable[..., Any]]:
     return build()
 
 
-class Scratch:
-    """Work arrays a gallery keeps between queries (approximate values and integer dots)."""
+def _threads() -> int:
+    try:
+        import numba  # noqa: PLC0415 - only with the compiled kernels
 
-    def __init__(self) -> None:
-        self._values = np.zeros(0, dtype=np.float32)
-        self._dots = np.zeros(0, dtype=np.int32)
-
-    def arrays(self, n: int) -> tuple[F32, npt.NDArray[np.int32]]:
-        if self._values.shape[0] < n:
-            size = int(n * 1.25) + 1024
-            self._values = np.empty(size, dtype=np.float32)
-            self._dots = np.empty(size, dtype=np.int32)
-        return self._values[:n], self._dots[:n]
-
-    def release(self) -> None:
-        self._values = np.zeros(0, dtype=np.float32)
-        self._dots = np.zeros(0, dtype=np.int32)
+        return int(numba.get_num_threads())
+    except ImportError:  # pragma: no cover - _numba() returned kernels, so numba is there
+        return 1
 
 
-def _chunks(n: int) -> int:
-    return max(1, min(64, (n + CHUNK_ROWS - 1) // CHUNK_ROWS))
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A probe quantised for the scan: ``q_hat = q16 * qscale`` (int16 codes), within ``q_err``
+    of the probe; ``qnorm = |q_hat|^2``. Holds probe data: never logged or kept."""
+
+    q16: npt.NDArray[np.int16]
+    qscale: float
+    q_err: float
+    qnorm: float
+
+    def __repr__(self) -> str:
+        return "Probe(<redacted>)"
+
+    def wipe(self) -> None:
+        self.q16.fill(0)
 
 
-def quantize_probe(query: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.int16], float]:
-    """The probe as int16 codes and their scale (error bounded by the caller)."""
-    peak = float(np.max(np.abs(query))) if query.size else 0.0
-    qscale = peak / 32767.0 if peak > 0 else 1.0
-    q16 = np.rint(query / qscale).clip(-32767, 32767).astype(np.int16)
-    return q16, qscale
+def quantize_probe(query: npt.NDArray[np.float64]) -> Probe:
+    """The probe as int16 codes and their scale, with the error this makes (a bound, rounded
+    up generously: it only ever widens the set of rows re-checked exactly)."""
+    q16 = np.empty(query.shape[0], dtype=np.int16)
+    kernels = _numba()
+    quantize = bounds.quantize_probe if kernels is None else kernels["quantize_probe"]
+    qscale, q_err, qnorm = quantize(np.ascontiguousarray(query, dtype=np.float64), q16)
+    return Probe(q16, float(qscale), float(q_err) * (1 + 1e-6) + 1e-300, float(qnorm))
 
 
 def _chunk_bounds(n: int, chunks: int) -> list[tuple[int, int]]:
@@ -110,71 +121,128 @@ def _chunk_bounds(n: int, chunks: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def scan_one(  # noqa: PLR0917 - internal kernels
-    codes: npt.NDArray[np.int8], scale: F32, norms: F32, n: int, query: npt.NDArray[np.float64],
-    metric_cos: bool, m: int, scratch: Scratch | None = None,
-) -> tuple[F32, I64, float, float, float]:
-    """Approximate values of every row for one probe, and (at least) the ``m`` smallest rows.
-
-    Returns ``(values[:n], selected_rows, probe_error, approx_probe_sq_norm, floor)``:
-    ``probe_error`` bounds ``|probe - quantised probe|``; every row *not* selected has an
-    approximate value of at least ``floor`` (``inf`` when every row is selected). ``scratch``
-    (reused between calls) saves faulting in two fresh arrays of ``n`` values per query.
-    """
-    q16, qscale = quantize_probe(query)
-    q_hat = q16.astype(np.float64) * qscale
-    q_err = float(np.linalg.norm(query - q_hat))
-    qnorm = float(q_hat @ q_hat)
-    m = max(1, min(m, n))
-    if scratch is None:
-        scratch = Scratch()
-    out, dots = scratch.arrays(n)
-    kernels = _numba()
-    if kernels is not None and n >= SMALL_GALLERY:
-        chunks = _chunks(n)
-        heap_val = np.empty((chunks, m), dtype=np.float32)
-        heap_idx = np.empty((chunks, m), dtype=np.int64)
-        with _kernel_lock:
-            kernels["scan_select"](codes, scale, norms, q16, np.float32(qscale),
-                                   np.float32(qnorm), metric_cos, n, m, dots, out, heap_val,
-                                   heap_idx)
-        floor = np.inf
-        for c, (lo, hi) in enumerate(_chunk_bounds(n, chunks)):
-            if hi - lo > m:  # some rows of this chunk stayed out of its heap
-                floor = min(floor, float(heap_val[c].max()))
-        flat_val, flat_idx = heap_val.ravel(), heap_idx.ravel()
-        keep = flat_idx >= 0
-        flat_val, flat_idx = flat_val[keep], flat_idx[keep]
-        if flat_val.size > m:
-            part = np.argpartition(flat_val, m - 1)
-            floor = min(floor, float(flat_val[part[m - 1]]))
-            flat_idx = flat_idx[part[:m]]
-        return out, flat_idx.astype(np.int64), q_err, qnorm, floor
-    q32 = q_hat.astype(np.float32)
+def _numpy_values(  # noqa: PLR0917 - internal kernels
+    codes: npt.NDArray[np.int8], scale: F32, norms: F32, n: int, probe: Probe, metric_cos: bool,
+) -> F32:
+    """Every row's value with numpy (the fallback without numba), in float32 blocks."""
+    q32 = (probe.q16.astype(np.float64) * probe.qscale).astype(np.float32)
+    out = np.empty(n, dtype=np.float32)
     for lo in range(0, n, BATCH_BLOCK_ROWS):
         hi = min(n, lo + BATCH_BLOCK_ROWS)
         dots = scale[lo:hi] * (codes[lo:hi].astype(np.float32) @ q32)
-        out[lo:hi] = -dots if metric_cos else np.float32(qnorm) - 2.0 * dots + norms[lo:hi]
-    if m < n:
-        part = np.argpartition(out, m - 1)
-        return out, part[:m].astype(np.int64), q_err, qnorm, float(out[part[m - 1]])
-    return out, np.arange(n, dtype=np.int64), q_err, qnorm, float("inf")
+        out[lo:hi] = -dots if metric_cos else np.float32(probe.qnorm) - 2.0 * dots + norms[lo:hi]
+    q32.fill(0.0)
+    return out
 
 
-def rows_at_most(values: F32, limit: float) -> I64:
-    """Rows whose approximate value is at most ``limit``."""
+def scan_one(  # noqa: PLR0917 - internal kernels
+    codes: npt.NDArray[np.int8], scale: F32, norms: F32, n: int, probe: Probe,
+    metric_cos: bool, m: int,
+) -> tuple[I64, F32, float]:
+    """(At least) the ``m`` rows with the smallest approximate values for one probe.
+
+    Returns ``(selected_rows, their_values, floor)``: every row *not* selected has an
+    approximate value of at least ``floor`` (``inf`` when every row is selected). A gallery below
+    :data:`PARALLEL_FROM` rows is scanned on the calling thread.
+    """
+    m = max(1, min(m, n))
     kernels = _numba()
-    n = values.shape[0]
-    if kernels is None or n < CHUNK_ROWS:
-        return np.flatnonzero(values <= limit).astype(np.int64)
-    spans = _chunk_bounds(n, _chunks(n))
-    bounds = np.array([lo for lo, _ in spans] + [n], dtype=np.int64)
-    out = np.empty(n, dtype=np.int64)
-    counts = np.zeros(len(spans), dtype=np.int64)
+    if kernels is None:
+        out = _numpy_values(codes, scale, norms, n, probe, metric_cos)
+        if m < n:
+            part = np.argpartition(out, m - 1)[:m]
+            return part.astype(np.int64), out[part], float(out[part[m - 1]])
+        return np.arange(n, dtype=np.int64), out, float("inf")
+    parallel = n >= PARALLEL_FROM
+    chunks = max(2 * _threads(), (n + CHUNK_ROWS - 1) // CHUNK_ROWS) if parallel else 1
+    chunks = min(chunks, max(1, n // max(m, 1)))
+    heap_val = np.empty((chunks, m), dtype=np.float32)
+    heap_idx = np.empty((chunks, m), dtype=np.int64)
+    args = (codes, scale, norms, probe.q16, np.float32(probe.qscale), np.float32(probe.qnorm),
+            metric_cos, n, heap_val, heap_idx)
+    if chunks == 1:
+        kernels["scan_serial"](*args)  # no thread pool: safe from any thread
+        if n > m:  # the heap is full: every other row's value is at least its largest
+            return heap_idx[0], heap_val[0], float(heap_val[0].max())
+        return heap_idx[0], heap_val[0], float("inf")  # m == n: every row is in it
     with _kernel_lock:
-        kernels["rows_below"](values, bounds, np.float32(limit), out, counts)
-    parts = [out[lo:lo + int(counts[c])] for c, (lo, _) in enumerate(spans)]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        kernels["scan_parallel"](*args)
+    floor = np.inf
+    for c, (lo, hi) in enumerate(_chunk_bounds(n, chunks)):
+        if hi - lo > m:  # some rows of this chunk stayed out of its heap
+            floor = min(floor, float(heap_val[c].max()))
+    flat_val, flat_idx = heap_val.ravel(), heap_idx.ravel()
+    keep = flat_idx >= 0
+    flat_val, flat_idx = flat_val[keep], flat_idx[keep]
+    if flat_val.size > m:
+        part = np.argpartition(flat_val, m - 1)
+        floor = min(floor, float(flat_val[part[m - 1]]))
+        flat_idx, flat_val = flat_idx[part[:m]], flat_val[part[:m]]
+    return flat_idx.astype(np.int64), flat_val, floor
+
+
+def rows_at_most(  # noqa: PLR0917 - internal kernels
+    codes: npt.NDArray[np.int8], scale: F32, norms: F32, n: int, probe: Probe,
+    metric_cos: bool, limit: float,
+) -> tuple[I64, F32]:
+    """Rows whose approximate value (computed exactly as :func:`scan_one` computes it) is at
+    most ``limit``, and their values. A second pass, needed only when the scan's selection is
+    not enough."""
+    kernels = _numba()
+    if kernels is None:
+        values = _numpy_values(codes, scale, norms, n, probe, metric_cos)
+        rows = np.flatnonzero(values <= f32_up(limit)).astype(np.int64)
+        return rows, values[rows]
+    out = np.empty(n, dtype=np.int64)
+    out_val = np.empty(n, dtype=np.float32)
+    count = int(kernels["rows_below"](codes, scale, norms, probe.q16, np.float32(probe.qscale),
+                                      np.float32(probe.qnorm), metric_cos, n, f32_up(limit),
+                                      out, out_val))
+    return out[:count].copy(), out_val[:count].copy()
+
+
+def values_of(  # noqa: PLR0917 - internal kernels
+    codes: npt.NDArray[np.int8], scale: F32, norms: F32, rows: I64, probe: Probe,
+    metric_cos: bool,
+) -> F32:
+    """The approximate values of a few rows (exact integer dots, the scan's float32 epilogue)."""
+    dots = codes[rows].astype(np.int32) @ probe.q16.astype(np.int32)
+    prod = scale[rows] * np.float32(probe.qscale) * dots.astype(np.float32)
+    if metric_cos:
+        return -prod
+    values: F32 = np.float32(probe.qnorm) - np.float32(2.0) * prod + norms[rows]
+    return values
+
+
+def row_bounds(  # noqa: PLR0917 - internal kernels
+    values: npt.NDArray[Any], errors: F32, norms: F32, q_err: float, qnorm: float, slack: float,
+    tiny: float, cosine: bool,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Each row's proven distance interval (see :mod:`faceseal.matching.bounds`)."""
+    lower = np.empty(values.shape[0], dtype=np.float64)
+    upper = np.empty(values.shape[0], dtype=np.float64)
+    kernels = _numba()
+    fill = bounds.row_bounds if kernels is None else kernels["row_bounds"]
+    fill(values, errors, norms, float(q_err), float(qnorm), float(slack), float(tiny),
+         bool(cosine), lower, upper)
+    return lower, upper
+
+
+def kth_subject_upper(subjects: npt.NDArray[np.int32], upper: npt.NDArray[np.float64],
+                      top_k: int) -> tuple[int, float]:
+    """(distinct subjects, the ``top_k``-th smallest per-subject ``upper``, inf if fewer)."""
+    kernels = _numba()
+    find = bounds.kth_subject_upper if kernels is None else kernels["kth_subject_upper"]
+    count, kth = find(subjects, upper, int(top_k))
+    return int(count), float(kth)
+
+
+def f32_up(value: float) -> np.float32:
+    """``value`` as float32, rounded up (a limit must never shrink)."""
+    single = np.float32(value)
+    if float(single) < value:
+        single = np.nextafter(single, np.float32(np.inf))
+    return single
 
 
 def scan_many(  # noqa: PLR0917 - internal kernels

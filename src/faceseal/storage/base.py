@@ -10,6 +10,7 @@ contract tests.
 
 from __future__ import annotations
 
+import json
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -233,6 +234,12 @@ class TemplateStore(ABC):
     def subject_templates(self, tenant: str, subject_id: str) -> list[TemplateRow]:
         """All templates of one subject (empty if the subject does not exist)."""
 
+    def subjects_templates(self, tenant: str, subject_ids: Sequence[str]) -> list[TemplateRow]:
+        """The templates of several subjects (identify's exact re-rank opens a few at once);
+        stores that can read them in one query override this."""
+        return [row for subject_id in dict.fromkeys(subject_ids)
+                for row in self.subject_templates(tenant, subject_id)]
+
     @abstractmethod
     def gallery(self, tenant: str | None, batch_size: int = 10_000) -> Iterator[list[TemplateRow]]:
         """Stream the templates of a tenant (or of every tenant when ``None``) in batches."""
@@ -284,6 +291,45 @@ class TemplateStore(ABC):
     def change_listener(self) -> ChangeListener:
         """A listener a follower thread waits on for changes (see :class:`ChangeListener`)."""
         return ChangeListener()
+
+    # --- leases (one holder at a time, across processes) ----------------------------------------
+
+    def lease_take(self, name: str, holder: dict[str, str | int | float], seconds: float,
+                   now: float, *, replace: str | None = None
+                   ) -> dict[str, str | int | float] | None:
+        """Take the lease ``name`` for ``holder`` (a JSON object whose ``token`` names it) until
+        ``now + seconds``, or renew it if ``holder`` has it, and return None; if another holder's
+        lease is still live, change nothing and return that holder. A lease whose holder died
+        (a kill -9, a lost machine) lapses at its expiry, so it never wedges the store; one the
+        caller knows to be dead is taken over at once by naming its token as ``replace``.
+
+        Kept in the metadata under ``lease:NAME``; the read and the write are one transaction,
+        serialised across processes (:meth:`_serialise_lease`)."""
+        key = f"lease:{name}"
+        with self.transaction():
+            self._serialise_lease(key)
+            current = _parse_lease(self.get_meta(key))
+            if (current is not None and current.get("token") not in (holder["token"], replace)
+                    and float(current.get("expires", 0.0)) > now):
+                return current
+            self.set_meta(key, json.dumps({**holder, "expires": now + seconds},
+                                          sort_keys=True))
+            return None
+
+    def lease_release(self, name: str, token: str) -> None:
+        """Give the lease ``name`` up if the holder ``token`` still has it (else do nothing)."""
+        key = f"lease:{name}"
+        with self.transaction():
+            self._serialise_lease(key)
+            current = _parse_lease(self.get_meta(key))
+            if current is not None and current.get("token") == token:
+                self.set_meta(key, "")
+
+    def _serialise_lease(self, key: str) -> None:
+        """Make the read-then-write of a lease exclusive across processes. SQLite (BEGIN
+        IMMEDIATE) and the file store (an exclusive flock) already hold the store for the whole
+        transaction; PostgreSQL adds a transaction-scoped advisory lock."""
+        del key  # nothing to add here
 
     # --- shared counters (failed-authentication limits, budgets) ----------------------------------
 
@@ -411,3 +457,14 @@ class TemplateStore(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _parse_lease(value: str | None) -> dict[str, str | int | float] | None:
+    """A stored lease, or None for none (never taken, released, or unreadable)."""
+    if not value:
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None

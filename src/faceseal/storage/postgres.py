@@ -344,6 +344,11 @@ class PostgresStore(TemplateStore):
 
     # --- metadata --------------------------------------------------------------------------------
 
+    def _serialise_lease(self, key: str) -> None:
+        # Held to the end of the caller's transaction (lease_take runs inside one).
+        self._rows(sql.SQL("SELECT pg_advisory_xact_lock(hashtext(%s))"),
+                   (f"faceseal-{key}",), "locking a lease")
+
     def get_meta(self, key: str) -> str | None:
         value = self._read_value(self._q("SELECT {s}.fs_get_meta(%s)"), (key,))
         return None if value is None else str(value)

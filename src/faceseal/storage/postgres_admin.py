@@ -18,7 +18,6 @@ The SQL each step runs is spelled out in docs/storage.md for operators who prefe
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -48,15 +47,53 @@ def migration_sql(version: int, location: PgLocation) -> str:
     """The SQL of one migration with the schema and role names filled in."""
     name = dict(MIGRATIONS)[version]
     text = resources.files("faceseal.storage").joinpath("sql", name).read_text("utf-8")
-    # Names are validated plain identifiers (see postgres_url.check_identifier); quoted anyway.
     for placeholder, value in (
         ("@schema@", location.schema),
         ("@owner@", location.roles.owner),
         ("@app@", location.roles.app),
         ("@auditor@", location.roles.auditor),
     ):
-        text = text.replace(placeholder, f'"{value}"')
+        text = text.replace(placeholder, _quoted(value))
     return text
+
+
+def _quoted(name: str) -> str:
+    # Names are validated plain identifiers (see postgres_url.check_identifier); quoted anyway.
+    return f'"{name}"'
+
+
+def create_role_sql(name: str) -> str:
+    """One of faceseal's group roles: never a login, never privileged."""
+    return f"CREATE ROLE {_quoted(name)} NOLOGIN"
+
+
+def create_schema_sql(location: PgLocation) -> str:
+    return f"CREATE SCHEMA {_quoted(location.schema)} AUTHORIZATION {_quoted(location.roles.owner)}"
+
+
+def as_owner_sql(location: PgLocation) -> str:
+    """Migrations run as the owner role, so it owns every table and function they make."""
+    return f"SET LOCAL ROLE {_quoted(location.roles.owner)}"
+
+
+def migration_script(version: int, location: PgLocation) -> str:
+    """One migration and the row that records it: what `migrate` runs, what `db schema-sql`
+    prints."""
+    return (migration_sql(version, location) + f"\nINSERT INTO {_quoted(location.schema)}"
+            f".schema_migrations (version, applied_at) VALUES ({version}, "
+            "extract(epoch FROM now()));\n")
+
+
+def schema_script(location: PgLocation) -> str:
+    """The whole schema as one script, for review or for psql (``faceseal db schema-sql``): the
+    statements :func:`migrate_schema` runs on an empty database, in its order."""
+    roles = location.roles
+    setup = [create_role_sql(name) for name in (roles.owner, roles.app, roles.auditor)]
+    setup += [create_schema_sql(location), as_owner_sql(location)]
+    return ("-- run as a superuser (or CREATEROLE + CREATE on the database), in one "
+            "transaction\n" + "".join(f"{statement};\n" for statement in setup)
+            + "\n".join(migration_script(version, location) for version, _ in MIGRATIONS)
+            + "RESET ROLE;\n")
 
 
 def _one(conn: psycopg.Connection[Any], query: Any, params: Sequence[Any] = ()) -> Any:
@@ -86,7 +123,7 @@ def _ensure_group_role(conn: psycopg.Connection[Any], name: str) -> None:
         (name,),
     ).fetchone()
     if row is None:
-        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(name)))
+        conn.execute(create_role_sql(name).encode())
         log.info("created PostgreSQL role %s", name)
         return
     if any(row):
@@ -124,23 +161,17 @@ def migrate_schema(conn: psycopg.Connection[Any], location: PgLocation) -> tuple
                 conn, "SELECT pg_get_userbyid(nspowner) FROM pg_catalog.pg_namespace "
                       "WHERE nspname = %s", (location.schema,))
             if schema_owner is None:
-                conn.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(
-                    sql.Identifier(location.schema), sql.Identifier(roles.owner)))
+                conn.execute(create_schema_sql(location).encode())
             elif schema_owner != roles.owner:
                 raise StorageMisconfigured(
                     f"schema {location.schema} exists and belongs to {schema_owner}, not "
                     f"{roles.owner}; choose another schema (?schema=...) or drop it"
                 )
-            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(roles.owner)))
+            conn.execute(as_owner_sql(location).encode())
             for version, _ in MIGRATIONS:
                 if version in applied:
                     continue
-                conn.execute(migration_sql(version, location).encode())
-                conn.execute(
-                    sql.SQL("INSERT INTO {}.schema_migrations (version, applied_at) "
-                            "VALUES (%s, %s)").format(sql.Identifier(location.schema)),
-                    (version, time.time()),
-                )
+                conn.execute(migration_script(version, location).encode())
                 log.info("applied PostgreSQL migration %d to schema %s", version, location.schema)
             conn.execute("RESET ROLE")
             return before, schema_version(conn, location)

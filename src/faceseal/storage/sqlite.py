@@ -287,6 +287,18 @@ class SQLiteStore(TemplateStore):
             )
         ]
 
+    def subjects_templates(self, tenant: str, subject_ids: Sequence[str]) -> list[TemplateRow]:
+        wanted = list(dict.fromkeys(subject_ids))
+        rows: list[TemplateRow] = []
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows.extend(_row(values) for values in self._fetchall(
+                f"SELECT {_TEMPLATE_COLUMNS} FROM templates "  # noqa: S608 - placeholders only
+                f"WHERE tenant = ? AND subject_id IN ({marks}) "
+                "ORDER BY subject_id, created_at, template_id", (tenant, *chunk)))
+        return rows
+
     def gallery(self, tenant: str | None, batch_size: int = 10_000) -> Iterator[list[TemplateRow]]:
         # Keyset pagination on the primary key: no long-lived cursor holding the lock.
         last = ""

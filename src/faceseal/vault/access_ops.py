@@ -11,6 +11,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -35,6 +36,7 @@ from faceseal.access.roles import (
 from faceseal.audit.chain import ChainReport
 from faceseal.audit.log import AuditLog, record_to_json
 from faceseal.errors import Conflict, InvalidInput, NotFound
+from faceseal.vault import key_lease
 from faceseal.vault.config import DEFAULT_TENANT
 from faceseal.vault.durations import BIPA_MAX_SECONDS
 from faceseal.vault.guard import Caller, Guard, Operation, detail_of
@@ -354,12 +356,18 @@ class AccessOperations:
         tenant: str | None = None,
         subject_id: str | None = None,
         describe: Callable[[T], dict[str, DetailValue]] | None = None,
+        key_operation: bool = False,
     ) -> T:
         """Authorise ``action``, write a ``phase: begin`` event, run ``work``, write the ``ok``
         event with ``describe(result)``. For work whose changes live outside the template store
         (key providers), where the event cannot share the change's transaction: if the first
-        event cannot be written nothing is done; if the work fails a ``failed`` event follows."""
-        with self._operation(action, tenant=tenant, subject_id=subject_id) as op:
+        event cannot be written nothing is done; if the work fails a ``failed`` event follows.
+
+        A ``key_operation`` holds the store's key-operation lease (``key_lease``) once
+        authorised: one at a time across every process, a second refused (audited as failed)."""
+        with self._operation(action, tenant=tenant, subject_id=subject_id) as op, (
+                key_lease.key_operation(self._store, action) if key_operation
+                else nullcontext()):
             self._record(op, phase="begin")
             result = work()
             with op.transaction():

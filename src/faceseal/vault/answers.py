@@ -29,7 +29,7 @@ from faceseal.matching.plausibility import check_probe
 from faceseal.storage.base import TemplateStore
 from faceseal.vault import disclosure
 from faceseal.vault.budgets import QueryBudgets
-from faceseal.vault.results import IdentifyResult, VerifyResult
+from faceseal.vault.results import Disclosure, IdentifyResult, VerifyResult
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,7 @@ class Terms:
     configured: float
     #: The threshold this query decides with (the configured one or a stricter one).
     threshold: float
-    #: ``exact``, ``band`` or ``decision``.
-    disclosure: str
+    disclosure: Disclosure
 
 
 class AnswerRules:

@@ -27,6 +27,7 @@ from faceseal.matching.models import ModelSpec
 from faceseal.storage.base import TemplateBatch, TemplateStore
 from faceseal.vault import rotation
 from faceseal.vault.ids import MAX_ID_LENGTH
+from faceseal.vault.results import Result
 
 #: Most encodings one ``enroll_many`` call takes (split bigger imports into several calls).
 MAX_BATCH = 1_000_000
@@ -39,7 +40,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
-class BulkEnrollResult:
+class BulkEnrollResult(Result):
     """What :meth:`~faceseal.vault.Vault.enroll_many` stored. Carries no encoding."""
 
     tenant: str
@@ -47,10 +48,6 @@ class BulkEnrollResult:
     templates: int
     subjects: int
     template_ids: list[str] = field(repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"tenant": self.tenant, "model_id": self.model_id, "templates": self.templates,
-                "subjects": self.subjects, "template_ids": list(self.template_ids)}
 
 
 def check_batch(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
+from typing import Final, Literal
 
 from faceseal.audit.integrity import RowAuthenticator
 from faceseal.crypto.encoding import length_prefixed
@@ -31,17 +32,27 @@ from faceseal.errors import IntegrityFailure, InvalidInput
 from faceseal.matching import thresholds
 from faceseal.matching.models import ModelSpec, resolve_model
 from faceseal.storage.base import TemplateStore
-from faceseal.vault.results import Candidate, IdentifyResult, Result, VerifyResult
+from faceseal.vault.results import (
+    Candidate,
+    Disclosure,
+    IdentifyResult,
+    Result,
+    Score,
+    VerifyResult,
+)
 
-DECISION = "decision"
-BAND = "band"
-EXACT = "exact"
+DECISION: Final = "decision"
+BAND: Final = "band"
+EXACT: Final = "exact"
 #: What a tenant may choose for principals without the exact-distance permission.
-POLICY_LEVELS = (BAND, DECISION)
-DEFAULT_DISCLOSURE = BAND
+PolicyLevel = Literal["band", "decision"]
+POLICY_LEVELS: tuple[PolicyLevel, ...] = (BAND, DECISION)
+DEFAULT_DISCLOSURE: PolicyLevel = BAND
 #: A match at most this fraction of the threshold away is ``strong``.
 STRONG_FRACTION = 0.75
-SCORE_STRONG, SCORE_MATCH, SCORE_NONE = "strong", "match", "none"
+SCORE_STRONG: Final = "strong"
+SCORE_MATCH: Final = "match"
+SCORE_NONE: Final = "none"
 
 META_PREFIX = "tenant_policy:"
 POLICY_DOMAIN = b"tenant-policy"
@@ -52,7 +63,8 @@ class TenantPolicy(Result):
     """A tenant's disclosure level and configured thresholds (model id -> threshold)."""
 
     tenant: str
-    disclosure: str = DEFAULT_DISCLOSURE
+    disclosure: PolicyLevel = DEFAULT_DISCLOSURE
+    """What answers reveal to principals without the calibrator role."""
     thresholds: dict[str, float] = field(default_factory=dict)
 
     def threshold(self, spec: ModelSpec) -> float:
@@ -60,11 +72,13 @@ class TenantPolicy(Result):
         return self.thresholds.get(spec.model_id, spec.threshold)
 
 
-def check_level(value: object) -> str:
-    if value not in POLICY_LEVELS:
-        raise InvalidInput(f"disclosure must be one of {', '.join(POLICY_LEVELS)} (exact "
-                           "distances are a permission of the principal: the calibrator role)")
-    return str(value)
+def check_level(value: object) -> PolicyLevel:
+    if value == BAND:
+        return BAND
+    if value == DECISION:
+        return DECISION
+    raise InvalidInput(f"disclosure must be one of {', '.join(POLICY_LEVELS)} (exact "
+                       "distances are a permission of the principal: the calibrator role)")
 
 
 def check_thresholds(values: object, models: dict[str, ModelSpec]) -> dict[str, float]:
@@ -112,13 +126,13 @@ def save_policy(store: TemplateStore, policy: TenantPolicy,
     store.set_meta(META_PREFIX + policy.tenant, json.dumps(document, sort_keys=True))
 
 
-def score(distance: float, threshold: float) -> str:
+def score(distance: float, threshold: float) -> Score:
     if distance <= STRONG_FRACTION * threshold:
         return SCORE_STRONG
     return SCORE_MATCH if distance <= threshold else SCORE_NONE
 
 
-def present_verify(result: VerifyResult, level: str) -> VerifyResult:
+def present_verify(result: VerifyResult, level: Disclosure) -> VerifyResult:
     """``result`` (computed exactly) as ``level`` allows the caller to see it."""
     if level == EXACT:
         return replace(result, score=score(result.distance or 0.0, result.threshold),
@@ -130,7 +144,7 @@ def present_verify(result: VerifyResult, level: str) -> VerifyResult:
                    template_id=result.template_id if result.match else None)
 
 
-def present_identify(result: IdentifyResult, level: str) -> IdentifyResult:
+def present_identify(result: IdentifyResult, level: Disclosure) -> IdentifyResult:
     """``result`` as ``level`` allows: all candidates with distances, or only the matching
     ones with a band (or nothing more than their order)."""
     if level == EXACT:

@@ -1,16 +1,16 @@
-"""identify's final distances, computed exactly as verify computes them.
+"""identify's final distances, computed exactly as verify computes them, for every candidate
+the gallery's bound cannot exclude.
 
-The gallery answers 1:N from a reduced-precision copy (within about 2e-8 of each decrypted value,
-see :mod:`faceseal.matching.gallery`). That is fine for choosing candidates but not for the
-numbers and decisions a caller sees: a probe within 1e-7 of the threshold could match under
-verify and not under identify, and the same photo would get two different distances. So the
-gallery proposes a few more candidates than asked for, and each proposed subject's records are
-opened and compared in float64 by :func:`~faceseal.matching.exact.closest_exact` -- verify's own
-function on verify's own inputs -- before the candidates are ranked again and cut to ``top_k``.
+The gallery holds int8 codes only (see :mod:`faceseal.matching.gallery`): its first pass proves
+an interval for each subject's distance and names every subject that may be in the top-k. The
+vault then opens those subjects' records -- on demand, closest lower bound first, and only until
+the next lower bound exceeds the k-th exact distance found -- and compares in float64 with
+:func:`~faceseal.matching.exact.closest_exact`, verify's own function on verify's own inputs. So
+identify's ranking is a float64 brute force's, and its distances and decisions are verify's.
 
-Only the proposed subjects are decrypted (never the whole gallery), once per batch however many
-probes name them. A subject whose records are gone (erased by another process since the gallery
-was loaded) drops out.
+Only candidate subjects are decrypted (never the whole gallery), once per batch however many
+probes name them. A subject whose records are gone (damaged, or erased by another process since
+the gallery was loaded) is left out and the bound recomputed without it.
 """
 
 from __future__ import annotations
@@ -22,20 +22,9 @@ from typing import Any
 import numpy as np
 
 from faceseal.matching.exact import closest_exact
-from faceseal.matching.gallery import Match
 from faceseal.matching.models import ModelSpec
 from faceseal.storage.base import TemplateRow, TemplateStore
 from faceseal.vault.records import RecordSealer
-
-#: Extra gallery candidates per request: a subject ranked just past ``top_k`` by the gallery can
-#: only move into it when its exact distance is within a few 1e-8 of the k-th; two spares cover
-#: ties at that scale.
-SPARE_CANDIDATES = 2
-
-
-def proposals(top_k: int) -> int:
-    """How many candidates to ask the gallery for to answer ``top_k``."""
-    return top_k + SPARE_CANDIDATES
 
 
 @dataclass
@@ -73,27 +62,38 @@ class ExactRanker:
     def _subject(self, subject_id: str) -> _Opened:
         found = self._opened.get(subject_id)
         if found is None:
-            rows = self._store.subject_templates(self._tenant, subject_id)
-            opened, damaged = self._sealer.open(rows)
-            self.damaged.extend(damaged)
-            found = _Opened()
-            for item in opened:
-                if item.row.model_id == self._spec.model_id:
-                    found.encodings.append(item.encoding)
-                    found.template_ids.append(item.row.template_id)
-                else:
-                    item.encoding.fill(0)
-            self._opened[subject_id] = found
+            self.prefetch([subject_id])
+            found = self._opened[subject_id]
         return found
 
-    def rank(self, probe: np.ndarray[Any, Any], proposed: Sequence[Match],
-             top_k: int) -> list[Match]:
-        """The proposed subjects re-ranked by their exact distance to ``probe``, best ``top_k``."""
-        exact: list[Match] = []
-        for match in proposed:
-            opened = self._subject(match.subject_id)
-            best = closest_exact(opened.encodings, opened.template_ids, probe, self._spec.metric)
-            if best is not None:
-                exact.append(Match(match.subject_id, best[0], best[1]))
-        exact.sort(key=lambda m: (m.distance, m.subject_id))
-        return exact[:top_k]
+    def prefetch(self, subject_ids: Sequence[str]) -> None:
+        """Open the records of subjects the re-rank will certainly need, in one go: their
+        secrets in one read and one pass of :meth:`RecordSealer.open` (the gallery's
+        ``prefetch`` function; per-subject reads cost a secrets query each)."""
+        wanted = [s for s in dict.fromkeys(subject_ids) if s not in self._opened]
+        if not wanted:
+            return
+        rows = self._store.subjects_templates(self._tenant, wanted)
+        opened, damaged = self._sealer.open(rows)
+        self.damaged.extend(damaged)
+        for subject in wanted:
+            self._opened[subject] = _Opened()
+        for item in opened:
+            if item.row.model_id == self._spec.model_id and item.row.subject_id in self._opened:
+                found = self._opened[item.row.subject_id]
+                found.encodings.append(item.encoding)
+                found.template_ids.append(item.row.template_id)
+            else:
+                item.encoding.fill(0)
+
+    def exact(self, subject_id: str, probe: np.ndarray[Any, Any]) -> tuple[str, float] | None:
+        """The subject's closest template to ``probe`` and the float64 distance (the gallery's
+        ``exact`` function); None when the subject has no readable record of this model."""
+        opened = self._subject(subject_id)
+        if not opened.encodings:
+            return None
+        return closest_exact(opened.encodings, opened.template_ids, probe, self._spec.metric)
+
+    def opened_subjects(self) -> int:
+        """How many subjects were opened so far (for benchmarks)."""
+        return len(self._opened)

@@ -393,13 +393,24 @@ class GalleryCache:
                       whole_tenant: bool, known: dict[str, Any] | None = None) -> int:
         # A whole tenant reads every subject secret in one pass; a delta asks only for its own.
         secrets = self._subject_keys.for_tenant(tenant) if whole_tenant else None
+        # Record keys cached across pages (pages follow template ids, not subjects): one
+        # derivation per subject, not one per subject per page. Dropped when the load is done.
+        keys: dict[Any, Any] = {}
+        try:
+            return self._decrypt_pages(tenant, batches, secrets, keys, known)
+        finally:
+            keys.clear()
+
+    def _decrypt_pages(self, tenant: str, batches: Iterator[list[TemplateRow]],
+                       secrets: Any, keys: dict[Any, Any],
+                       known: dict[str, Any] | None) -> int:
         count = 0
         for page in batches:
             batch = page
             if known:
                 batch = [r for r in page if r.template_id not in known]
                 count += self._add_known(tenant, [r for r in page if r.template_id in known], known)
-            opened, damaged = self._sealer.open(batch, secrets)
+            opened, damaged = self._sealer.open(batch, secrets, keys)
             for row in damaged:
                 self._damaged[row.template_id] = row
             by_model: dict[str, list[Any]] = {}

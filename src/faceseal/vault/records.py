@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -56,6 +57,10 @@ class OpenedTemplate:
 
     def __repr__(self) -> str:
         return f"OpenedTemplate(template_id={self.row.template_id!r}, encoding=<redacted>)"
+
+
+#: "Not derived yet" in a record-key cache (None there means: the subject's secret is gone).
+_UNSET: Any = object()
 
 
 def new_template_id() -> str:
@@ -119,26 +124,31 @@ class RecordSealer:
         self,
         rows: Iterable[TemplateRow],
         secrets: dict[SubjectRef, SecretBytes] | None = None,
+        keys: dict[tuple[int, str, str], AeadKey | None] | None = None,
     ) -> tuple[list[OpenedTemplate], list[TemplateRow]]:
         """Open rows; returns (opened, damaged). Only decryption failures count as damage:
         an unreachable key provider or store raises instead, so an outage never looks like
-        tampering."""
+        tampering. ``keys``: a record-key cache the caller keeps across calls (a whole-tenant
+        load passes one, so each subject's key is derived once however its records are paged);
+        the caller clears it when done."""
         rows = list(rows)
         if secrets is None:
             secrets = self._subject_keys.get_many((r.tenant, r.subject_id) for r in rows)
-        keys: dict[tuple[int, str, str], AeadKey | None] = {}
+        if keys is None:
+            keys = {}
         opened: list[OpenedTemplate] = []
         damaged: list[TemplateRow] = []
         for row in rows:
             try:
-                version = parse_header(row.record).key_version
-                cache_key = (version, row.tenant, row.subject_id)
-                if cache_key not in keys:
-                    keys[cache_key] = self._key_for(version, row, secrets)
-                key = keys[cache_key]
+                header = parse_header(row.record)
+                cache_key = (header.key_version, row.tenant, row.subject_id)
+                key = keys.get(cache_key, _UNSET)
+                if key is _UNSET:
+                    key = keys[cache_key] = self._key_for(header.key_version, row, secrets)
                 if key is None:
                     raise DecryptionError()
-                opened.append(OpenedTemplate(row, open_record(key, row.record, self.context(row))))
+                opened.append(OpenedTemplate(row, open_record(key, row.record, self.context(row),
+                                                              header=header)))
             except DecryptionError:
                 damaged.append(row)
         if damaged:

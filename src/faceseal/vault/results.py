@@ -1,17 +1,29 @@
-"""Typed results of vault operations. None of them carries an encoding."""
+"""Typed results of vault operations. None of them carries an encoding.
+
+Each result type is the one definition of its shape: the Python API returns it, the HTTP service
+serves it as its response model (pydantic reads these dataclasses: the field types, and the
+docstring under a field as its description in the OpenAPI document), the CLI prints its
+:meth:`Result.to_dict`, and the HTTP client rebuilds it with :meth:`Result.from_dict`. Adding a
+field here adds it everywhere (``tests/test_result_schemas.py``). The base,
+:class:`faceseal.schema.Result`, sits in the top layer so that the audit and access layers'
+results (``ChainReport``, ``PrincipalInfo``) share it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Literal
 
+from faceseal.schema import SCHEMA_CONFIG, Result
 
-@dataclass(frozen=True)
-class Result:
-    """Base of every typed result: a frozen dataclass that turns into a JSON-ready dict."""
+# Result and SCHEMA_CONFIG are re-exported: the base every result type shares.
+__all__ = ["SCHEMA_CONFIG", "Candidate", "CheckResult", "Disclosure", "EnrollResult",
+           "EraseResult", "IdentifyResult", "Result", "Score", "SubjectInfo", "VerifyResult"]
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+#: What an answer reveals: exact distances, a band, or the decision only.
+Disclosure = Literal["exact", "band", "decision"]
+#: The coarse band a non-exact answer gives.
+Score = Literal["strong", "match", "none"]
 
 
 @dataclass(frozen=True)
@@ -35,18 +47,18 @@ class VerifyResult(Result):
     tenant: str
     subject_id: str
     match: bool
-    #: The exact distance; None unless the caller may see exact distances (docs/threat-model.md).
     distance: float | None
+    """The exact distance: only for principals holding the calibrator role, else null."""
     threshold: float
     model_id: str
-    #: The closest template; None when it is not disclosed (no match without exact disclosure).
     template_id: str | None
-    #: Templates of this subject that failed their integrity check and were left out.
+    """The closest template; null on a non-match unless the disclosure is exact."""
     damaged_template_ids: list[str] = field(default_factory=list)
-    #: A coarse band (``strong``, ``match``, ``none``) when the disclosure level gives one.
-    score: str | None = None
-    #: What this answer reveals: ``exact``, ``band`` or ``decision``.
-    disclosure: str = "exact"
+    """Templates of this subject that failed their integrity check and were left out."""
+    score: Score | None = None
+    """A coarse band (strong, match, none); null when the tenant's disclosure is 'decision'."""
+    disclosure: Disclosure = "exact"
+    """What this answer reveals: exact, band or decision."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +68,7 @@ class Candidate(Result):
     distance: float | None
     match: bool
     template_id: str
-    score: str | None = None
+    score: Score | None = None
 
 
 @dataclass(frozen=True)
@@ -68,13 +80,15 @@ class IdentifyResult(Result):
     threshold: float
     top_k: int
     candidates: list[Candidate]
+    """Closest first. Every top-k candidate with its distance for calibrators; otherwise only
+    the candidates within the threshold."""
     #: How many templates the gallery searched.
     gallery_size: int
     #: How many templates of the tenant are damaged and were left out of the search.
     damaged_templates: int = 0
     #: What this answer reveals: ``exact`` (every top-k candidate with its distance), ``band``
     #: or ``decision`` (only the candidates within the threshold).
-    disclosure: str = "exact"
+    disclosure: Disclosure = "exact"
 
     @property
     def best(self) -> Candidate | None:

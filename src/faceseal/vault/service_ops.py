@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from faceseal.vault.config import VaultConfig
     from faceseal.vault.follower import ChangeFollower
     from faceseal.vault.gallery_cache import GalleryCache
+    from faceseal.vault.partition_view import ShardedGalleries
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class Readiness:
     checks: dict[str, str] = field(default_factory=dict)
     #: Changes committed by any process that this process's loaded galleries lack (0: caught up).
     behind: int = 0
+    #: Per shard of a sharded gallery ("0", "1", ...): "ok", "behind" or "down".
+    shards: dict[str, str] = field(default_factory=dict)
 
     @property
     def ready(self) -> bool:
@@ -77,6 +80,9 @@ class ServiceOperations:
         @property
         def follower(self) -> ChangeFollower | None: ...
 
+        @property
+        def shards(self) -> ShardedGalleries | None: ...
+
     def readiness(self) -> Readiness:
         """Probe the template store (schema and vault id readable), the key provider (a fresh
         random key wrapped and unwrapped: one round trip to an HSM or KMS) and the audit log
@@ -98,7 +104,14 @@ class ServiceOperations:
             "audit": self._probe("audit log", self._probe_audit),
             "changes": self._probe("change log", probe_changes),
         }
-        return Readiness(checks, behind)
+        shards: dict[str, str] = {}
+        sharded = self.shards
+        if sharded is not None:
+            shards = sharded.states()
+            # Identify needs every shard: one down or behind and the service is not ready.
+            checks["shards"] = OK if shards and all(v == OK for v in shards.values()) \
+                else UNAVAILABLE
+        return Readiness(checks, behind, shards)
 
     def shared_counters(self) -> StoreCounters:
         """Sliding-window counters kept in this vault's store: every process of the vault (each

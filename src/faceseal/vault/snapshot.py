@@ -75,7 +75,7 @@ from faceseal.keys.files import (
     private_atomic_writer,
     write_private_atomic,
 )
-from faceseal.matching.gallery import Gallery
+from faceseal.matching.gallery import HEX_IDS, TEXT_IDS, Gallery
 from faceseal.matching.models import ModelSpec
 from faceseal.storage.base import TemplateStore
 
@@ -86,7 +86,7 @@ KEYS_FILE = "snapshot-keys.json"
 KEYS_FORMAT = "faceseal-snapshot-keys/2"
 _KEY_LABEL = b"faceseal-snapshot-key-v1\x00"
 MAGIC = b"FSSNAP\x00\x01"
-FORMAT_VERSION = 2  # 2: the manifest holds a change sequence number (1: a state token)
+FORMAT_VERSION = 3  # 3: int8 codes without residuals, 16-byte ids (2: int16 residuals held)
 CHUNK_BYTES = 8 * 1024 * 1024
 _HEADER = struct.Struct(">8s16s16sI")
 _INDEX = struct.Struct(">QB")
@@ -356,8 +356,11 @@ class SnapshotStore:
             if spec is None or spec.dimension != int(entry["dimension"]) \
                     or spec.metric != entry["metric"]:
                 raise _Stale(f"model {model_id} is not configured as it was")
+            id_kind = str(entry.get("id_kind", ""))
+            if id_kind not in (HEX_IDS, TEXT_IDS):
+                raise DecryptionError()
             gallery = Gallery.for_load(spec.dimension, spec.metric, rows,
-                                       int(entry["id_width"]))
+                                       int(entry["id_width"]), id_kind=id_kind)
             galleries[model_id] = gallery
             targets = gallery.load_targets(rows)
             names = bytearray()
@@ -437,7 +440,8 @@ def _manifest(vault_id: str, tenant: str, seq: int,
                 "dimension": gallery.dimension,
                 "metric": gallery.metric,
                 "rows": len(gallery),
-                "id_width": int(sections[6][1].dtype.itemsize),
+                "id_width": int(dict(sections)["template_ids"].dtype.itemsize),
+                "id_kind": gallery.id_kind,
                 "sections": [{"name": name, "dtype": array.dtype.str, "nbytes": array.nbytes}
                              for name, array in sections],
             }

@@ -101,7 +101,7 @@ from faceseal.vault.bulk import BulkEnrollResult, check_batch, seal_and_store
 from faceseal.vault.config import CONFIG_FILE, DEFAULT_TENANT, VaultConfig
 from faceseal.vault.config_seal import check_config, seal_config, signed_config
 from faceseal.vault.enrol_checks import subject_warnings
-from faceseal.vault.exact_rank import ExactRanker, proposals
+from faceseal.vault.exact_rank import ExactRanker
 from faceseal.vault.face_choice import FaceChoices
 from faceseal.vault.follower import DEFAULT_INTERVAL as DEFAULT_FOLLOW_INTERVAL
 from faceseal.vault.follower import ChangeFollower
@@ -111,6 +111,13 @@ from faceseal.vault.ids import check_id
 from faceseal.vault.integrity import IntegrityUpgrade
 from faceseal.vault.inventory import InventorySigner
 from faceseal.vault.legacy_import import LegacyImportOptions, LegacyImportResult, import_table
+from faceseal.vault.partition_view import (
+    Owns,
+    Partition,
+    ShardedGalleries,
+    partition_cache,
+    shred_shard_snapshots,
+)
 from faceseal.vault.paths import default_home, default_keyring_dir
 from faceseal.vault.policy_ops import PolicyOperations
 from faceseal.vault.records import NewTemplate, RecordSealer
@@ -236,6 +243,8 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
                           vault_id=config.vault_id, keyset_id=config.keyset_id),
             self._models)
         self._follower: ChangeFollower | None = None
+        #: Set by :meth:`use_shards`: identify asks these shards instead of the local gallery.
+        self._shards: ShardedGalleries | None = None
         self._answers = AnswerRules(store, self._models, QueryBudgets(
             counters if counters is not None else MemoryCounters(), config.budgets()),
             self._guard.seal.authenticator)
@@ -655,6 +664,74 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
     def model(self, model_id: str | None = None) -> ModelSpec:
         return resolve_model(model_id or DEFAULT_MODEL_ID, self._models)
 
+    # --- sharded galleries (faceseal.cluster; see docs/scale-out.md) -----------------------------
+
+    def use_shards(self, shards: ShardedGalleries | None) -> None:
+        """Answer identify from ``shards`` (every view of this vault) instead of this process's
+        galleries; None goes back to the local gallery. Results are the same either way."""
+        self._check_open()
+        self._root._shards = shards
+
+    @property
+    def shards(self) -> ShardedGalleries | None:
+        return self._root._shards
+
+    def partition_key(self) -> SecretBytes:
+        """The key of the keyed hash that assigns subjects to shards: a PRF of the vault's first
+        audit key (key side, wrapped by the KEK), so every process of the vault derives the same
+        key itself and it never crosses a network."""
+        self._check_open()
+        auth = self._guard.seal.authenticator
+        for version in range(1, auth.version + 1):
+            value = auth.prf(version, b"faceseal-shard-partition-v1", self._config.keyset_id)
+            if value is not None:
+                return SecretBytes(value)
+        raise KeyringError("the vault has no audit key to derive its partition key from")
+
+    def partition_cache(self, layout: str, owns: Owns) -> Partition:
+        """A gallery cache over one partition of every tenant (what a shard holds; see
+        :mod:`faceseal.vault.partition_view`). ``layout`` names its snapshot directory."""
+        self._check_open()
+        return partition_cache(
+            home=self._home, key_dir=Path(self._config.key_store_dir), layout=layout, owns=owns,
+            store=self._store, sealer=self._sealer, subject_keys=self._subject_keys,
+            data_keys=self._data_keys, models=self._models, vault_id=self._config.vault_id,
+            keyset_id=self._config.keyset_id)
+
+    def _shred_shard_snapshots(self, tenant: str, subject_id: str) -> None:
+        key = self.partition_key()
+        try:
+            shred_shard_snapshots(
+                home=self._home, key_dir=Path(self._config.key_store_dir), tenant=tenant,
+                subject_id=subject_id, partition_key=key, data_keys=self._data_keys,
+                store=self._store, vault_id=self._config.vault_id,
+                keyset_id=self._config.keyset_id)
+        finally:
+            key.wipe()
+
+    def _proposals(self, tenant: str, spec: ModelSpec, probes: np.ndarray[Any, Any],
+                   top_k: int) -> tuple[list[list[Any]], int, int]:
+        """identify's exact answer for each probe, the gallery size and the damaged count: from
+        this process's gallery, or from the shards when sharded (each ranks its partition
+        exactly; their top-k merged are the whole gallery's)."""
+        shards = self._root._shards
+        if shards is not None:
+            return shards.propose(tenant, spec, probes, top_k, self._store.change_head(tenant))
+        # Every change committed by any process is applied before the gallery answers; searches
+        # hold the gallery shared (side by side), a delta waits for them and they for it.
+        with self._cache.answering(tenant, spec) as (gallery, damaged):
+            with ExactRanker(self._store, self._sealer, tenant, spec) as ranker:
+                # Bounded first pass, then every candidate it cannot exclude ranked exactly.
+                if gallery is None:
+                    found: list[list[Any]] = [[] for _ in probes]
+                elif len(probes) == 1:
+                    found = [gallery.search(probes[0], top_k, ranker.exact, ranker.prefetch)]
+                else:
+                    found = gallery.search_many(probes, top_k, ranker.exact, ranker.prefetch)
+            size = len(gallery) if gallery else 0
+        self._cache.note_damaged(ranker.damaged)  # outside: it takes the lock exclusively
+        return found, size, damaged
+
     # --- operations ------------------------------------------------------------------------------
 
     def enroll(
@@ -813,15 +890,8 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         limit = terms.threshold
         encoding = self._reader(face_index).read_probe(probe, spec).encoding
         self._answers.admit(op.principal, spec, [encoding])
-        # Every change committed by any process is applied before the gallery answers; searches
-        # share the gallery, a delta waits for them (and they for it).
-        with self._cache.answering(tenant, spec) as (gallery, damaged):
-            proposed = gallery.search(encoding, proposals(top_k)) if gallery else []
-            size = len(gallery) if gallery else 0
-        # Exact ranking reads the proposed subjects' records: one erased meanwhile drops out.
-        with ExactRanker(self._store, self._sealer, tenant, spec) as ranker:
-            matches = ranker.rank(encoding, proposed, top_k)
-        self._cache.note_damaged(ranker.damaged)
+        found, size, damaged = self._proposals(tenant, spec, encoding[None, :], top_k)
+        matches = found[0]
         candidates = [Candidate(m.subject_id, m.distance, m.distance <= limit, m.template_id)
                       for m in matches]
         result = IdentifyResult(tenant, spec.model_id, limit, top_k, candidates, size, damaged)
@@ -931,14 +1001,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
                            for item in items])
         try:
             self._answers.admit(op.principal, spec, matrix)
-            with self._cache.answering(tenant, spec) as (gallery, damaged):
-                proposed = (gallery.search_many(matrix, proposals(top_k)) if gallery
-                            else [[] for _ in matrix])
-                size = len(gallery) if gallery else 0
-            with ExactRanker(self._store, self._sealer, tenant, spec) as ranker:
-                found = [ranker.rank(probe, p, top_k)
-                         for probe, p in zip(matrix, proposed, strict=True)]
-            self._cache.note_damaged(ranker.damaged)
+            found, size, damaged = self._proposals(tenant, spec, matrix, top_k)
         finally:
             matrix.fill(0.0)
         results = [
@@ -1008,6 +1071,10 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         self._cache.after_erase(tenant, subject_id, template_ids)
         if shred_snapshot:
             self._cache.shred_snapshot(tenant)
+        self._shred_shard_snapshots(tenant, subject_id)
+        shards = self._root._shards
+        if shards is not None:  # the owning shard drops it from memory now
+            shards.erased(tenant, subject_id, template_ids)
         destroyed = self._subject_keys.destroy(tenant, subject_id)
         log.debug("erased a subject: %d template(s)", len(template_ids))
         return len(template_ids), destroyed
@@ -1077,7 +1144,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         """New KEK version in the provider; every data key and the audit key rewrapped; no
         record re-encrypted."""
         self._check_open()
-        return self._run_audited(KEYS_ROTATE, self._rotate_kek,
+        return self._run_audited(KEYS_ROTATE, self._rotate_kek, key_operation=True,
                                  describe=lambda r: {"kind": "kek", "kek_version": r.kek_version,
                                                      "rewrapped": r.data_keys_rewrapped})
 
@@ -1091,7 +1158,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         """Rewrap data keys (and the audit key) still under an older KEK version (finishes an
         interrupted ``rotate_kek``)."""
         self._check_open()
-        return self._run_audited(KEYS_ROTATE, self._rewrap_data_keys,
+        return self._run_audited(KEYS_ROTATE, self._rewrap_data_keys, key_operation=True,
                                  describe=lambda r: {"kind": "rewrap",
                                                      "rewrapped": r.data_keys_rewrapped})
 
@@ -1111,7 +1178,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         idempotent, safe to kill)."""
         self._check_open()
         return self._run_audited(
-            KEYS_ROTATE, lambda: self._rotate_data_keys(batch_size, progress),
+            KEYS_ROTATE, lambda: self._rotate_data_keys(batch_size, progress), key_operation=True,
             describe=lambda r: {"kind": "data", "data_key_version": r.target_version,
                                 "reencrypted": r.records_reencrypted,
                                 "remaining": r.records_remaining})
@@ -1125,6 +1192,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         """Refuse data-key versions below ``below`` from now on, once no record needs them."""
         self._check_open()
         return self._run_audited(KEYS_RETIRE, lambda: self._retire_data_keys(below),
+                                 key_operation=True,
                                  describe=lambda r: {"min_decrypt_version": r.min_decrypt_version})
 
     def _retire_data_keys(self, below: int) -> rotation.Retirement:
@@ -1137,7 +1205,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         self._check_open()
         return self._run_audited(KEYS_MIGRATE,
                                  lambda: self._migrate_keys(to_uri, passphrase, progress),
-                                 describe=lambda r: {"to": check_uri(r.to_uri)})
+                                 key_operation=True, describe=lambda r: {"to": check_uri(r.to_uri)})
 
     def _migrate_keys(self, to_uri: str, passphrase: PassphraseSource,
                       progress: Progress | None) -> rotation.Migration:

@@ -1,7 +1,8 @@
 """Key work that can outlast a page (a data-key rotation re-encrypts every record): run in a
-background thread of the server, one at a time (with the API's key-operation lock), its
-progress shown on the keys page. Closing the browser does not stop it; a server restart does,
-and rotating again resumes where it stopped (the rotation itself is resumable)."""
+background thread of the server, its progress shown on the keys page. Key operations run one at
+a time across every process (the vault's lease in the store); a refusal reaches the page at
+once. Closing the browser does not stop it; a server restart does, and rotating again resumes
+where it stopped (the rotation itself is resumable)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from faceseal.errors import Conflict, FacesealError
+from faceseal.errors import FacesealError
 from faceseal.http.context import Service
 from faceseal.vault import Vault
 
@@ -37,17 +38,17 @@ class KeyJobs:
         self._lock = threading.Lock()
 
     def start_data_rotation(self, view: Vault) -> JobState:
-        """Start re-encrypting every record under a new data-key version. Refused (409) while
-        another key operation runs, from the console or the API."""
+        """Start re-encrypting every record under a new data-key version. Returns once the
+        rotation holds the vault's key-operation lease and has begun (or has ended); a refusal
+        -- another key operation running anywhere (409), or no permission -- is raised here."""
         principal = view.principal
-        if not self._service.key_lock.acquire(blocking=False):
-            raise Conflict("another key operation is running; try again when it has finished")
         state = JobState("data-key rotation", principal.name if principal else "?", time.time())
-        with self._lock:
-            self.current = state
+        begun = threading.Event()
+        refused: list[FacesealError] = []
 
         def progress(done: int, total: int) -> None:
             state.done, state.total = done, total
+            begun.set()
 
         def work() -> None:
             try:
@@ -56,13 +57,20 @@ class KeyJobs:
                                  f"{result.records_reencrypted} record(s) re-encrypted, "
                                  f"{result.records_remaining} remaining")
             except FacesealError as error:
+                if not begun.is_set():
+                    refused.append(error)
                 state.outcome = f"failed: {error}"
             except Exception:
                 log.exception("console: the data-key rotation failed")
                 state.outcome = "failed: internal error (see the server log)"
             finally:
                 state.finished = True
-                self._service.key_lock.release()
+                begun.set()
 
         threading.Thread(target=work, name="faceseal-console-rotation", daemon=True).start()
+        begun.wait()
+        if refused:
+            raise refused[0]
+        with self._lock:
+            self.current = state
         return state

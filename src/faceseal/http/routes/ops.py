@@ -27,8 +27,10 @@ async def health() -> dict[str, str]:
 async def ready(service: ServiceDep) -> Response:
     readiness = await service.run(service.vault.readiness)
     body = ReadinessResponse(ready=readiness.ready, checks=readiness.checks,
-                             caught_up=readiness.behind == 0, changes_behind=readiness.behind)
-    return JSONResponse(body.model_dump(), status_code=200 if readiness.ready else 503)
+                             caught_up=readiness.behind == 0, changes_behind=readiness.behind,
+                             shards=readiness.shards or None)
+    return JSONResponse(body.model_dump(exclude_none=True),
+                        status_code=200 if readiness.ready else 503)
 
 
 @router.get("/metrics", operation_id="metrics", response_class=PlainTextResponse,

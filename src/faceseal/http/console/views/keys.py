@@ -12,7 +12,6 @@ from starlette.responses import RedirectResponse, Response
 from faceseal.access.roles import KEYS_ROTATE
 from faceseal.errors import Conflict, InvalidInput
 from faceseal.http.console.web import Page
-from faceseal.http.routes.keys import _one_at_a_time
 
 
 async def keys_page(page: Page, *, done: str | None = None, error: str | None = None,
@@ -28,7 +27,7 @@ async def keys(page: Page) -> Response:
 
 async def _run(page: Page, work: Callable[[], Any], describe: Callable[[Any], str]) -> Response:
     try:
-        result = await page.service.run(_one_at_a_time, page.service, page.vault, work)
+        result = await page.service.run(work)  # the vault runs key operations one at a time
     except (Conflict, InvalidInput) as error:
         return await keys_page(page, error=str(error), status=409)
     return await keys_page(page, done=describe(result))
