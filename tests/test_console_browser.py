@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -90,14 +90,30 @@ class Console:
             text = self.driver.find_element(By.TAG_NAME, "body").text
             raise AssertionError(f"no {css} on {self.driver.current_url}:\n{text}") from None
 
+    def _document(self) -> object:
+        """Which document is shown: its time origin is new with every page load."""
+        return self.driver.execute_script(
+            "return document.readyState === 'complete' ? performance.timeOrigin : null")
+
+    def _shows_another_document(self, before: object) -> bool:
+        try:
+            now = self._document()
+        except WebDriverException:  # in the middle of the navigation
+            return False
+        return now is not None and now != before
+
     def submit(self, button: str, *, confirm: bool = False) -> None:
-        """Click ``button`` and wait for the page it leads to (never the one still shown)."""
-        before = self.find("html")
+        """Click ``button`` and wait for the page it leads to (never the one still shown).
+
+        Not selenium's ``staleness_of``: while a page is replaced, some chromedriver releases
+        answer its probe with an "unknown error" instead of a stale-element one."""
+        before = self._document()
         self.find(button).click()
         if confirm:
             WebDriverWait(self.driver, 5).until(expected_conditions.alert_is_present())
             self.driver.switch_to.alert.accept()
-        WebDriverWait(self.driver, WAIT_SECONDS).until(expected_conditions.staleness_of(before))
+        WebDriverWait(self.driver, WAIT_SECONDS).until(
+            lambda _: self._shows_another_document(before))
 
     def sign_in(self, key: str) -> None:
         self.driver.delete_all_cookies()
