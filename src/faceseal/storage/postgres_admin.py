@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 #: A version missing from the list is no obstacle: the runner applies every step not yet
 #: recorded in ``schema_migrations``, in list order.
 MIGRATIONS: list[tuple[int, str]] = [(1, "postgres_0001.sql"), (2, "postgres_0002.sql"),
-                                     (3, "postgres_0003.sql")]
+                                     (3, "postgres_0003.sql"), (4, "postgres_0004.sql")]
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)
 
 Group = Literal["app", "auditor"]

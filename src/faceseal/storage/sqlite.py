@@ -445,9 +445,14 @@ class SQLiteStore(TemplateStore):
                               (now - MAX_COUNTER_WINDOW,))
                 self._last_sweep = now
             if limit is not None:
-                wait = window_wait(self._counter_events(key), limit, cost, window, now)
-                if wait is not None:
-                    return wait
+                # The sum first, inside SQLite: the events themselves are read only when they
+                # are needed to say how long to wait (a budget holds an hour of them).
+                (held,) = self._execute("SELECT coalesce(sum(cost), 0) FROM counter_events "
+                                        "WHERE key = ?", (key,)).fetchone()
+                if int(held) + cost > limit:
+                    wait = window_wait(self._counter_events(key), limit, cost, window, now)
+                    if wait is not None:
+                        return wait
             self._execute("INSERT INTO counter_events (key, at, cost) VALUES (?, ?, ?)",
                           (key, now, cost))
             return None
