@@ -266,24 +266,22 @@ class PostgresStore(TemplateStore):
         with self._lock:
             if not self._group.in_transaction():
                 self._group.flush()  # a write or read outside a batch sees no open batch
-            conn = self._live()
-            try:
-                with conn.cursor(binary=True) as cursor:
-                    cursor.execute(query, params)
-                    return cursor.fetchall() if cursor.description else []
-            except psycopg.Error as exc:
-                raise map_error(exc, operation, self._loc) from None
+            return self._fetch(self._live(), query, params, operation)
+
+    def _fetch(self, conn: psycopg.Connection[Any], query: sql.SQL | sql.Composed,
+               params: Sequence[Any], operation: str) -> list[tuple[Any, ...]]:
+        try:
+            with conn.cursor(binary=True) as cursor:
+                cursor.execute(query, params)
+                return cursor.fetchall() if cursor.description else []
+        except psycopg.Error as exc:
+            raise map_error(exc, operation, self._loc) from None
 
     def _read(self, query: sql.SQL | sql.Composed, params: Sequence[Any] = (),
               operation: str = "query") -> list[tuple[Any, ...]]:
         """A read-only statement, on a reader connection outside transactions."""
         with self._reading() as conn:
-            try:
-                with conn.cursor(binary=True) as cursor:
-                    cursor.execute(query, params)
-                    return cursor.fetchall() if cursor.description else []
-            except psycopg.Error as exc:
-                raise map_error(exc, operation, self._loc) from None
+            return self._fetch(conn, query, params, operation)
 
     def _read_value(self, query: sql.SQL | sql.Composed, params: Sequence[Any] = ()) -> Any:
         rows = self._read(query, params)
