@@ -37,8 +37,6 @@ BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED = "unmatched"
 
-# The *_created series double every counter for a figure nobody here reads.
-_disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class Metrics:
@@ -46,6 +44,9 @@ class Metrics:
     metrics are)."""
 
     def __init__(self) -> None:
+        # The *_created series double every counter for a figure nobody here reads. The switch is
+        # the client's and process-wide: flipped when a service is built, not when imported.
+        _disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
