@@ -32,6 +32,18 @@ class AeadKey:
             raise ValueError(f"AES-256-GCM needs a {KEY_BYTES}-byte key, got {len(key)} bytes")
         self.__aead = AESGCM(key.reveal())
 
+    @classmethod
+    def from_derived(cls, key: bytes) -> AeadKey:
+        """A handle on key bytes a derivation has just returned (an HMAC output the caller drops
+        at once). Wrapping them in :class:`SecretBytes` first would only add one more copy
+        (``reveal`` copies again): the record-key path of a gallery load derives one per
+        subject."""
+        if len(key) != KEY_BYTES:
+            raise ValueError(f"AES-256-GCM needs a {KEY_BYTES}-byte key, got {len(key)} bytes")
+        handle = cls.__new__(cls)
+        handle.__aead = AESGCM(key)
+        return handle
+
     def encrypt(self, plaintext: bytes, associated_data: bytes) -> bytes:
         """Seal ``plaintext``; returns ``nonce || ciphertext || tag``."""
         nonce = os.urandom(NONCE_BYTES)

@@ -25,21 +25,27 @@ def new_subject_secret() -> SecretBytes:
     return SecretBytes(os.urandom(SUBJECT_SECRET_BYTES))
 
 
-def record_key_bytes(
+def _record_key_digest(
     dek: SecretBytes, tenant: str, subject_id: str, subject_secret: SecretBytes
-) -> SecretBytes:
-    """The raw 256-bit key that seals one subject's records under one data-key version."""
+) -> bytes:
     message = (
         _LABEL
         + length_prefixed(tenant.encode())
         + length_prefixed(subject_id.encode())
         + subject_secret.reveal()
     )
-    return SecretBytes(hmac.digest(dek.reveal(), message, "sha256"))
+    return hmac.digest(dek.reveal(), message, "sha256")
+
+
+def record_key_bytes(
+    dek: SecretBytes, tenant: str, subject_id: str, subject_secret: SecretBytes
+) -> SecretBytes:
+    """The raw 256-bit key that seals one subject's records under one data-key version."""
+    return SecretBytes(_record_key_digest(dek, tenant, subject_id, subject_secret))
 
 
 def record_key(
     dek: SecretBytes, tenant: str, subject_id: str, subject_secret: SecretBytes
 ) -> AeadKey:
     """An AES-256-GCM handle for one subject's records under one data-key version."""
-    return AeadKey(record_key_bytes(dek, tenant, subject_id, subject_secret))
+    return AeadKey.from_derived(_record_key_digest(dek, tenant, subject_id, subject_secret))

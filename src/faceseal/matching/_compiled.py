@@ -160,10 +160,12 @@ def select_block(dots: Any, scale: Any, norms: Any, qnorms: Any, metric_cos: Any
 row_bounds = njit(nogil=True, cache=True, boundscheck=False)(bounds.row_bounds)
 kth_subject_upper = njit(nogil=True, cache=True, boundscheck=False)(bounds.kth_subject_upper)
 quantize_probe = njit(nogil=True, cache=True, boundscheck=False)(bounds.quantize_probe)
+quantize_rows = njit(nogil=True, cache=True, boundscheck=False)(bounds.quantize_rows)
 
 
 def build() -> dict[str, Callable[..., Any]]:
     """The kernels by name (compiled, or loaded from numba's cache, on first call)."""
     return {"scan_serial": scan_serial, "scan_parallel": scan_parallel,
             "rows_below": rows_below, "select_block": select_block, "row_bounds": row_bounds,
-            "kth_subject_upper": kth_subject_upper, "quantize_probe": quantize_probe}
+            "kth_subject_upper": kth_subject_upper, "quantize_probe": quantize_probe,
+            "quantize_rows": quantize_rows}

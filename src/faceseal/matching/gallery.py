@@ -35,7 +35,6 @@ candidate rows per query are not).
 from __future__ import annotations
 
 import math
-import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -63,7 +62,20 @@ _ROUNDING_SLACK = 1e-4
 #: Absolute slack for float64 rounding of the exact distances and of the bounds themselves.
 _ABS_SLACK = 1e-9
 #: Template ids the vault makes (128 random bits in hex) are held as their 16 bytes.
-_HEX_ID = re.compile(r"[0-9a-f]{32}")
+def _pack_hex_ids(template_ids: Sequence[str]) -> bytes | None:
+    """16 bytes per id if every id is 32 lowercase hex digits (what the vault makes), else
+    None: the answer of matching each against ``[0-9a-f]{32}``, without a regex call per id."""
+    if not template_ids or any(len(t) != 32 for t in template_ids):
+        return None
+    joined = "".join(template_ids)
+    if not joined.isascii() or joined != joined.lower():
+        return None
+    try:
+        packed = bytes.fromhex(joined)
+    except ValueError:
+        return None
+    # fromhex skips whitespace: a shorter result means an id was not 32 hex digits.
+    return packed if len(packed) == 16 * len(template_ids) else None
 HEX_IDS = "hex16"
 TEXT_IDS = "text"
 
@@ -199,6 +211,12 @@ class Gallery:
         self._subj, self._tids = subj, tids
         self._capacity = capacity
 
+    def reserve(self, capacity: int) -> None:
+        """Make room for ``capacity`` templates in one allocation (a load that knows its size
+        avoids growing, copying and locking the arrays again and again)."""
+        with self._lock:
+            self._reserve(capacity)
+
     def _reserve(self, size: int) -> None:
         if size > self._capacity:
             self._allocate(max(size, int(self._capacity * _GROWTH) + 16))
@@ -207,8 +225,9 @@ class Gallery:
         """The ids as this gallery holds them; switches to text ids (for good) when one is not
         a vault-made hex id."""
         if self._id_kind == HEX_IDS:
-            if all(_HEX_ID.fullmatch(t) for t in template_ids):
-                return np.frombuffer(bytes.fromhex("".join(template_ids)), dtype="V16")
+            packed = _pack_hex_ids(template_ids)
+            if packed is not None:
+                return np.frombuffer(packed, dtype="V16")
             text = [bytes(v).hex().encode() for v in self._tids[: self._size]]
             self._id_kind = TEXT_IDS
             self._tids = np.array(text + [b""] * (self._capacity - self._size), dtype="S32")
@@ -261,46 +280,31 @@ class Gallery:
             encoded_ids = self._encode_ids(template_ids)
             start = self._size
             self._reserve(start + count)
-            codes = [self._code_for(s) for s in subject_ids]
+            codes = self._codes_for(subject_ids)
             self._quantize_into(prepared, start)
             self._subj[start:start + count] = codes
             self._tids[start:start + count] = encoded_ids
             self._size = start + count
         prepared.fill(0.0)
 
-    def _code_for(self, subject_id: str) -> int:
-        code = self._code_of.get(subject_id)
-        if code is None:
-            code = self._code_of[subject_id] = len(self._names)
-            self._names.append(subject_id)
-        return code
+    def _codes_for(self, subject_ids: Sequence[str]) -> list[int]:
+        code_of = self._code_of
+        # New names first, in order of first appearance; then one C-level lookup per row.
+        for subject_id in dict.fromkeys(subject_ids):
+            if subject_id not in code_of:
+                code_of[subject_id] = len(self._names)
+                self._names.append(subject_id)
+        return list(map(code_of.__getitem__, subject_ids))
 
     def _quantize_into(self, x: FloatMatrix, start: int) -> None:
         end = start + x.shape[0]
-        peak = np.abs(x).max(axis=1)
-        scale = (peak / 127.0).astype(np.float32)
-        # Round the float32 scale up so that |x / s| <= 127: no code is clipped.
-        low = scale.astype(np.float64) * 127.0 < peak
-        scale[low] = np.nextafter(scale[low], np.float32(np.inf))
-        scale[scale == 0] = 1.0
-        s = scale.astype(np.float64)[:, None]
-        codes = np.rint(x / s).clip(-127, 127)
-        approx = s * codes
-        approx -= x
-        errors = np.linalg.norm(approx, axis=1)
-        # Rounded up, twice over: float64 rounding of the norm, then float32's.
-        errors32 = np.nextafter((errors * (1 + 1e-6)).astype(np.float32), np.float32(np.inf))
-        approx += x
-        norms = np.einsum("ij,ij->i", approx, approx)
-        self._arr(self._codes)[start:end] = codes.astype(np.int8)
-        self._arr(self._scale)[start:end] = scale
-        self._arr(self._norms)[start:end] = norms.astype(np.float32)
-        self._arr(self._err)[start:end] = errors32
-        self._max_err = max(self._max_err, float(errors32.max()))
+        errors = self._arr(self._err)[start:end]
+        norms = self._arr(self._norms)[start:end]
+        kernels.quantize_rows(x, self._arr(self._codes)[start:end],
+                              self._arr(self._scale)[start:end], norms, errors)
+        self._max_err = max(self._max_err, float(errors.max()))
         # From the float32 values held, as a loaded snapshot computes it: same bounds either way.
-        self._max_norm = max(self._max_norm, float(norms.astype(np.float32).max()))
-        for temp in (codes, approx):
-            temp.fill(0.0)
+        self._max_norm = max(self._max_norm, float(norms.max()))
 
     def remove_subject(self, subject_id: str) -> int:
         """Drop (and overwrite) every template of a subject; returns how many were removed."""

@@ -113,6 +113,42 @@ def quantize_probe(query: npt.NDArray[np.float64]) -> Probe:
     return Probe(q16, float(qscale), float(q_err) * (1 + 1e-6) + 1e-300, float(qnorm))
 
 
+def quantize_rows(x: npt.NDArray[np.float64], codes: npt.NDArray[np.int8], scale: F32,
+                  norms: F32, errors: F32) -> None:
+    """Quantise gallery rows (see :func:`faceseal.matching.bounds.quantize_rows`) into the
+    given output arrays."""
+    kernels = _numba()
+    if kernels is None:
+        quantize_rows_numpy(x, codes, scale, norms, errors)
+    else:
+        kernels["quantize_rows"](np.ascontiguousarray(x, dtype=np.float64), codes, scale,
+                                 norms, errors)
+
+
+def quantize_rows_numpy(x: npt.NDArray[np.float64], codes: npt.NDArray[np.int8], scale: F32,
+                        norms: F32, errors: F32) -> None:
+    """:func:`quantize_rows` without numba: the same arithmetic, batch-wide."""
+    peak = np.abs(x).max(axis=1)
+    s32 = (peak / 127.0).astype(np.float32)
+    # Round the float32 scale up so that |x / s| <= 127: no code is clipped.
+    low = s32.astype(np.float64) * 127.0 < peak
+    s32[low] = np.nextafter(s32[low], np.float32(np.inf))
+    s32[s32 == 0] = 1.0
+    s = s32.astype(np.float64)[:, None]
+    rounded = np.rint(x / s).clip(-127, 127)
+    approx = s * rounded
+    approx -= x
+    err = np.linalg.norm(approx, axis=1)
+    # Rounded up, twice over: float64 rounding of the norm, then float32's.
+    errors[:] = np.nextafter((err * (1 + 1e-6)).astype(np.float32), np.float32(np.inf))
+    approx += x
+    norms[:] = np.einsum("ij,ij->i", approx, approx).astype(np.float32)
+    codes[:] = rounded.astype(np.int8)
+    scale[:] = s32
+    for temp in (rounded, approx):
+        temp.fill(0.0)
+
+
 def _chunk_bounds(n: int, chunks: int) -> list[tuple[int, int]]:
     bounds = []
     for c in range(chunks):
