@@ -491,6 +491,24 @@ def test_every_gallery_change_is_logged_per_tenant_in_order(store: TemplateStore
                                                  for store_row in all_rows(store, "t2")}
 
 
+def test_a_whole_tenant_reads_as_the_same_set_as_from_the_start(store: TemplateStore) -> None:
+    """template_tuples_of_tenant (the gallery-loading read, in the store's own order) is
+    exactly templates_added(FROM_START, upto): the tenant's own, none added after upto, none
+    erased, every field as stored."""
+    store.add_templates([row("t1", f"s{i % 4}") for i in range(11)] + [row("t2", "x")])
+    upto = store.change_head("t1")
+    store.add_templates([row("t1", "late")])
+    store.erase_subject("t1", "s1")
+    whole = [TemplateRow(*r) for page in store.template_tuples_of_tenant("t1", upto, batch_size=4)
+             for r in page]
+    assert len({r.template_id for r in whole}) == len(whole) == 8
+    assert {r.template_id for r in whole} == added(store, "t1", FROM_START, upto)
+    assert sorted(whole, key=lambda r: r.template_id) == sorted(
+        [r for r in all_rows(store, "t1") if r.subject_id not in ("s1", "late")],
+        key=lambda r: r.template_id)
+    assert list(store.template_tuples_of_tenant("empty", 5)) == []
+
+
 def test_a_failed_write_logs_no_change(store: TemplateStore) -> None:
     taken = row("t1", "alice")
     store.add_templates([taken])

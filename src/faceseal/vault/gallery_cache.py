@@ -34,12 +34,17 @@ from faceseal.errors import FacesealError
 from faceseal.keys.subject_keys import SubjectKeyStore
 from faceseal.matching.gallery import Gallery
 from faceseal.matching.models import ModelSpec
-from faceseal.storage.base import FROM_START, TemplateRow, TemplateStore
-from faceseal.vault.records import RecordSealer
+from faceseal.storage.base import TemplateRow, TemplateStore, template_tuple
+from faceseal.vault.parallel_open import ParallelLoad, helper_enabled
+from faceseal.vault.records import BulkOpened, RecordSealer
 from faceseal.vault.rwlock import SharedLock
 from faceseal.vault.snapshot import SnapshotStore
 
 log = logging.getLogger(__name__)
+
+#: A tenant at least this large is read by the loader's helper process itself, where the
+#: store allows it (smaller ones load faster than the helper starts).
+DIRECT_READ_AT_LEAST = 20_000
 
 #: A follower rewrites a snapshot that lags this many changes behind its gallery (and a closing
 #: process any that lags at all), so that the next start is fast again.
@@ -73,6 +78,8 @@ class GalleryCache:
         self._applied: dict[str, int] = {}
         self._saved: dict[str, int] = {}
         self._damaged: dict[str, TemplateRow] = {}
+        #: Pages of the last whole-tenant load opened here and by the helper process.
+        self.last_load_pages: tuple[int, int] = (0, 0)
         self._last_persist: dict[str, float] = {}
         # Exclusive for bookkeeping and deltas; shared while a search reads a gallery.
         self._lock = SharedLock()
@@ -332,10 +339,11 @@ class GalleryCache:
         if snapshot_only:
             self._unload(tenant)
             return False
-        count = self._decrypt_into(tenant, self._store.templates_added(tenant, FROM_START, head),
-                                   whole_tenant=True)
+        count = self._decrypt_whole(tenant, head)
         self._applied[tenant] = head
         self.loads[tenant] = {"source": "records", "templates": count,
+                              "pages_opened_here": self.last_load_pages[0],
+                              "pages_opened_by_helper": self.last_load_pages[1],
                               "seconds": time.perf_counter() - started}
         log.debug("loaded gallery: %d template(s) in %.3f s", count,
                   time.perf_counter() - started)
@@ -361,8 +369,9 @@ class GalleryCache:
                 del self._damaged[template_id]
         added = 0
         if summary.added:
-            added = self._decrypt_into(tenant, self._store.templates_added(tenant, applied, head),
-                                       whole_tenant=False, known=known)
+            pages = ([template_tuple(r) for r in page]
+                     for page in self._store.templates_added(tenant, applied, head))
+            added = self._decrypt_into(tenant, pages, known=known)
         self._applied[tenant] = head
         log.debug("applied %d change(s): %d template(s) added, %d subject(s) erased",
                   head - applied, added, len(summary.erased))
@@ -389,44 +398,74 @@ class GalleryCache:
             added += len(items)
         return added
 
-    def _decrypt_into(self, tenant: str, batches: Iterator[list[TemplateRow]], *,
-                      whole_tenant: bool, known: dict[str, Any] | None = None) -> int:
-        # A whole tenant reads every subject secret in one pass; a delta asks only for its own.
-        secrets = self._subject_keys.for_tenant(tenant) if whole_tenant else None
-        # Record keys cached across pages (pages follow template ids, not subjects): one
-        # derivation per subject, not one per subject per page. Dropped when the load is done.
+    def _decrypt_whole(self, tenant: str, head: int) -> int:
+        """Load every template of ``tenant`` up to change ``head``, on both cores: a helper
+        process reads and opens (SQLite, a large tenant) or opens pages read here."""
         keys: dict[Any, Any] = {}
+        count = 0
+
+        def index(result: BulkOpened) -> None:
+            nonlocal count
+            count += self._index(tenant, result)
+
+        load = ParallelLoad(self._sealer, tenant, keys, self._sealer.usable_data_keys)
+        source = self._store.direct_read_source(tenant, DIRECT_READ_AT_LEAST) \
+            if helper_enabled() else None
+        if source is not None:
+            load.start()  # the helper starts while the secrets are read
+            if len(self._models) == 1:  # room for every template at once
+                self._gallery(tenant, next(iter(self._models.values()))).reserve(
+                    source.templates)
         try:
-            return self._decrypt_pages(tenant, batches, secrets, keys, known)
+            load.secrets = self._subject_keys.for_tenant(tenant)  # every secret, in one pass
+            if source is not None:
+                load.run_ranges(source, head, index)
+            else:
+                load.run(self._store.template_tuples_of_tenant(tenant, head), index)
+            self.last_load_pages = (load.units_here, load.units_by_helper)
+            return count
+        finally:
+            load.close()
+            keys.clear()
+
+    def _decrypt_into(self, tenant: str, batches: Iterator[list[tuple[Any, ...]]], *,
+                      known: dict[str, Any] | None = None) -> int:
+        """Open a delta's pages (its own subjects' secrets only) into the galleries."""
+        # Record keys cached across pages (pages do not follow subjects): one derivation per
+        # subject and data-key version. Dropped when the load is done.
+        keys: dict[Any, Any] = {}
+        count = 0
+
+        def index(result: BulkOpened) -> None:
+            nonlocal count
+            count += self._index(tenant, result)
+
+        try:
+            for page in batches:  # a delta asks only for its own subjects' secrets
+                batch = page
+                if known:
+                    batch = [r for r in page if r[0] not in known]
+                    count += self._add_known(
+                        tenant, [TemplateRow(*r) for r in page if r[0] in known], known)
+                index(self._sealer.open_bulk(tenant, batch, None, keys))
+            return count
         finally:
             keys.clear()
 
-    def _decrypt_pages(self, tenant: str, batches: Iterator[list[TemplateRow]],
-                       secrets: Any, keys: dict[Any, Any],
-                       known: dict[str, Any] | None) -> int:
+    def _index(self, tenant: str, result: BulkOpened) -> int:
+        """Put what was opened into the tenant's galleries; returns how many templates."""
         count = 0
-        for page in batches:
-            batch = page
-            if known:
-                batch = [r for r in page if r.template_id not in known]
-                count += self._add_known(tenant, [r for r in page if r.template_id in known], known)
-            opened, damaged = self._sealer.open(batch, secrets, keys)
-            for row in damaged:
-                self._damaged[row.template_id] = row
-            by_model: dict[str, list[Any]] = {}
-            for item in opened:
-                by_model.setdefault(item.row.model_id, []).append(item)
-            for model_id, items in by_model.items():
-                spec = self._models.get(model_id)
-                if spec is None:
-                    log.warning("templates of unknown model %s left out of the gallery", model_id)
-                    continue
-                stacked = np.stack([i.encoding for i in items])
-                self._gallery(tenant, spec).add_many(
-                    [i.row.subject_id for i in items], [i.row.template_id for i in items],
-                    stacked)
-                count += len(items)
-                stacked.fill(0.0)  # best effort: the decrypted copies are overwritten
-            for item in opened:
-                item.encoding.fill(0)
+        for row in result.damaged:
+            self._damaged[row.template_id] = row
+        for model_id, subject_ids, template_ids, matrix in result.opened:
+            spec = self._models.get(model_id)
+            if spec is None:
+                log.warning("templates of unknown model %s left out of the gallery", model_id)
+            elif matrix.shape[1] != spec.dimension:
+                log.warning("templates of model %s with another dimension left out of the "
+                            "gallery", model_id)
+            else:
+                self._gallery(tenant, spec).add_many(subject_ids, template_ids, matrix)
+                count += len(template_ids)
+            matrix.fill(0.0)  # best effort: the decrypted copies are overwritten
         return count

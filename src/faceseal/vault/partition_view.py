@@ -34,7 +34,7 @@ from faceseal.keys.files import ensure_private_dir
 from faceseal.keys.subject_keys import SubjectKeyStore, SubjectRef
 from faceseal.matching.gallery import Match
 from faceseal.matching.models import ModelSpec
-from faceseal.storage.base import ChangeSummary, TemplateRow, TemplateStore
+from faceseal.storage.base import ChangeSummary, DirectSource, TemplateRow, TemplateStore
 from faceseal.vault.gallery_cache import GalleryCache
 from faceseal.vault.records import RecordSealer
 from faceseal.vault.snapshot import SnapshotStore
@@ -91,6 +91,17 @@ class PartitionStore:
             mine = [row for row in page if self._owns(row.tenant, row.subject_id)]
             if mine:
                 yield mine
+
+    def template_tuples_of_tenant(self, tenant: str, upto: int, batch_size: int = 10_000
+                                  ) -> Iterator[list[tuple[Any, ...]]]:
+        for page in self._store.template_tuples_of_tenant(tenant, upto, batch_size):
+            mine = [row for row in page if self._owns(row[1], row[2])]
+            if mine:
+                yield mine
+
+    def direct_read_source(self, tenant: str, at_least: int) -> DirectSource | None:
+        del tenant, at_least
+        return None  # a helper reading the store itself would see every partition
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)

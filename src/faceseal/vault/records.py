@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,14 @@ import numpy.typing as npt
 
 from faceseal.crypto.aead import AeadKey
 from faceseal.crypto.derive import record_key
-from faceseal.crypto.record import RecordContext, open_record, parse_header, seal_record
+from faceseal.crypto.record import (
+    RecordContext,
+    open_record,
+    open_tenant_records,
+    parse_header,
+    plaintexts_to_matrix,
+    seal_record,
+)
 from faceseal.crypto.secret import SecretBytes
 from faceseal.errors import DecryptionError
 from faceseal.keys.datakeys import DataKeyManager
@@ -59,6 +66,21 @@ class OpenedTemplate:
         return f"OpenedTemplate(template_id={self.row.template_id!r}, encoding=<redacted>)"
 
 
+@dataclass(frozen=True)
+class BulkOpened:
+    """What :meth:`RecordSealer.open_bulk` opened: per model, its rows and their encodings as
+    one matrix; and the rows that did not open. Callers
+    overwrite the matrices once used."""
+
+    #: (model id, subject ids, template ids, encodings: row i belongs to the i-th ids)
+    opened: list[tuple[str, list[str], list[str], Encoding]]
+    damaged: list[TemplateRow]
+
+    def __repr__(self) -> str:
+        return f"BulkOpened(<{sum(len(t) for _, _, t, _ in self.opened)} opened, redacted>, " \
+               f"damaged={len(self.damaged)})"
+
+
 #: "Not derived yet" in a record-key cache (None there means: the subject's secret is gone).
 _UNSET: Any = object()
 
@@ -77,6 +99,20 @@ class RecordSealer:
         self._keyset_id = keyset_id
         self._data_keys = data_keys
         self._subject_keys = subject_keys
+
+    @property
+    def keyset_id(self) -> bytes:
+        return self._keyset_id
+
+    def usable_data_keys(self) -> dict[int, SecretBytes]:
+        """Every data key this vault may still open records with, by version."""
+        usable: dict[int, SecretBytes] = {}
+        for info in self._data_keys.live_keys():
+            try:
+                usable[info.version] = self._data_keys.key(info.version)
+            except DecryptionError:  # retired, or a row the key side does not know
+                continue
+        return usable
 
     def context(self, row: TemplateRow) -> RecordContext:
         return RecordContext(self._keyset_id, row.tenant, row.subject_id, row.template_id,
@@ -154,6 +190,54 @@ class RecordSealer:
         if damaged:
             log.warning("%d record(s) failed to open", len(damaged))
         return opened, damaged
+
+    def open_bulk(
+        self,
+        tenant: str,
+        rows: Sequence[tuple[Any, ...]],
+        secrets: dict[SubjectRef, SecretBytes] | None = None,
+        keys: dict[tuple[int, str], AeadKey | None] | None = None,
+    ) -> BulkOpened:
+        """:meth:`open` for many rows of one tenant, given as tuples in :class:`TemplateRow`
+        field order, opened as one matrix per model: the gallery-loading path. Same checks,
+        same damage rule; ``keys``: a record-key cache for this tenant the caller may keep
+        across calls (and clears when done)."""
+        if not rows:
+            return BulkOpened([], [])
+        if secrets is None:
+            secrets = self._subject_keys.get_many((tenant, r[2]) for r in rows)
+        columns = list(zip(*rows, strict=True))
+        batch = open_tenant_records(columns[2], columns[0], columns[3], columns[7],
+                                    keyset_id=self._keyset_id, tenant=tenant,
+                                    key_for=self.key_source(tenant, secrets), keys=keys)
+        opened = [(model_id, [columns[2][i] for i in positions],
+                   [columns[0][i] for i in positions],
+                   plaintexts_to_matrix(dtype, dimension, plaintexts))
+                  for (model_id, dtype, dimension), (positions, plaintexts)
+                  in batch.opened.items()]
+        damaged = [TemplateRow(*rows[i]) for i in batch.failed]
+        if damaged:
+            log.warning("%d record(s) failed to open", len(damaged))
+        return BulkOpened(opened, damaged)
+
+    def key_source(self, tenant: str, secrets: dict[SubjectRef, SecretBytes]
+                   ) -> Callable[[int, str], AeadKey | None]:
+        """``(version, subject) -> record key``, or None where no key exists (the subject's
+        secret is gone, the data-key version unknown or retired): such records are damaged,
+        not an outage. An unreachable key provider still raises."""
+        data_keys = self._data_keys
+
+        def key_for(version: int, subject_id: str) -> AeadKey | None:
+            secret = secrets.get((tenant, subject_id))
+            if secret is None:
+                return None
+            try:
+                dek = data_keys.key(version)
+            except DecryptionError:
+                return None
+            return record_key(dek, tenant, subject_id, secret)
+
+        return key_for
 
     def _key_for(
         self, version: int, row: TemplateRow, secrets: dict[SubjectRef, SecretBytes]
