@@ -153,6 +153,9 @@ class SQLiteStore(TemplateStore):
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA secure_delete=ON")
+            # 64 MiB of page cache for the writer (SQLite's default is 2 MiB): a bulk enrolment
+            # inserts into five indexes at random keys, and at 1M rows they outgrow 2 MiB fast.
+            self._db.execute("PRAGMA cache_size=-65536")
         except sqlite3.Error as exc:
             raise StorageUnavailable(_describe_error("open", exc)) from None
         if create:
@@ -333,15 +336,15 @@ class SQLiteStore(TemplateStore):
                 [(batch.tenant, s, now, now) for s in subjects],
             )
             fixed = (batch.tenant, batch.model_id, batch.dimension, batch.dtype)
+            # In template-id order: the id indexes then take their inserts leaf by leaf.
             self._executemany(
                 f"INSERT INTO templates ({_TEMPLATE_COLUMNS}, change_seq) "  # noqa: S608 - constant column list
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
+                sorted(
                     (template_id, *fixed[:1], subject_id, *fixed[1:], batch.key_version, record,
                      batch.created_at, seq)
                     for template_id, subject_id, record in zip(
-                        batch.template_ids, batch.subject_ids, batch.records, strict=True)
-                ],
+                        batch.template_ids, batch.subject_ids, batch.records, strict=True)),
             )
 
     def subject_templates(self, tenant: str, subject_id: str) -> list[TemplateRow]:
