@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from faceseal.storage.sqlite import SQLiteStore
 from faceseal.vault import Vault, parallel_open
 
 from .conftest import make_vault, random_encodings, reopen_vault
@@ -70,13 +71,34 @@ def alone(stored: Path) -> tuple[list[list[tuple[str, float]]], list[str]]:
         return answers(vault), damaged(vault)
 
 
+class ReadyHelper(parallel_open.OpenHelper):
+    """A helper the loader waits for: in production the loader does not wait (a small load
+    may finish before the helper is up), which would make these tests depend on timing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        deadline = time.monotonic() + 60
+        while not self.ready and time.monotonic() < deadline:
+            try:
+                assert self.next_message(block=False) is None
+            except parallel_open.HelperGone:  # a broken helper: the loader finds out itself
+                self.inbox.put(("gone",))
+                return
+            time.sleep(0.02)
+
+
+@pytest.mark.parametrize("path", ["reads ranges itself", "is handed pages"])
 def test_a_helper_opens_pages_and_the_answers_are_the_same(
-        stored: Path, alone: tuple[list[list[tuple[str, float]]], list[str]]) -> None:
+        stored: Path, alone: tuple[list[list[tuple[str, float]]], list[str]],
+        monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    monkeypatch.setattr(parallel_open, "OpenHelper", ReadyHelper)
+    if path == "is handed pages":  # as for PostgreSQL and the file store
+        monkeypatch.setattr(SQLiteStore, "direct_read_source", lambda *a: None)
     vault, status = load(stored)
     with vault:
         assert status["source"] == "records"
         assert status["pages_opened_by_helper"] >= 1
-        assert status["pages_opened_here"] >= 1  # the first page, while the helper starts
+        assert status["pages_opened_by_helper"] + status["pages_opened_here"] == 4
         assert status["templates"] == TEMPLATES - 4
         assert answers(vault) == alone[0]
         assert damaged(vault) == alone[1]
@@ -111,6 +133,7 @@ def test_a_broken_helper_only_slows_the_load(
         monkeypatch.setattr(parallel_open, "HELPER_COMMAND",
                             (sys.executable, "-c", BROKEN_HELPERS[kind]))
     monkeypatch.setattr(parallel_open, "QUIET_SECONDS", 2.0)
+    monkeypatch.setattr(parallel_open, "OpenHelper", ReadyHelper)  # it gets units to fail
     vault, status = load(stored)
     with vault:
         assert status["templates"] == TEMPLATES - 4
@@ -156,3 +179,17 @@ def test_frames_round_trip_and_refuse_truncation(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-3])
     with path.open("rb") as stream, pytest.raises(EOFError):
         read_frame(stream)
+
+
+def test_a_shard_never_lets_a_helper_read_the_store_or_the_secrets_itself(stored: Path) -> None:
+    """A cluster shard's views hold one partition: a helper reading the files directly would
+    see every partition, so the views offer no direct source (pages are handed over, with
+    only the shard's own subjects' secrets)."""
+    from faceseal.vault.partition_view import PartitionStore, PartitionSubjectKeys
+
+    with reopen_vault(stored) as vault:
+        store, keys = vault._store, vault._subject_keys
+        assert store.direct_read_source("default", 1) is not None
+        assert keys.direct_read_location is not None
+        assert PartitionStore(store, lambda t, s: True).direct_read_source("default", 1) is None
+        assert PartitionSubjectKeys(keys, lambda t, s: True).direct_read_location is None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -100,6 +101,12 @@ class SubjectKeyStore:
                 self._read_tenant_secrets(tenant, subjects, secrets)
                 found.update(((tenant, subject), secret) for subject, secret in secrets.items())
         return found
+
+    @property
+    def direct_read_location(self) -> str | None:
+        """Where a helper process of this vault may read the secrets itself (read-only; see
+        :func:`read_tenant_secrets`); None where it may not."""
+        return str(self._path)
 
     def for_tenant(self, tenant: str | None) -> dict[SubjectRef, SecretBytes]:
         """Every secret of a tenant (or of all tenants), for loading a gallery in one pass."""
@@ -201,3 +208,20 @@ class SubjectKeyStore:
     def __repr__(self) -> str:
         return f"<SubjectKeyStore {self._path.name}>"
 
+
+
+def read_tenant_secrets(location: str, tenant: str) -> dict[str, SecretBytes]:
+    """Every secret of ``tenant`` from a subject key store file, opened read-only: the gallery
+    loader's helper process reads its own copy instead of receiving them over a pipe."""
+    try:
+        db = sqlite3.connect(f"file:{location}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error as exc:
+        raise KeyringError(f"cannot open the subject key store: {exc}") from None
+    try:
+        rows = db.execute("SELECT subject_id, secret FROM subject_secrets WHERE tenant = ?",
+                          (tenant,)).fetchall()
+    except sqlite3.Error as exc:
+        raise KeyringError(f"cannot read the subject key store: {exc}") from None
+    finally:
+        db.close()
+    return {str(subject): SecretBytes(secret) for subject, secret in rows}

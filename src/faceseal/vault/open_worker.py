@@ -11,6 +11,7 @@ parent -> helper::
     ("setup", keyset_id, tenant)
     ("deks", {version: data key})           data keys the helper may use
     ("secrets", {subject id: secret})       subject secrets, each sent once
+    ("secrets_from", location)              or: read the tenant's from the subject key store
     ("open", page, subject_ids, template_ids, model_ids, records)
     ("read", unit, kind, location, upto, start, stop)   read a rowid range itself
 
@@ -23,8 +24,9 @@ helper -> parent::
     ("error", message)                      then the helper exits
 
 ``read`` is for stores another process can read directly (SQLite: ``("sqlite", path)``, opened
-read-only, see :class:`faceseal.storage.sqlite.DirectReader`); the helper then gets every
-subject secret of the tenant up front.
+read-only, see :class:`faceseal.storage.sqlite.DirectReader`); the helper then reads the
+tenant's subject secrets itself from the subject key store (read-only), so that no secret
+crosses the pipe and it need not wait for the loader to read them.
 
 A record the helper cannot open (no secret, no data key, a failed tag) comes back as failed and
 the parent tries it again itself, so the helper never decides that a record is damaged. The
@@ -35,6 +37,7 @@ nothing on disk.
 from __future__ import annotations
 
 import contextlib
+import gc
 import marshal
 import struct
 import sys
@@ -45,6 +48,7 @@ from faceseal.crypto.derive import record_key
 from faceseal.crypto.record import open_tenant_records
 from faceseal.crypto.secret import SecretBytes
 from faceseal.keys.process_guard import protect_process
+from faceseal.keys.subject_keys import read_tenant_secrets
 from faceseal.storage.sqlite import DirectReader, direct_reader
 
 _LENGTH = struct.Struct(">I")
@@ -151,6 +155,8 @@ def serve(inbound: BinaryIO, outbound: BinaryIO) -> None:
                 opener.deks.update({int(v): SecretBytes(k) for v, k in message[1].items()})
             elif kind == "secrets":
                 opener.secrets.update({str(s): SecretBytes(k) for s, k in message[1].items()})
+            elif kind == "secrets_from":
+                opener.secrets.update(read_tenant_secrets(str(message[1]), opener.tenant))
             elif kind == "open":
                 write_frame(outbound, opener.open(message))
             elif kind == "read":
@@ -164,6 +170,8 @@ def serve(inbound: BinaryIO, outbound: BinaryIO) -> None:
 
 def main() -> int:
     protect_process()
+    # Short-lived and acyclic: the cyclic collector would only walk the pages again and again.
+    gc.disable()
     inbound, outbound = sys.stdin.buffer, sys.stdout.buffer
     # Nothing else may write to the protocol stream.
     sys.stdout = sys.stderr

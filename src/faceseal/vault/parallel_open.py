@@ -182,6 +182,7 @@ class ParallelLoad:
         self._helper: OpenHelper | None = None
         self._helper_failed = not helper_enabled()
         self._sent_subjects: set[str] = set()
+        self._secrets_told = False
         #: Units handed to the helper and not answered: their pages, or their ranges.
         self._outstanding: dict[int, Any] = {}
         self._redo: Callable[[Any, Callable[[BulkOpened], None]], None] = self._open_here
@@ -189,14 +190,21 @@ class ParallelLoad:
         self.units_by_helper = 0
         self.units_here = 0
 
-    def start(self) -> None:
-        """Start the helper now (it starts while the caller reads the secrets)."""
+    def start(self, secrets_location: str | None = None) -> None:
+        """Start the helper now (it starts while the caller reads the secrets). With
+        ``secrets_location`` (a subject key store file), the helper reads the tenant's secrets
+        from it itself, at once."""
         if self._helper is None and not self._helper_failed:
             try:
                 self._helper = OpenHelper()
             except OSError as exc:
                 log.info("loading without a helper process: %s", type(exc).__name__)
                 self._helper_failed = True
+                return
+            if secrets_location is not None:
+                self._introduce()
+                self._helper.send(("secrets_from", secrets_location))
+                self._secrets_told = True
 
     def run(self, pages: Iterator[list[tuple[Any, ...]]],
             index: Callable[[BulkOpened], None]) -> None:
@@ -217,7 +225,8 @@ class ParallelLoad:
 
     def run_ranges(self, source: DirectSource, upto: int,
                    index: Callable[[BulkOpened], None], rows_per_range: int = 10_000) -> None:
-        """Read and open the tenant's rowid ranges of ``source``, here and in the helper."""
+        """Read and open the tenant's rowid ranges of ``source``, here and in the helper (which
+        reads the subject secrets itself where :meth:`start` was given their location)."""
         reader = direct_reader(source.kind, source.location)
 
         def read_here(unit: tuple[int, int], sink: Callable[[BulkOpened], None]) -> None:
@@ -226,7 +235,8 @@ class ParallelLoad:
         self._redo = read_here
         try:
             self.start()
-            self._introduce(all_secrets=True)
+            if not self._secrets_told:
+                self._introduce(all_secrets=True)
             for number, unit in enumerate(reader.ranges(rows_per_range)):
                 self._collect(index, block=False)
                 if self._has_room():

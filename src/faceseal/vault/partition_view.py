@@ -122,6 +122,10 @@ class PartitionSubjectKeys:
     def get_many(self, refs: Iterable[SubjectRef]) -> dict[SubjectRef, SecretBytes]:
         return self._keys.get_many([ref for ref in refs if self._owns(ref[0], ref[1])])
 
+    @property
+    def direct_read_location(self) -> str | None:
+        return None  # a helper reading the file itself would see every partition's secrets
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._keys, name)
 
