@@ -278,3 +278,21 @@ def test_a_legacy_import_reaches_the_snapshot_through_the_change_log(
         assert vault.index_status()["tenants"][TENANT]["delta_added"] == 4
         assert found.candidates[0].subject_id == "5002"
         assert vault.index_status()["tenants"][TENANT]["templates"] == 604
+
+
+def test_the_status_counts_what_the_gallery_holds_now(
+        snapshotted: tuple[Path, Path], gallery_data: tuple[list[str], np.ndarray]) -> None:
+    """index_status (the console's overview) shows the gallery's size now, not at its load."""
+    home, _ = snapshotted
+    _, encodings = gallery_data
+    with reopen_vault(home) as vault:
+        vault.identify(encodings[0])
+        vault.enroll_many(["newcomer"] * 2, random_encodings(2, seed=11))
+        vault.identify(encodings[0])  # catches up with its own enrolment
+        status = vault.index_status()["tenants"][TENANT]
+        assert (status["templates_at_load"], status["templates"]) == (600, 602)
+        vault.erase("person-000")
+        vault.identify(encodings[5])
+        status = vault.index_status()["tenants"][TENANT]
+        assert (status["templates_at_load"], status["templates"]) == (600, 599)
+        assert status["damaged_templates"] == 0

@@ -1035,6 +1035,10 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         tenants = {
             tenant: {
                 **self._cache.loads.get(tenant, {}),
+                # What the gallery holds now (the load's own count is templates_at_load).
+                "templates_at_load": self._cache.loads.get(tenant, {}).get("templates"),
+                "templates": state.templates,
+                "damaged_templates": state.damaged,
                 "applied_change": state.applied,
                 "memory_locked": all(g.memory_locked
                                      for g in self._cache.galleries_of(tenant).values()),
