@@ -296,3 +296,26 @@ def test_the_status_counts_what_the_gallery_holds_now(
         status = vault.index_status()["tenants"][TENANT]
         assert (status["templates_at_load"], status["templates"]) == (600, 599)
         assert status["damaged_templates"] == 0
+
+
+@pytest.mark.parametrize("wait", ["waits for it", "closes at once"])
+def test_a_large_load_writes_its_snapshot_after_the_first_answer(
+        snapshotted: tuple[Path, Path], gallery_data: tuple[list[str], np.ndarray],
+        monkeypatch: pytest.MonkeyPatch, wait: str) -> None:
+    """Loads of at least DIRECT_READ_AT_LEAST templates answer first and write the snapshot
+    from a thread; close() waits for it, so the next start uses it."""
+    from faceseal.vault import gallery_cache
+
+    monkeypatch.setattr(gallery_cache, "DIRECT_READ_AT_LEAST", 100)
+    home, _ = snapshotted
+    _, encodings = gallery_data
+    snapshot_path(home).unlink()
+    with reopen_vault(home) as vault:
+        vault.identify(encodings[0])
+        assert source(vault) == "records"
+        if wait == "waits for it":
+            vault._cache.wait_for_snapshots()
+            assert snapshot_path(home).exists()
+    with reopen_vault(home) as vault:
+        vault.identify(encodings[0])
+        assert source(vault) == "snapshot"
