@@ -249,9 +249,13 @@ def plaintexts_to_matrix(dtype: str, dimension: int, plaintexts: list[bytes]) ->
 
 
 def plaintext_matrix(dtype: str, dimension: int, joined: bytes) -> FloatArray:
-    """Concatenated plaintexts of one dtype as a native (n, dimension) matrix (a copy)."""
+    """Concatenated plaintexts of one dtype as a native (n, dimension) matrix: a read-only
+    view of ``joined`` where the stored byte order is the machine's (a copy would only be one
+    more plaintext to wipe; ``joined`` itself, immutable, cannot be), else a converted copy."""
     stored, native = _OPEN_DTYPES[dtype]
     matrix = np.frombuffer(joined, dtype=stored).reshape(-1, dimension)
+    if stored == native:
+        return matrix
     return matrix.astype(native, copy=True)
 
 

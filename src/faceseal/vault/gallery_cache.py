@@ -507,5 +507,6 @@ class GalleryCache:
             else:
                 self._gallery(tenant, spec).add_many(subject_ids, template_ids, matrix)
                 count += len(template_ids)
-            matrix.fill(0.0)  # best effort: the decrypted copies are overwritten
+            if matrix.flags.writeable:  # best effort: a decrypted copy is overwritten
+                matrix.fill(0.0)
         return count

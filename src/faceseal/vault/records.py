@@ -69,8 +69,8 @@ class OpenedTemplate:
 @dataclass(frozen=True)
 class BulkOpened:
     """What :meth:`RecordSealer.open_bulk` opened: per model, its rows and their encodings as
-    one matrix; and the rows that did not open. Callers
-    overwrite the matrices once used."""
+    one matrix; and the rows that did not open. Callers overwrite the matrices that are
+    writeable once used (the others are views of plaintext bytes, which cannot be)."""
 
     #: (model id, subject ids, template ids, encodings: row i belongs to the i-th ids)
     opened: list[tuple[str, list[str], list[str], Encoding]]
