@@ -193,3 +193,22 @@ def test_a_shard_never_lets_a_helper_read_the_store_or_the_secrets_itself(stored
         assert keys.direct_read_location is not None
         assert PartitionStore(store, lambda t, s: True).direct_read_source("default", 1) is None
         assert PartitionSubjectKeys(keys, lambda t, s: True).direct_read_location is None
+
+
+def test_the_helper_reads_files_whose_paths_need_escaping(tmp_path: Path) -> None:
+    """Both read-only opens go through a file: URI: ?, # and % in a path must not cut it."""
+    from faceseal.keys.subject_keys import SubjectKeyStore, read_tenant_secrets
+    from faceseal.storage.sqlite import DirectReader
+
+    odd = tmp_path / "a?b#c%20d"
+    odd.mkdir()
+    store = SQLiteStore(odd / "templates.db", create=True)
+    store.migrate()
+    store.close()
+    reader = DirectReader(str(odd / "templates.db"))
+    assert reader.ranges(10) == []
+    reader.close()
+    keys = SubjectKeyStore.create(odd / "keys", "vault-id")
+    secret = keys.get_or_create_many([("t", "alice")])[("t", "alice")]
+    assert read_tenant_secrets(keys.direct_read_location or "", "t")["alice"].reveal() == \
+        secret.reveal()

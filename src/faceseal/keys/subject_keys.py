@@ -214,7 +214,8 @@ def read_tenant_secrets(location: str, tenant: str) -> dict[str, SecretBytes]:
     """Every secret of ``tenant`` from a subject key store file, opened read-only: the gallery
     loader's helper process reads its own copy instead of receiving them over a pipe."""
     try:
-        db = sqlite3.connect(f"file:{location}?mode=ro", uri=True, timeout=30)
+        db = sqlite3.connect(Path(location).absolute().as_uri() + "?mode=ro", uri=True,
+                             timeout=30)
     except sqlite3.Error as exc:
         raise KeyringError(f"cannot open the subject key store: {exc}") from None
     try:

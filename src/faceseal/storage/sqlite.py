@@ -90,6 +90,11 @@ def read_template_tuples(db: sqlite3.Connection, tenant: str, upto: int, batch_s
         cursor.close()
 
 
+def read_only_uri(path: str) -> str:
+    """A SQLite URI opening ``path`` read-only (``?``, ``#`` and ``%`` in it escaped)."""
+    return Path(path).absolute().as_uri() + "?mode=ro"
+
+
 class DirectReader:
     """A tenant's templates read in rowid ranges on a read-only connection of its own: the
     gallery loader and its helper process each read the ranges they are given, in table order
@@ -97,7 +102,7 @@ class DirectReader:
 
     def __init__(self, path: str) -> None:
         try:
-            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+            self._db = sqlite3.connect(read_only_uri(path), uri=True, isolation_level=None,
                                        check_same_thread=False, timeout=30)
             self._db.execute("PRAGMA query_only=ON")
         except sqlite3.Error as exc:

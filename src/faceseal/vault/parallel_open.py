@@ -58,6 +58,8 @@ HELPER_COMMAND = (sys.executable, "-c",
 def helper_enabled() -> bool:
     if os.environ.get(HELPER_ENV, "").strip().lower() in ("0", "no", "false", "off"):
         return False
+    if not sys.executable or getattr(sys, "frozen", False):
+        return False  # embedded or frozen: no interpreter to start the helper with
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
