@@ -129,3 +129,25 @@ def test_a_subject_deleted_behind_the_vaults_back_is_reported(
         vault.verify("bob", BOB)
     vault.erase("bob")  # the operator finishes the job: the key goes, the vault is clean
     assert vault.check().ok
+
+
+def test_a_tally_is_the_xor_of_each_templates_prf() -> None:
+    """tally() builds the shared part of the PRF input once and folds integers; it must give
+    exactly the digest of folding _item() one template at a time, and zero for an unknown
+    key version (as _item gives)."""
+    from faceseal.audit.chain import AuditKey
+    from faceseal.audit.integrity import RowAuthenticator
+    from faceseal.crypto.secret import SecretBytes
+    from faceseal.vault.inventory import DIGEST_BYTES, InventorySigner, Tally
+
+    auth = RowAuthenticator({v: AuditKey(SecretBytes(os.urandom(32)), v, os.urandom(16))
+                             for v in (1, 2)})
+    signer = InventorySigner(auth)
+    ids = [os.urandom(16).hex() for _ in range(7)] + ["not-hex \u00e9"]
+    for version in (1, 2, 9):
+        folded = bytes(DIGEST_BYTES)
+        for template_id in ids:
+            item = signer._item(version, "t\u00e9", "alice", template_id)
+            folded = bytes(a ^ b for a, b in zip(folded, item, strict=True))
+        assert signer.tally("t\u00e9", "alice", iter(ids), version) == Tally(len(ids), folded)
+    assert signer.tally("t", "alice", [], 1) == Tally(0, bytes(DIGEST_BYTES))

@@ -98,6 +98,14 @@ class AuditKey:
                    + content)
         return _U32.pack(self.version) + hmac.digest(self.__row_key, message, "sha256")
 
+    def row_prfs(self, domain: bytes, prefix: bytes, suffixes: Iterable[bytes]) -> list[bytes]:
+        """``row_mac(domain, prefix + suffix)[4:]`` for each suffix: the HMACs alone, with the
+        shared part of the message built once (an inventory tally makes one per template)."""
+        head = _ROW_LABEL + length_prefixed(self._keyset_id) + length_prefixed(domain) + prefix
+        key = self.__row_key
+        digest = hmac.digest
+        return [digest(key, head + suffix, "sha256") for suffix in suffixes]
+
     def __repr__(self) -> str:
         return f"AuditKey(version={self.version}, <redacted>)"
 

@@ -16,6 +16,7 @@ audit state file (:mod:`faceseal.audit.state`), where the store cannot lower it.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Iterable
 
 from faceseal.audit.chain import AuditKey, mac_version
 
@@ -43,6 +44,12 @@ class RowAuthenticator:
         """32 pseudo-random bytes keyed by audit-key ``version`` (None: no such version)."""
         key = self._keys.get(version)
         return None if key is None else key.row_mac(domain, content)[4:]
+
+    def prfs(self, version: int, domain: bytes, prefix: bytes,
+             suffixes: Iterable[bytes]) -> list[bytes] | None:
+        """:meth:`prf` of ``prefix + suffix`` for each suffix (None: no such version)."""
+        key = self._keys.get(version)
+        return None if key is None else key.row_prfs(domain, prefix, suffixes)
 
     def verifies(self, domain: bytes, content: bytes, mac: bytes) -> bool:
         version = mac_version(mac)

@@ -63,11 +63,18 @@ class InventorySigner:
     def tally(self, tenant: str, subject_id: str, template_ids: Iterable[str],
               version: int | None = None) -> Tally:
         version = self._auth.version if version is None else version
-        digest, count = bytes(DIGEST_BYTES), 0
-        for template_id in template_ids:
-            digest = _xor(digest, self._item(version, tenant, subject_id, template_id))
-            count += 1
-        return Tally(count, digest)
+        ids = list(template_ids)
+        # As _item per id, with the shared part of every PRF input built once and the XOR
+        # taken over integers (a bulk enrolment tallies every template it adds).
+        items = self._auth.prfs(version, _ITEM, length_prefixed(tenant.encode())
+                                + length_prefixed(subject_id.encode()),
+                                [length_prefixed(t.encode()) for t in ids])
+        if items is None:  # no such key version: every item is zero, as _item makes it
+            return Tally(len(ids), bytes(DIGEST_BYTES))
+        folded = 0
+        for item in items:
+            folded ^= int.from_bytes(item, "big")
+        return Tally(len(ids), folded.to_bytes(DIGEST_BYTES, "big"))
 
     def add_one(self, tally: Tally | None, tenant: str, subject_id: str,
                 template_id: str) -> Tally:
