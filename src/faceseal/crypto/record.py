@@ -142,6 +142,9 @@ def open_record(key: AeadKey, record: bytes, context: RecordContext,
 #: Per distinct 8-byte header: (dtype name, dimension, key version, record length), or None if
 #: malformed.
 _HeaderInfo = tuple[str, int, int, int] | None
+#: "Not looked up yet" in open_tenant_records' header and key caches (None is an answer there).
+_UNSET_INFO: Any = object()
+_UNSET_KEY: Any = object()
 
 
 def _header_info(header: bytes) -> _HeaderInfo:
@@ -257,7 +260,3 @@ def plaintext_matrix(dtype: str, dimension: int, joined: bytes) -> FloatArray:
     if stored == native:
         return matrix
     return matrix.astype(native, copy=True)
-
-
-_UNSET_INFO: Any = object()
-_UNSET_KEY: Any = object()

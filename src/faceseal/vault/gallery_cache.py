@@ -81,8 +81,6 @@ class GalleryCache:
         self._applied: dict[str, int] = {}
         self._saved: dict[str, int] = {}
         self._damaged: dict[str, TemplateRow] = {}
-        #: Pages of the last whole-tenant load opened here and by the helper process.
-        self.last_load_pages: tuple[int, int] = (0, 0)
         self._last_persist: dict[str, float] = {}
         #: Threads writing a snapshot after a large load (see _persist_soon).
         self._writers: list[threading.Thread] = []
@@ -346,11 +344,10 @@ class GalleryCache:
         if snapshot_only:
             self._unload(tenant)
             return False
-        count = self._decrypt_whole(tenant, head)
+        count, here, by_helper = self._decrypt_whole(tenant, head)
         self._applied[tenant] = head
         self.loads[tenant] = {"source": "records", "templates": count,
-                              "pages_opened_here": self.last_load_pages[0],
-                              "pages_opened_by_helper": self.last_load_pages[1],
+                              "pages_opened_here": here, "pages_opened_by_helper": by_helper,
                               "seconds": time.perf_counter() - started}
         log.debug("loaded gallery: %d template(s) in %.3f s", count,
                   time.perf_counter() - started)
@@ -430,9 +427,10 @@ class GalleryCache:
             added += len(items)
         return added
 
-    def _decrypt_whole(self, tenant: str, head: int) -> int:
+    def _decrypt_whole(self, tenant: str, head: int) -> tuple[int, int, int]:
         """Load every template of ``tenant`` up to change ``head``, on both cores: a helper
-        process reads and opens (SQLite, a large tenant) or opens pages read here."""
+        process reads and opens (SQLite, a large tenant) or opens pages read here. Returns
+        (templates, units opened here, units opened by the helper)."""
         keys: dict[Any, Any] = {}
         count = 0
 
@@ -445,7 +443,7 @@ class GalleryCache:
             if helper_enabled() else None
         if source is not None:
             # The helper starts, and reads the secrets itself, while this process reads them.
-            load.start(getattr(self._subject_keys, "direct_read_location", None))
+            load.start(self._subject_keys.direct_read_location)
             if len(self._models) == 1:  # room for every template at once
                 self._gallery(tenant, next(iter(self._models.values()))).reserve(
                     source.templates)
@@ -460,8 +458,7 @@ class GalleryCache:
                 load.run_ranges(source, head, index)
             else:
                 load.run(self._store.template_tuples_of_tenant(tenant, head), index)
-            self.last_load_pages = (load.units_here, load.units_by_helper)
-            return count
+            return count, load.units_here, load.units_by_helper
         finally:
             if collecting:
                 gc.enable()
@@ -475,11 +472,6 @@ class GalleryCache:
         # subject and data-key version. Dropped when the load is done.
         keys: dict[Any, Any] = {}
         count = 0
-
-        def index(result: BulkOpened) -> None:
-            nonlocal count
-            count += self._index(tenant, result)
-
         try:
             for page in batches:  # a delta asks only for its own subjects' secrets
                 batch = page
@@ -487,7 +479,7 @@ class GalleryCache:
                     batch = [r for r in page if r[0] not in known]
                     count += self._add_known(
                         tenant, [TemplateRow(*r) for r in page if r[0] in known], known)
-                index(self._sealer.open_bulk(tenant, batch, None, keys))
+                count += self._index(tenant, self._sealer.open_bulk(tenant, batch, None, keys))
             return count
         finally:
             keys.clear()

@@ -1,8 +1,8 @@
 """A helper process that opens record pages while its parent reads and indexes: a gallery
 loaded from the records (no usable snapshot) uses both cores.
 
-The parent (:mod:`faceseal.vault.parallel_open`) starts it with ``python -m
-faceseal.vault.open_worker`` and talks to it over the anonymous stdin/stdout pipes only. Each
+The parent (:mod:`faceseal.vault.parallel_open`) starts it as a fresh interpreter running
+:func:`main` and talks to it over the anonymous stdin/stdout pipes only. Each
 message is a 4-byte big-endian length and a :mod:`marshal` payload (both ends are this module's
 own code; the parent reads only what its own child writes):
 
@@ -41,11 +41,12 @@ import gc
 import marshal
 import struct
 import sys
+from collections.abc import Sequence
 from typing import Any, BinaryIO
 
 from faceseal.crypto.aead import AeadKey
 from faceseal.crypto.derive import record_key
-from faceseal.crypto.record import open_tenant_records
+from faceseal.crypto.record import OpenedBatch, open_tenant_records
 from faceseal.crypto.secret import SecretBytes
 from faceseal.keys.process_guard import protect_process
 from faceseal.keys.subject_keys import read_tenant_secrets
@@ -109,13 +110,17 @@ class _Opener:
 
     def open(self, message: tuple[Any, ...]) -> tuple[Any, ...]:
         _, page, subject_ids, template_ids, model_ids, records = message
-        batch = open_tenant_records(subject_ids, template_ids, model_ids, records,
-                                    keyset_id=self.keyset_id, tenant=self.tenant,
-                                    key_for=self.key_for, keys=self.keys)
+        batch = self._open(subject_ids, template_ids, model_ids, records)
         groups = [(model_id, dtype, dimension, positions, b"".join(plaintexts))
                   for (model_id, dtype, dimension), (positions, plaintexts)
                   in batch.opened.items()]
         return ("opened", page, batch.failed, groups)
+
+    def _open(self, subject_ids: Sequence[str], template_ids: Sequence[str],
+              model_ids: Sequence[str], records: Sequence[bytes]) -> OpenedBatch:
+        return open_tenant_records(subject_ids, template_ids, model_ids, records,
+                                   keyset_id=self.keyset_id, tenant=self.tenant,
+                                   key_for=self.key_for, keys=self.keys)
 
     def read(self, message: tuple[Any, ...]) -> tuple[Any, ...]:
         """Read a rowid range itself and open it; rows as tuples in TemplateRow field order."""
@@ -127,9 +132,7 @@ class _Opener:
         if not rows:
             return ("read", unit, [], [])
         columns = list(zip(*rows, strict=True))
-        batch = open_tenant_records(columns[2], columns[0], columns[3], columns[7],
-                                    keyset_id=self.keyset_id, tenant=self.tenant,
-                                    key_for=self.key_for, keys=self.keys)
+        batch = self._open(columns[2], columns[0], columns[3], columns[7])
         groups = [(model_id, dtype, dimension, [columns[2][i] for i in positions],
                    [columns[0][i] for i in positions], b"".join(plaintexts))
                   for (model_id, dtype, dimension), (positions, plaintexts)

@@ -1,20 +1,21 @@
 """Loading a whole gallery from its records on both cores.
 
-The process that loads reads pages from the store and indexes what was opened; a helper
-process (:mod:`faceseal.vault.open_worker`) opens pages at the same time. Python runs one
-thread at a time and AES-GCM through ``cryptography`` holds the interpreter lock, so a second
-thread would not help; a second process does. The helper starts while the first pages are
-opened here; once it is ready it gets pages whenever it has fewer than two waiting, and the
-loader opens the others itself, so both cores stay busy whatever their speeds.
+The process that loads reads, opens and indexes; a helper process
+(:mod:`faceseal.vault.open_worker`) opens at the same time. Python runs one thread at a time
+and AES-GCM through ``cryptography`` holds the interpreter lock, so a second thread would not
+help; a second process does. Work goes out in units (:class:`ParallelLoad`): a unit goes to the
+helper while it has fewer than :data:`MAX_OUTSTANDING` waiting, and the loader does the others
+itself, so both cores stay busy whatever their speeds.
 
 Fail-safe rather than fail-closed: if the helper cannot start, dies, answers with an error
-or goes quiet, the loader opens the pages it had handed over itself, and the rest too; a
+or goes quiet, the loader does the units it had handed over itself, and the rest too; a
 record the helper could not open is tried again here, so only this process ever decides that
 a record is damaged. ``FACESEAL_LOAD_HELPER=0`` turns the helper off.
 
-The helper receives the data keys and the secrets of the subjects in the pages it opens, over
-its anonymous stdin pipe and nowhere else; it turns core dumps off before reading them and
-ends when the load does (docs/performance.md, docs/threat-model.md).
+The helper gets the data keys over its anonymous stdin pipe; it reads the tenant's subject
+secrets itself from the subject key store (read-only) where it may, and is otherwise sent those
+of the subjects in the pages it opens. It turns core dumps off before any of that and ends when
+the load does (docs/performance.md, docs/threat-model.md).
 """
 
 from __future__ import annotations
@@ -22,11 +23,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-
-try:
-    import fcntl
-except ImportError:  # not POSIX
-    fcntl = None  # type: ignore[assignment]
 import queue
 import subprocess
 import sys
@@ -43,10 +39,16 @@ from faceseal.storage.sqlite import direct_reader
 from faceseal.vault.open_worker import read_frame, write_frame
 from faceseal.vault.records import BulkOpened, RecordSealer
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: pipes keep their default size
+    fcntl = None  # type: ignore[assignment]
+
 log = logging.getLogger(__name__)
 
 HELPER_ENV = "FACESEAL_LOAD_HELPER"
-#: Pages handed to the helper and not yet answered: one being opened, one waiting.
+#: Units handed to the helper and not yet answered (one being opened, the rest waiting: enough
+#: that it never idles while the loader indexes).
 MAX_OUTSTANDING = 5
 #: Silence after which the helper counts as gone.
 QUIET_SECONDS = 60.0
