@@ -22,15 +22,19 @@ NONCE_BYTES = 12
 TAG_BYTES = 16
 
 
+def _cipher(key: bytes) -> AESGCM:
+    if len(key) != KEY_BYTES:
+        raise ValueError(f"AES-256-GCM needs a {KEY_BYTES}-byte key, got {len(key)} bytes")
+    return AESGCM(key)
+
+
 class AeadKey:
     """An AES-256-GCM key handle. It cannot be printed, pickled or copied."""
 
     __slots__ = ("__aead",)
 
     def __init__(self, key: SecretBytes) -> None:
-        if len(key) != KEY_BYTES:
-            raise ValueError(f"AES-256-GCM needs a {KEY_BYTES}-byte key, got {len(key)} bytes")
-        self.__aead = AESGCM(key.reveal())
+        self.__aead = _cipher(key.reveal())
 
     @classmethod
     def from_derived(cls, key: bytes) -> AeadKey:
@@ -38,10 +42,8 @@ class AeadKey:
         at once). Wrapping them in :class:`SecretBytes` first would only add one more copy
         (``reveal`` copies again): the record-key path of a gallery load derives one per
         subject."""
-        if len(key) != KEY_BYTES:
-            raise ValueError(f"AES-256-GCM needs a {KEY_BYTES}-byte key, got {len(key)} bytes")
         handle = cls.__new__(cls)
-        handle.__aead = AESGCM(key)
+        handle.__aead = _cipher(key)
         return handle
 
     def encrypt(self, plaintext: bytes, associated_data: bytes) -> bytes:

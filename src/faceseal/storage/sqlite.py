@@ -70,26 +70,6 @@ def _row(values: tuple[Any, ...]) -> TemplateRow:
     return TemplateRow(*values)
 
 
-def read_template_tuples(db: sqlite3.Connection, tenant: str, upto: int, batch_size: int
-                         ) -> Iterator[list[tuple[Any, ...]]]:
-    """:meth:`SQLiteStore.template_tuples_of_tenant` on a connection of the caller's (the
-    gallery loader's helper process opens its own, read-only)."""
-    # One statement read in pages: one consistent snapshot (WAL), no ORDER BY and no keyset
-    # seek per page. A tenant holding most of the table is read in table order (through the
-    # index, each row is a random seek: twice the time at 1M rows).
-    (mine,) = db.execute("SELECT count(*) FROM templates WHERE tenant = ?", (tenant,)).fetchone()
-    (everyone,) = db.execute("SELECT count(*) FROM templates").fetchone()
-    scan = "NOT INDEXED " if 2 * int(mine) >= int(everyone) else ""
-    cursor = db.execute(
-        f"SELECT {_TEMPLATE_COLUMNS} FROM templates {scan}"  # noqa: S608 - constant
-        "WHERE tenant = ? AND change_seq <= ?", (tenant, upto))
-    try:
-        while rows := cursor.fetchmany(batch_size):
-            yield rows
-    finally:
-        cursor.close()
-
-
 def read_only_uri(path: str) -> str:
     """A SQLite URI opening ``path`` read-only (``?``, ``#`` and ``%`` in it escaped)."""
     return Path(path).absolute().as_uri() + "?mode=ro"
@@ -512,8 +492,23 @@ class SQLiteStore(TemplateStore):
         if self._group.in_transaction():
             yield from super().template_tuples_of_tenant(tenant, upto, batch_size)
             return
+        # One statement read in pages: one consistent snapshot (WAL), no ORDER BY and no keyset
+        # seek per page. A tenant holding most of the table is read in table order (through
+        # the index, each row is a random seek: twice the time at 1M rows).
         try:
-            yield from read_template_tuples(self._reader(), tenant, upto, batch_size)
+            db = self._reader()
+            (mine,) = db.execute("SELECT count(*) FROM templates WHERE tenant = ?",
+                                 (tenant,)).fetchone()
+            (everyone,) = db.execute("SELECT count(*) FROM templates").fetchone()
+            scan = "NOT INDEXED " if 2 * int(mine) >= int(everyone) else ""
+            cursor = db.execute(
+                f"SELECT {_TEMPLATE_COLUMNS} FROM templates {scan}"  # noqa: S608 - constant
+                "WHERE tenant = ? AND change_seq <= ?", (tenant, upto))
+            try:
+                while rows := cursor.fetchmany(batch_size):
+                    yield rows
+            finally:
+                cursor.close()
         except sqlite3.Error as exc:
             raise StorageUnavailable(_describe_error("query", exc)) from None
 
