@@ -30,7 +30,7 @@ def scan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
         monkeypatch.setenv(kernels.NUMBA_ENV, "0")
     else:
         monkeypatch.delenv(kernels.NUMBA_ENV, raising=False)
-    if request.param != "serial":  # the threaded scan, and the BLAS batch scan
+    if request.param != "serial":  # the threaded scan, and the batch scan (compiled or BLAS)
         monkeypatch.setattr(kernels, "PARALLEL_FROM", 0)
         monkeypatch.setattr(kernels, "CHUNK_ROWS", 32)
     return str(request.param)
@@ -200,3 +200,36 @@ def test_the_exact_pass_opens_few_subjects_when_answers_are_clear(scan: str) -> 
     found = gallery.search(probe, 1, exact)
     assert [m.subject_id for m in found] == ["s042"]
     assert calls == ["s042"]
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_the_batch_scan_selects_what_the_single_probe_scan_selects(metric: str) -> None:
+    """The compiled batch scan computes every row's value exactly as the one-probe scan does, so
+    each probe's selection (values, floor) and its second pass are the same whichever ran."""
+    if not kernels.numba_enabled():
+        pytest.fail("numba is part of the dev extras; the compiled scan must be tested")
+    rng = np.random.default_rng(11)
+    vectors = rng.standard_normal((5000, 128)) * 0.1
+    vectors[100:140] = vectors[99]  # ties straddling the heap's edge
+    gallery = _gallery(vectors, [f"s{i // 3}" for i in range(5000)], metric)
+    codes, scale, norms = (gallery._arr(gallery._codes), gallery._arr(gallery._scale),
+                           gallery._arr(gallery._norms))
+    queries = gallery._prepare(np.vstack([vectors[99] + 1e-4, rng.standard_normal((6, 128))
+                                          * 0.1]))
+    cos = metric == "cosine"
+    many = kernels.scan_many(codes, scale, norms, len(gallery), queries, cos, 64)
+    assert len(many) == len(queries)
+    for query, chosen in zip(queries, many, strict=True):
+        probe = kernels.quantize_probe(query)
+        rows, values, floor = kernels.scan_one(codes, scale, norms, len(gallery), probe, cos, 64)
+        assert sorted(chosen.values.tolist()) == sorted(values.tolist())
+        assert chosen.floor == floor
+        assert (chosen.q_err, chosen.qnorm) == (probe.q_err, probe.qnorm)
+        limit = float(np.sort(values)[-1]) * 1.01 if not cos else float(np.sort(values)[-1])
+        again, again_values = chosen.more(limit)
+        expected, expected_values = kernels.rows_at_most(codes, scale, norms, len(gallery),
+                                                         probe, cos, limit)
+        assert again.tolist() == expected.tolist()
+        assert again_values.tolist() == expected_values.tolist()
+        assert set(rows.tolist()) <= set(again.tolist())
+        chosen.wipe()

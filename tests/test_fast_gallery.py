@@ -36,7 +36,7 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
         if not kernels.numba_enabled():
             pytest.fail("numba is part of the dev extras; the compiled scan must be tested")
     if request.param != "numba":  # small galleries scan serially, one probe at a time:
-        # force the threaded scan and the BLAS batch scan (with numba's or numpy's selection)
+        # force the threaded scan and the batch scan (compiled, or BLAS blocks with numpy)
         monkeypatch.setattr(kernels, "PARALLEL_FROM", 0)
         monkeypatch.setattr(kernels, "CHUNK_ROWS", 64)
     return str(request.param)

@@ -34,6 +34,10 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
 #: compared with the heap (a small buffer that stays in L1; mixing the heap into the dot loop
 #: stops the vectoriser).
 BLOCK = 256
+#: Rows of one block of the batch scan: 16 KiB of 128-d codes, which stay in L1 while every probe
+#: of the group is scanned over them (measured: 128 to 256 rows alike, 2x faster than converting
+#: blocks to float32 for BLAS).
+BATCH_BLOCK = 128
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
@@ -134,27 +138,54 @@ def rows_below(codes: Any, scale: Any, norms: Any, q16: Any, qscale: Any, qnorm:
     return count
 
 
-@njit(parallel=True, nogil=True, cache=True, boundscheck=False)
-def select_block(dots: Any, scale: Any, norms: Any, qnorms: Any, metric_cos: Any,
-                 base: Any, heap_val: Any, heap_idx: Any) -> None:
-    # dots [probes, rows] from BLAS; heap_* [probe, m]: max-heaps, initially full of +inf.
-    # The values are computed in place (a vectorised loop), then compared with the heap.
-    probes, rows = dots.shape
+@njit(nogil=True, cache=True, boundscheck=False)
+def scan_probes(codes: Any, scale: Any, norms: Any, q16s: Any, qscales: Any, qnorms: Any,
+                metric_cos: Any, n: Any, heap_val: Any, heap_idx: Any, p0: Any, p1: Any) -> None:
+    # Probes p0..p1 over every row: heap_*[p, :m] as scan_range fills heap row h for one probe,
+    # with the same values. Each block of rows is read once from memory and then used, from
+    # cache, by every probe of the range.
+    d = codes.shape[1]
     m = heap_val.shape[1]
-    for p in prange(probes):
-        qn = qnorms[p]
-        values = dots[p]
-        if metric_cos:
-            for r in range(rows):
-                values[r] = -(scale[base + r] * values[r])
-        else:
-            for r in range(rows):
-                values[r] = qn - np.float32(2.0) * scale[base + r] * values[r] + norms[base + r]
-        root = heap_val[p, 0]
-        for r in range(rows):
-            if values[r] < root:
-                sift_down(heap_val, heap_idx, p, m, values[r], base + r)
-                root = heap_val[p, 0]
+    for p in range(p0, p1):
+        for t in range(m):
+            heap_val[p, t] = np.inf
+            heap_idx[p, t] = -1
+    dots = np.empty(BATCH_BLOCK, dtype=np.int32)
+    values = np.empty(BATCH_BLOCK, dtype=np.float32)
+    for start in range(0, n, BATCH_BLOCK):
+        stop = min(n, start + BATCH_BLOCK)
+        for p in range(p0, p1):
+            for i in range(start, stop):
+                acc = np.int32(0)
+                for j in range(d):
+                    acc += np.int32(q16s[p, j]) * np.int32(codes[i, j])
+                dots[i - start] = acc
+            qscale = qscales[p]
+            qnorm = qnorms[p]
+            low = np.float32(np.inf)
+            for i in range(start, stop):
+                value = row_value(dots[i - start], scale[i], qscale, qnorm, norms[i], metric_cos)
+                values[i - start] = value
+                low = min(low, value)
+            root = heap_val[p, 0]
+            if low >= root:  # the common case once the heap is full: nothing to insert
+                continue
+            for i in range(start, stop):
+                if values[i - start] < root:
+                    sift_down(heap_val, heap_idx, p, m, values[i - start], i)
+                    root = heap_val[p, 0]
+
+
+@njit(parallel=True, nogil=True, cache=True, boundscheck=False)
+def scan_batch(codes: Any, scale: Any, norms: Any, q16s: Any, qscales: Any, qnorms: Any,
+               metric_cos: Any, n: Any, heap_val: Any, heap_idx: Any, groups: Any) -> None:
+    # The probes split into groups, one per worker thread; each group scans every row.
+    probes = q16s.shape[0]
+    for g in prange(groups):
+        p0 = np.int64(g * (probes // groups) + min(g, probes % groups))
+        p1 = p0 + probes // groups + (1 if g < probes % groups else 0)
+        scan_probes(codes, scale, norms, q16s, qscales, qnorms, metric_cos, n, heap_val,
+                    heap_idx, p0, p1)
 
 
 row_bounds = njit(nogil=True, cache=True, boundscheck=False)(bounds.row_bounds)
@@ -166,6 +197,6 @@ quantize_rows = njit(nogil=True, cache=True, boundscheck=False)(bounds.quantize_
 def build() -> dict[str, Callable[..., Any]]:
     """The kernels by name (compiled, or loaded from numba's cache, on first call)."""
     return {"scan_serial": scan_serial, "scan_parallel": scan_parallel,
-            "rows_below": rows_below, "select_block": select_block, "row_bounds": row_bounds,
+            "rows_below": rows_below, "scan_batch": scan_batch, "row_bounds": row_bounds,
             "kth_subject_upper": kth_subject_upper, "quantize_probe": quantize_probe,
             "quantize_rows": quantize_rows}

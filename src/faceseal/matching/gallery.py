@@ -463,11 +463,9 @@ class Gallery:
                                        if s in self._code_of), dtype=np.int64)
             queries = self._prepare(probes)
             try:
-                if queries.shape[0] == 1 or self._size < kernels.PARALLEL_FROM:
-                    # A small gallery stays in cache: one serial int8 scan per probe beats
-                    # converting blocks to float32 for BLAS (measured: 3-4x at 10k-100k rows).
-                    return [self._bounds_one(query, top_k, excluded) for query in queries]
-                return self._bounds_batch(queries, top_k, excluded)
+                if kernels.batch_pays(self._size, queries.shape[0]):
+                    return self._bounds_batch(queries, top_k, excluded)
+                return [self._bounds_one(query, top_k, excluded) for query in queries]
             finally:
                 queries.fill(0.0)
 
@@ -509,24 +507,18 @@ class Gallery:
         m = self._heap_size(top_k) + excluded.size
         codes, scale, norms = (self._arr(self._codes), self._arr(self._scale),
                                self._arr(self._norms))
-        heap_val, heap_idx, q_errs, qnorms, floors = kernels.scan_many(codes, scale, norms, n,
-                                                                       queries, cos, m)
+        selections = kernels.scan_many(codes, scale, norms, n, queries, cos, m)
         results: list[list[Bounds]] = []
-        for p in range(queries.shape[0]):
-            query = queries[p]
-
-            def rescan(limit: float, query: FloatMatrix = query
-                       ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-                values, _, _ = kernels.approx_values(codes, scale, norms, n, query, cos)
-                rows = np.flatnonzero(values <= kernels.f32_up(limit)).astype(np.int64)
-                return rows, values[rows]
-
-            keep = heap_idx[p] >= 0
-            found = self._complete(heap_idx[p][keep], heap_val[p][keep], float(floors[p]),
-                                   float(q_errs[p]), float(qnorms[p]), top_k, excluded, rescan)
-            if found is None:  # too few distinct subjects among the best rows: search alone
-                found = self._bounds_one(query, top_k, excluded)
-            results.append(found)
+        try:
+            for query, chosen in zip(queries, selections, strict=True):
+                found = self._complete(chosen.rows, chosen.values, chosen.floor, chosen.q_err,
+                                       chosen.qnorm, top_k, excluded, chosen.more)
+                if found is None:  # too few distinct subjects among the best rows: search alone
+                    found = self._bounds_one(query, top_k, excluded)
+                results.append(found)
+        finally:
+            for chosen in selections:
+                chosen.wipe()
         return results
 
     def _row_bounds(self, rows: npt.NDArray[np.int64], values: npt.NDArray[Any], q_err: float,

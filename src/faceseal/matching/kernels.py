@@ -281,44 +281,117 @@ def f32_up(value: float) -> np.float32:
     return single
 
 
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """One probe's first pass over the gallery: ``rows`` (at least the ``m`` asked for, or every
+    row) and their approximate ``values``; every other row's value is at least ``floor``.
+    ``q_err`` and ``qnorm`` are the probe's quantisation error and approximate squared norm, and
+    ``more(limit)`` returns every row whose value is at most ``limit`` (a second pass, computed
+    exactly as the first)."""
+
+    rows: I64
+    values: F32
+    floor: float
+    q_err: float
+    qnorm: float
+    more: Callable[[float], tuple[I64, F32]]
+    wipe: Callable[[], None]
+
+    def __repr__(self) -> str:
+        return f"Selection(<{self.rows.shape[0]} rows>)"
+
+
+def batch_pays(n: int, probes: int) -> bool:
+    """Whether :func:`scan_many` beats one :func:`scan_one` per probe: with the compiled kernels,
+    as soon as the work is worth waking a second thread; with numpy, only for galleries too large
+    for cache (BLAS over float32 blocks)."""
+    if probes < 2:
+        return False
+    if numba_enabled():
+        return n * probes >= PARALLEL_FROM
+    return n >= PARALLEL_FROM
+
+
 def scan_many(  # noqa: PLR0917 - internal kernels
     codes: npt.NDArray[np.int8], scale: F32, norms: F32, n: int,
     queries: npt.NDArray[np.float64], metric_cos: bool, m: int,
-) -> tuple[F32, I64, npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """The ``m`` smallest approximate values per probe for a batch of probes (BLAS blocks).
+) -> list[Selection]:
+    """The ``m`` smallest approximate values for each of a batch of probes (one pass over the
+    gallery for all of them). The caller calls each selection's ``wipe`` when done with it."""
+    m = max(1, min(m, n))
+    kernels = _numba()
+    if kernels is None:
+        return _scan_many_numpy(codes, scale, norms, n, queries, metric_cos, m)
+    probes = [quantize_probe(query) for query in queries]
+    count = len(probes)
+    q16s = np.stack([probe.q16 for probe in probes])
+    qscales = np.array([probe.qscale for probe in probes], dtype=np.float32)
+    qnorms = np.array([probe.qnorm for probe in probes], dtype=np.float32)
+    heap_val = np.empty((count, m), dtype=np.float32)
+    heap_idx = np.empty((count, m), dtype=np.int64)
+    try:
+        with _kernel_lock:
+            kernels["scan_batch"](codes, scale, norms, q16s, qscales, qnorms, metric_cos, n,
+                                  heap_val, heap_idx, max(1, min(count, _threads())))
+    finally:
+        q16s.fill(0)
+    selections = []
+    for p, probe in enumerate(probes):
+        # Every probe's heap saw every row: full unless the gallery has at most m rows.
+        floor = float(heap_val[p].max()) if n > m else float("inf")
+        keep = heap_idx[p] >= 0
 
-    Returns ``(heap_values [p, m], heap_rows [p, m], probe_errors [p], approx_sq_norms [p],
-    floors [p])``; every row not in a probe's heap has a value of at least its floor.
-    """
+        def more(limit: float, probe: Probe = probe) -> tuple[I64, F32]:
+            return rows_at_most(codes, scale, norms, n, probe, metric_cos, limit)
+
+        selections.append(Selection(heap_idx[p][keep], heap_val[p][keep], floor, probe.q_err,
+                                    probe.qnorm, more, probe.wipe))
+    return selections
+
+
+def _scan_many_numpy(  # noqa: PLR0917 - internal kernels
+    codes: npt.NDArray[np.int8], scale: F32, norms: F32, n: int,
+    queries: npt.NDArray[np.float64], metric_cos: bool, m: int,
+) -> list[Selection]:
+    """:func:`scan_many` without numba: float32 blocks multiplied by BLAS, the probes in float32
+    (their error is the float32 rounding)."""
     probes = queries.shape[0]
     q32 = queries.astype(np.float32)
     q64 = q32.astype(np.float64)
     q_err = np.linalg.norm(queries - q64, axis=1)
     qnorms64 = np.einsum("ij,ij->i", q64, q64)
     qnorms = qnorms64.astype(np.float32)
-    m = max(1, min(m, n))
     heap_val = np.full((probes, m), np.inf, dtype=np.float32)
     heap_idx = np.full((probes, m), -1, dtype=np.int64)
-    kernels = _numba()
     block = np.empty((min(n, BATCH_BLOCK_ROWS), codes.shape[1]), dtype=np.float32)
     qt = np.ascontiguousarray(q32.T)
     for lo in range(0, n, BATCH_BLOCK_ROWS):
         hi = min(n, lo + BATCH_BLOCK_ROWS)
         view = block[: hi - lo]
         np.copyto(view, codes[lo:hi], casting="unsafe")
-        # [rows, probes] is BLAS's fast orientation here; the selection wants [probes, rows].
-        dots = np.ascontiguousarray((view @ qt).T)
-        if kernels is not None:
-            with _kernel_lock:
-                kernels["select_block"](dots, scale, norms, qnorms, metric_cos, lo,
-                                        heap_val, heap_idx)
-        else:
-            sdots = dots * scale[None, lo:hi]
-            values = -sdots if metric_cos else qnorms[:, None] - 2.0 * sdots + norms[None, lo:hi]
-            _merge_numpy(values, lo, heap_val, heap_idx)
+        sdots = (view @ qt).T * scale[None, lo:hi]
+        values = -sdots if metric_cos else qnorms[:, None] - 2.0 * sdots + norms[None, lo:hi]
+        _merge_numpy(values, lo, heap_val, heap_idx)
     block.fill(0.0)
-    floors = heap_val.max(axis=1).astype(np.float64) if n > m else np.full(probes, np.inf)
-    return heap_val, heap_idx, q_err, qnorms64, floors
+    qt.fill(0.0)
+    selections = []
+    for p in range(probes):
+        floor = float(heap_val[p].max()) if n > m else float("inf")
+        keep = heap_idx[p] >= 0
+
+        def more(limit: float, query: npt.NDArray[np.float64] = queries[p]) -> tuple[I64, F32]:
+            values, _, _ = approx_values(codes, scale, norms, n, query, metric_cos)
+            rows = np.flatnonzero(values <= f32_up(limit)).astype(np.int64)
+            return rows, values[rows]
+
+        selections.append(Selection(heap_idx[p][keep], heap_val[p][keep], floor,
+                                    float(q_err[p]), float(qnorms64[p]), more, _nothing))
+    q32.fill(0.0)
+    return selections
+
+
+def _nothing() -> None:
+    """Nothing to wipe: the numpy batch keeps no quantised probe."""
 
 
 def _merge_numpy(values: F32, base: int, heap_val: F32, heap_idx: I64) -> None:
