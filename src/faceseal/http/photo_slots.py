@@ -1,12 +1,12 @@
 """At most N photo requests of one principal at work at once; the others wait their turn.
 
-Photo work runs under one process-wide dlib lock. Without a per-principal bound, one principal
-sending many photos at once fills the queue for that lock, and every other principal's verify
-waits behind all of them. With it, a principal has at most ``limit`` requests competing for the
-lock; the rest wait in the event loop (no thread, no lock) until one of theirs finishes, within
-their own time limit. The photo work of a request abandoned at its time limit stops at its next
-dlib step (:mod:`faceseal.encoders.deadline`), so releasing the slot then does not let abandoned
-work pile up.
+Photo work runs in a few dlib lanes (:mod:`faceseal.encoders.fair_lock`). Without a
+per-principal bound, one principal sending many photos at once fills every lane and the queue for
+them, and every other principal's verify waits behind all of them. With it, a principal has at
+most ``limit`` requests competing for the lanes; the rest wait in the event loop (no thread, no
+lane) until one of theirs finishes, within their own time limit. The photo work of a request
+abandoned at its time limit stops at its next dlib step (:mod:`faceseal.encoders.deadline`), so
+releasing the slot then does not let abandoned work pile up.
 """
 
 from __future__ import annotations

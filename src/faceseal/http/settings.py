@@ -82,9 +82,10 @@ class Settings:
     #: Photo decoding, matching, audit writes.
     threads: int = _setting(8, "--threads", "Threads running vault calls.",
                             minimum=1, maximum=256)
-    #: So that one principal's photos cannot starve another's.
+    #: So that one principal's photos cannot starve another's: with one each, a principal
+    #: flooding photos holds one dlib lane and the other stays free (docs/http.md).
     photo_requests_per_principal: int = _setting(
-        2, "--photo-requests-per-principal", "Photo requests of one principal at work at once "
+        1, "--photo-requests-per-principal", "Photo requests of one principal at work at once "
         "(more wait their turn).", minimum=1, maximum=64)
     openapi: bool = _setting(True, "--openapi/--no-openapi", "Serve /openapi.json.")
     rate_limits: str = _setting(
