@@ -195,6 +195,33 @@ def test_a_shard_never_lets_a_helper_read_the_store_or_the_secrets_itself(stored
         assert PartitionSubjectKeys(keys, lambda t, s: True).direct_read_location is None
 
 
+def test_a_partition_view_offers_only_what_it_filters(stored: Path) -> None:
+    """The views once forwarded every other attribute to the whole store: a store method that
+    returns templates (``gallery``, ``subject_templates``, ...) reached a shard unfiltered. Now
+    only the filtered or harmless methods exist on the views; every other public method of the
+    store and of the key store is missing, so a new one cannot slip through."""
+    from faceseal.vault.partition_view import PartitionStore, PartitionSubjectKeys
+
+    allowed_store = {"changes", "change_head", "direct_read_source", "templates_added",
+                     "template_tuples_of_tenant", "take_erasures"}
+    allowed_keys = {"for_tenant", "get_many", "direct_read_location"}
+    with reopen_vault(stored) as vault:
+        store, keys = vault._store, vault._subject_keys
+        mine = {"default"}
+        view = PartitionStore(store, lambda tenant, subject: subject in mine)
+        key_view = PartitionSubjectKeys(keys, lambda tenant, subject: subject in mine)
+        for name in dir(store):
+            if not name.startswith("_") and callable(getattr(store, name, None)):
+                assert hasattr(view, name) == (name in allowed_store), name
+        for name in dir(keys):
+            if not name.startswith("_") and name not in allowed_keys:
+                assert not hasattr(key_view, name), name
+        assert store.subject_templates("default", next(iter(keys.for_tenant("default")))[1])
+        with pytest.raises(AttributeError):
+            view.gallery  # noqa: B018 - the attribute itself is what is tested
+        assert view.change_head("default") == store.change_head("default")
+
+
 def test_the_helper_reads_files_whose_paths_need_escaping(tmp_path: Path) -> None:
     """Both read-only opens go through a file: URI: ?, # and % in a path must not cut it."""
     from faceseal.keys.subject_keys import SubjectKeyStore, read_tenant_secrets

@@ -65,8 +65,10 @@ class ShardedGalleries(Protocol):
 class PartitionStore:
     """A read view of a template store that shows a gallery only one partition's templates.
 
-    Everything but :meth:`templates_added` is the store's own; erasures of other partitions'
-    subjects pass through harmlessly (removing an absent subject is a no-op)."""
+    It has only the methods a shard's gallery cache calls, each filtered or harmless (the change
+    head; change summaries, whose erasures of other partitions' subjects are no-ops for this
+    gallery); anything else is an ``AttributeError``, not the whole store: a store method added
+    later cannot reach a shard's gallery unfiltered by accident (tested)."""
 
     def __init__(self, store: TemplateStore, owns: Owns) -> None:
         self._store = store
@@ -103,13 +105,14 @@ class PartitionStore:
         del tenant, at_least
         return None  # a helper reading the store itself would see every partition
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
+    def change_head(self, tenant: str) -> int:
+        return self._store.change_head(tenant)
 
 
 class PartitionSubjectKeys:
     """The subject key store, as a shard loading a whole tenant sees it: only its subjects'
-    secrets are kept (the others are dropped as soon as they are read)."""
+    secrets are kept (the others are dropped as soon as they are read). As
+    :class:`PartitionStore`, it has only what the gallery cache calls."""
 
     def __init__(self, keys: SubjectKeyStore, owns: Owns) -> None:
         self._keys = keys
@@ -125,9 +128,6 @@ class PartitionSubjectKeys:
     @property
     def direct_read_location(self) -> str | None:
         return None  # a helper reading the file itself would see every partition's secrets
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._keys, name)
 
 
 @dataclass(frozen=True)
