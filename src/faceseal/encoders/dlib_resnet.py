@@ -186,6 +186,13 @@ class DlibResNetEncoder:
             self._predictor(lane)
             self._recognizer(lane)
 
+    def _first_lane_ready(self) -> None:
+        # One lane's models, not every lane's: a first photo pays for one load (about 0.3 s);
+        # another lane loads its copy when it is first used.
+        self._detector(0)
+        self._predictor(0)
+        self._recognizer(0)
+
     def detect(self, image: NDArray[np.uint8]) -> list[FaceBox]:
         """Find the faces in an RGB ``uint8`` image ``(H, W, 3)``, in face-index order."""
         return [face.box for face in self._detect(_check_image(image))]
@@ -227,7 +234,7 @@ class DlibResNetEncoder:
         self, source: ImageSource, *, max_pixels: int | None = None, max_bytes: int | None = None
     ) -> list[EncodedFace]:
         """Load a photo (see :meth:`encode_photo` for the limits) and :meth:`encode_all` of it."""
-        self.load()
+        self._first_lane_ready()
         image = load_image(
             source,
             max_pixels=self._max_pixels if max_pixels is None else max_pixels,
@@ -246,7 +253,7 @@ class DlibResNetEncoder:
         """Load a photo (path or bytes, see :func:`~faceseal.encoders.images.load_image`) and
         :meth:`encode` it. The limits default to the encoder's (see the class)."""
         _check_face_index(face_index)
-        self.load()  # a missing dlib is reported before the photo is decoded for nothing
+        self._first_lane_ready()  # a missing dlib is reported before the photo is decoded
         image = load_image(
             source,
             max_pixels=self._max_pixels if max_pixels is None else max_pixels,
