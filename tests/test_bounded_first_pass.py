@@ -202,25 +202,33 @@ def test_the_exact_pass_opens_few_subjects_when_answers_are_clear(scan: str) -> 
     assert calls == ["s042"]
 
 
-@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
-def test_the_batch_scan_selects_what_the_single_probe_scan_selects(metric: str) -> None:
-    """The compiled batch scan computes every row's value exactly as the one-probe scan does, so
-    each probe's selection (values, floor) and its second pass are the same whichever ran."""
+@pytest.mark.parametrize("vnni", ["on", "off"])
+@pytest.mark.parametrize(("metric", "dim"), [("euclidean", 128), ("cosine", 128),
+                                             ("euclidean", 512), ("euclidean", 96)])
+def test_the_batch_scan_selects_what_the_single_probe_scan_selects(
+        metric: str, dim: int, vnni: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled batch scan computes every row's value exactly as the one-probe scan does for
+    the same quantised probe (int8 with VNNI, int16 otherwise), so each probe's selection
+    (values, floor) and its second pass are the same whichever ran."""
     if not kernels.numba_enabled():
         pytest.fail("numba is part of the dev extras; the compiled scan must be tested")
+    monkeypatch.setenv(kernels.VNNI_ENV, "1" if vnni == "on" else "0")
+    if vnni == "on" and not kernels.vnni_enabled():
+        pytest.skip("this CPU has no AVX-512 VNNI (the int16 batch scan is tested with 'off')")
     rng = np.random.default_rng(11)
-    vectors = rng.standard_normal((5000, 128)) * 0.1
+    vectors = rng.standard_normal((5000, dim)) * 0.1
     vectors[100:140] = vectors[99]  # ties straddling the heap's edge
     gallery = _gallery(vectors, [f"s{i // 3}" for i in range(5000)], metric)
     codes, scale, norms = (gallery._arr(gallery._codes), gallery._arr(gallery._scale),
                            gallery._arr(gallery._norms))
-    queries = gallery._prepare(np.vstack([vectors[99] + 1e-4, rng.standard_normal((6, 128))
+    queries = gallery._prepare(np.vstack([vectors[99] + 1e-4, rng.standard_normal((6, dim))
                                           * 0.1]))
     cos = metric == "cosine"
+    levels = kernels.INT8_LEVELS if vnni == "on" and dim % 64 == 0 else kernels.INT16_LEVELS
     many = kernels.scan_many(codes, scale, norms, len(gallery), queries, cos, 64)
     assert len(many) == len(queries)
     for query, chosen in zip(queries, many, strict=True):
-        probe = kernels.quantize_probe(query)
+        probe = kernels.quantize_probe(query, levels)
         rows, values, floor = kernels.scan_one(codes, scale, norms, len(gallery), probe, cos, 64)
         assert sorted(chosen.values.tolist()) == sorted(values.tolist())
         assert chosen.floor == floor
@@ -233,3 +241,21 @@ def test_the_batch_scan_selects_what_the_single_probe_scan_selects(metric: str) 
         assert again_values.tolist() == expected_values.tolist()
         assert set(rows.tolist()) <= set(again.tolist())
         chosen.wipe()
+
+
+def test_the_vnni_instruction_gives_exact_integer_dots() -> None:
+    """The kernel's self-check, at the extremes of both operands (a code of -127 times a probe
+    of 127 in every lane) and at random, for the unrolled 128-d form and the loop (512-d)."""
+    if not kernels.vnni_enabled():
+        pytest.skip("this CPU has no AVX-512 VNNI")
+    from faceseal.matching._compiled_vnni import dots_vnni
+
+    rng = np.random.default_rng(3)
+    for dim in (128, 512):
+        codes = rng.integers(-127, 128, size=(50, dim), dtype=np.int8)
+        codes[0], codes[1] = 127, -127
+        probes = rng.integers(-127, 128, size=(4, dim)).astype(np.int16)
+        probes[0], probes[1] = 127, -127
+        out = np.empty((4, 50), dtype=np.int32)
+        dots_vnni((probes + 128).astype(np.uint8), codes, out)
+        assert np.array_equal(out, probes.astype(np.int64) @ codes.T.astype(np.int64))

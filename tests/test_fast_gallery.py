@@ -26,9 +26,11 @@ from .gallery_oracle import brute_force, distances_to, exact_function
 Matrix = NDArray[np.float64]
 
 
-@pytest.fixture(params=["numba", "numba-threads", "numpy"])
+@pytest.fixture(params=["numba", "numba-threads", "numba-threads-int16", "numpy"])
 def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test with the compiled scan (serial and threaded) and with the numpy scan."""
+    """Run a test with the compiled scan (serial and threaded; batches with the VNNI kernel
+    where the CPU has it, and with the int16 one) and with the numpy scan."""
+    monkeypatch.setenv(kernels.VNNI_ENV, "0" if request.param == "numba-threads-int16" else "1")
     if request.param == "numpy":
         monkeypatch.setenv(kernels.NUMBA_ENV, "0")
     else:

@@ -65,17 +65,20 @@ def kth_subject_upper(subjects: Any, upper: Any, top_k: int) -> tuple[int, float
     return count, float(ranked[top_k - 1])
 
 
-def quantize_probe(query: Any, q16: Any) -> tuple[float, float, float]:
-    """Write ``query`` as int16 codes into ``q16``; returns ``(scale, |query - q^|, |q^|^2)``
-    with ``q^ = q16 * scale`` (the error computed in float64, as the bound uses it)."""
+def quantize_probe(query: Any, q16: Any, levels: Any) -> tuple[float, float, float]:
+    """Write ``query`` as integer codes in ``[-levels, levels]`` into the int16 array ``q16``
+    (32767: int16 precision; 127: int8, for the VNNI batch scan); returns ``(scale,
+    |query - q^|, |q^|^2)`` with ``q^ = q16 * scale`` (the error computed in float64, as the
+    bound uses it)."""
     peak = 0.0
     for j in range(query.shape[0]):
         peak = max(peak, abs(float(query[j])))
-    scale = peak / 32767.0 if peak > 0 else 1.0
+    top = float(levels)
+    scale = peak / top if peak > 0 else 1.0
     err = 0.0
     norm = 0.0
     for j in range(query.shape[0]):
-        code = min(32767.0, max(-32767.0, float(np.rint(query[j] / scale))))
+        code = min(top, max(-top, float(np.rint(query[j] / scale))))
         q16[j] = np.int16(code)
         approx = code * scale
         err += (float(query[j]) - approx) ** 2

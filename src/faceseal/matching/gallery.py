@@ -512,7 +512,8 @@ class Gallery:
         try:
             for query, chosen in zip(queries, selections, strict=True):
                 found = self._complete(chosen.rows, chosen.values, chosen.floor, chosen.q_err,
-                                       chosen.qnorm, top_k, excluded, chosen.more)
+                                       chosen.qnorm, top_k, excluded, chosen.more,
+                                       chosen.tighten)
                 if found is None:  # too few distinct subjects among the best rows: search alone
                     found = self._bounds_one(query, top_k, excluded)
                 results.append(found)
@@ -553,15 +554,27 @@ class Gallery:
         top_k: int,
         excluded: npt.NDArray[np.int64],
         rescan: Callable[[float], tuple[npt.NDArray[np.int64], npt.NDArray[Any]]],
+        tighten: kernels.Tighten | None = None,
     ) -> list[Bounds] | None:
         """The candidate subjects from the scan's best rows; None when they hold too few subjects
         to bound the k-th distance. ``floor``: every row outside ``rows`` has an approximate value
-        of at least this."""
+        of at least this. ``tighten``: the kept rows' values for a finer-quantised probe (the
+        VNNI batch scan's int8 probe again at int16), with that probe's error and norm: their
+        bounds are then computed from those, which are narrower; ``floor``, the rescan and the
+        exclusion of every row not kept stay in the scan's own terms."""
+
+        def bounds_of(rows: npt.NDArray[np.int64], values: npt.NDArray[Any]
+                      ) -> tuple[FloatMatrix, FloatMatrix]:
+            if tighten is None:
+                return self._row_bounds(rows, values, q_err, qnorm)
+            finer, finer_err, finer_norm = tighten(rows)
+            return self._row_bounds(rows, finer, finer_err, finer_norm)
+
         subj = self._subj[rows]
         if excluded.size:
             keep = ~np.isin(subj, excluded)
             rows, values, subj = rows[keep], values[keep], subj[keep]
-        lower, upper = self._row_bounds(rows, values, q_err, qnorm)
+        lower, upper = bounds_of(rows, values)
         count, upper_k = kernels.kth_subject_upper(subj, upper, top_k)
         if count < top_k and math.isfinite(floor):
             return None
@@ -578,7 +591,7 @@ class Gallery:
                 values = np.concatenate([values.astype(np.float64),
                                          extra_values[fresh].astype(np.float64)])
                 subj = self._subj[rows]
-                lower, upper = self._row_bounds(rows, values, q_err, qnorm)
+                lower, upper = bounds_of(rows, values)
                 count, upper_k = kernels.kth_subject_upper(subj, upper, top_k)
         inside = np.flatnonzero(lower <= upper_k)
         inside = inside[np.lexsort((rows[inside], lower[inside]))]

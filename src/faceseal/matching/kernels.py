@@ -39,6 +39,10 @@ CHUNK_ROWS = 65_536
 #: Rows per block of the batch (many probes) scan and of the numpy scan: small enough for cache.
 BATCH_BLOCK_ROWS = 16384
 
+#: Probe codes for the int16 scans, and for the VNNI batch scan (int8 products).
+INT16_LEVELS = 32767
+INT8_LEVELS = 127
+
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
@@ -46,6 +50,9 @@ I64 = npt.NDArray[np.int64]
 _kernel_lock = threading.Lock()
 _compiled: dict[str, Callable[..., Any]] | None = None
 _compile_failed = False
+VNNI_ENV = "FACESEAL_VNNI"
+_vnni_compiled: dict[str, Callable[..., Any]] | None = None
+_vnni_checked = False
 
 
 def numba_enabled() -> bool:
@@ -77,6 +84,59 @@ def _build_numba() -> dict[str, Callable[..., Any]]:
     return build()
 
 
+def vnni_enabled() -> bool:
+    """Whether batch scans use the AVX-512 VNNI kernel (:mod:`faceseal.matching._compiled_vnni`):
+    numba in use, a CPU with VNNI under a host-specific build, the kernel compiled and its
+    self-check passed, and ``FACESEAL_VNNI`` not ``0``."""
+    return _vnni() is not None
+
+
+def _vnni() -> dict[str, Callable[..., Any]] | None:
+    global _vnni_compiled, _vnni_checked  # noqa: PLW0603 - checked once per process
+    if os.environ.get(VNNI_ENV, "1").strip().lower() in ("0", "no", "false", "off"):
+        return None
+    if _numba() is None:
+        return None
+    if not _vnni_checked:
+        _vnni_checked = True
+        _vnni_compiled = _build_vnni()
+    return _vnni_compiled
+
+
+def _build_vnni() -> dict[str, Callable[..., Any]] | None:
+    import numba  # noqa: PLC0415 - only with the compiled kernels
+    from llvmlite import binding  # noqa: PLC0415
+
+    if numba.config.CPU_NAME not in (None, "host"):  # type: ignore[attr-defined]
+        return None  # a portable build: the instruction may not exist where it runs
+    features = binding.get_host_cpu_features()
+    if not (features.get("avx512vnni") and features.get("avx512bw")):
+        return None
+    try:
+        from faceseal.matching._compiled_vnni import build  # noqa: PLC0415
+
+        built = build()
+        if _vnni_agrees(built):
+            return built
+        log.warning("the VNNI batch scan disagreed with integer arithmetic: not used")
+    except Exception as exc:  # any compile failure means: do without it
+        log.warning("the VNNI batch scan could not be compiled (%s): not used",
+                    type(exc).__name__)
+    return None
+
+
+def _vnni_agrees(built: dict[str, Callable[..., Any]]) -> bool:
+    """The compiled instruction against exact integer arithmetic, extremes included."""
+    rng = np.random.default_rng(5)
+    codes = rng.integers(-127, 128, size=(37, 128), dtype=np.int8)
+    codes[0], codes[1] = 127, -127
+    probes = rng.integers(-127, 128, size=(5, 128)).astype(np.int16)
+    probes[0], probes[1] = 127, -127
+    out = np.empty((5, 37), dtype=np.int32)
+    built["dots_vnni"]((probes + 128).astype(np.uint8), codes, out)
+    return bool(np.array_equal(out, probes.astype(np.int64) @ codes.T.astype(np.int64)))
+
+
 def _threads() -> int:
     try:
         import numba  # noqa: PLC0415 - only with the compiled kernels
@@ -103,13 +163,15 @@ class Probe:
         self.q16.fill(0)
 
 
-def quantize_probe(query: npt.NDArray[np.float64]) -> Probe:
-    """The probe as int16 codes and their scale, with the error this makes (a bound, rounded
-    up generously: it only ever widens the set of rows re-checked exactly)."""
+def quantize_probe(query: npt.NDArray[np.float64], levels: int = INT16_LEVELS) -> Probe:
+    """The probe as integer codes in ``[-levels, levels]`` (int16 precision unless the VNNI
+    batch scan asks for int8) and their scale, with the error this makes (a bound, rounded up
+    generously: it only ever widens the set of rows re-checked exactly)."""
     q16 = np.empty(query.shape[0], dtype=np.int16)
     kernels = _numba()
     quantize = bounds.quantize_probe if kernels is None else kernels["quantize_probe"]
-    qscale, q_err, qnorm = quantize(np.ascontiguousarray(query, dtype=np.float64), q16)
+    qscale, q_err, qnorm = quantize(np.ascontiguousarray(query, dtype=np.float64), q16,
+                                    int(levels))
     return Probe(q16, float(qscale), float(q_err) * (1 + 1e-6) + 1e-300, float(qnorm))
 
 
@@ -281,6 +343,10 @@ def f32_up(value: float) -> np.float32:
     return single
 
 
+#: Rows -> (their values for a finer-quantised probe, its error, its approximate squared norm).
+Tighten = Callable[[I64], tuple[F32, float, float]]
+
+
 @dataclass(frozen=True, slots=True)
 class Selection:
     """One probe's first pass over the gallery: ``rows`` (at least the ``m`` asked for, or every
@@ -296,6 +362,9 @@ class Selection:
     qnorm: float
     more: Callable[[float], tuple[I64, F32]]
     wipe: Callable[[], None]
+    #: With the VNNI scan: the values of given rows for the probe at int16 precision, with that
+    #: probe's error and norm (narrower bounds for the rows kept; see Gallery._complete).
+    tighten: Tighten | None = None
 
     def __repr__(self) -> str:
         return f"Selection(<{self.rows.shape[0]} rows>)"
@@ -317,24 +386,38 @@ def scan_many(  # noqa: PLR0917 - internal kernels
     queries: npt.NDArray[np.float64], metric_cos: bool, m: int,
 ) -> list[Selection]:
     """The ``m`` smallest approximate values for each of a batch of probes (one pass over the
-    gallery for all of them). The caller calls each selection's ``wipe`` when done with it."""
+    gallery for all of them). The caller calls each selection's ``wipe`` when done with it.
+
+    With VNNI (:func:`vnni_enabled`, dimensions a multiple of 64) the probes are quantised to
+    int8 and scanned by ``vpdpbusd``; each selection is then what :func:`scan_one` selects for
+    the same int8 probe, and its second pass is :func:`rows_at_most` with it."""
     m = max(1, min(m, n))
     kernels = _numba()
     if kernels is None:
         return _scan_many_numpy(codes, scale, norms, n, queries, metric_cos, m)
-    probes = [quantize_probe(query) for query in queries]
+    vnni = _vnni() if codes.shape[1] % 64 == 0 and codes.flags.c_contiguous else None
+    probes = [quantize_probe(query, INT8_LEVELS if vnni else INT16_LEVELS)
+              for query in queries]
     count = len(probes)
     q16s = np.stack([probe.q16 for probe in probes])
     qscales = np.array([probe.qscale for probe in probes], dtype=np.float32)
     qnorms = np.array([probe.qnorm for probe in probes], dtype=np.float32)
     heap_val = np.empty((count, m), dtype=np.float32)
     heap_idx = np.empty((count, m), dtype=np.int64)
+    groups = max(1, min(count, _threads()))
+    shifted = (q16s + 128).astype(np.uint8) if vnni else q16s
     try:
         with _kernel_lock:
-            kernels["scan_batch"](codes, scale, norms, q16s, qscales, qnorms, metric_cos, n,
-                                  heap_val, heap_idx, max(1, min(count, _threads())))
+            if vnni is not None:
+                vnni["scan_batch_vnni"](codes, scale, norms, shifted,
+                                        np.ones((1, codes.shape[1]), dtype=np.uint8), qscales,
+                                        qnorms, metric_cos, n, heap_val, heap_idx, groups)
+            else:
+                kernels["scan_batch"](codes, scale, norms, q16s, qscales, qnorms, metric_cos, n,
+                                      heap_val, heap_idx, groups)
     finally:
         q16s.fill(0)
+        shifted.fill(0)
     selections = []
     for p, probe in enumerate(probes):
         # Every probe's heap saw every row: full unless the gallery has at most m rows.
@@ -344,8 +427,21 @@ def scan_many(  # noqa: PLR0917 - internal kernels
         def more(limit: float, probe: Probe = probe) -> tuple[I64, F32]:
             return rows_at_most(codes, scale, norms, n, probe, metric_cos, limit)
 
+        tighten: Tighten | None = None
+        wipe = probe.wipe
+        if vnni is not None:
+            finer = quantize_probe(queries[p])
+
+            def tighten(rows: I64, finer: Probe = finer) -> tuple[F32, float, float]:
+                return (values_of(codes, scale, norms, rows, finer, metric_cos), finer.q_err,
+                        finer.qnorm)
+
+            def wipe(probe: Probe = probe, finer: Probe = finer) -> None:
+                probe.wipe()
+                finer.wipe()
+
         selections.append(Selection(heap_idx[p][keep], heap_val[p][keep], floor, probe.q_err,
-                                    probe.qnorm, more, probe.wipe))
+                                    probe.qnorm, more, wipe, tighten))
     return selections
 
 
