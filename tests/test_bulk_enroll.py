@@ -166,6 +166,7 @@ def test_index_status_reports_source_and_locking(vault: Vault) -> None:
     vault.identify(random_encodings(1)[0])
     status = vault.index_status()
     assert status["scan_backend"] in ("numba", "numpy")
+    assert status["batch_scan"] in ("vnni", "int16", "numpy")
     assert status["tenants"]["default"]["source"] == "records"
     assert status["tenants"]["default"]["memory_locked"] is True
     assert status["memory"]["fully_locked"] is True

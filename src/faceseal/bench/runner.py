@@ -187,7 +187,7 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_bytes": memory,
             "python": platform.python_version(), "platform": platform.platform(),
             "versions": versions, "scan_backend": kernels.backend_name(),
-            "load_average_at_start": load}
+            "batch_scan": kernels.batch_backend_name(), "load_average_at_start": load}
 
 
 @contextlib.contextmanager
@@ -648,7 +648,8 @@ def run_bench(options: BenchOptions, say: Say = print) -> dict[str, Any]:
 def format_report(report: dict[str, Any]) -> list[str]:
     """The report as aligned text lines."""
     lines = [f"faceseal bench, N = {report['n']}, {report['machine']['cpu']}, "
-             f"{report['machine']['cores']} cores, scan: {report['machine']['scan_backend']}"]
+             f"{report['machine']['cores']} cores, scan: {report['machine']['scan_backend']}, "
+             f"batches: {report['machine'].get('batch_scan', '?')}"]
     header = f"{'figure':<15}{'value':>14} {'unit':<11}{'baseline':>14}{'ratio':>9}  goal"
     lines.append(header)
     for f in report["figures"]:

@@ -64,6 +64,14 @@ def backend_name() -> str:
     return "numba" if numba_enabled() else "numpy"
 
 
+def batch_backend_name() -> str:
+    """How batches of probes are scanned: "vnni" (AVX-512 VNNI, 128-d and other multiples of
+    64), "int16" (compiled) or "numpy" (float32 blocks through BLAS)."""
+    if not numba_enabled():
+        return "numpy"
+    return "vnni" if vnni_enabled() else "int16"
+
+
 def _numba() -> dict[str, Callable[..., Any]] | None:
     global _compiled, _compile_failed  # noqa: PLW0603 - compiled once per process
     if os.environ.get(NUMBA_ENV, "1").strip().lower() in ("0", "no", "false", "off"):

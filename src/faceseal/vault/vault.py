@@ -1045,7 +1045,8 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
             }
             for tenant, state in states.items()
         }
-        return {"scan_backend": kernels.backend_name(), "memory": lock_status().to_dict(),
+        return {"scan_backend": kernels.backend_name(),
+                "batch_scan": kernels.batch_backend_name(), "memory": lock_status().to_dict(),
                 "tenants": tenants}
 
     def erase(self, subject_id: str, *, tenant: str = DEFAULT_TENANT) -> EraseResult:
