@@ -244,18 +244,19 @@ def test_the_batch_scan_selects_what_the_single_probe_scan_selects(
 
 
 def test_the_vnni_instruction_gives_exact_integer_dots() -> None:
-    """The kernel's self-check, at the extremes of both operands (a code of -127 times a probe
-    of 127 in every lane) and at random, for the unrolled 128-d form and the loop (512-d)."""
+    """The kernel's self-check (integer dots through the scan's own block routine against numpy
+    int64 arithmetic, at the extremes of both operands and at random, 128-d and 512-d) passes,
+    and fails when the instruction's result is off by one."""
     if not kernels.vnni_enabled():
         pytest.skip("this CPU has no AVX-512 VNNI")
-    from faceseal.matching._compiled_vnni import dots_vnni
+    from faceseal.matching._compiled_vnni import build
 
-    rng = np.random.default_rng(3)
-    for dim in (128, 512):
-        codes = rng.integers(-127, 128, size=(50, dim), dtype=np.int8)
-        codes[0], codes[1] = 127, -127
-        probes = rng.integers(-127, 128, size=(4, dim)).astype(np.int16)
-        probes[0], probes[1] = 127, -127
-        out = np.empty((4, 50), dtype=np.int32)
-        dots_vnni((probes + 128).astype(np.uint8), codes, out)
-        assert np.array_equal(out, probes.astype(np.int64) @ codes.T.astype(np.int64))
+    built = build()
+    assert kernels._vnni_agrees(built)
+
+    def off_by_one(q_u8: NDArray[np.uint8], codes: NDArray[np.int8],
+                   out: NDArray[np.int32]) -> None:
+        built["dots_vnni"](q_u8, codes, out)
+        out[-1, -1] += 1
+
+    assert not kernels._vnni_agrees({"dots_vnni": off_by_one})

@@ -36,7 +36,7 @@ from numba import njit, prange, types
 from numba.core import cgutils as _cgutils
 from numba.extending import intrinsic
 
-from faceseal.matching._compiled import row_value, sift_down
+from faceseal.matching._compiled import empty_heaps, keep_best, share
 
 cgutils: Any = _cgutils  # numba's code-generation helpers (untyped)
 
@@ -44,6 +44,46 @@ cgutils: Any = _cgutils  # numba's code-generation helpers (untyped)
 CHUNK = 64
 #: Rows per block (16 KiB of 128-d codes, kept in L1 while every probe of a group uses them).
 BLOCK = 128
+
+
+I64 = ir.IntType(64)
+BYTES64 = ir.VectorType(ir.IntType(8), CHUNK)
+LANES = ir.VectorType(ir.IntType(32), 16)
+#: Rows one call of :data:`dot16_u8s8` takes.
+ROWS16 = 16
+
+
+def _row_pointers(context: Any, builder: Any, sig: Any, args: Any) -> tuple[Any, Any]:
+    """Pointers to ``unsigned[u_row, 0]`` and ``signed[s_row, 0]`` (the first four arguments of
+    both intrinsics)."""
+    u_arr, u_index, s_arr, s_index = args[:4]
+    u_view = context.make_array(sig.args[0])(context, builder, u_arr)
+    s_view = context.make_array(sig.args[2])(context, builder, s_arr)
+    zero = ir.Constant(I64, 0)
+    return (cgutils.get_item_pointer(context, builder, sig.args[0], u_view, [u_index, zero]),
+            cgutils.get_item_pointer(context, builder, sig.args[2], s_view, [s_index, zero]))
+
+
+def _load64(builder: Any, pointer: Any, offset: int | Any) -> Any:
+    """The 64 bytes at ``pointer + offset`` (any alignment; ``offset`` a byte count or an IR
+    value)."""
+    at = ir.Constant(I64, offset) if isinstance(offset, int) else offset
+    return builder.load(builder.bitcast(builder.gep(pointer, [at]), BYTES64.as_pointer()),
+                        align=1)
+
+
+def _invariant(builder: Any, load: Any) -> Any:
+    # The unsigned operand (a probe, or the row of ones) is never written while a kernel runs:
+    # saying so lets the compiler keep it in registers across the rows instead of reloading it
+    # after every store of a result.
+    load.set_metadata("invariant.load", builder.module.add_metadata([]))
+    return load
+
+
+def _vpdpbusd(builder: Any) -> Any:
+    return cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(LANES, [LANES, BYTES64, BYTES64]),
+        "llvm.x86.avx512.vpdpbusd.512")
 
 
 def _dot_typer(unrolled: int | None) -> Callable[..., Any]:
@@ -57,52 +97,29 @@ def _dot_typer(unrolled: int | None) -> Callable[..., Any]:
         return types.int32(unsigned, u_row, signed, s_row), codegen
 
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-        u_arr, u_index, s_arr, s_index = args
-        u_view = context.make_array(sig.args[0])(context, builder, u_arr)
-        s_view = context.make_array(sig.args[2])(context, builder, s_arr)
-        i64 = ir.IntType(64)
-        zero = ir.Constant(i64, 0)
-        u_ptr = cgutils.get_item_pointer(context, builder, sig.args[0], u_view, [u_index, zero])
-        s_ptr = cgutils.get_item_pointer(context, builder, sig.args[2], s_view, [s_index, zero])
-        bytes64 = ir.VectorType(ir.IntType(8), CHUNK)
-        lanes = ir.VectorType(ir.IntType(32), 16)
-        vnni = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(lanes, [lanes, bytes64, bytes64]),
-            "llvm.x86.avx512.vpdpbusd.512")
-        total = cgutils.alloca_once_value(builder, ir.Constant(lanes, [0] * 16))
+        u_ptr, s_ptr = _row_pointers(context, builder, sig, args)
+        vnni = _vpdpbusd(builder)
+        total = cgutils.alloca_once_value(builder, ir.Constant(LANES, [0] * 16))
 
-        def step(offset: Any) -> None:
-            a = _invariant(builder, builder.load(
-                builder.bitcast(builder.gep(u_ptr, [offset]), bytes64.as_pointer()), align=1))
-            b = builder.load(builder.bitcast(builder.gep(s_ptr, [offset]), bytes64.as_pointer()),
-                             align=1)
+        def step(offset: int | Any) -> None:
+            a = _invariant(builder, _load64(builder, u_ptr, offset))
+            b = _load64(builder, s_ptr, offset)
             builder.store(builder.call(vnni, [builder.load(total), a, b]), total)
 
         if unrolled is not None:
             for k in range(unrolled):
-                step(ir.Constant(i64, CHUNK * k))
+                step(CHUNK * k)
         else:
+            u_view = context.make_array(sig.args[0])(context, builder, args[0])
             width = builder.extract_value(u_view.shape, 1)
-            with cgutils.for_range(builder, builder.udiv(width, ir.Constant(i64, CHUNK))) as loop:
-                step(builder.mul(loop.index, ir.Constant(i64, CHUNK)))
+            with cgutils.for_range(builder, builder.udiv(width, ir.Constant(I64, CHUNK))) as loop:
+                step(builder.mul(loop.index, ir.Constant(I64, CHUNK)))
         reduce = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.IntType(32), [lanes]),
+            builder.module, ir.FunctionType(ir.IntType(32), [LANES]),
             "llvm.vector.reduce.add.v16i32")
         return builder.call(reduce, [builder.load(total)])
 
     return typer
-
-
-def _invariant(builder: Any, load: Any) -> Any:
-    # The unsigned operand (a probe, or the row of ones) is never written while a kernel runs:
-    # saying so lets the compiler keep it in registers across the rows instead of reloading it
-    # after every store of a result.
-    load.set_metadata("invariant.load", builder.module.add_metadata([]))
-    return load
-
-
-#: Rows one call of :data:`dot16_u8s8` takes.
-ROWS16 = 16
 
 
 def _dot16_typer(typingctx: Any, unsigned: Any, u_row: Any, signed: Any, s_row: Any,
@@ -115,31 +132,17 @@ def _dot16_typer(typingctx: Any, unsigned: Any, u_row: Any, signed: Any, s_row: 
     signature = types.void(unsigned, u_row, signed, s_row, out, at)
 
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-        u_arr, u_index, s_arr, s_index, o_arr, o_index = args
-        u_view = context.make_array(sig.args[0])(context, builder, u_arr)
-        s_view = context.make_array(sig.args[2])(context, builder, s_arr)
-        o_view = context.make_array(sig.args[4])(context, builder, o_arr)
-        i64 = ir.IntType(64)
-        zero = ir.Constant(i64, 0)
-        u_ptr = cgutils.get_item_pointer(context, builder, sig.args[0], u_view, [u_index, zero])
-        s_ptr = cgutils.get_item_pointer(context, builder, sig.args[2], s_view, [s_index, zero])
-        o_ptr = cgutils.get_item_pointer(context, builder, sig.args[4], o_view, [o_index])
-        bytes64 = ir.VectorType(ir.IntType(8), CHUNK)
-        lanes = ir.VectorType(ir.IntType(32), 16)
-        vnni = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(lanes, [lanes, bytes64, bytes64]),
-            "llvm.x86.avx512.vpdpbusd.512")
-        probe = [_invariant(builder, builder.load(builder.bitcast(
-            builder.gep(u_ptr, [ir.Constant(i64, CHUNK * k)]), bytes64.as_pointer()), align=1))
-            for k in range(2)]
+        u_ptr, s_ptr = _row_pointers(context, builder, sig, args)
+        o_view = context.make_array(sig.args[4])(context, builder, args[4])
+        o_ptr = cgutils.get_item_pointer(context, builder, sig.args[4], o_view, [args[5]])
+        vnni = _vpdpbusd(builder)
+        probe = [_invariant(builder, _load64(builder, u_ptr, CHUNK * k)) for k in range(2)]
         sums = []
         for r in range(ROWS16):
-            acc = ir.Constant(lanes, [0] * 16)
+            acc = ir.Constant(LANES, [0] * 16)
             for k in range(2):
-                row = builder.load(builder.bitcast(
-                    builder.gep(s_ptr, [ir.Constant(i64, 128 * r + CHUNK * k)]),
-                    bytes64.as_pointer()), align=1)
-                acc = builder.call(vnni, [acc, probe[k], row])
+                acc = builder.call(vnni, [acc, probe[k], _load64(builder, s_ptr,
+                                                                 128 * r + CHUNK * k)])
             sums.append(acc)
         size = 16  # lanes of one row's partial sums in each vector
         while len(sums) > 1:
@@ -149,21 +152,19 @@ def _dot16_typer(typingctx: Any, unsigned: Any, u_row: Any, signed: Any, s_row: 
             high = [g * size + half + i for g in range(groups) for i in range(half)]
             paired = []
             for x, y in zip(sums[0::2], sums[1::2], strict=True):
-                pick_low = ir.Constant(lanes, low + [16 + i for i in low])
-                pick_high = ir.Constant(lanes, high + [16 + i for i in high])
+                pick_low = ir.Constant(LANES, low + [16 + i for i in low])
+                pick_high = ir.Constant(LANES, high + [16 + i for i in high])
                 paired.append(builder.add(builder.shuffle_vector(x, y, pick_low),
                                           builder.shuffle_vector(x, y, pick_high)))
             sums = paired
             size = half
-        builder.store(sums[0], builder.bitcast(o_ptr, lanes.as_pointer()), align=4)
+        builder.store(sums[0], builder.bitcast(o_ptr, LANES.as_pointer()), align=4)
         return context.get_dummy_value()
 
     return signature, codegen
 
 
 dot16_u8s8: Any = intrinsic(_dot16_typer)
-
-
 dot_u8s8_any: Any = intrinsic(_dot_typer(None))
 dot_u8s8_128: Any = intrinsic(_dot_typer(2))
 
@@ -195,12 +196,8 @@ def scan_probes_vnni(codes: Any, scale: Any, norms: Any, q_u8: Any, ones: Any, q
                      p0: Any, p1: Any) -> None:
     # As _compiled.scan_probes, the integer dots by vpdpbusd: q_u8[p] = int8 probe + 128, ones a
     # (1, d) row of ones (uint8) for the row sums.
-    m = heap_val.shape[1]
     wide = codes.shape[1] == 128  # the 16-row form is written for dlib's 128-d rows
-    for p in range(p0, p1):
-        for t in range(m):
-            heap_val[p, t] = np.inf
-            heap_idx[p, t] = -1
+    empty_heaps(heap_val, heap_idx, p0, p1)
     sums = np.empty(BLOCK, dtype=np.int32)
     dots = np.empty(BLOCK, dtype=np.int32)
     values = np.empty(BLOCK, dtype=np.float32)
@@ -213,31 +210,16 @@ def scan_probes_vnni(codes: Any, scale: Any, norms: Any, q_u8: Any, ones: Any, q
             block_dots(q_u8, p, codes, start, stop, wide, dots)
             for r in range(stop - start):
                 dots[r] -= sums[r]
-            qscale = qscales[p]
-            qnorm = qnorms[p]
-            for i in range(start, stop):
-                values[i - start] = row_value(dots[i - start], scale[i], qscale, qnorm, norms[i],
-                                              metric_cos)
-            root = heap_val[p, 0]
-            below = 0
-            for r in range(stop - start):
-                below += values[r] < root
-            if below == 0:
-                continue
-            for i in range(start, stop):
-                if values[i - start] < root:
-                    sift_down(heap_val, heap_idx, p, m, values[i - start], i)
-                    root = heap_val[p, 0]
+            keep_best(dots, scale, norms, qscales[p], qnorms[p], metric_cos, start, stop, values,
+                      heap_val, heap_idx, p)
 
 
 @njit(parallel=True, nogil=True, cache=True, boundscheck=False)
 def scan_batch_vnni(codes: Any, scale: Any, norms: Any, q_u8: Any, ones: Any, qscales: Any,
                     qnorms: Any, metric_cos: Any, n: Any, heap_val: Any, heap_idx: Any,
                     groups: Any) -> None:
-    probes = q_u8.shape[0]
     for g in prange(groups):
-        p0 = np.int64(g * (probes // groups) + min(g, probes % groups))
-        p1 = p0 + probes // groups + (1 if g < probes % groups else 0)
+        p0, p1 = share(g, q_u8.shape[0], groups)
         scan_probes_vnni(codes, scale, norms, q_u8, ones, qscales, qnorms, metric_cos, n,
                          heap_val, heap_idx, p0, p1)
 

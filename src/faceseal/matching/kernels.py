@@ -134,15 +134,20 @@ def _build_vnni() -> dict[str, Callable[..., Any]] | None:
 
 
 def _vnni_agrees(built: dict[str, Callable[..., Any]]) -> bool:
-    """The compiled instruction against exact integer arithmetic, extremes included."""
+    """The compiled instruction against exact integer arithmetic, extremes included (every code
+    -127 against every probe byte 127), for 128-d rows (sixteen at a time, and the rest one by
+    one) and for wider ones (the loop form)."""
     rng = np.random.default_rng(5)
-    codes = rng.integers(-127, 128, size=(37, 128), dtype=np.int8)
-    codes[0], codes[1] = 127, -127
-    probes = rng.integers(-127, 128, size=(5, 128)).astype(np.int16)
-    probes[0], probes[1] = 127, -127
-    out = np.empty((5, 37), dtype=np.int32)
-    built["dots_vnni"]((probes + 128).astype(np.uint8), codes, out)
-    return bool(np.array_equal(out, probes.astype(np.int64) @ codes.T.astype(np.int64)))
+    for dim in (128, 512):
+        codes = rng.integers(-127, 128, size=(37, dim), dtype=np.int8)
+        codes[0], codes[1] = 127, -127
+        probes = rng.integers(-127, 128, size=(5, dim)).astype(np.int16)
+        probes[0], probes[1] = 127, -127
+        out = np.empty((5, 37), dtype=np.int32)
+        built["dots_vnni"]((probes + 128).astype(np.uint8), codes, out)
+        if not np.array_equal(out, probes.astype(np.int64) @ codes.T.astype(np.int64)):
+            return False
+    return True
 
 
 def _threads() -> int:
