@@ -12,8 +12,8 @@ import anyio
 import pytest
 
 from faceseal.encoders import DlibResNetEncoder, dlib_resnet, load_image
-from faceseal.encoders.deadline import call_with_deadline, holding
-from faceseal.encoders.fair_lock import FairLanes, FairLock
+from faceseal.encoders.deadline import call_with_deadline, holding_lane
+from faceseal.encoders.fair_lock import FairLanes
 from faceseal.errors import InvalidInput, ServiceTimeout
 from faceseal.http.photo_slots import PhotoSlots
 
@@ -29,20 +29,21 @@ def test_photo_work_past_its_deadline_does_not_run(faces_dir: Path) -> None:
     assert call_with_deadline(None, encoder.encode, pixels).shape == (128,)
 
 
-def test_waiting_for_the_dlib_lock_ends_at_the_deadline() -> None:
-    lock = threading.Lock()
-    lock.acquire()  # someone else's long detection
+def test_waiting_for_the_dlib_lanes_ends_at_the_deadline() -> None:
+    lanes = FairLanes(1)
+    held = lanes.acquire()  # someone else's long detection
+    assert held is not None
     try:
         def wait() -> None:
-            with holding(lock):
-                raise AssertionError("the lock was never free")
+            with holding_lane(lanes):
+                raise AssertionError("the lane was never free")
 
         started = time.monotonic()
         with pytest.raises(ServiceTimeout):
             call_with_deadline(started + 0.3, wait)
         assert 0.25 <= time.monotonic() - started < 5
     finally:
-        lock.release()
+        lanes.release(held)
 
 
 def test_one_principals_photos_wait_for_its_own_slots_only() -> None:
@@ -94,41 +95,43 @@ def test_an_abandoned_enrolment_stops_its_photo_work(tmp_path: Path, faces_dir: 
     assert detections <= 2, f"{detections} photos were still processed after the time limit"
 
 
-def test_the_dlib_lock_serves_waiters_in_arrival_order() -> None:
-    lock = FairLock()
+def test_one_lane_serves_waiters_in_arrival_order() -> None:
+    lanes = FairLanes(1)
     order: list[int] = []
-    lock.acquire()
+    assert lanes.acquire() == 0
     threads = []
     for i in range(4):
         def take(i: int = i) -> None:
-            with lock:
-                order.append(i)
+            lane = lanes.acquire()
+            assert lane == 0
+            order.append(i)
+            lanes.release(lane)
 
         thread = threading.Thread(target=take)
         thread.start()
         threads.append(thread)
         time.sleep(0.05)  # each is waiting before the next arrives
-    lock.release()
+    lanes.release(0)
     for thread in threads:
         thread.join(5)
     assert order == [0, 1, 2, 3]
 
 
 def test_a_waiter_that_gives_up_does_not_block_the_line() -> None:
-    lock = FairLock()
-    lock.acquire()
-    assert not lock.acquire(timeout=0.1)
-    assert not lock.acquire(blocking=False)
-    got: list[bool] = []
-    thread = threading.Thread(target=lambda: got.append(lock.acquire(timeout=5)))
+    lanes = FairLanes(1)
+    assert lanes.acquire() == 0
+    assert lanes.acquire(timeout=0.1) is None
+    assert lanes.acquire(blocking=False) is None
+    got: list[int | None] = []
+    thread = threading.Thread(target=lambda: got.append(lanes.acquire(timeout=5)))
     thread.start()
     time.sleep(0.05)
-    lock.release()
+    lanes.release(0)
     thread.join(5)
-    assert got == [True]
-    lock.release()
+    assert got == [0]
+    lanes.release(0)
     with pytest.raises(RuntimeError):
-        lock.release()
+        lanes.release(0)
 
 
 def test_lanes_are_handed_out_in_arrival_order_once_every_lane_is_busy() -> None:

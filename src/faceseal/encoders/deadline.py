@@ -22,12 +22,6 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class TimedLock(Protocol):
-    def acquire(self, blocking: bool = ..., timeout: float = ...) -> bool: ...
-
-    def release(self) -> None: ...
-
-
 class TimedLanes(Protocol):
     def acquire(self, blocking: bool = ..., timeout: float = ...) -> int | None: ...
 
@@ -59,20 +53,6 @@ def check_deadline() -> None:
     left = remaining()
     if left is not None and left <= 0:
         raise ServiceTimeout(TIMED_OUT)
-
-
-@contextlib.contextmanager
-def holding(lock: TimedLock) -> Iterator[None]:
-    """Hold ``lock``, waiting no longer than the current deadline allows."""
-    left = remaining()
-    if left is None:
-        lock.acquire()
-    elif left <= 0 or not lock.acquire(timeout=left):
-        raise ServiceTimeout(TIMED_OUT)
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 @contextlib.contextmanager

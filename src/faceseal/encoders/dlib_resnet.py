@@ -182,16 +182,12 @@ class DlibResNetEncoder:
         """Load the models of every lane now rather than on first use (to fail fast, or to warm
         up a server)."""
         for lane in range(dlib_lanes().count):
-            self._detector(lane)
-            self._predictor(lane)
-            self._recognizer(lane)
+            self._load_lane(lane)
 
-    def _first_lane_ready(self) -> None:
-        # One lane's models, not every lane's: a first photo pays for one load (about 0.3 s);
-        # another lane loads its copy when it is first used.
-        self._detector(0)
-        self._predictor(0)
-        self._recognizer(0)
+    def _load_lane(self, lane: int) -> None:
+        self._detector(lane)
+        self._predictor(lane)
+        self._recognizer(lane)
 
     def detect(self, image: NDArray[np.uint8]) -> list[FaceBox]:
         """Find the faces in an RGB ``uint8`` image ``(H, W, 3)``, in face-index order."""
@@ -234,7 +230,7 @@ class DlibResNetEncoder:
         self, source: ImageSource, *, max_pixels: int | None = None, max_bytes: int | None = None
     ) -> list[EncodedFace]:
         """Load a photo (see :meth:`encode_photo` for the limits) and :meth:`encode_all` of it."""
-        self._first_lane_ready()
+        self._load_lane(0)  # one lane's models (0.3 s); others load theirs on first use
         image = load_image(
             source,
             max_pixels=self._max_pixels if max_pixels is None else max_pixels,
@@ -253,7 +249,7 @@ class DlibResNetEncoder:
         """Load a photo (path or bytes, see :func:`~faceseal.encoders.images.load_image`) and
         :meth:`encode` it. The limits default to the encoder's (see the class)."""
         _check_face_index(face_index)
-        self._first_lane_ready()  # a missing dlib is reported before the photo is decoded
+        self._load_lane(0)  # a missing dlib is reported before the photo is decoded
         image = load_image(
             source,
             max_pixels=self._max_pixels if max_pixels is None else max_pixels,

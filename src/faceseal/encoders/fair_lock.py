@@ -9,7 +9,7 @@ requests that were queued before it.
 :class:`FairLanes` holds several lanes (each with its own copy of the models, see
 :mod:`faceseal.encoders.dlib_resnet`): dlib releases the interpreter lock while it works, so two
 lanes on two cores run two photos at once, and a photo flood that keeps one lane busy leaves the
-other to everyone else. :class:`FairLock` is the one-lane case.
+other to everyone else. One lane is a first-come, first-served lock.
 """
 
 from __future__ import annotations
@@ -69,23 +69,3 @@ class FairLanes:
                 raise RuntimeError("release of a lane that is not held")
             self._free.append(lane)
             self._cond.notify_all()
-
-
-class FairLock:
-    """A FIFO lock with an ``acquire`` timeout (one lane). Not re-entrant."""
-
-    def __init__(self) -> None:
-        self._lanes = FairLanes(1)
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        return self._lanes.acquire(blocking, timeout) is not None
-
-    def release(self) -> None:
-        self._lanes.release(0)
-
-    def __enter__(self) -> FairLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
