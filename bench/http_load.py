@@ -132,10 +132,14 @@ def _client_main(spec_path: str) -> None:
                             "enrolled": enrolled, "erased": erased})
 
     threads = [threading.Thread(target=run, args=(n,)) for n in range(spec["threads"])]
+    while time.time() < spec["start_at"]:
+        time.sleep(0.001)
+    cpu = time.process_time()  # the load generator's own CPU, from the clock's start
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    results.append({"cpu_seconds": time.process_time() - cpu})
     json.dump(results, sys.stdout)
 
 
@@ -151,9 +155,32 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of the server and its worker processes so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for one in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in children.read_text().split()] if children.exists() else []
+
+
 def _drive(root: Path, url: tuple[str, int], key: str, payloads: Path, workload: str,
-           clients: int, requests: int, seconds: float, procs: int) -> dict[str, Any]:
-    """Run one level: ``clients`` threads over up to ``procs`` processes, started together."""
+           clients: int, requests: int, seconds: float, procs: int,
+           server_pid: int | None = None) -> dict[str, Any]:
+    """Run one level: ``clients`` threads over up to ``procs`` processes, started together.
+
+    With ``server_pid``, the CPU the server (and its workers) and the clients spent per request
+    is reported too, and from it the most any number of clients could gain on this machine
+    (``ceiling_x``, see :func:`_ratios`)."""
     procs = max(1, min(procs, clients))
     split = [clients // procs + (1 if n < clients % procs else 0) for n in range(procs)]
     start_at = time.time() + 1.5  # every process ready before the clock starts
@@ -167,6 +194,9 @@ def _drive(root: Path, url: tuple[str, int], key: str, payloads: Path, workload:
             "name": f"{workload}-{clients}-{n}-{os.urandom(3).hex()}"}))
         running.append(subprocess.Popen([sys.executable, __file__, "--client", str(spec)],
                                         stdout=subprocess.PIPE))
+    while time.time() < start_at:
+        time.sleep(0.001)
+    server_cpu = _cpu_seconds(server_pid) if server_pid else 0.0
     parts: list[dict[str, Any]] = []
     for process in running:
         out, _ = process.communicate(timeout=seconds + 600)
@@ -174,6 +204,10 @@ def _drive(root: Path, url: tuple[str, int], key: str, payloads: Path, workload:
             raise SystemExit(f"a client process failed ({process.returncode})")
         parts.extend(json.loads(out))
     elapsed = time.time() - start_at
+    if server_pid:
+        server_cpu = _cpu_seconds(server_pid) - server_cpu
+    client_cpu = sum(p.pop("cpu_seconds") for p in parts if "cpu_seconds" in p)
+    parts = [p for p in parts if "latencies" in p]
     latencies = [x for p in parts for x in p["latencies"]]
     statuses: dict[str, int] = {}
     for part in parts:
@@ -188,6 +222,10 @@ def _drive(root: Path, url: tuple[str, int], key: str, payloads: Path, workload:
         "p99_ms": round(_percentile(latencies, 0.99) * 1e3, 2),
         "errors": errors, "status_5xx": sum(n for c, n in statuses.items() if c[0] == "5"),
         "statuses": statuses,
+        **({"server_cpu_ms_per_request": round(server_cpu / done * 1e3, 3),
+            "client_cpu_ms_per_request": round(client_cpu / done * 1e3, 3),
+            "cpu_busy": round((server_cpu + client_cpu) / elapsed / (os.cpu_count() or 1), 3)}
+           if server_pid and done else {}),
         "enrolled": {s: t for p in parts for s, t in p["enrolled"].items()},
         "erased": [s for p in parts for s in p["erased"]],
     }
@@ -256,11 +294,7 @@ def _warm_up(address: tuple[str, int], key: str, payloads: Path, workloads: list
 def _rss_bytes(pid: int) -> int:
     """Resident memory of the server and its worker processes."""
     total = 0
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
-    for one in pids:
+    for one in [pid, *_children(pid)]:
         try:
             for line in Path(f"/proc/{one}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -324,16 +358,29 @@ def _ratios(rows: list[dict[str, Any]]) -> None:
         if one and one["rps"] and one["p50_ms"]:
             row["rps_vs_1_client"] = round(row["rps"] / one["rps"], 2)
             row["p99_vs_1_client_p50"] = round(row["p99_ms"] / one["p50_ms"], 2)
+        if one and row is one and "server_cpu_ms_per_request" in row:
+            # The most any number of clients could gain over one on this machine: the cores
+            # kept busy with the CPU one request costs (server and load generator), against the
+            # one-client rate. One client leaves a core idle only while a request waits (an
+            # fsync, the loopback); if it is busy for most of its wall time, concurrency has
+            # little idle time to fill, whatever the locking.
+            cpu = row["server_cpu_ms_per_request"] + row["client_cpu_ms_per_request"]
+            if cpu > 0:
+                row["ceiling_x"] = round((os.cpu_count() or 1) * 1e3 / cpu / row["rps"], 2)
 
 
 def _print(store: str, rows: list[dict[str, Any]]) -> None:
     print(f"\n{store}:\n{'workload':26} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'errors':>7} {'5xx':>4} {'x 1-client':>10} {'p99/1-client p50':>17} {'tx/commit':>9}")
+          f"{'errors':>7} {'5xx':>4} {'x 1-client':>10} {'p99/1-client p50':>17} {'tx/commit':>9} "
+          f"{'srv cpu ms':>10} {'cli cpu ms':>10} {'busy':>5} {'ceiling x':>9}")
     for r in rows:
         print(f"{r['workload']:26} {r['clients']:7d} {r['rps']:8.1f} "
               f"{r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['errors']:7d} {r['status_5xx']:4d} "
               f"{r.get('rps_vs_1_client', 0):10.2f} {r.get('p99_vs_1_client_p50', 0):17.2f} "
-              f"{r.get('transactions_per_commit', ''):>9}")
+              f"{r.get('transactions_per_commit', ''):>9} "
+              f"{r.get('server_cpu_ms_per_request', ''):>10} "
+              f"{r.get('client_cpu_ms_per_request', ''):>10} {r.get('cpu_busy', ''):>5} "
+              f"{r.get('ceiling_x', ''):>9}")
 
 
 def _check_store(home: Path, key: str, enrolled: dict[str, list[str]], erased: list[str]
@@ -487,7 +534,7 @@ def _levels(args: argparse.Namespace, root: Path, store: str) -> dict[str, Any]:
             for workload in workloads:
                 for clients in levels:
                     row = _drive(root / store, url, next(fresh), payloads, workload, clients,
-                                 args.requests, args.seconds, args.client_procs)
+                                 args.requests, args.seconds, args.client_procs, process.pid)
                     row.pop("enrolled")
                     row.pop("erased")
                     row["load"] = _load()

@@ -4,6 +4,7 @@ one server, the ratios against the one-client row of the same run, JSON results 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,5 +33,14 @@ def test_http_load_benchmark_reports_every_level_against_one_client(tmp_path: Pa
         assert 0 < row["p50_ms"] <= row["p99_ms"]
         assert row["rps_vs_1_client"] > 0
         assert row["p99_vs_1_client_p50"] > 0
+        # The CPU each request cost the server and the load generator, read off /proc and the
+        # clients' own clocks: never zero, and never more than the machine has.
+        assert row["server_cpu_ms_per_request"] > 0, row
+        assert row["client_cpu_ms_per_request"] > 0, row
+        assert 0 < row["cpu_busy"] <= 1.05, row
+        if row["clients"] == 1:  # what concurrency could gain at most, from that CPU
+            cpu = row["server_cpu_ms_per_request"] + row["client_cpu_ms_per_request"]
+            expected = (os.cpu_count() or 1) * 1e3 / cpu / row["rps"]
+            assert row["ceiling_x"] == pytest.approx(expected, rel=0.02), row
     assert "verify" in result.stdout
     assert "x 1-client" in result.stdout
