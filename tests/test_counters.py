@@ -97,3 +97,41 @@ def test_redis_down_is_an_outage_without_the_url_in_the_message() -> None:
         counters.take("k", 1, 60)
     assert "hunter2secret" not in str(caught.value)
     assert "hunter2secret" not in repr(counters)
+
+
+def test_a_limit_check_neither_waits_for_the_writer_nor_commits_its_batch(tmp_path: Path) -> None:
+    """The service checks the failed-authentication limits before every request: with the counts
+    in SQLite that check must read committed data on its own connection, not queue behind a
+    transaction that is still open (a long enrolment, a batch of the group commit) nor force it
+    to commit early."""
+    store = SQLiteStore(tmp_path / "t.db", create=True)
+    store.migrate()
+    counters = StoreCounters(store)
+    for _ in range(3):
+        counters.record("auth:key:k1", 60)
+    inside, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with store.transaction():
+            store.counter_take("auth:key:k1", None, 60, 5, 1e12)  # not committed yet
+            inside.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert inside.wait(10)
+        answer: list[float | None] = []
+        checker = threading.Thread(target=lambda: answer.append(
+            counters.retry_after("auth:key:k1", 3, 60)))
+        checker.start()
+        checker.join(5)
+        assert not checker.is_alive(), "the limit check waited for the open transaction"
+        assert len(answer) == 1
+        assert answer[0] is not None  # the three committed failures block the key
+        assert counters.retry_after("auth:key:k1", 4, 60) is None  # the uncommitted 5 unseen
+    finally:
+        release.set()
+        thread.join(10)
+    assert counters.retry_after("auth:key:k1", 4, 60) is not None  # committed now
+    store.close()

@@ -20,7 +20,7 @@ import pytest
 
 from faceseal.client import ApiError, FacesealClient
 from faceseal.errors import AccessDenied, AuthenticationFailed, InvalidInput, NotFound
-from faceseal.http.middleware import NO_KEY
+from faceseal.http.admission import NO_KEY
 from faceseal.vault.guard import REFUSED_MESSAGE
 from faceseal.vault.key_lease import key_operation
 

@@ -16,6 +16,8 @@ In order, for every HTTP request:
    client and key id). A client address that has failed too often does not stop a valid key
    (everyone behind one NAT or proxy would be locked out by one guesser): its requests without
    a key are refused with 429 at once, and a key it presents is checked, failures answered 429.
+   All of it is one blocking call in the thread pool (:func:`faceseal.http.admission.admit`):
+   the counters may live in the store, and the event loop never waits on it.
 4. **Time limit**: the whole request, body upload included, must finish within the limit, or
    it is answered 503 ``timeout`` (a vault call still running in its thread completes there; its
    effect, if any, is in the audit log under the request id).
@@ -36,20 +38,18 @@ from faceseal.access.apikeys import key_id_of
 from faceseal.audit.events import REQUEST_ID_RULE, is_request_id, new_request_id
 from faceseal.crypto.secret import SecretBytes
 from faceseal.errors import (
-    AuthenticationFailed,
     MalformedRequest,
-    RateLimited,
     RequestTooLarge,
     ServiceTimeout,
 )
 from faceseal.http import problems
+from faceseal.http.admission import admit
 from faceseal.http.context import SCOPE_KEY, RequestContext, Service
 
 access_log = logging.getLogger("faceseal.http.access")
 log = logging.getLogger("faceseal.http")
 
 API_PREFIX = "/v1/"
-NO_KEY = "no API key: send one as Authorization: Bearer fsk_..."
 _DIGITS = re.compile(r"\A[0-9]{1,19}\Z")
 _BEARER = re.compile(r"\A(?i:bearer)[ \t]+(\S.*?)\s*\Z")  # the scheme is case-insensitive
 #: Responses that carry results about people must not be kept by caches or proxies.
@@ -104,7 +104,11 @@ class _Exchange:
             route = self._route()
             metrics.finished(self.scope.get("method", "?"), route, status, seconds)
             if status == 401 and not self.context.counted_failure:
-                self.service.limiter.failed(self.context.client, self.context.key_id)
+                # The counters may live in the store: off the event loop, and finished even if
+                # this request was cancelled.
+                with anyio.CancelScope(shield=True):
+                    await self.service.run(self.service.limiter.failed, self.context.client,
+                                           self.context.key_id)
             method = self.scope.get("method", "?")
             access_log.info("%s %s %s %d %.1fms request_id=%s", self.context.client or "-",
                             method, route, status, seconds * 1000, self.context.request_id,
@@ -165,35 +169,21 @@ class _Exchange:
         token = _bearer(headers.get("authorization"))
         self.context.key_id = key_id_of(token) if token is not None else None
         service = self.service
-        limiter = service.limiter
-        key_wait = limiter.key_retry_after(self.context.key_id)
-        client_wait = limiter.client_retry_after(self.context.client)
-        if key_wait is not None or (client_wait is not None and token is None):
-            try:
-                await service.run(service.vault.refuse_rate_limited, key_id=self.context.key_id,
-                                  request_id=self.context.request_id)
-            except RateLimited as error:
-                wait = max(w for w in (key_wait, client_wait) if w is not None)
-                await self._fail(error, headers={"Retry-After": str(wait)})
-                return False
-            raise AssertionError("refuse_rate_limited returned")  # pragma: no cover
         secret = SecretBytes(token.encode()) if token is not None else None
         try:
-            self.context.view = await service.run(service.vault.as_key, secret,
-                                                  request_id=self.context.request_id)
-        except AuthenticationFailed as error:
-            limiter.failed(self.context.client, self.context.key_id)
-            self.context.counted_failure = True
-            if client_wait is not None:  # a blocked address: only a valid key gets through
-                await self._fail(RateLimited("too many failed authentication attempts; retry "
-                                             "later"),
-                                 headers={"Retry-After": str(client_wait)})
-            else:
-                await self._fail(error if token is not None else AuthenticationFailed(NO_KEY))
-            return False
+            outcome = await service.run(admit, service.vault, service.limiter,
+                                        client=self.context.client, key_id=self.context.key_id,
+                                        secret=secret, request_id=self.context.request_id)
         finally:
             if secret is not None:
                 secret.wipe()
+        self.context.counted_failure = outcome.counted_failure
+        if outcome.error is not None:
+            retry = outcome.retry_after
+            await self._fail(outcome.error,
+                             headers={"Retry-After": str(retry)} if retry is not None else None)
+            return False
+        self.context.view = outcome.view
         return True
 
     # --- receive and send ------------------------------------------------------------------------

@@ -555,8 +555,11 @@ class SQLiteStore(TemplateStore):
 
     def counter_retry_after(self, key: str, limit: int, window: float,
                             now: float) -> float | None:
-        with self._locked():
-            events = [(at, c) for at, c in self._counter_events(key) if at > now - window]
+        # Committed counts, on the reading thread's own connection: a check before every
+        # authentication must neither wait for the writer nor flush the open group commit.
+        events = [(float(at), int(c)) for at, c in self._fetchall(
+            "SELECT at, cost FROM counter_events WHERE key = ? AND at > ? ORDER BY at",
+            (key, now - window))]
         return window_wait(events, limit, 1, window, now)
 
     def _counter_events(self, key: str) -> list[tuple[float, int]]:
