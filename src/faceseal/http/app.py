@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
@@ -34,7 +34,7 @@ from faceseal.http.routes import (
     subjects,
     tenants,
 )
-from faceseal.http.routes.common import request_id_header
+from faceseal.http.routes.common import API_KEY_SCHEME, REQUEST_ID_PARAMETER
 from faceseal.http.settings import Settings
 from faceseal.vault import Vault
 
@@ -114,7 +114,7 @@ def create_app(vault: Vault, settings: Settings | None = None,
     )
     app.state.faceseal = service
     for module in _ROUTERS:
-        app.include_router(module.router, dependencies=[Depends(request_id_header)])
+        app.include_router(module.router)
     app.add_exception_handler(FacesealError, _faceseal_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -205,6 +205,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     schema = get_openapi(title=app.title, version=app.version, description=app.description,
                          routes=app.routes)
     components = schema.setdefault("components", {})
+    components["securitySchemes"] = {"apiKey": copy.deepcopy(API_KEY_SCHEME)}
     schemas = components.setdefault("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
@@ -242,6 +243,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                     entry["description"] = _API_PROBLEMS.get(int(code), entry["description"])
                 entry.setdefault("headers", {})["X-Request-ID"] = request_id_header
             operation["security"] = [{"apiKey": []}] if path.startswith("/v1/") else []
+            operation.setdefault("parameters", []).append(copy.deepcopy(REQUEST_ID_PARAMETER))
             links = _LINKS.get(operation.get("operationId", ""))
             if links:
                 for code, link_set in links.items():

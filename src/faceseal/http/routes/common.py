@@ -6,8 +6,7 @@ import math
 import re
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Path, Request, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Path, Request
 
 from faceseal.audit.events import MAX_REQUEST_ID, REQUEST_ID_PATTERN, REQUEST_ID_RULE
 from faceseal.errors import InvalidInput
@@ -18,30 +17,28 @@ from faceseal.vault.ids import MAX_ID_LENGTH
 
 _DIGITS = re.compile(r"\A[0-9]{1,7}\Z")
 
-bearer_scheme = HTTPBearer(
-    auto_error=False, scheme_name="apiKey", bearerFormat="fsk_<key id>_<secret>",
-    description="A principal's API key: `Authorization: Bearer fsk_...`.",
-)
+#: The API key scheme and the X-Request-ID request header, as the OpenAPI document shows them
+#: (:func:`faceseal.http.app._openapi` adds them to every operation). They are not FastAPI
+#: dependencies: the middleware reads both before routing, and each dependency costs its
+#: resolution on every request.
+API_KEY_SCHEME: dict[str, Any] = {
+    "type": "http", "scheme": "bearer", "bearerFormat": "fsk_<key id>_<secret>",
+    "description": "A principal's API key: `Authorization: Bearer fsk_...`.",
+}
+_REQUEST_ID_TEXT = (f"Your id for this request ({REQUEST_ID_RULE}), returned in the response "
+                    "header and recorded in its audit events; one is made up when absent.")
+REQUEST_ID_PARAMETER: dict[str, Any] = {
+    "name": "X-Request-ID", "in": "header", "required": False, "description": _REQUEST_ID_TEXT,
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_REQUEST_ID,
+               "pattern": REQUEST_ID_PATTERN, "title": "X-Request-Id",
+               "description": _REQUEST_ID_TEXT},
+}
 
 
-# The dependencies below are ``async def`` although they never await: FastAPI runs a plain
-# ``def`` dependency in the thread pool, and three such hops per request (a thread hand-off and
-# an event-loop wake-up each) cost more CPU than the vault call they precede. Keep them free
-# of blocking work.
-async def request_id_header(
-    x_request_id: Annotated[str | None, Header(
-        alias="X-Request-ID", min_length=1, max_length=MAX_REQUEST_ID, pattern=REQUEST_ID_PATTERN,
-        description=f"Your id for this request ({REQUEST_ID_RULE}), "
-                    "returned in the response header and recorded in its audit events; one is "
-                    "made up when absent.")] = None,
-) -> None:
-    """Declares the header for the OpenAPI document (the middleware checks and uses it)."""
-
-
-async def vault_view(
-    request: Request,
-    _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
-) -> Vault:
+# ``async def`` although they never await: FastAPI runs a plain ``def`` dependency in the
+# thread pool, and a hop per dependency (a thread hand-off and an event-loop wake-up each)
+# costs more CPU than the vault call it precedes. Keep them free of blocking work.
+async def vault_view(request: Request) -> Vault:
     return bound_vault(request)
 
 
