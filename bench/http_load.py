@@ -21,6 +21,12 @@ Reported per row: req/s, p50, p99, errors (any non-2xx) and 5xx, and the ratios 
 for: throughput against the one-client row, p99 against the one-client p50. ``uptime`` load is
 recorded before and after: the machine is shared, so read ratios, not absolute figures.
 
+Each HTTP row also says what a request cost in CPU: the server's (its processes, from /proc),
+the load generator's (the clients' own clocks) and the whole machine's (``/proc/stat``, so a
+PostgreSQL server's work counts too), and how busy the cores were. From the one-client row comes
+``ceiling_x``: cores / (machine CPU per request) / (one-client rate), the most *any* number of
+clients could gain over one on this machine, however well the server scaled.
+
 ``--soak SECONDS`` runs the mix at 16 clients for that long instead, then stops the server and
 checks, in-process against the store: no 5xx, every template a client was told was enrolled is
 there exactly once and nothing else (erased subjects gone), and the audit chain verifies. The
@@ -168,6 +174,14 @@ def _cpu_seconds(pid: int) -> float:
     return total
 
 
+def _machine_busy_seconds() -> float:
+    """CPU time every process of the machine spent so far (all cores; idle and I/O wait
+    excluded): the server, its clients *and* a database server such as PostgreSQL."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def _children(pid: int) -> list[int]:
     children = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in children.read_text().split()] if children.exists() else []
@@ -197,6 +211,7 @@ def _drive(root: Path, url: tuple[str, int], key: str, payloads: Path, workload:
     while time.time() < start_at:
         time.sleep(0.001)
     server_cpu = _cpu_seconds(server_pid) if server_pid else 0.0
+    machine_cpu = _machine_busy_seconds()
     parts: list[dict[str, Any]] = []
     for process in running:
         out, _ = process.communicate(timeout=seconds + 600)
@@ -204,6 +219,7 @@ def _drive(root: Path, url: tuple[str, int], key: str, payloads: Path, workload:
             raise SystemExit(f"a client process failed ({process.returncode})")
         parts.extend(json.loads(out))
     elapsed = time.time() - start_at
+    machine_cpu = _machine_busy_seconds() - machine_cpu
     if server_pid:
         server_cpu = _cpu_seconds(server_pid) - server_cpu
     client_cpu = sum(p.pop("cpu_seconds") for p in parts if "cpu_seconds" in p)
@@ -224,7 +240,8 @@ def _drive(root: Path, url: tuple[str, int], key: str, payloads: Path, workload:
         "statuses": statuses,
         **({"server_cpu_ms_per_request": round(server_cpu / done * 1e3, 3),
             "client_cpu_ms_per_request": round(client_cpu / done * 1e3, 3),
-            "cpu_busy": round((server_cpu + client_cpu) / elapsed / (os.cpu_count() or 1), 3)}
+            "machine_cpu_ms_per_request": round(machine_cpu / done * 1e3, 3),
+            "cpu_busy": round(machine_cpu / elapsed / (os.cpu_count() or 1), 3)}
            if server_pid and done else {}),
         "enrolled": {s: t for p in parts for s, t in p["enrolled"].items()},
         "erased": [s for p in parts for s in p["erased"]],
@@ -359,12 +376,13 @@ def _ratios(rows: list[dict[str, Any]]) -> None:
             row["rps_vs_1_client"] = round(row["rps"] / one["rps"], 2)
             row["p99_vs_1_client_p50"] = round(row["p99_ms"] / one["p50_ms"], 2)
         if one and row is one and "server_cpu_ms_per_request" in row:
-            # The most any number of clients could gain over one on this machine: the cores
-            # kept busy with the CPU one request costs (server and load generator), against the
-            # one-client rate. One client leaves a core idle only while a request waits (an
-            # fsync, the loopback); if it is busy for most of its wall time, concurrency has
-            # little idle time to fill, whatever the locking.
-            cpu = row["server_cpu_ms_per_request"] + row["client_cpu_ms_per_request"]
+            # The most any number of clients could gain over one on this machine: every core
+            # kept busy with the CPU one request costs the whole machine (server, load
+            # generator, database server), against the one-client rate. One client leaves the
+            # cores idle only while a request waits (an fsync, the loopback); if they are busy
+            # for most of its wall time, concurrency has little idle time to fill, whatever
+            # the locking.
+            cpu = row["machine_cpu_ms_per_request"]
             if cpu > 0:
                 row["ceiling_x"] = round((os.cpu_count() or 1) * 1e3 / cpu / row["rps"], 2)
 
@@ -372,14 +390,15 @@ def _ratios(rows: list[dict[str, Any]]) -> None:
 def _print(store: str, rows: list[dict[str, Any]]) -> None:
     print(f"\n{store}:\n{'workload':26} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'errors':>7} {'5xx':>4} {'x 1-client':>10} {'p99/1-client p50':>17} {'tx/commit':>9} "
-          f"{'srv cpu ms':>10} {'cli cpu ms':>10} {'busy':>5} {'ceiling x':>9}")
+          f"{'srv cpu ms':>10} {'cli cpu ms':>10} {'all cpu ms':>10} {'busy':>5} {'ceiling x':>9}")
     for r in rows:
         print(f"{r['workload']:26} {r['clients']:7d} {r['rps']:8.1f} "
               f"{r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['errors']:7d} {r['status_5xx']:4d} "
               f"{r.get('rps_vs_1_client', 0):10.2f} {r.get('p99_vs_1_client_p50', 0):17.2f} "
               f"{r.get('transactions_per_commit', ''):>9} "
               f"{r.get('server_cpu_ms_per_request', ''):>10} "
-              f"{r.get('client_cpu_ms_per_request', ''):>10} {r.get('cpu_busy', ''):>5} "
+              f"{r.get('client_cpu_ms_per_request', ''):>10} "
+              f"{r.get('machine_cpu_ms_per_request', ''):>10} {r.get('cpu_busy', ''):>5} "
               f"{r.get('ceiling_x', ''):>9}")
 
 
