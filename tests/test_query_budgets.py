@@ -7,6 +7,7 @@ replicas sharing a store-backed or Redis-backed implementation do.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 
 from faceseal.access.counters import MemoryCounters, RedisCounters
 from faceseal.cli.output import exit_code_for
-from faceseal.errors import BudgetExceeded, InvalidInput
+from faceseal.errors import BudgetExceeded, InvalidInput, NotFound
 from faceseal.http.problems import status_for
 from faceseal.vault import Vault
 from faceseal.vault.budgets import BudgetLimits
@@ -169,3 +170,78 @@ def test_replicas_sharing_store_or_redis_counters_share_the_budget(
             door2.verify("obama", probe)
     for counters in made:
         counters.close()
+
+
+@pytest.fixture
+def shared(home: Path) -> Iterator[Vault]:
+    """Budgets counted in the store, as a service and the CLI count them."""
+    with Vault.open(home) as opened:
+        opened.use_query_counters(opened.shared_counters())
+        yield opened
+
+
+def test_each_call_is_one_durable_commit_and_a_failed_call_costs_its_query(
+        shared: Vault, encoding_of: EncodingOf) -> None:
+    door = shared.as_key(KEYS["door"])
+    probe = encoding_of("obama-2.jpg")
+    group = shared._store._group  # type: ignore[attr-defined]
+    before = group.commits
+    assert door.verify("obama", probe).match
+    assert group.commits - before == 1  # the charge, the subject's, the event: one commit
+    before = group.commits
+    with pytest.raises(NotFound):
+        door.verify("nobody", probe)
+    assert group.commits - before == 1  # the charge and the failed event
+    assert _last_event(shared)["detail"] == {"error": "not_found"}
+    for number in range(8):  # 2 spent; 8 more, half of them failures, fill the budget of 10
+        if number % 2:
+            door.verify("biden", probe)
+        else:
+            with pytest.raises(NotFound):
+                door.verify("nobody", probe)
+    with pytest.raises(BudgetExceeded):  # refused before any matching, counting nothing
+        door.verify("obama", probe)
+    with pytest.raises(BudgetExceeded):  # a not-found is no cheaper way in
+        door.verify("nobody", probe)
+
+
+def _spend_the_rest_meanwhile(monkeypatch: pytest.MonkeyPatch, vault: Vault) -> None:
+    """Another replica spends door's whole budget while a call of door's is matching."""
+    original = Vault._verify_from_store
+
+    def racing(self: Vault, *args: object) -> object:
+        with contextlib.suppress(BudgetExceeded):  # (all of it: nothing is spent before)
+            vault._answers.budgets.charge_principal("door", 10)  # type: ignore[attr-defined]
+        return original(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Vault, "_verify_from_store", racing)
+
+
+def test_a_budget_spent_while_the_call_matched_withholds_the_answer(
+        shared: Vault, encoding_of: EncodingOf, monkeypatch: pytest.MonkeyPatch) -> None:
+    door = shared.as_key(KEYS["door"])
+    def answers() -> int:
+        return len([e for e in shared.as_key(KEYS["watch"]).audit_tail(100)
+                    if (e["principal"], e["outcome"]) == ("door", "ok")])
+
+    answered = answers()
+    _spend_the_rest_meanwhile(monkeypatch, shared)
+    with pytest.raises(BudgetExceeded):
+        door.verify("obama", encoding_of("obama-2.jpg"))
+    event = _last_event(shared)
+    assert (event["principal"], event["outcome"]) == ("door", "failed")
+    assert event["detail"] == {"error": "budget_exceeded", "suspicious": True}
+    assert answers() == answered  # no answer recorded
+
+
+def test_a_failure_the_call_cannot_pay_for_is_not_shown(
+        shared: Vault, encoding_of: EncodingOf, monkeypatch: pytest.MonkeyPatch) -> None:
+    """"No such subject" is information: a caller whose budget ran out meanwhile gets 429, not
+    the 404 it did not pay for."""
+    door = shared.as_key(KEYS["door"])
+    _spend_the_rest_meanwhile(monkeypatch, shared)
+    with pytest.raises(BudgetExceeded):
+        door.verify("nobody", encoding_of("obama-2.jpg"))
+    event = _last_event(shared)
+    assert (event["principal"], event["outcome"]) == ("door", "failed")
+    assert event["detail"] == {"error": "budget_exceeded", "suspicious": True}

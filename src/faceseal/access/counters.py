@@ -30,6 +30,10 @@ Clock = Callable[[], float]
 class WindowCounters(Protocol):
     """Events per key within a sliding window."""
 
+    #: Whether a :meth:`take` made inside a store transaction is undone if that transaction
+    #: rolls back (counts kept in the store itself); elsewhere a take stands at once.
+    joins_store_transactions: bool
+
     def retry_after(self, key: str, limit: int, window: float) -> float | None:
         """Seconds until ``key`` is below ``limit`` events in ``window`` again; None when it is
         below already."""
@@ -49,6 +53,8 @@ class MemoryCounters:
     """:class:`WindowCounters` in this process's memory, bounded to ``max_entries`` keys (the
     least recently used forgotten first) and to ``max_per_key`` events per key (limits above it
     are not meaningful here)."""
+
+    joins_store_transactions = False
 
     def __init__(self, *, max_entries: int = 100_000, max_per_key: int = 10_000,
                  clock: Clock = time.monotonic) -> None:
@@ -125,6 +131,8 @@ class StoreCounters:
     vault (replicas, the CLI) counts against the same allowance. Times are wall-clock seconds:
     replicas on several hosts need synchronised clocks (NTP), as TLS does anyway."""
 
+    joins_store_transactions = True
+
     def __init__(self, store: CounterStore, *, clock: Clock = time.time) -> None:
         self._store = store
         self._clock = clock
@@ -162,6 +170,8 @@ class RedisCounters:
     """:class:`WindowCounters` in Redis (``redis://HOST:PORT/DB``), shared by every replica
     that names the same server. The URL may carry a password; it is never logged or shown.
     Times come from the Redis server's clock (``TIME``), so replicas need not agree on theirs."""
+
+    joins_store_transactions = False
 
     def __init__(self, url: str, *, prefix: str = "faceseal:") -> None:
         try:

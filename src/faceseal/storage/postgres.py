@@ -522,8 +522,10 @@ class PostgresStore(TemplateStore):
 
     def counter_retry_after(self, key: str, limit: int, window: float,
                             now: float) -> float | None:
-        wait = self._value(self._q("SELECT {s}.fs_counter_retry_after(%s, %s, %s, %s)"),
-                           (key, limit, float(window), now))
+        # Committed counts on a reader connection: a check before every authentication must
+        # neither queue behind the writer nor commit its open batch early.
+        wait = self._read_value(self._q("SELECT {s}.fs_counter_retry_after(%s, %s, %s, %s)"),
+                                (key, limit, float(window), now))
         return None if wait is None else float(wait)
 
     def replace_records(self, rows: Sequence[TemplateRow]) -> int:

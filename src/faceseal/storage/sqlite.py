@@ -556,7 +556,12 @@ class SQLiteStore(TemplateStore):
     def counter_retry_after(self, key: str, limit: int, window: float,
                             now: float) -> float | None:
         # Committed counts, on the reading thread's own connection: a check before every
-        # authentication must neither wait for the writer nor flush the open group commit.
+        # authentication and query must neither wait for the writer nor flush the open group
+        # commit. The sum first, inside SQLite; the events only to say how long to wait.
+        ((held,),) = self._fetchall("SELECT coalesce(sum(cost), 0) FROM counter_events "
+                                    "WHERE key = ? AND at > ?", (key, now - window))
+        if int(held) + 1 <= limit:
+            return None
         events = [(float(at), int(c)) for at, c in self._fetchall(
             "SELECT at, cost FROM counter_events WHERE key = ? AND at > ? ORDER BY at",
             (key, now - window))]

@@ -5,8 +5,9 @@ refuse the same things the same way:
 
 1. :meth:`AnswerRules.terms` -- the tenant's configured threshold and the one the query uses
    (stricter only), and what the answer may reveal to this principal;
-2. :meth:`AnswerRules.admit` -- the principal's budget is charged (each probe of a batch), then
-   every probe must be plausible for its model;
+2. :meth:`AnswerRules.admit` -- the principal must have room in its budget for each probe of
+   the call, which it then owes (charged in the transaction of the call's audit event, whatever
+   the outcome); then every probe must be plausible for its model;
 3. the vault matches, exactly, and :meth:`AnswerRules.reveal_*` presents the result, charging the
    budget of each subject the caller gets to see.
 """
@@ -29,6 +30,7 @@ from faceseal.matching.plausibility import check_probe
 from faceseal.storage.base import TemplateStore
 from faceseal.vault import disclosure
 from faceseal.vault.budgets import QueryBudgets
+from faceseal.vault.guard import Charge, Operation
 from faceseal.vault.results import Disclosure, IdentifyResult, VerifyResult
 
 
@@ -69,10 +71,15 @@ class AnswerRules:
                  else policy.disclosure)
         return Terms(configured, thresholds.effective(requested, configured), level)
 
-    def admit(self, principal: Principal, spec: ModelSpec,
+    def admit(self, op: Operation, spec: ModelSpec,
               probes: Sequence[np.ndarray[Any, Any]] | np.ndarray[Any, Any]) -> None:
-        """Charge the principal one query per probe, then refuse any implausible probe."""
-        self.budgets.charge_principal(principal.name, len(probes))
+        """Refuse at once a principal without room for one query per probe; owe those queries
+        (paid in the transaction of the operation's event, whatever its outcome); then refuse
+        any implausible probe."""
+        name, cost, budgets = op.principal.name, len(probes), self.budgets
+        budgets.check_principal(name, cost)
+        op.owe(Charge(lambda: budgets.charge_principal(name, cost),
+                      rolls_back=budgets.charges_join_transactions))
         for probe in probes:
             check_probe(probe, spec)
 

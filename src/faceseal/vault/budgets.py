@@ -4,8 +4,10 @@ Disclosure bands leave an attacker one bit per query near a face; budgets bound 
 bits (and how many probes of any kind) a key can collect. Two budgets, each over a sliding
 window:
 
-* per principal: every verify call and every probe of an identify (a batch counts each probe) is
-  charged before any matching is done;
+* per principal: every verify call and every probe of an identify (a batch counts each probe).
+  A principal without room for the call is refused before any matching is done; the charge
+  itself is made in the transaction of the call's audit event, whatever the outcome (a "not
+  found" is information too), so each call costs one durable commit, not two;
 * per subject: every verify of that subject, and every identify answer that *reveals* the subject
   (a candidate the caller gets to see), is charged.
 
@@ -56,6 +58,25 @@ class QueryBudgets:
     def __init__(self, counters: WindowCounters, limits: BudgetLimits) -> None:
         self._counters = counters
         self.limits = limits
+
+    @property
+    def charges_join_transactions(self) -> bool:
+        """Whether a charge made inside a store transaction is undone when it rolls back."""
+        return bool(getattr(self._counters, "joins_store_transactions", False))
+
+    def check_principal(self, principal: str, cost: int = 1) -> None:
+        """Refuse, counting nothing, if ``cost`` more queries would take ``principal`` over its
+        budget now. The charge itself is :meth:`charge_principal`, made later in the
+        operation's own transaction (see :class:`faceseal.vault.answers.AnswerRules`)."""
+        limit, window = self.limits.per_principal, self.limits.window_seconds
+        # "cost more fit within limit" is "one more fits within limit - cost + 1".
+        wait = (window if cost > limit
+                else self._counters.retry_after(_key("principal", principal), limit - cost + 1,
+                                                window))
+        if wait is not None:
+            raise BudgetExceeded(
+                f"query budget exceeded: at most {limit} queries per {window:g} s for this "
+                f"principal; retry in {math.ceil(wait)} s")
 
     def charge_principal(self, principal: str, cost: int = 1) -> None:
         """Count ``cost`` queries for ``principal``, or refuse (counting nothing)."""

@@ -19,7 +19,7 @@ revocation takes effect at once), asks the permission table, and:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +53,7 @@ from faceseal.errors import (
     AuditWriteFailed,
     AuthenticationFailed,
     FacesealError,
+    StorageUnavailable,
 )
 from faceseal.storage.base import AuditRecord, TemplateStore
 from faceseal.vault.integrity import NOT_UPGRADED
@@ -74,6 +75,20 @@ class Caller:
     request_id: str | None = None
 
 
+@dataclass(frozen=True)
+class Charge:
+    """A budget charge an operation owes whatever its outcome: made in the transaction of its
+    ``ok`` event, or else in that of its ``failed`` event."""
+
+    pay: Callable[[], None]
+    #: Undone with the transaction it was made in (counts kept in the store itself); otherwise
+    #: it stands once made.
+    rolls_back: bool
+
+    def __repr__(self) -> str:
+        return f"Charge(rolls_back={self.rolls_back})"
+
+
 @dataclass
 class Operation:
     """One authorised operation. Its work calls :meth:`record` inside :meth:`transaction`."""
@@ -86,20 +101,35 @@ class Operation:
     subject_id: str | None
     request_id: str
     committed: list[AuditRecord] = field(default_factory=list)
+    #: What the operation owes (:meth:`owe`), until it is paid for good.
+    owed: Charge | None = None
     _pending: list[AuditRecord] | None = None
+
+    def owe(self, charge: Charge) -> None:
+        """Charge this operation ``charge`` in its transaction, or in its failure's."""
+        if self.owed is not None:
+            raise RuntimeError("an operation owes one charge at most")
+        self.owed = charge
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """A store transaction for the change and its event; checkpoints follow the commit."""
+        """A store transaction for the change and its event (and what the operation owes, paid
+        first: refused, nothing of the transaction happens); checkpoints follow the commit."""
         if self._pending is not None:
             raise RuntimeError("operation transactions do not nest")
         pending: list[AuditRecord] = []
         self._pending = pending
         try:
             with self.guard.store.transaction():
+                owed = self.owed
+                if owed is not None:
+                    owed.pay()
+                    if not owed.rolls_back:
+                        self.owed = None  # it stands, whatever this transaction does next
                 yield
         finally:
             self._pending = None
+        self.owed = None  # committed with the event
         self.committed.extend(pending)
         for record in pending:
             self.guard.audit.committed(record)
@@ -224,21 +254,40 @@ class Guard:
         except AuditWriteFailed:
             raise
         except Exception as error:
-            self._record_failure(op, error, detail)
+            refused = self._record_failure(op, error, detail)
+            if refused is not None:  # what it owed could not be paid: the error is not shown
+                raise refused from None
             raise
         if not op.committed:
             raise RuntimeError(f"operation {action} returned without recording its audit event")
 
     def _record_failure(self, op: Operation, error: Exception,
-                        detail: dict[str, DetailValue] | None) -> None:
-        code = error.code if isinstance(error, FacesealError) else "internal_error"
-        failed: dict[str, DetailValue] = {**(detail or {}), "error": code}
-        if isinstance(error, FacesealError) and error.suspicious:
-            failed["suspicious"] = True
+                        detail: dict[str, DetailValue] | None) -> FacesealError | None:
+        """Write the ``failed`` event, paying what the operation owes in its transaction. If
+        that cannot be paid (the budget ran out meanwhile, the counts are unreachable), the
+        event names that error and it is returned: the caller raises it instead of ``error``,
+        which is information the call did not pay for."""
+        owed, op.owed = op.owed, None
+        refused: FacesealError | None = None
         try:
-            self.audit.append_now(op.event(OUTCOME_FAILED, detail=failed))
+            with self.store.transaction():
+                if owed is not None:
+                    try:
+                        owed.pay()
+                    except FacesealError as unpaid:
+                        refused = unpaid
+                shown: Exception = refused if refused is not None else error
+                code = shown.code if isinstance(shown, FacesealError) else "internal_error"
+                failed: dict[str, DetailValue] = {**(detail or {}), "error": code}
+                if isinstance(shown, FacesealError) and shown.suspicious:
+                    failed["suspicious"] = True
+                record = self.audit.append(op.event(OUTCOME_FAILED, detail=failed))
         except AuditWriteFailed as audit_error:
             raise audit_error from None
+        except StorageUnavailable as outage:  # the commit of the event itself
+            raise AuditWriteFailed(f"the audit event could not be written: {outage}") from None
+        self.audit.committed(record)
+        return refused
 
 
 def detail_of(**values: Any) -> dict[str, DetailValue]:

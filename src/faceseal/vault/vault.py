@@ -813,7 +813,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         if needs_encoder(probe) and not self._store.subject_exists(tenant, subject_id):
             raise NotFound(f"no subject {subject_id!r} in tenant {tenant!r}")
         encoding = self._reader(face_index).read_probe(probe, spec).encoding
-        self._answers.admit(op.principal, spec, [encoding])
+        self._answers.admit(op, spec, [encoding])
         # Always from the subject's records, in float64: exact, and independent of the
         # reduced-precision gallery that serves 1:N (docs/performance.md). No vault lock: the
         # store's reads are thread-safe and see committed data only.
@@ -889,7 +889,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         terms = self._answers.terms(op.principal, tenant, spec, threshold)
         limit = terms.threshold
         encoding = self._reader(face_index).read_probe(probe, spec).encoding
-        self._answers.admit(op.principal, spec, [encoding])
+        self._answers.admit(op, spec, [encoding])
         found, size, damaged = self._proposals(tenant, spec, encoding[None, :], top_k)
         matches = found[0]
         candidates = [Candidate(m.subject_id, m.distance, m.distance <= limit, m.template_id)
@@ -1000,7 +1000,7 @@ class Vault(AccessOperations, PolicyOperations, ServiceOperations):
         matrix = np.stack([reader.read_probe(item, spec).encoding.astype(np.float64)
                            for item in items])
         try:
-            self._answers.admit(op.principal, spec, matrix)
+            self._answers.admit(op, spec, matrix)
             found, size, damaged = self._proposals(tenant, spec, matrix, top_k)
         finally:
             matrix.fill(0.0)
