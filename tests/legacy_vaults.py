@@ -31,7 +31,8 @@ def roll_back_to_unsigned(home: Path, keys: Path, *, pg_admin_url: str | None = 
         with sqlite3.connect(home / store_url.partition(":")[2]) as conn:
             conn.execute("ALTER TABLE principals DROP COLUMN mac")
             conn.execute("ALTER TABLE subjects DROP COLUMN inventory")
-            conn.execute("DELETE FROM schema_migrations WHERE version = 5")
+            conn.execute("DROP TABLE counter_totals")  # migration 6 came later still
+            conn.execute("DELETE FROM schema_migrations WHERE version IN (5, 6)")
         conn.close()
     elif store_url.startswith("files:"):
         root = home / store_url.partition(":")[2]

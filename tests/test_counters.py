@@ -135,3 +135,56 @@ def test_a_limit_check_neither_waits_for_the_writer_nor_commits_its_batch(tmp_pa
         thread.join(10)
     assert counters.retry_after("auth:key:k1", 4, 60) is not None  # committed now
     store.close()
+
+
+def _totals_and_sums(store: SQLiteStore) -> tuple[dict[str, int], dict[str, int]]:
+    db = store._db  # type: ignore[attr-defined]
+    totals = {k: int(t) for k, t in db.execute("SELECT key, total FROM counter_totals")
+              if int(t) > 0}
+    sums = {k: int(t) for k, t in db.execute(
+        "SELECT key, sum(cost) FROM counter_events GROUP BY key")}
+    return totals, sums
+
+
+def test_sqlite_keeps_each_keys_total_equal_to_its_events(tmp_path: Path) -> None:
+    """A budget is checked against a running total per key (one row read, not thousands of
+    events summed): through charges, refusals, expiry and the sweep of every key, each total
+    stays the sum of its key's events in the window, and the answers are the events'."""
+    clock = Clock()
+    store = SQLiteStore(tmp_path / "t.db", create=True)
+    store.migrate()
+    counters = StoreCounters(store, clock=clock)
+    for step in range(40):
+        clock.now += 7
+        counters.take("budget:principal:a", 12, 60, cost=1 + step % 3)
+        counters.record("auth:client:b", 300)
+        if step % 10 == 0:
+            counters.take("budget:subject:c", 2, 60)
+        totals, sums = _totals_and_sums(store)
+        assert totals == sums
+    # What the total says is what the events in the window say.
+    held = sum(c for at, c in store._db.execute(  # type: ignore[attr-defined]
+        "SELECT at, cost FROM counter_events WHERE key = 'budget:principal:a' AND at > ?",
+        (clock.now - 60,)))
+    assert held > 0
+    assert counters.retry_after("budget:principal:a", held + 1, 60) is None
+    assert counters.retry_after("budget:principal:a", held, 60) is not None
+    # Every key's events older than any window go in the sweep, totals with them.
+    clock.now += 8 * 24 * 3600
+    counters.take("budget:principal:a", 12, 60)
+    assert _totals_and_sums(store) == ({"budget:principal:a": 1}, {"budget:principal:a": 1})
+    store.close()
+
+
+def test_sqlite_migration_6_totals_the_events_already_counted(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "t.db", create=True)
+    store.migrate()
+    for key, cost in (("budget:principal:a", 3), ("budget:principal:a", 2), ("auth:key:k", 1)):
+        store.counter_take(key, None, 3600, cost, 1000.0)
+    db = store._db  # type: ignore[attr-defined]
+    db.execute("DROP TABLE counter_totals")  # as a vault of the release before left it
+    db.execute("DELETE FROM schema_migrations WHERE version = 6")
+    assert store.migrate() == (5, SQLiteStore.SCHEMA_VERSION)
+    assert _totals_and_sums(store)[0] == {"budget:principal:a": 5, "auth:key:k": 1}
+    assert store.counter_take("budget:principal:a", 5, 3600, 1, 1001.0) is not None  # 5 held
+    store.close()

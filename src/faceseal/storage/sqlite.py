@@ -530,36 +530,53 @@ class SQLiteStore(TemplateStore):
 
     def counter_take(self, key: str, limit: int | None, window: float, cost: int,
                      now: float) -> float | None:
+        # counter_totals keeps each key's sum of events, so that a budget (up to thousands of
+        # events in its window) is checked by reading one row; every change to counter_events
+        # below changes it in the same transaction.
         with self.transaction():
             # This key's expired events through its index; every key's through a sweep at most
             # once per SWEEP_SECONDS: `OR at <= ?` in every call scanned the whole table, and
             # with query budgets counted per verify the table holds an hour of traffic.
-            self._execute("DELETE FROM counter_events WHERE key = ? AND at <= ?",
-                          (key, now - window))
+            self._drop_events("key = ? AND at <= ?", (key, now - window))
             if now - self._last_sweep >= SWEEP_SECONDS or now < self._last_sweep:
-                self._execute("DELETE FROM counter_events WHERE at <= ?",
-                              (now - MAX_COUNTER_WINDOW,))
+                self._drop_events("at <= ?", (now - MAX_COUNTER_WINDOW,))
+                self._execute("DELETE FROM counter_totals WHERE total <= 0")
                 self._last_sweep = now
             if limit is not None:
-                # The sum first, inside SQLite: the events themselves are read only when they
-                # are needed to say how long to wait (a budget holds an hour of them).
-                (held,) = self._execute("SELECT coalesce(sum(cost), 0) FROM counter_events "
-                                        "WHERE key = ?", (key,)).fetchone()
-                if int(held) + cost > limit:
+                # The events themselves are read only to say how long to wait.
+                held = self._execute("SELECT total FROM counter_totals WHERE key = ?",
+                                     (key,)).fetchone()
+                if (int(held[0]) if held else 0) + cost > limit:
                     wait = window_wait(self._counter_events(key), limit, cost, window, now)
                     if wait is not None:
                         return wait
             self._execute("INSERT INTO counter_events (key, at, cost) VALUES (?, ?, ?)",
                           (key, now, cost))
+            self._execute("INSERT INTO counter_totals (key, total) VALUES (?, ?) "
+                          "ON CONFLICT (key) DO UPDATE SET total = total + excluded.total",
+                          (key, cost))
             return None
+
+    def _drop_events(self, where: str, params: tuple[Any, ...]) -> None:
+        """Delete the counter events matching ``where`` and take them off their keys' totals."""
+        gone = self._execute(
+            f"SELECT key, sum(cost) FROM counter_events WHERE {where} GROUP BY key",  # noqa: S608 - constant clauses
+            params).fetchall()
+        if gone:
+            self._execute(f"DELETE FROM counter_events WHERE {where}", params)  # noqa: S608
+            self._executemany("UPDATE counter_totals SET total = max(total - ?, 0) WHERE key = ?",
+                              [(int(total), k) for k, total in gone])
 
     def counter_retry_after(self, key: str, limit: int, window: float,
                             now: float) -> float | None:
         # Committed counts, on the reading thread's own connection: a check before every
         # authentication and query must neither wait for the writer nor flush the open group
-        # commit. The sum first, inside SQLite; the events only to say how long to wait.
-        ((held,),) = self._fetchall("SELECT coalesce(sum(cost), 0) FROM counter_events "
-                                    "WHERE key = ? AND at > ?", (key, now - window))
+        # commit. The key's total less its events that have expired but are not yet deleted
+        # (each take deletes them: a few at most); the events only to say how long to wait.
+        ((held,),) = self._fetchall(
+            "SELECT coalesce((SELECT total FROM counter_totals WHERE key = ?), 0) - "
+            "coalesce((SELECT sum(cost) FROM counter_events WHERE key = ? AND at <= ?), 0)",
+            (key, key, now - window))
         if int(held) + 1 <= limit:
             return None
         events = [(float(at), int(c)) for at, c in self._fetchall(

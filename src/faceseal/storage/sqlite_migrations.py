@@ -132,4 +132,17 @@ ALTER TABLE principals ADD COLUMN mac BLOB NOT NULL DEFAULT x'';
 ALTER TABLE subjects ADD COLUMN inventory BLOB NOT NULL DEFAULT x''
 """,
     ),
+    (
+        6,
+        # Each counter key's running total (issue 19): a query budget holds up to thousands of
+        # events in its window, and every verify and identify checks and charges one; the total
+        # turns that sum into one row read. Kept by the same transactions as the events.
+        """
+CREATE TABLE counter_totals (
+    key    TEXT PRIMARY KEY,
+    total  INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO counter_totals (key, total) SELECT key, sum(cost) FROM counter_events GROUP BY key
+""",
+    ),
 ]
