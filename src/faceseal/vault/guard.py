@@ -14,6 +14,9 @@ revocation takes effect at once), asks the permission table, and:
   naming the error code is written before the error reaches the caller; if even that cannot be
   written, the caller gets :class:`~faceseal.errors.AuditWriteFailed` instead (a "not found" is
   information too, and none is returned unrecorded).
+* what an operation owes (:class:`Charge`: a matching query against the principal's budget) is
+  paid in the transaction of its ``ok`` event, or else of its ``failed`` event; if it cannot be
+  paid there, that refusal is what the caller gets, never the answer or error it did not pay for.
 """
 
 from __future__ import annotations
