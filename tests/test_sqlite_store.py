@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 
@@ -68,3 +71,35 @@ def test_missing_database_is_refused(vault_dirs: tuple[Path, Path]) -> None:
     (home / "templates.db").unlink()
     with pytest.raises(StorageUnavailable):
         reopen_vault(home)
+
+
+def test_a_write_waits_for_another_processs_writer_then_goes_ahead(tmp_path: Path) -> None:
+    """Another process (a second `serve` worker, the CLI) holds the write lock: a write waits
+    for it in short pauses and proceeds as soon as it is released; held past the wait, the write
+    fails as an outage naming the lock, and the connection is usable afterwards."""
+    store = SQLiteStore(tmp_path / "t.db", create=True)
+    store.migrate()
+    other = sqlite3.connect(tmp_path / "t.db", isolation_level=None, timeout=0,
+                            check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    released = threading.Timer(0.2, other.execute, ("COMMIT",))
+    released.start()
+    started = time.monotonic()
+    store.set_meta("waited", "yes")
+    waited = time.monotonic() - started
+    released.join()
+    assert 0.15 < waited < 5  # it waited for the lock, and took it once free
+    assert store.get_meta("waited") == "yes"
+    assert store._db.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with patch("faceseal.storage.sqlite.WRITE_WAIT_SECONDS", 0.1), \
+                pytest.raises(StorageUnavailable, match="locked"):
+            store.set_meta("waited", "no")
+    finally:
+        other.execute("COMMIT")
+    store.set_meta("after", "yes")  # the connection is fine
+    assert (store.get_meta("waited"), store.get_meta("after")) == ("yes", "yes")
+    other.close()
+    store.close()
