@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -217,20 +217,26 @@ def _spend_the_rest_meanwhile(monkeypatch: pytest.MonkeyPatch, vault: Vault) -> 
     monkeypatch.setattr(Vault, "_verify_from_store", racing)
 
 
+def _assert_refused_for_budget(vault: Vault, call: Callable[[], object]) -> None:
+    """``call`` raises BudgetExceeded, and door's last event says so, marked suspicious."""
+    with pytest.raises(BudgetExceeded):
+        call()
+    event = _last_event(vault)
+    assert (event["principal"], event["outcome"]) == ("door", "failed")
+    assert event["detail"] == {"error": "budget_exceeded", "suspicious": True}
+
+
 def test_a_budget_spent_while_the_call_matched_withholds_the_answer(
         shared: Vault, encoding_of: EncodingOf, monkeypatch: pytest.MonkeyPatch) -> None:
     door = shared.as_key(KEYS["door"])
+
     def answers() -> int:
         return len([e for e in shared.as_key(KEYS["watch"]).audit_tail(100)
                     if (e["principal"], e["outcome"]) == ("door", "ok")])
 
     answered = answers()
     _spend_the_rest_meanwhile(monkeypatch, shared)
-    with pytest.raises(BudgetExceeded):
-        door.verify("obama", encoding_of("obama-2.jpg"))
-    event = _last_event(shared)
-    assert (event["principal"], event["outcome"]) == ("door", "failed")
-    assert event["detail"] == {"error": "budget_exceeded", "suspicious": True}
+    _assert_refused_for_budget(shared, lambda: door.verify("obama", encoding_of("obama-2.jpg")))
     assert answers() == answered  # no answer recorded
 
 
@@ -240,8 +246,4 @@ def test_a_failure_the_call_cannot_pay_for_is_not_shown(
     the 404 it did not pay for."""
     door = shared.as_key(KEYS["door"])
     _spend_the_rest_meanwhile(monkeypatch, shared)
-    with pytest.raises(BudgetExceeded):
-        door.verify("nobody", encoding_of("obama-2.jpg"))
-    event = _last_event(shared)
-    assert (event["principal"], event["outcome"]) == ("door", "failed")
-    assert event["detail"] == {"error": "budget_exceeded", "suspicious": True}
+    _assert_refused_for_budget(shared, lambda: door.verify("nobody", encoding_of("obama-2.jpg")))

@@ -136,7 +136,7 @@ class SQLiteStore(TemplateStore):
             raise StorageUnavailable(f"no template database at {path.name}")
         try:
             self._db = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=30
+                path, isolation_level=None, check_same_thread=False, timeout=WRITE_WAIT_SECONDS
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -573,7 +573,8 @@ class SQLiteStore(TemplateStore):
                 held = self._execute("SELECT total FROM counter_totals WHERE key = ?",
                                      (key,)).fetchone()
                 if (int(held[0]) if held else 0) + cost > limit:
-                    wait = window_wait(self._counter_events(key), limit, cost, window, now)
+                    wait = window_wait(self._counter_events(key, now - window), limit, cost,
+                                       window, now)
                     if wait is not None:
                         return wait
             self._execute("INSERT INTO counter_events (key, at, cost) VALUES (?, ?, ?)",
@@ -605,14 +606,14 @@ class SQLiteStore(TemplateStore):
             (key, key, now - window))
         if int(held) + 1 <= limit:
             return None
-        events = [(float(at), int(c)) for at, c in self._fetchall(
-            "SELECT at, cost FROM counter_events WHERE key = ? AND at > ? ORDER BY at",
-            (key, now - window))]
-        return window_wait(events, limit, 1, window, now)
+        return window_wait(self._counter_events(key, now - window), limit, 1, window, now)
 
-    def _counter_events(self, key: str) -> list[tuple[float, int]]:
-        return [(float(at), int(c)) for at, c in self._execute(
-            "SELECT at, cost FROM counter_events WHERE key = ? ORDER BY at", (key,)).fetchall()]
+    def _counter_events(self, key: str, after: float) -> list[tuple[float, int]]:
+        """``key``'s events later than ``after``, oldest first (inside a transaction, as the
+        transaction sees them)."""
+        return [(float(at), int(c)) for at, c in self._fetchall(
+            "SELECT at, cost FROM counter_events WHERE key = ? AND at > ? ORDER BY at",
+            (key, after))]
 
     def replace_records(self, rows: Sequence[TemplateRow]) -> int:
         with self.transaction():

@@ -62,7 +62,7 @@ class QueryBudgets:
     @property
     def charges_join_transactions(self) -> bool:
         """Whether a charge made inside a store transaction is undone when it rolls back."""
-        return bool(getattr(self._counters, "joins_store_transactions", False))
+        return self._counters.joins_store_transactions
 
     def check_principal(self, principal: str, cost: int = 1) -> None:
         """Refuse, counting nothing, if ``cost`` more queries would take ``principal`` over its
@@ -74,19 +74,19 @@ class QueryBudgets:
                 else self._counters.retry_after(_key("principal", principal), limit - cost + 1,
                                                 window))
         if wait is not None:
-            raise BudgetExceeded(
-                f"query budget exceeded: at most {limit} queries per {window:g} s for this "
-                f"principal; retry in {math.ceil(wait)} s")
+            raise self._principal_refusal(wait)
 
     def charge_principal(self, principal: str, cost: int = 1) -> None:
         """Count ``cost`` queries for ``principal``, or refuse (counting nothing)."""
         wait = self._counters.take(_key("principal", principal), self.limits.per_principal,
                                    self.limits.window_seconds, cost)
         if wait is not None:
-            raise BudgetExceeded(
-                f"query budget exceeded: at most {self.limits.per_principal} queries per "
-                f"{self.limits.window_seconds:g} s for this principal; retry in "
-                f"{math.ceil(wait)} s")
+            raise self._principal_refusal(wait)
+
+    def _principal_refusal(self, wait: float) -> BudgetExceeded:
+        return BudgetExceeded(
+            f"query budget exceeded: at most {self.limits.per_principal} queries per "
+            f"{self.limits.window_seconds:g} s for this principal; retry in {math.ceil(wait)} s")
 
     def charge_subjects(self, tenant: str, subject_ids: Iterable[str]) -> None:
         """Count one query against each subject, or refuse at the first one over budget."""
